@@ -1,0 +1,107 @@
+# farmem — plain make with pkg-config.  `make` builds both programs,
+# `make check` installs missing build/test dependencies, builds and runs
+# every test through prove.  V=1 shows full command lines.
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+PKGS := liburing libibverbs librdmacm libzstd liblz4 libsodium libxxhash
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wmissing-prototypes \
+        -Wstrict-prototypes -Wvla -Wpointer-arith
+override CFLAGS += -std=gnu11 -D_GNU_SOURCE $(WARN) -I. -Icommon \
+        -I/usr/include/iniparser $(PKG_CFLAGS) -MMD -MP
+override LDLIBS += $(PKG_LIBS) -liniparser -lpthread
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+BUILD ?= build
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+override CFLAGS += -DFARMEM_VERSION=\"$(VERSION)\"
+
+COMMON_SRC := $(wildcard common/*.c)
+MEMSERVER_SRC := $(wildcard memserver/*.c)
+BLK_SRC := $(wildcard ublk-farmem/*.c)
+TOOL_SRC := $(wildcard tests/tools/*.c)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+COMMON_OBJ := $(call obj,$(COMMON_SRC))
+MEMSERVER_OBJ := $(call obj,$(MEMSERVER_SRC))
+BLK_OBJ := $(call obj,$(BLK_SRC))
+# Everything but main.c, so unit tests can link the real code.
+MEMSERVER_LIB_OBJ := $(filter-out %/main.o,$(MEMSERVER_OBJ))
+BLK_LIB_OBJ := $(filter-out %/main.o,$(BLK_OBJ))
+
+PROGS := $(BUILD)/farmem-memserver $(BUILD)/farmem-blk
+TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRC))
+UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
+
+.PHONY: all check unit integration asan fuzz valgrind clean deps vmcheck \
+        bench demo deb rpm
+all: $(PROGS) $(TOOLS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) $(CPPFLAGS) -c -o $@ $<
+
+$(BUILD)/libfarmem-common.a: $(COMMON_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/farmem-memserver: $(MEMSERVER_OBJ) $(BUILD)/libfarmem-common.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/farmem-blk: $(BLK_OBJ) $(BUILD)/libfarmem-common.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libfarmem-common.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Unit tests link the real objects of both programs (minus their main.c).
+$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(MEMSERVER_LIB_OBJ) $(BLK_LIB_OBJ) $(BUILD)/libfarmem-common.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+deps:
+	$(Q)tests/deps.sh
+
+unit: $(UNITS)
+	prove -f -e '' $(UNITS)
+
+integration: all
+	FARMEM_BUILD=$(abspath $(BUILD)) prove -f -e 'bats --tap' tests/integration/*.bats
+
+check: deps
+	$(Q)$(MAKE) --no-print-directory all $(UNITS)
+	FARMEM_BUILD=$(abspath $(BUILD)) tests/run-all
+
+# ASan+UBSan build in its own directory, running the same tests.
+asan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan \
+	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  LDFLAGS="-fsanitize=address,undefined" all \
+	  $(patsubst $(BUILD)/%,build-asan/%,$(UNITS))
+	FARMEM_BUILD=$(abspath build-asan) FARMEM_SANITIZED=1 tests/run-all
+
+valgrind: $(UNITS)
+	$(Q)for t in $(UNITS); do \
+	  valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	    $$t >/dev/null || { echo "valgrind: $$t failed"; exit 1; }; \
+	  echo "valgrind clean: $$t"; done
+
+fuzz:
+	$(Q)tests/fuzz/build.sh
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,162 @@
+/* config.c — iniparser files and flags through one table of keys. */
+#include "config.h"
+#include "parse.h"
+
+#include <errno.h>
+#include <iniparser.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static const struct cfg_key *find_key(const struct cfg_key *keys, size_t n,
+				      const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	return NULL;
+}
+
+static int in_bounds(const struct cfg_key *k, uint64_t v)
+{
+	if ((int64_t)v < k->min && k->min > 0)
+		return 0;
+	return k->max == 0 || v <= (uint64_t)k->max;
+}
+
+static int set_value(const struct cfg_key *k, void *target, const char *value,
+		     const char **why)
+{
+	char *field = (char *)target + k->offset;
+	uint64_t u;
+	int64_t i;
+	int b, rc = 0;
+
+	switch (k->type) {
+	case CFG_STRING:
+		if (strlen(value) >= k->size) {
+			*why = "too long";
+			return -EINVAL;
+		}
+		memcpy(field, value, strlen(value) + 1);
+		return 0;
+	case CFG_SIZE:
+		rc = parse_size(value, &u);
+		*why = "not a size (use a number with K, M, G or T)";
+		break;
+	case CFG_U64:
+		rc = parse_u64(value, 0, UINT64_MAX, &u);
+		*why = "not a whole number";
+		break;
+	case CFG_DURATION:
+		rc = parse_duration_ms(value, &u);
+		*why = "not a duration (e.g. 30s, 500ms, 5m)";
+		break;
+	case CFG_I64:
+		rc = parse_i64(value, k->min, k->max, &i);
+		*why = "not a whole number in range";
+		if (rc == 0)
+			memcpy(field, &i, sizeof(i));
+		return rc ? -EINVAL : 0;
+	case CFG_BOOL:
+		rc = parse_bool(value, &b);
+		*why = "not a boolean (yes/no)";
+		if (rc == 0)
+			memcpy(field, &b, sizeof(b));
+		return rc ? -EINVAL : 0;
+	}
+	if (rc < 0)
+		return -EINVAL;
+	if (!in_bounds(k, u)) {
+		*why = "out of range";
+		return -EINVAL;
+	}
+	memcpy(field, &u, sizeof(u));
+	return 0;
+}
+
+int cfg_set(const struct cfg_key *keys, size_t nkeys, void *target,
+	    const char *name, const char *value, const char *origin,
+	    char *err, size_t errlen)
+{
+	const struct cfg_key *k = find_key(keys, nkeys, name);
+	const char *why = "invalid";
+
+	if (!k) {
+		snprintf(err, errlen, "%s: unknown key '%s'", origin, name);
+		return -EINVAL;
+	}
+	if (set_value(k, target, value, &why) < 0) {
+		if (k->type != CFG_STRING && (k->min || k->max))
+			snprintf(err, errlen,
+				 "%s: key '%s' value '%s': %s (allowed %lld..%lld)",
+				 origin, name, value, why,
+				 (long long)k->min, (long long)k->max);
+		else
+			snprintf(err, errlen, "%s: key '%s' value '%s': %s",
+				 origin, name, value, why);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Every section and key in the file must be one we know. */
+static int load_section(dictionary *d, const char *file, const char *sec,
+			const struct cfg_key *keys, size_t nkeys, void *target,
+			char *err, size_t errlen)
+{
+	int n = iniparser_getsecnkeys(d, sec);
+	const char *names[256];
+
+	if (n < 0)
+		return 0;
+	if (n > 256) {
+		snprintf(err, errlen, "%s: section [%s] has too many keys", file, sec);
+		return -EINVAL;
+	}
+	iniparser_getseckeys(d, sec, names);
+	for (int i = 0; i < n; i++) {
+		const char *val = iniparser_getstring(d, names[i], "");
+
+		if (cfg_set(keys, nkeys, target, names[i], val, file, err, errlen) < 0)
+			return -EINVAL;
+	}
+	return 0;
+}
+
+static int ini_quiet(const char *fmt, ...)
+{
+	(void)fmt;
+	return 0;
+}
+
+int cfg_load(const char *file, const struct cfg_key *keys, size_t nkeys,
+	     void *target, char *err, size_t errlen)
+{
+	dictionary *d;
+	int rc = 0;
+
+	if (access(file, R_OK) < 0) {
+		int e = errno;
+
+		snprintf(err, errlen, "%s: cannot read: %s", file, strerror(e));
+		return -e;
+	}
+	iniparser_set_error_callback(ini_quiet);
+	d = iniparser_load(file);
+	if (!d) {
+		snprintf(err, errlen, "%s: not a valid ini file", file);
+		return -EINVAL;
+	}
+	for (int s = 0; s < iniparser_getnsec(d) && rc == 0; s++)
+		rc = load_section(d, file, iniparser_getsecname(d, s), keys,
+				  nkeys, target, err, errlen);
+	iniparser_freedict(d);
+	return rc;
+}
+
+void cfg_print_keys(const struct cfg_key *keys, size_t nkeys)
+{
+	for (size_t i = 0; i < nkeys; i++)
+		printf("  %-28s %s\n", keys[i].name, keys[i].help);
+}

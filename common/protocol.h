@@ -1,0 +1,176 @@
+/* protocol.h — farmem's wire protocol between farmem-blk and memservers.
+ *
+ * Framed, tagged, pipelined, little-endian.  Every message is a 24-byte
+ * header followed by `len` payload bytes:
+ *
+ *   off size field
+ *   0   4    magic    FM_MAGIC ("FMEM" read as LE u32)
+ *   4   1    version  FM_PROTO_VERSION
+ *   5   1    op       enum fm_op (replies: same op with FM_OP_REPLY bit)
+ *   6   2    flags    0 (reserved, must be 0)
+ *   8   4    tag      chosen by the client, echoed in the reply
+ *   12  4    status   replies: 0 or a negative Linux errno; requests: 0
+ *   16  4    len      payload bytes that follow (<= FM_MAX_PAYLOAD)
+ *   20  4    reserved 0
+ *
+ * Payloads (all integers LE; fixed layouts, no padding on the wire):
+ *   HELLO  req : u16 version, u16 reserved, u8 device_uuid[16], u8 client_nonce[32]
+ *          rep : u16 version, u16 reserved, u32 segment_max, u8 server_nonce[32]
+ *   AUTH   req : u8 client_mac[32]   HMAC(secret, "farmem-client-v1" | server_nonce | client_nonce | uuid)
+ *          rep : u8 server_mac[32]   HMAC(secret, "farmem-server-v1" | client_nonce | server_nonce | uuid)
+ *   ALLOC  req : u32 size (multiple of FM_PAGE, <= segment_max)
+ *          rep : u64 seg_id, u32 size, u32 rkey, u64 remote_addr   (rkey/addr 0 on TCP)
+ *   FREE   req : u64 seg_id                                  rep : empty
+ *   WRITE  req : u64 seg_id, u32 offset, u32 len, then len data bytes
+ *          rep : empty
+ *   READ   req : u64 seg_id, u32 offset, u32 len             rep : len data bytes
+ *   STAT   req : empty       rep : struct fm_stat encoded (FM_STAT_WIRE bytes)
+ *   PING   req : any bytes (<= FM_PING_MAX)                  rep : the same bytes
+ *   LIST   req : u32 start_index
+ *          rep : u32 count, then count x (u64 seg_id, u32 size) of this device's
+ *                segments from start_index on (at most FM_LIST_MAX per reply)
+ *
+ * Rules the server enforces: HELLO must come first, AUTH second; anything
+ * else before a successful AUTH closes the connection.  seg_id, offset and
+ * len are checked against segments owned by the connection's device; a
+ * segment of another device is -ENOENT (never distinguishable from a
+ * missing one).  A bad magic, version, reserved field or an oversized len
+ * closes the connection.
+ */
+#ifndef FARMEM_PROTOCOL_H
+#define FARMEM_PROTOCOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FM_MAGIC          0x4d454d46u /* "FMEM" */
+#define FM_PROTO_VERSION  1
+#define FM_HDR_SIZE       24
+#define FM_PAGE           4096u
+#define FM_MAX_IO         (1u << 20)              /* largest READ/WRITE data */
+#define FM_MAX_PAYLOAD    (FM_MAX_IO + 64u)
+#define FM_NONCE_LEN      32
+#define FM_MAC_LEN        32
+#define FM_UUID_LEN       16
+#define FM_PING_MAX       256
+#define FM_LIST_MAX       4096
+#define FM_OP_REPLY       0x80
+
+enum fm_op {
+	FM_OP_HELLO = 1,
+	FM_OP_AUTH  = 2,
+	FM_OP_ALLOC = 3,
+	FM_OP_FREE  = 4,
+	FM_OP_WRITE = 5,
+	FM_OP_READ  = 6,
+	FM_OP_STAT  = 7,
+	FM_OP_PING  = 8,
+	FM_OP_LIST  = 9,
+};
+
+struct fm_hdr {
+	uint8_t op;
+	uint16_t flags;
+	uint32_t tag;
+	int32_t status;
+	uint32_t len;
+};
+
+/* Fixed-size payload sizes. */
+#define FM_HELLO_REQ_LEN  (4 + FM_UUID_LEN + FM_NONCE_LEN)
+#define FM_HELLO_REP_LEN  (8 + FM_NONCE_LEN)
+#define FM_AUTH_LEN       FM_MAC_LEN
+#define FM_ALLOC_REQ_LEN  4
+#define FM_ALLOC_REP_LEN  24
+#define FM_FREE_REQ_LEN   8
+#define FM_RANGE_LEN      16   /* seg_id, offset, len (READ req, WRITE req prefix) */
+#define FM_LIST_REQ_LEN   4
+#define FM_LIST_ENTRY_LEN 12
+#define FM_STAT_WIRE      80
+
+struct fm_hello_req {
+	uint16_t version;
+	uint8_t uuid[FM_UUID_LEN];
+	uint8_t client_nonce[FM_NONCE_LEN];
+};
+
+struct fm_hello_rep {
+	uint16_t version;
+	uint32_t segment_max;
+	uint8_t server_nonce[FM_NONCE_LEN];
+};
+
+struct fm_alloc_rep {
+	uint64_t seg_id;
+	uint32_t size;
+	uint32_t rkey;
+	uint64_t remote_addr;
+};
+
+struct fm_range {
+	uint64_t seg_id;
+	uint32_t offset;
+	uint32_t len;
+};
+
+struct fm_stat {
+	uint64_t pool_bytes;
+	uint64_t used_bytes;
+	uint64_t free_bytes;
+	uint64_t bytes_read;
+	uint64_t bytes_written;
+	uint64_t reads;
+	uint64_t writes;
+	uint32_t segments;      /* allocated segments, all devices */
+	uint32_t segment_max;   /* largest segment the server hands out */
+	uint32_t clients;       /* connected, authenticated connections */
+	uint32_t devices;       /* device identities holding segments */
+	uint32_t leased;        /* devices with no connection, inside their lease */
+	uint32_t locked;        /* 1 when the pool is mlock()ed */
+};
+
+/* Header: encode always writes FM_HDR_SIZE bytes.  decode checks magic,
+ * version, reserved fields and len <= FM_MAX_PAYLOAD: -EPROTO or
+ * -EMSGSIZE on violation. */
+void fm_hdr_encode(uint8_t *buf, const struct fm_hdr *h);
+int fm_hdr_decode(const uint8_t *buf, size_t len, struct fm_hdr *h);
+
+/* Payload codecs.  Encoders return bytes written (the fixed length);
+ * decoders return 0 or -EPROTO when len is not exactly right (for WRITE
+ * the range prefix must be followed by exactly range.len bytes). */
+size_t fm_hello_req_encode(uint8_t *buf, const struct fm_hello_req *m);
+int fm_hello_req_decode(const uint8_t *buf, size_t len, struct fm_hello_req *m);
+size_t fm_hello_rep_encode(uint8_t *buf, const struct fm_hello_rep *m);
+int fm_hello_rep_decode(const uint8_t *buf, size_t len, struct fm_hello_rep *m);
+size_t fm_alloc_req_encode(uint8_t *buf, uint32_t size);
+int fm_alloc_req_decode(const uint8_t *buf, size_t len, uint32_t *size);
+size_t fm_alloc_rep_encode(uint8_t *buf, const struct fm_alloc_rep *m);
+int fm_alloc_rep_decode(const uint8_t *buf, size_t len, struct fm_alloc_rep *m);
+size_t fm_u64_encode(uint8_t *buf, uint64_t v);            /* FREE req */
+int fm_free_req_decode(const uint8_t *buf, size_t len, uint64_t *seg_id);
+size_t fm_range_encode(uint8_t *buf, const struct fm_range *r);
+int fm_read_req_decode(const uint8_t *buf, size_t len, struct fm_range *r);
+/* WRITE: payload = range + data; *data points into buf on success. */
+int fm_write_req_decode(const uint8_t *buf, size_t len, struct fm_range *r,
+			const uint8_t **data);
+size_t fm_stat_encode(uint8_t *buf, const struct fm_stat *s);
+int fm_stat_decode(const uint8_t *buf, size_t len, struct fm_stat *s);
+size_t fm_list_req_encode(uint8_t *buf, uint32_t start);
+int fm_list_req_decode(const uint8_t *buf, size_t len, uint32_t *start);
+/* LIST reply: caller writes u32 count then entries with fm_list_entry_encode. */
+size_t fm_list_entry_encode(uint8_t *buf, uint64_t seg_id, uint32_t size);
+int fm_list_rep_decode(const uint8_t *buf, size_t len, uint32_t *count);
+void fm_list_rep_entry(const uint8_t *buf, uint32_t i, uint64_t *seg_id,
+		       uint32_t *size); /* after a successful decode */
+
+const char *fm_op_name(uint8_t op);
+
+/* Little-endian helpers, exported for the record format and tests. */
+static inline void put_le16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static inline void put_le32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static inline void put_le64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static inline uint16_t get_le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t get_le32(const uint8_t *p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = (v << 8) | p[i]; return v; }
+static inline uint64_t get_le64(const uint8_t *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = (v << 8) | p[i]; return v; }
+
+#endif

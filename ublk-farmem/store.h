@@ -1,0 +1,103 @@
+/* store.h — a block device's 4 KiB pages kept in memservers.
+ *
+ * The store knows no frontend and no particular transport.  Frontends
+ * (NBD, ublk) call it from their own threads, each with its own queue
+ * index: every queue has buffers and request slots allocated at
+ * store_open(), so the I/O path never allocates.  Calls are synchronous
+ * for the caller but parallel inside: the pages of one request are sent
+ * to all their replicas at once and the call returns when all are done.
+ *
+ * Offsets and lengths are multiples of STORE_PAGE; len <= config max_io.
+ * Return values are 0 or a negative errno (-EIO when no good copy is
+ * left, -ENOSPC when no server can give a new segment, -EINVAL for a
+ * misaligned or out-of-range request).
+ */
+#ifndef FARMEM_STORE_H
+#define FARMEM_STORE_H
+
+#include <stdint.h>
+
+#include "auth.h"
+#include "parse.h"
+#include "transport.h"
+
+#define STORE_PAGE          4096u
+#define STORE_MAX_SERVERS   32
+#define STORE_MAX_REPLICAS  4
+#define STORE_MAX_QUEUES    64
+
+enum store_compress { STORE_COMPRESS_NONE = 0, STORE_COMPRESS_ZSTD, STORE_COMPRESS_LZ4 };
+
+struct store_config {
+	struct fm_addr servers[STORE_MAX_SERVERS];
+	int nservers;
+	struct fm_secret secret;
+	uint8_t uuid[FM_UUID_LEN];      /* device identity; survives restarts */
+	uint64_t size;                  /* device bytes, multiple of STORE_PAGE */
+	int replicas;                   /* 0: 2 when nservers >= 2, else 1 */
+	enum store_compress compress;
+	int level;                      /* zstd level (negative allowed); 0 = default */
+	uint32_t segment_size;          /* 0: 4 MiB */
+	int queues;                     /* frontend queues (threads) */
+	uint32_t max_io;                /* largest request bytes; 0: 1 MiB */
+	uint32_t timeout_ms;            /* per remote request; 0: 5000 */
+	const char *state_path;         /* NULL: private memory; else a file
+					 * (under /run/farmem) mapped shared so
+					 * a restarted daemon can attach */
+	int attach;                     /* 1: state_path holds existing state */
+	const struct fm_transport_ops *transport; /* NULL: by address kind */
+};
+
+struct store_server_stats {
+	char addr[300];
+	int up;
+	uint64_t segments;              /* this device's segments on it */
+	uint64_t bytes;                 /* remote bytes allocated */
+	uint64_t reads, writes, errors;
+};
+
+struct store_stats {
+	uint64_t size;
+	uint64_t pages_stored;          /* non-zero pages mapped */
+	uint64_t zero_pages;            /* written as zero, cost nothing */
+	uint64_t bytes_logical;         /* pages_stored * 4096 */
+	uint64_t bytes_stored;          /* live compressed record bytes */
+	uint64_t bytes_remote;          /* allocated segment bytes, all replicas */
+	uint64_t segments;
+	uint64_t degraded_segments;     /* fewer than R live copies */
+	uint64_t reads, writes, discards;
+	uint64_t checksum_errors;       /* bad copies detected (then retried) */
+	uint64_t read_errors;           /* reads that failed on every replica */
+	uint64_t write_errors;
+	uint64_t cleaned_segments;
+	uint64_t rereplicated_segments;
+	int replicas;
+	int nservers;
+	struct store_server_stats server[STORE_MAX_SERVERS];
+};
+
+struct store;
+
+/* Connects to the servers (at least `replicas` must answer), allocates
+ * all metadata up front.  err gets a message for the user. */
+int store_open(const struct store_config *cfg, struct store **out,
+	       char *err, size_t errlen);
+/* Stops background work and closes connections; remote segments stay
+ * (held by the servers' lease) unless store_release() was called. */
+void store_close(struct store *s);
+/* Frees every remote segment of this device (for `del`). */
+int store_release(struct store *s);
+
+int store_read(struct store *s, int queue, uint64_t off, uint32_t len, void *buf);
+int store_write(struct store *s, int queue, uint64_t off, uint32_t len, const void *buf);
+/* Discard and write-zeroes both leave the pages reading as zero and free
+ * their remote bytes. */
+int store_discard(struct store *s, int queue, uint64_t off, uint64_t len);
+/* Every acknowledged write is already on all live replicas; flush waits
+ * for nothing more but is the frontend's barrier point. */
+int store_flush(struct store *s, int queue);
+
+void store_get_stats(struct store *s, struct store_stats *st);
+uint64_t store_size(const struct store *s);
+
+#endif
