@@ -104,4 +104,20 @@ fuzz:
 clean:
 	rm -rf build build-asan build-fuzz
 
+
+# Scripts that own these jobs live beside their tests.
+vmcheck: all
+	tests/vm/check
+
+demo: all
+	tests/demo.sh
+
+bench: all
+	tests/bench/run
+
+deb:
+	packaging/build-deb.sh
+
+rpm:
+	packaging/build-rpm.sh
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
