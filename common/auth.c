@@ -1,0 +1,169 @@
+/* auth.c — shared secret, challenge–response and device identities.
+ *
+ * All cryptography is libsodium's: HMAC-SHA-256 for the proofs, its
+ * constant-time verify, and its CSPRNG for nonces and identities.
+ */
+#include "auth.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char client_label[] = "farmem-client-v1";
+static const char server_label[] = "farmem-server-v1";
+
+int fm_auth_init(void)
+{
+	return sodium_init() < 0 ? -EIO : 0;
+}
+
+void fm_random(void *buf, size_t len)
+{
+	randombytes_buf(buf, len);
+}
+
+static int read_all(int fd, uint8_t *buf, size_t cap, size_t *len)
+{
+	size_t got = 0;
+
+	for (;;) {
+		ssize_t n = read(fd, buf + got, cap - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+		if (got == cap)
+			return -EFBIG;
+	}
+	*len = got;
+	return 0;
+}
+
+int fm_secret_load(const char *path, struct fm_secret *s, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "secret file %s: %s", path, strerror(-rc));
+		return rc;
+	}
+	if (fstat(fd, &st) == 0 && (st.st_mode & 077))
+		log_warn("secret file %s is readable by group or others (mode %03o); chmod 600 it",
+			 path, (unsigned)(st.st_mode & 0777));
+	rc = read_all(fd, s->bytes, sizeof(s->bytes), &s->len);
+	close(fd);
+	if (rc == -EFBIG) {
+		snprintf(err, errlen, "secret file %s: longer than %d bytes", path,
+			 FM_SECRET_MAX - 1);
+		return -EINVAL;
+	}
+	if (rc < 0) {
+		snprintf(err, errlen, "secret file %s: %s", path, strerror(-rc));
+		return rc;
+	}
+	if (s->len && s->bytes[s->len - 1] == '\n')
+		s->len--;
+	if (s->len < FM_SECRET_MIN) {
+		snprintf(err, errlen,
+			 "secret file %s: %zu bytes, need at least %d (e.g. head -c 32 /dev/urandom | base64 > %s)",
+			 path, s->len, FM_SECRET_MIN, path);
+		sodium_memzero(s, sizeof(*s));
+		return -EINVAL;
+	}
+	return 0;
+}
+
+void fm_auth_mac(const struct fm_secret *s, enum fm_auth_role role,
+		 const uint8_t client_nonce[FM_NONCE_LEN],
+		 const uint8_t server_nonce[FM_NONCE_LEN],
+		 const uint8_t uuid[FM_UUID_LEN], uint8_t out[FM_MAC_LEN])
+{
+	crypto_auth_hmacsha256_state st;
+	const uint8_t *first = role == FM_AUTH_CLIENT ? server_nonce : client_nonce;
+	const uint8_t *second = role == FM_AUTH_CLIENT ? client_nonce : server_nonce;
+	const char *label = role == FM_AUTH_CLIENT ? client_label : server_label;
+
+	crypto_auth_hmacsha256_init(&st, s->bytes, s->len);
+	crypto_auth_hmacsha256_update(&st, (const uint8_t *)label, strlen(label));
+	crypto_auth_hmacsha256_update(&st, first, FM_NONCE_LEN);
+	crypto_auth_hmacsha256_update(&st, second, FM_NONCE_LEN);
+	crypto_auth_hmacsha256_update(&st, uuid, FM_UUID_LEN);
+	crypto_auth_hmacsha256_final(&st, out);
+	sodium_memzero(&st, sizeof(st));
+}
+
+int fm_auth_verify(const struct fm_secret *s, enum fm_auth_role role,
+		   const uint8_t client_nonce[FM_NONCE_LEN],
+		   const uint8_t server_nonce[FM_NONCE_LEN],
+		   const uint8_t uuid[FM_UUID_LEN], const uint8_t mac[FM_MAC_LEN])
+{
+	uint8_t want[FM_MAC_LEN];
+	int ok;
+
+	fm_auth_mac(s, role, client_nonce, server_nonce, uuid, want);
+	ok = sodium_memcmp(want, mac, FM_MAC_LEN) == 0;
+	sodium_memzero(want, sizeof(want));
+	return ok ? 0 : -EACCES;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int fm_uuid_parse(const char *s, uint8_t out[FM_UUID_LEN])
+{
+	int n = 0;
+
+	if (!s || strlen(s) != 36)
+		return -EINVAL;
+	for (int i = 0; i < 36; i++) {
+		int hi, lo;
+
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (s[i] != '-')
+				return -EINVAL;
+			continue;
+		}
+		hi = hexval(s[i]);
+		lo = hexval(s[i + 1]);
+		if (hi < 0 || lo < 0)
+			return -EINVAL;
+		out[n++] = (uint8_t)(hi << 4 | lo);
+		i++;
+	}
+	return 0;
+}
+
+void fm_uuid_format(const uint8_t u[FM_UUID_LEN], char out[37])
+{
+	snprintf(out, 37,
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9],
+		 u[10], u[11], u[12], u[13], u[14], u[15]);
+}
+
+void fm_uuid_generate(uint8_t out[FM_UUID_LEN])
+{
+	randombytes_buf(out, FM_UUID_LEN);
+	out[6] = (uint8_t)((out[6] & 0x0f) | 0x40); /* version 4 */
+	out[8] = (uint8_t)((out[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+}
