@@ -106,10 +106,12 @@ clean:
 
 
 # Scripts that own these jobs live beside their tests.
-vmcheck: all
+vmcheck: deps
+	$(Q)$(MAKE) --no-print-directory all
 	tests/vm/check
 
-demo: all
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all
 	tests/demo.sh
 
 bench: all
