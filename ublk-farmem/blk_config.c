@@ -1,0 +1,530 @@
+/* blk_config.c — farmem.conf [device]/[serve] and the matching flags,
+ * checked into a struct store_config. */
+#include "blk_config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "config.h"
+
+#define S(field) offsetof(struct blk_settings, field)
+#define SZ(field) sizeof(((struct blk_settings *)0)->field)
+
+/* zstd accepts levels down to -(1 << 17) ("fast" levels) and up to 22. */
+#define ZSTD_LEVEL_MIN (-131072)
+#define ZSTD_LEVEL_MAX 22
+#define LZ4_LEVEL_MAX 12
+#define SEGMENT_MIN (64u << 10)
+#define SEGMENT_MAX (1u << 30)
+#define TIMEOUT_MAX_MS (3600u * 1000u)
+
+static const struct cfg_key blk_keys[] = {
+	{ "device:servers", CFG_STRING, S(servers), SZ(servers), 0, 0,
+	  "memservers, comma-separated tcp://host:port or rdma://host:port" },
+	{ "device:secret-file", CFG_STRING, S(secret_file), SZ(secret_file), 0, 0,
+	  "file holding the shared secret (>= 16 bytes)" },
+	{ "device:size", CFG_SIZE, S(size), 0, 0, 0,
+	  "device size, multiple of 4096 (K/M/G/T suffixes)" },
+	{ "device:replicas", CFG_U64, S(replicas), 0, 0, STORE_MAX_REPLICAS,
+	  "copies of each page (default 2 with >= 2 servers, else 1)" },
+	{ "device:compress", CFG_STRING, S(compress), SZ(compress), 0, 0,
+	  "zstd (default), lz4 or none" },
+	{ "device:level", CFG_I64, S(level), 0, ZSTD_LEVEL_MIN, ZSTD_LEVEL_MAX,
+	  "compression level (zstd: negative = faster; 0 = default)" },
+	{ "device:queues", CFG_U64, S(queues), 0, 0, STORE_MAX_QUEUES,
+	  "ublk: hardware queues; nbd: concurrent connections" },
+	{ "device:depth", CFG_U64, S(depth), 0, 0, 4096,
+	  "ublk: tags per queue; nbd: worker contexts per connection" },
+	{ "device:segment-size", CFG_SIZE, S(segment_size), 0, 0, 0,
+	  "remote segment size (default 4M)" },
+	{ "device:timeout", CFG_DURATION, S(timeout_ms), 0, 0, 0,
+	  "per remote request (default 5s)" },
+	{ "device:uuid", CFG_STRING, S(uuid), SZ(uuid), 0, 0,
+	  "device identity (default: generated)" },
+	{ "device:state-dir", CFG_STRING, S(state_dir), SZ(state_dir), 0, 0,
+	  "where the page map lives (default /run/farmem)" },
+	{ "device:frontend", CFG_STRING, S(frontend), SZ(frontend), 0, 0,
+	  "add: ublk (default) or nbd" },
+	{ "serve:nbd", CFG_STRING, S(nbd), SZ(nbd), 0, 0,
+	  "serve: NBD listen address, unix:/path or tcp://host:port" },
+};
+#define NKEYS (sizeof(blk_keys) / sizeof(blk_keys[0]))
+
+enum {
+	OPT_CONFIG = 0x100, OPT_HELP, OPT_CHECK, OPT_KEY_BASE = 0x200,
+};
+
+/* Flag name -> key; the flag's val is OPT_KEY_BASE + index here. */
+static const struct { const char *flag; const char *key; } flag_keys[] = {
+	{ "servers", "device:servers" },
+	{ "secret-file", "device:secret-file" },
+	{ "size", "device:size" },
+	{ "replicas", "device:replicas" },
+	{ "compress", "device:compress" },
+	{ "level", "device:level" },
+	{ "queues", "device:queues" },
+	{ "depth", "device:depth" },
+	{ "segment-size", "device:segment-size" },
+	{ "timeout", "device:timeout" },
+	{ "uuid", "device:uuid" },
+	{ "state-dir", "device:state-dir" },
+	{ "frontend", "device:frontend" },
+	{ "nbd", "serve:nbd" },
+};
+#define NFLAGS (sizeof(flag_keys) / sizeof(flag_keys[0]))
+#define MAX_EXTRA 32
+
+const char *blk_compress_name(enum store_compress c)
+{
+	switch (c) {
+	case STORE_COMPRESS_NONE: return "none";
+	case STORE_COMPRESS_ZSTD: return "zstd";
+	case STORE_COMPRESS_LZ4: return "lz4";
+	}
+	return "?";
+}
+
+void blk_config_defaults(struct blk_config *cfg, enum blk_command command)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->command = command;
+	snprintf(cfg->set.compress, sizeof(cfg->set.compress), "zstd");
+	snprintf(cfg->set.state_dir, sizeof(cfg->set.state_dir), "/run/farmem");
+}
+
+int blk_config_load_file(struct blk_config *cfg, const char *file,
+			 char *err, size_t errlen)
+{
+	int rc = cfg_load(file, blk_keys, NKEYS, &cfg->set, err, errlen);
+
+	if (rc == 0)
+		snprintf(cfg->config_file, sizeof(cfg->config_file), "%s", file);
+	return rc;
+}
+
+int blk_config_set(struct blk_config *cfg, const char *key, const char *value,
+		   const char *origin, char *err, size_t errlen)
+{
+	return cfg_set(blk_keys, NKEYS, &cfg->set, key, value, origin, err, errlen);
+}
+
+/* Where a key's value came from, for messages: the flag when one was
+ * given on this run, else the file. */
+static const char *origin_of(const struct blk_config *cfg, const char *flag,
+			     char *buf, size_t len)
+{
+	for (size_t i = 0; i < NFLAGS; i++) {
+		if (strcmp(flag_keys[i].flag, flag))
+			continue;
+		if (!(cfg->from_flags & (1u << i)) && cfg->config_file[0])
+			snprintf(buf, len, "%s: key '%s'", cfg->config_file,
+				 flag_keys[i].key);
+		else
+			snprintf(buf, len, "--%s", flag);
+		return buf;
+	}
+	snprintf(buf, len, "--%s", flag);
+	return buf;
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static int finish_servers(struct blk_config *cfg, char *err, size_t errlen)
+{
+	char text[BLK_SERVERS_TEXT_MAX], o[PATH_MAX + 32];
+	char *items[STORE_MAX_SERVERS + 1];
+	struct store_config *sc = &cfg->store;
+	int n;
+
+	origin_of(cfg, "servers", o, sizeof(o));
+	if (!cfg->set.servers[0])
+		return fail(err, errlen, "%s: no memservers given "
+			    "(e.g. --servers tcp://10.0.0.2:7070,tcp://10.0.0.3:7070)", o);
+	snprintf(text, sizeof(text), "%s", cfg->set.servers);
+	n = split_list(text, items, STORE_MAX_SERVERS + 1);
+	if (n < 0 || n > STORE_MAX_SERVERS)
+		return fail(err, errlen, "%s: more than %d servers", o, STORE_MAX_SERVERS);
+	for (int i = 0; i < n; i++) {
+		if (parse_addr(items[i], 0, &sc->servers[i]) < 0)
+			return fail(err, errlen, "%s: server '%s' is not "
+				    "tcp://host:port or rdma://host:port", o, items[i]);
+		for (int j = 0; j < i; j++)
+			if (sc->servers[j].kind == sc->servers[i].kind &&
+			    sc->servers[j].port == sc->servers[i].port &&
+			    !strcmp(sc->servers[j].host, sc->servers[i].host))
+				return fail(err, errlen, "%s: server '%s' is listed twice",
+					    o, items[i]);
+	}
+	if (n == 0)
+		return fail(err, errlen, "%s: no memservers given", o);
+	sc->nservers = n;
+	return 0;
+}
+
+static int finish_replicas(struct blk_config *cfg, char *err, size_t errlen)
+{
+	struct store_config *sc = &cfg->store;
+	char o[PATH_MAX + 32];
+	uint64_t r = cfg->set.replicas;
+
+	origin_of(cfg, "replicas", o, sizeof(o));
+	if (r == 0)
+		r = sc->nservers >= 2 ? 2 : 1;
+	if (r > (uint64_t)sc->nservers)
+		return fail(err, errlen, "%s: %llu replicas need at least %llu "
+			    "servers, got %d", o, (unsigned long long)r,
+			    (unsigned long long)r, sc->nservers);
+	sc->replicas = (int)r;
+	return 0;
+}
+
+static int finish_size(struct blk_config *cfg, char *err, size_t errlen)
+{
+	char o[PATH_MAX + 32];
+	uint64_t seg = cfg->set.segment_size;
+
+	origin_of(cfg, "size", o, sizeof(o));
+	if (cfg->set.size == 0)
+		return fail(err, errlen, "%s: device size missing or 0 (e.g. --size 1G)", o);
+	if (cfg->set.size % STORE_PAGE)
+		return fail(err, errlen, "%s: size %llu is not a multiple of %u",
+			    o, (unsigned long long)cfg->set.size, STORE_PAGE);
+	cfg->store.size = cfg->set.size;
+	origin_of(cfg, "segment-size", o, sizeof(o));
+	if (seg && (seg % STORE_PAGE || seg < SEGMENT_MIN || seg > SEGMENT_MAX))
+		return fail(err, errlen, "%s: segment size %llu must be a multiple "
+			    "of %u between 64K and 1G", o, (unsigned long long)seg,
+			    STORE_PAGE);
+	cfg->store.segment_size = (uint32_t)seg;
+	return 0;
+}
+
+static int finish_compress(struct blk_config *cfg, char *err, size_t errlen)
+{
+	const char *c = cfg->set.compress;
+	int64_t lvl = cfg->set.level;
+	char o[PATH_MAX + 32];
+
+	origin_of(cfg, "compress", o, sizeof(o));
+	if (!strcasecmp(c, "zstd"))
+		cfg->store.compress = STORE_COMPRESS_ZSTD;
+	else if (!strcasecmp(c, "lz4"))
+		cfg->store.compress = STORE_COMPRESS_LZ4;
+	else if (!strcasecmp(c, "none"))
+		cfg->store.compress = STORE_COMPRESS_NONE;
+	else
+		return fail(err, errlen, "%s: unknown compression '%s' "
+			    "(zstd, lz4 or none)", o, c);
+	origin_of(cfg, "level", o, sizeof(o));
+	if (cfg->store.compress == STORE_COMPRESS_LZ4 && (lvl < 0 || lvl > LZ4_LEVEL_MAX))
+		return fail(err, errlen, "%s: lz4 level %lld out of range 0..%d",
+			    o, (long long)lvl, LZ4_LEVEL_MAX);
+	if (cfg->store.compress == STORE_COMPRESS_NONE && lvl != 0)
+		return fail(err, errlen, "%s: level %lld given with compress none",
+			    o, (long long)lvl);
+	cfg->store.level = (int)lvl;
+	return 0;
+}
+
+static int finish_frontend(struct blk_config *cfg, char *err, size_t errlen)
+{
+	const char *f = cfg->set.frontend;
+	char o[PATH_MAX + 32];
+
+	origin_of(cfg, "frontend", o, sizeof(o));
+	if (!f[0])
+		cfg->frontend = cfg->command == BLK_CMD_SERVE ? BLK_FRONTEND_NBD
+							      : BLK_FRONTEND_UBLK;
+	else if (!strcasecmp(f, "ublk"))
+		cfg->frontend = BLK_FRONTEND_UBLK;
+	else if (!strcasecmp(f, "nbd"))
+		cfg->frontend = BLK_FRONTEND_NBD;
+	else
+		return fail(err, errlen, "%s: unknown frontend '%s' (ublk or nbd)", o, f);
+	if (cfg->command == BLK_CMD_SERVE && cfg->frontend != BLK_FRONTEND_NBD)
+		return fail(err, errlen, "%s: serve always exports NBD; "
+			    "frontend '%s' is for add", o, f);
+	return 0;
+}
+
+/* queues/depth and how many store queues they take (header comment). */
+static int finish_queues(struct blk_config *cfg, char *err, size_t errlen)
+{
+	int nbd = cfg->command == BLK_CMD_SERVE;
+	uint64_t q = cfg->set.queues, d = cfg->set.depth, storeq;
+	char o[PATH_MAX + 32];
+
+	if (q == 0)
+		q = nbd ? 4 : 1;
+	if (d == 0)
+		d = nbd ? 16 : 64;
+	storeq = nbd ? q * d : q;
+	origin_of(cfg, cfg->set.depth && !cfg->set.queues ? "depth" : "queues", o, sizeof(o));
+	if (storeq > STORE_MAX_QUEUES)
+		return fail(err, errlen, nbd ?
+			    "%s: %llu connections x %llu workers = %llu store "
+			    "queues, more than %d" :
+			    "%s: %llu queues (x%llu) = %llu store queues, more than %d",
+			    o, (unsigned long long)q, (unsigned long long)d,
+			    (unsigned long long)storeq, STORE_MAX_QUEUES);
+	cfg->queues = (int)q;
+	cfg->depth = (int)d;
+	cfg->store.queues = (int)storeq;
+	return 0;
+}
+
+static int finish_uuid(struct blk_config *cfg, char *err, size_t errlen)
+{
+	char o[PATH_MAX + 32];
+
+	origin_of(cfg, "uuid", o, sizeof(o));
+	if (cfg->set.uuid[0]) {
+		if (fm_uuid_parse(cfg->set.uuid, cfg->store.uuid) < 0)
+			return fail(err, errlen, "%s: '%s' is not a UUID "
+				    "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", o,
+				    cfg->set.uuid);
+	} else {
+		fm_uuid_generate(cfg->store.uuid);
+		cfg->uuid_generated = 1;
+	}
+	fm_uuid_format(cfg->store.uuid, cfg->uuid_text);
+	if (cfg->set.state_dir[0] && cfg->command == BLK_CMD_ADD) {
+		int n = snprintf(cfg->state_path, sizeof(cfg->state_path),
+				 "%s/%s.state", cfg->set.state_dir, cfg->uuid_text);
+
+		if (n < 0 || (size_t)n >= sizeof(cfg->state_path))
+			return fail(err, errlen, "--state-dir: '%s' is too long",
+				    cfg->set.state_dir);
+		cfg->store.state_path = cfg->state_path;
+	}
+	return 0;
+}
+
+static int finish_nbd(struct blk_config *cfg, char *err, size_t errlen)
+{
+	char o[PATH_MAX + 32];
+
+	origin_of(cfg, "nbd", o, sizeof(o));
+	if (!cfg->set.nbd[0]) {
+		if (cfg->command == BLK_CMD_SERVE)
+			return fail(err, errlen, "%s: no NBD listen address "
+				    "(e.g. --nbd unix:/run/farmem/nbd0.sock or "
+				    "--nbd tcp://127.0.0.1:10809)", o);
+		return 0;
+	}
+	if (parse_addr(cfg->set.nbd, 1, &cfg->nbd) < 0 || cfg->nbd.kind == ADDR_RDMA)
+		return fail(err, errlen, "%s: '%s' is not unix:/path or "
+			    "tcp://host:port", o, cfg->set.nbd);
+	return 0;
+}
+
+static int finish_secret(struct blk_config *cfg, int load, char *err, size_t errlen)
+{
+	char o[PATH_MAX + 32], why[256];
+	int rc;
+
+	origin_of(cfg, "secret-file", o, sizeof(o));
+	if (!cfg->set.secret_file[0])
+		return fail(err, errlen, "%s: no secret file given "
+			    "(the same secret as the memservers')", o);
+	if (!load)
+		return 0;
+	rc = fm_secret_load(cfg->set.secret_file, &cfg->store.secret, why, sizeof(why));
+	if (rc < 0) {
+		snprintf(err, errlen, "%s: %s", o, why);
+		return rc;
+	}
+	return 0;
+}
+
+int blk_config_finish(struct blk_config *cfg, int load_secret,
+		      char *err, size_t errlen)
+{
+	char o[PATH_MAX + 32];
+	int rc;
+
+	memset(&cfg->store, 0, sizeof(cfg->store));
+	cfg->store.timeout_ms = (uint32_t)cfg->set.timeout_ms;
+	if (cfg->set.timeout_ms > TIMEOUT_MAX_MS)
+		return fail(err, errlen, "%s: timeout %llums is more than an hour",
+			    origin_of(cfg, "timeout", o, sizeof(o)),
+			    (unsigned long long)cfg->set.timeout_ms);
+	if ((rc = finish_servers(cfg, err, errlen)) < 0 ||
+	    (rc = finish_replicas(cfg, err, errlen)) < 0 ||
+	    (rc = finish_size(cfg, err, errlen)) < 0 ||
+	    (rc = finish_compress(cfg, err, errlen)) < 0 ||
+	    (rc = finish_frontend(cfg, err, errlen)) < 0 ||
+	    (rc = finish_queues(cfg, err, errlen)) < 0 ||
+	    (rc = finish_nbd(cfg, err, errlen)) < 0 ||
+	    (rc = finish_uuid(cfg, err, errlen)) < 0 ||
+	    (rc = finish_secret(cfg, load_secret, err, errlen)) < 0)
+		return rc;
+	return 0;
+}
+
+static const char *serve_intro =
+"usage: farmem-blk serve --servers LIST --secret-file FILE --size SIZE\n"
+"                        --nbd unix:/PATH|tcp://HOST:PORT [OPTIONS]\n"
+"\n"
+"Export a farmem store over the NBD protocol in the foreground until\n"
+"SIGTERM or SIGINT.  Clients: nbdinfo, nbdcopy, qemu-img, fio (nbd engine),\n"
+"nbd-client.  The export name is ignored (any name is accepted).\n";
+
+static const char *add_intro =
+"usage: farmem-blk add --servers LIST --secret-file FILE --size SIZE [OPTIONS]\n"
+"\n"
+"Create a ublk block device (or an NBD one with --frontend nbd) whose\n"
+"pages live in the given memservers.\n";
+
+void blk_config_usage(FILE *f, enum blk_command command,
+		      const struct blk_extra_opts *extra)
+{
+	fputs(command == BLK_CMD_SERVE ? serve_intro : add_intro, f);
+	fprintf(f,
+"\noptions (each overrides the same key of the config file):\n"
+"  --config FILE        config file (default " BLK_CONFIG_DEFAULT_FILE " if present)\n"
+"  --servers LIST       memservers: tcp://host:port[,tcp://host:port...]\n"
+"  --secret-file FILE   shared secret, the same file as the memservers'\n"
+"  --size SIZE          device size, a multiple of 4096 (K/M/G/T suffixes)\n"
+"  --replicas N         copies of each page, 1..%d, <= servers\n"
+"                       (default 2 with at least 2 servers)\n"
+"  --compress C         zstd (default), lz4 or none\n"
+"  --level N            compression level; zstd allows negative (faster)\n"
+"  --queues N           %s\n"
+"  --depth N            %s\n"
+"  --segment-size SIZE  remote segment size (default 4M)\n"
+"  --timeout DURATION   per remote request, e.g. 5s, 500ms (default 5s)\n"
+"  --uuid UUID          device identity (default: a new one each run)\n"
+"  --state-dir DIR      page map directory for add/recover (default /run/farmem)\n"
+"  --frontend F         add: ublk (default) or nbd\n"
+"  --nbd ADDR           serve: listen on unix:/path or tcp://host:port\n"
+"  --check-config       check the settings, print them, and exit\n"
+"  --help               this text\n",
+		STORE_MAX_REPLICAS,
+		command == BLK_CMD_SERVE ? "most NBD connections at once (default 4)"
+					 : "ublk hardware queues (default 1)",
+		command == BLK_CMD_SERVE ? "worker contexts per connection (default 16)"
+					 : "ublk tags per queue (default 64)");
+	if (extra && extra->usage)
+		fputs(extra->usage, f);
+	fprintf(f, "\nconfig file keys:\n");
+	cfg_print_keys(blk_keys, NKEYS);
+}
+
+static void print_config(const struct blk_config *cfg)
+{
+	char a[400];
+
+	printf("config-file  %s\n", cfg->config_file[0] ? cfg->config_file : "(none)");
+	for (int i = 0; i < cfg->store.nservers; i++)
+		printf("server       %s\n", addr_str(&cfg->store.servers[i], a, sizeof(a)));
+	printf("size         %llu\n", (unsigned long long)cfg->store.size);
+	printf("replicas     %d\n", cfg->store.replicas);
+	printf("compress     %s level %d\n", blk_compress_name(cfg->store.compress),
+	       cfg->store.level);
+	printf("queues       %d\ndepth        %d\n", cfg->queues, cfg->depth);
+	printf("uuid         %s%s\n", cfg->uuid_text,
+	       cfg->uuid_generated ? " (generated)" : "");
+	if (cfg->set.nbd[0])
+		printf("nbd          %s\n", addr_str(&cfg->nbd, a, sizeof(a)));
+}
+
+/* Builds the getopt table: shared flags, then the caller's extras. */
+static void build_options(struct option *o, size_t max,
+			  const struct blk_extra_opts *extra)
+{
+	size_t n = 0;
+
+	o[n++] = (struct option){ "config", required_argument, NULL, OPT_CONFIG };
+	o[n++] = (struct option){ "help", no_argument, NULL, OPT_HELP };
+	o[n++] = (struct option){ "check-config", no_argument, NULL, OPT_CHECK };
+	for (size_t i = 0; i < NFLAGS; i++)
+		o[n++] = (struct option){ flag_keys[i].flag, required_argument,
+					  NULL, OPT_KEY_BASE + (int)i };
+	for (size_t i = 0; extra && extra->opts && extra->opts[i].name &&
+	     n + 1 < max; i++)
+		o[n++] = extra->opts[i];
+	o[n] = (struct option){ 0 };
+}
+
+struct pending { int flag; const char *value; };
+
+int blk_config_parse(int argc, char **argv, enum blk_command command,
+		     const struct blk_extra_opts *extra, struct blk_config *cfg,
+		     int *first_arg, char *err, size_t errlen)
+{
+	struct option opts[4 + NFLAGS + MAX_EXTRA];
+	struct pending flags[128];
+	const char *config = NULL;
+	int nflags = 0, check = 0, c, rc;
+
+	blk_config_defaults(cfg, command);
+	build_options(opts, sizeof(opts) / sizeof(opts[0]), extra);
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+		if (c == OPT_HELP) {
+			blk_config_usage(stdout, command, extra);
+			return 1;
+		} else if (c == OPT_CONFIG) {
+			config = optarg;
+		} else if (c == OPT_CHECK) {
+			check = 1;
+		} else if (c >= OPT_KEY_BASE && c < OPT_KEY_BASE + (int)NFLAGS) {
+			if (nflags == (int)(sizeof(flags) / sizeof(flags[0])))
+				return fail(err, errlen, "too many flags");
+			flags[nflags++] = (struct pending){ c - OPT_KEY_BASE, optarg };
+		} else if (c >= 0x1000 && extra && extra->handle) {
+			rc = extra->handle(extra->arg, c, optarg, err, errlen);
+			if (rc < 0)
+				return rc;
+		} else if (c == ':') {
+			return fail(err, errlen, "%s needs a value", argv[optind - 1]);
+		} else {
+			return fail(err, errlen, "unknown option '%s' (see --help)",
+				    argv[optind - 1]);
+		}
+	}
+	if (config || access(BLK_CONFIG_DEFAULT_FILE, F_OK) == 0) {
+		rc = blk_config_load_file(cfg, config ? config : BLK_CONFIG_DEFAULT_FILE,
+					  err, errlen);
+		if (rc < 0)
+			return rc == -ENOENT ? -ENOENT : -EINVAL;
+	}
+	for (int i = 0; i < nflags; i++) {
+		char origin[64];
+
+		snprintf(origin, sizeof(origin), "--%s", flag_keys[flags[i].flag].flag);
+		rc = blk_config_set(cfg, flag_keys[flags[i].flag].key,
+				    flags[i].value, origin, err, errlen);
+		if (rc < 0)
+			return rc;
+		cfg->from_flags |= 1u << flags[i].flag;
+	}
+	rc = blk_config_finish(cfg, 1, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (first_arg)
+		*first_arg = optind;
+	if (check) {
+		print_config(cfg);
+		return 1;
+	}
+	return 0;
+}
