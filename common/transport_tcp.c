@@ -1,0 +1,1093 @@
+/* transport_tcp.c — the memserver client connection over TCP.
+ *
+ * One connection = one socket + one receiver thread.
+ *
+ *  - Submitters (any thread) take a request slot under `lock`, then write
+ *    the whole frame with one sendmsg loop under `send_lock`.
+ *  - The receiver thread owns the socket's lifetime and its read side:
+ *    it reads replies, matches their tags to slots, lands READ data
+ *    straight in the caller's buffer, enforces request deadlines, drops
+ *    the connection on any loss or protocol violation (failing every
+ *    in-flight request) and, when asked to, reconnects with backoff.
+ *
+ * Slots, the receive buffer and the reply scratch are allocated at open:
+ * nothing is allocated per request.
+ *
+ * Lock order: `lock` and `send_lock` are never held together.  The
+ * receiver closes the socket only while holding `send_lock`, after
+ * shutdown() has kicked out any sender blocked in sendmsg, so a sender
+ * holding `send_lock` with a matching epoch always writes to a live fd.
+ */
+#include "transport.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define TCP_DEFAULT_TIMEOUT_MS   5000u
+#define TCP_DEFAULT_CONNECT_MS   3000u
+#define TCP_DEFAULT_INFLIGHT     256u
+#define TCP_MAX_INFLIGHT         65536u  /* tag = generation << 16 | slot */
+#define TCP_IOV_MAX              64      /* data iovecs per WRITE */
+#define TCP_RBUF_SIZE            (64u * 1024)
+/* Largest reply payload we decode from scratch: a full LIST reply. */
+#define TCP_PBUF_SIZE            (4u + FM_LIST_MAX * FM_LIST_ENTRY_LEN)
+/* Reads at least this long go straight into the caller's buffer. */
+#define TCP_DIRECT_MIN           (16u * 1024)
+#define TCP_BACKOFF_MIN_MS       100u
+#define TCP_BACKOFF_MAX_MS       5000u
+/* How often the receiver looks at deadlines while replies keep coming. */
+#define TCP_TICK_MS              100u
+
+struct tcp_slot {
+	struct fm_req *req;   /* NULL when free */
+	uint16_t gen;         /* bumped per use, so a stale tag never matches */
+};
+
+struct tcp_conn {
+	struct fm_conn base;
+
+	/* Fixed at open. */
+	struct fm_addr addr;
+	char name[ADDR_HOST_MAX + 32];
+	struct fm_secret secret;
+	uint8_t uuid[FM_UUID_LEN];
+	uint32_t timeout_ms;
+	uint32_t connect_timeout_ms;
+	unsigned nslots;
+	int reconnect;
+	void (*state_cb)(void *arg, int up);
+	void *state_arg;
+	int wake_fd;                  /* eventfd: close() kicks the receiver */
+	pthread_t thread;
+
+	/* Under lock. */
+	pthread_mutex_t lock;
+	pthread_cond_t slot_cv;       /* a slot freed, or the state changed */
+	struct tcp_slot *slots;
+	uint32_t *free_idx;           /* stack of free slot indexes */
+	unsigned nfree;
+	int up;
+	int stop;
+	uint64_t epoch;               /* bumped for every new socket */
+
+	/* Under send_lock (written by the receiver, read by senders). */
+	pthread_mutex_t send_lock;
+	int fd;
+	uint64_t fd_epoch;
+
+	/* Receiver thread only. */
+	uint8_t *rbuf;
+	size_t rpos, rlen;
+	uint8_t *pbuf;
+	uint64_t next_scan_ns;
+	struct fm_req *culprit;       /* request whose reply broke the protocol */
+	uint32_t segment_max;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int ms_until(uint64_t deadline)
+{
+	uint64_t now = now_ns();
+
+	if (deadline <= now)
+		return 0;
+	return (int)((deadline - now + 999999) / 1000000);
+}
+
+static int conn_stopping(struct tcp_conn *c)
+{
+	return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE);
+}
+
+/* ---- blocking-with-deadline socket helpers (dial and handshake) ---- */
+
+/* Wait for events on fd until deadline; the wake fd (when >= 0) aborts. */
+static int wait_fd(int fd, short events, uint64_t deadline, int wake_fd)
+{
+	struct pollfd pfd[2] = {
+		{ .fd = fd, .events = events },
+		{ .fd = wake_fd, .events = POLLIN },
+	};
+
+	for (;;) {
+		int ms = ms_until(deadline);
+		int n;
+
+		if (ms == 0)
+			return -ETIMEDOUT;
+		n = poll(pfd, wake_fd >= 0 ? 2 : 1, ms);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (wake_fd >= 0 && pfd[1].revents)
+			return -ECANCELED;
+		if (pfd[0].revents)
+			return 0;
+	}
+}
+
+static int read_full(int fd, void *buf, size_t len, uint64_t deadline, int wake_fd)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
+
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n == 0)
+			return -ECONNRESET;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		int rc = wait_fd(fd, POLLIN, deadline, wake_fd);
+
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t len, uint64_t deadline, int wake_fd)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		int rc = wait_fd(fd, POLLOUT, deadline, wake_fd);
+
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* ---- dial ---- */
+
+static int dial_one(const struct addrinfo *ai, uint64_t deadline, int wake_fd, int *out)
+{
+	int fd, rc, err = 0;
+	socklen_t elen = sizeof(err);
+
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		    ai->ai_protocol);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+		if (errno != EINPROGRESS) {
+			rc = -errno;
+			goto fail;
+		}
+		rc = wait_fd(fd, POLLOUT, deadline, wake_fd);
+		if (rc)
+			goto fail;
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0) {
+			rc = -errno;
+			goto fail;
+		}
+		if (err) {
+			rc = -err;
+			goto fail;
+		}
+	}
+	*out = fd;
+	return 0;
+fail:
+	close(fd);
+	return rc;
+}
+
+static int tcp_dial(struct tcp_conn *c, uint64_t deadline, int wake_fd, int *out)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+	struct addrinfo *res, *ai;
+	char port[8];
+	int rc = -EHOSTUNREACH, one = 1;
+
+	snprintf(port, sizeof(port), "%u", c->addr.port);
+	int g = getaddrinfo(c->addr.host, port, &hints, &res);
+
+	if (g) {
+		log_err("server %s: cannot resolve %s: %s", c->name, c->addr.host,
+			gai_strerror(g));
+		return -EHOSTUNREACH;
+	}
+	for (ai = res; ai; ai = ai->ai_next) {
+		rc = dial_one(ai, deadline, wake_fd, out);
+		if (rc == 0 || rc == -ECANCELED || rc == -ETIMEDOUT)
+			break;
+	}
+	freeaddrinfo(res);
+	if (rc)
+		return rc;
+	/* Small request frames must not wait for Nagle. */
+	setsockopt(*out, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return 0;
+}
+
+/* ---- handshake ---- */
+
+/* Read one handshake reply of op (tag 0) with exactly want payload bytes. */
+static int hs_reply(struct tcp_conn *c, int fd, uint8_t op, uint8_t *payload,
+		    size_t want, uint64_t deadline, int wake_fd)
+{
+	uint8_t hb[FM_HDR_SIZE];
+	struct fm_hdr h;
+	int rc;
+
+	rc = read_full(fd, hb, sizeof(hb), deadline, wake_fd);
+	if (rc)
+		return rc;
+	if (fm_hdr_decode(hb, sizeof(hb), &h) < 0) {
+		log_err("server %s: %s reply has a bad header: not a farmem memserver?",
+			c->name, fm_op_name(op));
+		return -EPROTO;
+	}
+	if (h.op != (op | FM_OP_REPLY) || h.tag != 0) {
+		log_err("server %s: expected a %s reply (tag 0), got op 0x%02x tag %u",
+			c->name, fm_op_name(op), h.op, h.tag);
+		return -EPROTO;
+	}
+	if (h.status < 0) {
+		log_err("server %s: %s refused: %s", c->name, fm_op_name(op),
+			strerror(-h.status));
+		return h.status < -4095 ? -EPROTO : h.status;
+	}
+	if (h.status > 0 || h.len != want) {
+		log_err("server %s: %s reply: status %d len %u (want 0, %zu)",
+			c->name, fm_op_name(op), h.status, h.len, want);
+		return -EPROTO;
+	}
+	return read_full(fd, payload, want, deadline, wake_fd);
+}
+
+static int hs_send(int fd, uint8_t op, const uint8_t *payload, uint32_t len,
+		   uint64_t deadline, int wake_fd)
+{
+	uint8_t frame[FM_HDR_SIZE + FM_HELLO_REQ_LEN];
+	struct fm_hdr h = { .op = op, .tag = 0, .status = 0, .len = len };
+
+	if (len > sizeof(frame) - FM_HDR_SIZE)
+		return -EINVAL;
+	fm_hdr_encode(frame, &h);
+	memcpy(frame + FM_HDR_SIZE, payload, len);
+	return write_full(fd, frame, FM_HDR_SIZE + len, deadline, wake_fd);
+}
+
+/* HELLO, then AUTH; both sides prove they hold the secret. */
+static int tcp_handshake(struct tcp_conn *c, int fd, uint64_t deadline, int wake_fd)
+{
+	struct fm_hello_req hello = { .version = FM_PROTO_VERSION };
+	struct fm_hello_rep rep;
+	uint8_t buf[FM_HELLO_REQ_LEN], mac[FM_MAC_LEN];
+	int rc;
+
+	memcpy(hello.uuid, c->uuid, FM_UUID_LEN);
+	fm_random(hello.client_nonce, FM_NONCE_LEN);
+	fm_hello_req_encode(buf, &hello);
+	rc = hs_send(fd, FM_OP_HELLO, buf, FM_HELLO_REQ_LEN, deadline, wake_fd);
+	if (rc == 0)
+		rc = hs_reply(c, fd, FM_OP_HELLO, buf, FM_HELLO_REP_LEN, deadline, wake_fd);
+	if (rc)
+		return rc;
+	if (fm_hello_rep_decode(buf, FM_HELLO_REP_LEN, &rep) < 0 ||
+	    rep.version != FM_PROTO_VERSION) {
+		log_err("server %s: HELLO reply unusable (version %u, ours %u)",
+			c->name, rep.version, FM_PROTO_VERSION);
+		return -EPROTO;
+	}
+
+	fm_auth_mac(&c->secret, FM_AUTH_CLIENT, hello.client_nonce, rep.server_nonce,
+		    c->uuid, mac);
+	rc = hs_send(fd, FM_OP_AUTH, mac, FM_MAC_LEN, deadline, wake_fd);
+	if (rc)
+		return rc;
+	rc = hs_reply(c, fd, FM_OP_AUTH, mac, FM_MAC_LEN, deadline, wake_fd);
+	if (rc == -ECONNRESET || rc == -EPIPE) {
+		/* The server closes on a MAC it does not accept. */
+		log_err("server %s: closed the connection at AUTH: wrong secret?", c->name);
+		return -EACCES;
+	}
+	if (rc == -EPERM)
+		rc = -EACCES;
+	if (rc)
+		return rc;
+	if (fm_auth_verify(&c->secret, FM_AUTH_SERVER, hello.client_nonce,
+			   rep.server_nonce, c->uuid, mac) < 0) {
+		log_err("server %s: its AUTH proof is wrong: it does not hold our secret",
+			c->name);
+		return -EACCES;
+	}
+	c->segment_max = rep.segment_max;
+	return 0;
+}
+
+/* Dial and authenticate within connect_timeout; the socket comes back
+ * blocking (senders rely on it; the receiver polls and uses MSG_DONTWAIT). */
+static int tcp_connect(struct tcp_conn *c, int wake_fd, int *out)
+{
+	uint64_t deadline = now_ns() + (uint64_t)c->connect_timeout_ms * 1000000ull;
+	int fd = -1, rc;
+
+	rc = tcp_dial(c, deadline, wake_fd, &fd);
+	if (rc)
+		return rc;
+	rc = tcp_handshake(c, fd, deadline, wake_fd);
+	if (rc == 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
+		rc = -errno;
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	*out = fd;
+	return 0;
+}
+
+/* ---- slots ---- */
+
+static int slot_take(struct tcp_conn *c, struct fm_req *r, uint32_t *tag,
+		     uint64_t *epoch)
+{
+	uint64_t now = now_ns();
+	uint64_t limit = now + (uint64_t)c->timeout_ms * 1000000ull;
+	struct timespec ts = { .tv_sec = (time_t)(limit / 1000000000ull),
+			       .tv_nsec = (long)(limit % 1000000000ull) };
+	struct tcp_slot *s;
+	uint32_t idx;
+	int rc = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		if (c->stop) {
+			rc = -ECANCELED;
+			break;
+		}
+		if (!c->up) {
+			rc = -ENOTCONN;
+			break;
+		}
+		if (c->nfree)
+			break;
+		/* All slots busy: wait for one, as long as a request may take. */
+		if (rc == ETIMEDOUT) {
+			log_warn("server %s: no free request slot in %u ms (%u in flight)",
+				 c->name, c->timeout_ms, c->nslots);
+			rc = -ETIMEDOUT;
+			break;
+		}
+		rc = pthread_cond_timedwait(&c->slot_cv, &c->lock, &ts);
+	}
+	if (rc < 0) {
+		pthread_mutex_unlock(&c->lock);
+		return rc;
+	}
+	idx = c->free_idx[--c->nfree];
+	s = &c->slots[idx];
+	s->gen++;
+	s->req = r;
+	*tag = (uint32_t)s->gen << 16 | idx;
+	r->t_tag = *tag;
+	r->t_deadline_ns = now_ns() + (uint64_t)c->timeout_ms * 1000000ull;
+	r->t_next = NULL;
+	*epoch = c->epoch;
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+/* Receiver only: release the slot and run done() outside the lock. */
+static void slot_complete(struct tcp_conn *c, uint32_t idx, int status)
+{
+	struct fm_req *r;
+
+	pthread_mutex_lock(&c->lock);
+	r = c->slots[idx].req;
+	c->slots[idx].req = NULL;
+	c->free_idx[c->nfree++] = idx;
+	pthread_cond_signal(&c->slot_cv);
+	pthread_mutex_unlock(&c->lock);
+	r->done(r, status);
+}
+
+/* Earliest deadline among in-flight requests (UINT64_MAX when none);
+ * *expired says whether one has passed. */
+static uint64_t slots_earliest(struct tcp_conn *c, uint64_t now, int *expired)
+{
+	uint64_t min = UINT64_MAX;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->nfree < c->nslots) {
+		for (unsigned i = 0; i < c->nslots; i++) {
+			struct fm_req *r = c->slots[i].req;
+
+			if (r && r->t_deadline_ns < min)
+				min = r->t_deadline_ns;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	*expired = min <= now;
+	return min;
+}
+
+/* ---- sending ---- */
+
+/* Build header and small payload in head, the data in iov[1..]; checks
+ * the request.  Returns the iovec count or -EINVAL. */
+static int frame_build(const struct fm_req *r, uint8_t *head,
+		       struct iovec *iov, int iov_max)
+{
+	struct fm_hdr h = { .op = r->op };
+	struct fm_range range = { .seg_id = r->seg_id, .offset = r->offset, .len = r->len };
+	size_t small = 0, data = 0;
+	int n = 1;
+
+	switch (r->op) {
+	case FM_OP_ALLOC:
+		small = fm_alloc_req_encode(head + FM_HDR_SIZE, r->arg);
+		break;
+	case FM_OP_FREE:
+		small = fm_u64_encode(head + FM_HDR_SIZE, r->seg_id);
+		break;
+	case FM_OP_READ:
+		if (r->len > FM_MAX_IO || (r->len && !r->buf))
+			return -EINVAL;
+		small = fm_range_encode(head + FM_HDR_SIZE, &range);
+		break;
+	case FM_OP_STAT:
+		break;
+	case FM_OP_LIST:
+		if (!r->rep.list.seg_ids || !r->rep.list.sizes)
+			return -EINVAL;
+		small = fm_list_req_encode(head + FM_HDR_SIZE, r->arg);
+		break;
+	case FM_OP_WRITE:
+		if (r->len > FM_MAX_IO)
+			return -EINVAL;
+		small = fm_range_encode(head + FM_HDR_SIZE, &range);
+		/* fallthrough */
+	case FM_OP_PING:
+		if (r->op == FM_OP_PING && r->len > FM_PING_MAX)
+			return -EINVAL;
+		if (r->iovcnt < 0 || r->iovcnt > iov_max - 1 || (r->iovcnt && !r->iov))
+			return -EINVAL;
+		for (int i = 0; i < r->iovcnt; i++) {
+			if (r->iov[i].iov_len == 0)
+				continue;
+			data += r->iov[i].iov_len;
+			iov[n++] = r->iov[i];
+		}
+		if (data != r->len)
+			return -EINVAL;
+		break;
+	default:
+		return -EINVAL;
+	}
+	h.len = (uint32_t)(small + data);
+	fm_hdr_encode(head, &h);
+	iov[0].iov_base = head;
+	iov[0].iov_len = FM_HDR_SIZE + small;
+	return n;
+}
+
+static int send_all(int fd, struct iovec *iov, int n)
+{
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+
+	while (m.msg_iovlen) {
+		ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		/* Partial write: step over what went out. */
+		while (m.msg_iovlen && (size_t)w >= m.msg_iov->iov_len) {
+			w -= (ssize_t)m.msg_iov->iov_len;
+			m.msg_iov++;
+			m.msg_iovlen--;
+		}
+		if (m.msg_iovlen) {
+			m.msg_iov->iov_base = (uint8_t *)m.msg_iov->iov_base + w;
+			m.msg_iov->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+/* Write one frame on the socket of the given epoch.  Failures do not go
+ * back to the caller: the request already has a slot, so the receiver
+ * fails it with the rest when it sees the socket go down. */
+static void frame_send(struct tcp_conn *c, uint64_t epoch, struct iovec *iov, int n)
+{
+	int rc;
+
+	pthread_mutex_lock(&c->send_lock);
+	if (c->fd >= 0 && c->fd_epoch == epoch) {
+		rc = send_all(c->fd, iov, n);
+		if (rc) {
+			log_warn("server %s: send failed: %s", c->name, strerror(-rc));
+			/* A half-written frame poisons the stream: end it. */
+			shutdown(c->fd, SHUT_RDWR);
+		}
+	}
+	pthread_mutex_unlock(&c->send_lock);
+}
+
+static int tcp_submit(struct fm_conn *base, struct fm_req *r)
+{
+	struct tcp_conn *c = (struct tcp_conn *)base;
+	uint8_t head[FM_HDR_SIZE + FM_RANGE_LEN];
+	struct iovec iov[TCP_IOV_MAX + 1];
+	uint64_t epoch;
+	uint32_t tag;
+	int n, rc;
+
+	if (!r || !r->done)
+		return -EINVAL;
+	/* Everything is read from r before it gets a slot: from then on the
+	 * receiver may complete it at any time. */
+	n = frame_build(r, head, iov, TCP_IOV_MAX + 1);
+	if (n < 0)
+		return n;
+	rc = slot_take(c, r, &tag, &epoch);
+	if (rc)
+		return rc;
+	put_le32(head + 8, tag);
+	frame_send(c, epoch, iov, n);
+	return 0;
+}
+
+/* ---- receiving ---- */
+
+/* Wait for the socket to become readable, enforcing deadlines.  Returns
+ * 0, -ETIMEDOUT (a request expired), -ECANCELED (closing). */
+static int rx_wait(struct tcp_conn *c)
+{
+	struct pollfd pfd[2] = {
+		{ .fd = c->fd, .events = POLLIN },
+		{ .fd = c->wake_fd, .events = POLLIN },
+	};
+
+	for (;;) {
+		uint64_t now = now_ns();
+		int expired, ms;
+		uint64_t first = slots_earliest(c, now, &expired);
+
+		if (expired)
+			return -ETIMEDOUT;
+		if (conn_stopping(c))
+			return -ECANCELED;
+		ms = (int)TCP_TICK_MS;
+		if (first != UINT64_MAX && ms_until(first) < ms)
+			ms = ms_until(first);
+		c->next_scan_ns = now + TCP_TICK_MS * 1000000ull;
+		int k = poll(pfd, 2, ms);
+
+		if (k < 0 && errno != EINTR)
+			return -errno;
+		if (k > 0 && pfd[1].revents && conn_stopping(c))
+			return -ECANCELED;
+		if (k > 0 && pfd[0].revents)
+			return 0;
+	}
+}
+
+/* One recv into buf; never returns 0. */
+static ssize_t rx_some(struct tcp_conn *c, void *buf, size_t cap)
+{
+	for (;;) {
+		uint64_t now = now_ns();
+
+		/* Replies may keep coming while one request never gets its
+		 * own: look at deadlines on a tick, not only when idle. */
+		if (now >= c->next_scan_ns) {
+			int expired;
+
+			slots_earliest(c, now, &expired);
+			if (expired)
+				return -ETIMEDOUT;
+			if (conn_stopping(c))
+				return -ECANCELED;
+			c->next_scan_ns = now + TCP_TICK_MS * 1000000ull;
+		}
+		ssize_t n = recv(c->fd, buf, cap, MSG_DONTWAIT);
+
+		if (n > 0)
+			return n;
+		if (n == 0) {
+			log_warn("server %s: closed the connection", c->name);
+			return -ECONNRESET;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			int e = errno;
+
+			log_warn("server %s: receive failed: %s", c->name, strerror(e));
+			return e == ECONNRESET ? -ECONNRESET : -e;
+		}
+		int rc = rx_wait(c);
+
+		if (rc)
+			return rc;
+	}
+}
+
+/* Exactly len bytes from the stream into dst (buffered; long reads go
+ * straight into dst). */
+static int rx_read(struct tcp_conn *c, void *dst, size_t len)
+{
+	uint8_t *p = dst;
+
+	while (len) {
+		if (c->rpos < c->rlen) {
+			size_t k = c->rlen - c->rpos;
+
+			if (k > len)
+				k = len;
+			memcpy(p, c->rbuf + c->rpos, k);
+			c->rpos += k;
+			p += k;
+			len -= k;
+			continue;
+		}
+		if (len >= TCP_DIRECT_MIN) {
+			ssize_t n = rx_some(c, p, len);
+
+			if (n < 0)
+				return (int)n;
+			p += n;
+			len -= (size_t)n;
+			continue;
+		}
+		ssize_t n = rx_some(c, c->rbuf, TCP_RBUF_SIZE);
+
+		if (n < 0)
+			return (int)n;
+		c->rpos = 0;
+		c->rlen = (size_t)n;
+	}
+	return 0;
+}
+
+static int rx_discard(struct tcp_conn *c, size_t len)
+{
+	while (len) {
+		size_t k = len < TCP_PBUF_SIZE ? len : TCP_PBUF_SIZE;
+		int rc = rx_read(c, c->pbuf, k);
+
+		if (rc)
+			return rc;
+		len -= k;
+	}
+	return 0;
+}
+
+/* Decode a small reply payload (already in pbuf) into the request. */
+static int rx_decode(struct tcp_conn *c, struct fm_req *r, uint32_t len)
+{
+	uint32_t count;
+
+	switch (r->op) {
+	case FM_OP_ALLOC:
+		return fm_alloc_rep_decode(c->pbuf, len, &r->rep.alloc);
+	case FM_OP_STAT:
+		return fm_stat_decode(c->pbuf, len, &r->rep.stat);
+	case FM_OP_LIST:
+		if (fm_list_rep_decode(c->pbuf, len, &count) < 0 || count > FM_LIST_MAX)
+			return -EPROTO;
+		for (uint32_t i = 0; i < count; i++)
+			fm_list_rep_entry(c->pbuf, i, &r->rep.list.seg_ids[i],
+					  &r->rep.list.sizes[i]);
+		r->rep.list.count = count;
+		return 0;
+	case FM_OP_FREE:
+	case FM_OP_WRITE:
+		return len == 0 ? 0 : -EPROTO;
+	default:
+		return -EPROTO;
+	}
+}
+
+static int rx_protocol_error(struct tcp_conn *c, struct fm_req *r, const char *what,
+			     const struct fm_hdr *h)
+{
+	log_err("server %s: bad reply (%s): op 0x%02x tag 0x%08x status %d len %u; "
+		"dropping the connection", c->name, what, h->op, h->tag, h->status, h->len);
+	c->culprit = r;
+	return -EPROTO;
+}
+
+/* Read and complete one reply.  Nonzero means the connection must go. */
+static int rx_one(struct tcp_conn *c)
+{
+	uint8_t hb[FM_HDR_SIZE];
+	struct fm_hdr h;
+	struct fm_req *r = NULL;
+	uint32_t idx;
+	int rc;
+
+	rc = rx_read(c, hb, sizeof(hb));
+	if (rc)
+		return rc;
+	rc = fm_hdr_decode(hb, sizeof(hb), &h);
+	if (rc) {
+		log_err("server %s: reply header rejected (%s); dropping the connection",
+			c->name, strerror(-rc));
+		return -EPROTO;
+	}
+	idx = h.tag & 0xffff;
+	pthread_mutex_lock(&c->lock);
+	if (idx < c->nslots && c->slots[idx].gen == (uint16_t)(h.tag >> 16))
+		r = c->slots[idx].req;
+	pthread_mutex_unlock(&c->lock);
+	/* Only this thread frees slots, so r stays ours after the unlock. */
+	if (!r)
+		return rx_protocol_error(c, NULL, "unknown tag", &h);
+	if (h.op != (r->op | FM_OP_REPLY))
+		return rx_protocol_error(c, r, "op does not match the request", &h);
+	if (h.status > 0 || h.status < -4095)
+		return rx_protocol_error(c, r, "status out of range", &h);
+
+	if (h.status < 0) {
+		rc = rx_discard(c, h.len);
+		if (rc)
+			return rc;
+		slot_complete(c, idx, h.status);
+		return 0;
+	}
+	if (r->op == FM_OP_READ || (r->op == FM_OP_PING && r->buf)) {
+		if (h.len != r->len)
+			return rx_protocol_error(c, r, "data length differs from the request", &h);
+		rc = rx_read(c, r->buf, h.len);
+	} else if (r->op == FM_OP_PING) {
+		if (h.len != r->len)
+			return rx_protocol_error(c, r, "echo length differs", &h);
+		rc = rx_discard(c, h.len);
+	} else {
+		if (h.len > TCP_PBUF_SIZE)
+			return rx_protocol_error(c, r, "payload too long", &h);
+		rc = rx_read(c, c->pbuf, h.len);
+		if (rc == 0 && rx_decode(c, r, h.len) < 0)
+			return rx_protocol_error(c, r, "payload does not decode", &h);
+	}
+	if (rc)
+		return rc;
+	slot_complete(c, idx, 0);
+	return 0;
+}
+
+/* ---- connection state ---- */
+
+static void conn_install(struct tcp_conn *c, int fd)
+{
+	uint64_t epoch = c->epoch + 1;   /* only this thread writes epoch */
+
+	pthread_mutex_lock(&c->send_lock);
+	c->fd = fd;
+	c->fd_epoch = epoch;
+	pthread_mutex_unlock(&c->send_lock);
+	c->rpos = c->rlen = 0;
+	c->next_scan_ns = 0;
+	pthread_mutex_lock(&c->lock);
+	c->epoch = epoch;
+	c->up = 1;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Tear the socket down and fail every in-flight request: the expired
+ * ones with -ETIMEDOUT when why is -ETIMEDOUT, a protocol culprit with
+ * -EPROTO, closing with -ECANCELED, everything else -ECONNRESET. */
+static void conn_drop(struct tcp_conn *c, int why)
+{
+	struct fm_req *list = NULL;
+	uint64_t now = now_ns();
+	unsigned failed = 0;
+	int was_up;
+
+	pthread_mutex_lock(&c->lock);
+	was_up = c->up;
+	c->up = 0;
+	for (unsigned i = 0; i < c->nslots; i++) {
+		struct fm_req *r = c->slots[i].req;
+
+		if (!r)
+			continue;
+		r->t_next = list;
+		list = r;
+		c->slots[i].req = NULL;
+		c->free_idx[c->nfree++] = i;
+	}
+	pthread_cond_broadcast(&c->slot_cv);
+	pthread_mutex_unlock(&c->lock);
+
+	if (c->fd >= 0) {
+		/* shutdown() first: it frees a sender stuck in sendmsg, which
+		 * holds send_lock. */
+		shutdown(c->fd, SHUT_RDWR);
+		pthread_mutex_lock(&c->send_lock);
+		close(c->fd);
+		c->fd = -1;
+		pthread_mutex_unlock(&c->send_lock);
+	}
+	c->rpos = c->rlen = 0;
+
+	while (list) {
+		struct fm_req *r = list;
+		int status = why == -ECANCELED ? -ECANCELED : -ECONNRESET;
+
+		list = r->t_next;
+		if (r == c->culprit)
+			status = -EPROTO;
+		else if (why == -ETIMEDOUT && r->t_deadline_ns <= now)
+			status = -ETIMEDOUT;
+		if (status == -ETIMEDOUT)
+			log_warn("server %s: %s (tag 0x%08x) got no reply in %u ms",
+				 c->name, fm_op_name(r->op), r->t_tag, c->timeout_ms);
+		failed++;
+		r->done(r, status);
+	}
+	c->culprit = NULL;
+	if (was_up && why != -ECANCELED) {
+		log_warn("server %s: connection down (%s), %u request(s) failed%s",
+			 c->name, strerror(-why), failed,
+			 c->reconnect ? "; reconnecting" : "");
+		if (c->state_cb)
+			c->state_cb(c->state_arg, 0);
+	}
+}
+
+/* Sleep ms unless woken for close; returns nonzero when closing. */
+static int sleep_or_stop(struct tcp_conn *c, unsigned ms)
+{
+	struct pollfd pfd = { .fd = c->wake_fd, .events = POLLIN };
+	uint64_t until = now_ns() + (uint64_t)ms * 1000000ull;
+
+	while (!conn_stopping(c)) {
+		int left = ms_until(until);
+
+		if (left == 0)
+			return 0;
+		poll(&pfd, 1, left);
+	}
+	return 1;
+}
+
+static void conn_reconnect(struct tcp_conn *c, unsigned *backoff, unsigned *tries)
+{
+	int fd, rc;
+
+	if (sleep_or_stop(c, *backoff))
+		return;
+	rc = tcp_connect(c, c->wake_fd, &fd);
+	if (rc) {
+		/* First failure says why; the rest are debug noise. */
+		if (*tries == 0)
+			log_warn("server %s: reconnect failed: %s; retrying every %u..%u ms",
+				 c->name, strerror(-rc), TCP_BACKOFF_MIN_MS, TCP_BACKOFF_MAX_MS);
+		else
+			log_debug("server %s: reconnect attempt %u failed: %s",
+				  c->name, *tries + 1, strerror(-rc));
+		(*tries)++;
+		*backoff = *backoff * 2 > TCP_BACKOFF_MAX_MS ? TCP_BACKOFF_MAX_MS : *backoff * 2;
+		return;
+	}
+	conn_install(c, fd);
+	log_info("server %s: reconnected after %u failed attempt(s)", c->name, *tries);
+	*backoff = TCP_BACKOFF_MIN_MS;
+	*tries = 0;
+	if (c->state_cb)
+		c->state_cb(c->state_arg, 1);
+}
+
+static void *conn_thread(void *arg)
+{
+	struct tcp_conn *c = arg;
+	unsigned backoff = TCP_BACKOFF_MIN_MS, tries = 0;
+
+	while (!conn_stopping(c)) {
+		if (c->fd >= 0) {
+			int rc = rx_one(c);
+
+			if (rc)
+				conn_drop(c, rc);
+		} else if (c->reconnect) {
+			conn_reconnect(c, &backoff, &tries);
+		} else {
+			sleep_or_stop(c, 60000);
+		}
+	}
+	conn_drop(c, -ECANCELED);
+	return NULL;
+}
+
+/* ---- open / close ---- */
+
+static void conn_free(struct tcp_conn *c)
+{
+	if (c->wake_fd >= 0)
+		close(c->wake_fd);
+	pthread_cond_destroy(&c->slot_cv);
+	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->send_lock);
+	free(c->slots);
+	free(c->free_idx);
+	free(c->rbuf);
+	free(c->pbuf);
+	/* The secret copy must not linger in freed memory. */
+	explicit_bzero(&c->secret, sizeof(c->secret));
+	free(c);
+}
+
+static struct tcp_conn *conn_alloc(const struct fm_conn_params *p)
+{
+	struct tcp_conn *c = calloc(1, sizeof(*c));
+	pthread_condattr_t ca;
+
+	if (!c)
+		return NULL;
+	c->base.ops = &fm_transport_tcp;
+	c->addr = p->addr;
+	addr_str(&p->addr, c->name, sizeof(c->name));
+	c->secret = *p->secret;
+	memcpy(c->uuid, p->uuid, FM_UUID_LEN);
+	c->timeout_ms = p->timeout_ms ? p->timeout_ms : TCP_DEFAULT_TIMEOUT_MS;
+	c->connect_timeout_ms = p->connect_timeout_ms ? p->connect_timeout_ms
+						      : TCP_DEFAULT_CONNECT_MS;
+	c->nslots = p->max_inflight ? p->max_inflight : TCP_DEFAULT_INFLIGHT;
+	c->reconnect = p->reconnect;
+	c->state_cb = p->state_cb;
+	c->state_arg = p->state_arg;
+	c->fd = -1;
+	c->wake_fd = -1;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->send_lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->slot_cv, &ca);
+	pthread_condattr_destroy(&ca);
+
+	c->slots = calloc(c->nslots, sizeof(*c->slots));
+	c->free_idx = calloc(c->nslots, sizeof(*c->free_idx));
+	c->rbuf = malloc(TCP_RBUF_SIZE);
+	c->pbuf = malloc(TCP_PBUF_SIZE);
+	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!c->slots || !c->free_idx || !c->rbuf || !c->pbuf || c->wake_fd < 0) {
+		conn_free(c);
+		return NULL;
+	}
+	/* Hand out low slots first (popped from the top of the stack). */
+	for (unsigned i = 0; i < c->nslots; i++)
+		c->free_idx[i] = c->nslots - 1 - i;
+	c->nfree = c->nslots;
+	return c;
+}
+
+static int tcp_open(const struct fm_conn_params *p, struct fm_conn **out)
+{
+	struct tcp_conn *c;
+	sigset_t all, old;
+	int fd, rc;
+
+	*out = NULL;
+	if (p->addr.kind != ADDR_TCP || !p->secret || p->max_inflight > TCP_MAX_INFLIGHT)
+		return -EINVAL;
+	c = conn_alloc(p);
+	if (!c) {
+		log_err("tcp transport: out of memory opening a connection");
+		return -ENOMEM;
+	}
+	rc = tcp_connect(c, -1, &fd);
+	if (rc) {
+		log_err("server %s: cannot connect: %s", c->name, strerror(-rc));
+		conn_free(c);
+		return rc;
+	}
+	conn_install(c, fd);
+	/* The receiver must not take the process's signals (SIGTERM etc.). */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = -pthread_create(&c->thread, NULL, conn_thread, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc) {
+		log_err("server %s: cannot start the receiver thread: %s", c->name,
+			strerror(-rc));
+		close(fd);
+		conn_free(c);
+		return rc;
+	}
+	log_debug("server %s: connected (segment_max %u, %u slots)", c->name,
+		  c->segment_max, c->nslots);
+	*out = &c->base;
+	return 0;
+}
+
+static int tcp_is_up(struct fm_conn *base)
+{
+	struct tcp_conn *c = (struct tcp_conn *)base;
+	int up;
+
+	pthread_mutex_lock(&c->lock);
+	up = c->up;
+	pthread_mutex_unlock(&c->lock);
+	return up;
+}
+
+static void tcp_close(struct fm_conn *base)
+{
+	struct tcp_conn *c = (struct tcp_conn *)base;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&c->lock);
+	__atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&c->slot_cv);
+	pthread_mutex_unlock(&c->lock);
+	if (write(c->wake_fd, &one, sizeof(one)) < 0)
+		log_warn("server %s: cannot wake the receiver: %s", c->name, strerror(errno));
+	pthread_join(c->thread, NULL);
+	conn_free(c);
+}
+
+const struct fm_transport_ops fm_transport_tcp = {
+	.name = "tcp",
+	.open = tcp_open,
+	.submit = tcp_submit,
+	.is_up = tcp_is_up,
+	.close = tcp_close,
+};
