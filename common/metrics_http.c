@@ -195,6 +195,27 @@ static void respond(int fd, int status, const char *body, size_t len,
 		(void)write_all(fd, body, len);
 }
 
+/* Closing with unread input makes the kernel send a reset, which can
+ * destroy the response before the client reads it (the 431 case): send
+ * FIN, then discard what the client still sends until it closes, bounded
+ * by the receive timeout and a byte budget. */
+static void linger_close(int fd)
+{
+	char sink[1024];
+	size_t budget = 64 * 1024;
+
+	shutdown(fd, SHUT_WR);
+	while (budget > 0) {
+		ssize_t n = recv(fd, sink, sizeof(sink), 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		budget -= (size_t)n < budget ? (size_t)n : budget;
+	}
+}
+
 static void serve_one(struct metrics_server *s, int fd)
 {
 	struct timeval tv = { .tv_sec = IO_TIMEOUT_S };
@@ -217,8 +238,7 @@ static void serve_one(struct metrics_server *s, int fd)
 		}
 	}
 	respond(fd, status, s->body, (size_t)(blen > 0 ? blen : 0), head_only);
-	/* Let the client read everything before the close resets it. */
-	shutdown(fd, SHUT_WR);
+	linger_close(fd);
 }
 
 static void *server_thread(void *p)
