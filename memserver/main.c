@@ -1,8 +1,275 @@
-/* main.c — placeholder until the memserver lands. */
-#include <stdio.h>
+/* main.c — farmem-memserver: parse, validate, run. */
+#include "memserver.h"
+#include "log.h"
 
-int main(void)
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef FARMEM_VERSION
+#define FARMEM_VERSION "0.0.0"
+#endif
+
+enum {
+	OPT_CHECK = 256, OPT_STAT, OPT_JSON, OPT_VERSION, OPT_FOREGROUND,
+	OPT_ALLOW_UNLOCKED,
+};
+
+/* Flags that set a config key: long name, key. */
+static const struct {
+	const char *flag;
+	const char *key;
+} flag_keys[] = {
+	{ "size", "memserver:size" },
+	{ "secret-file", "memserver:secret-file" },
+	{ "segment-size", "memserver:segment-size" },
+	{ "lease", "memserver:lease" },
+	{ "hugepages", "memserver:hugepages" },
+	{ "log", "memserver:log" },
+	{ "pid-file", "memserver:pid-file" },
+};
+
+static const struct option options[] = {
+	{ "config", required_argument, NULL, 'c' },
+	{ "listen", required_argument, NULL, 'l' },
+	{ "size", required_argument, NULL, 's' },
+	{ "secret-file", required_argument, NULL, 'k' },
+	{ "segment-size", required_argument, NULL, 'S' },
+	{ "lease", required_argument, NULL, 'L' },
+	{ "hugepages", required_argument, NULL, 'H' },
+	{ "log", required_argument, NULL, 'g' },
+	{ "pid-file", required_argument, NULL, 'p' },
+	{ "allow-unlocked", no_argument, NULL, OPT_ALLOW_UNLOCKED },
+	{ "check-config", no_argument, NULL, OPT_CHECK },
+	{ "stat", required_argument, NULL, OPT_STAT },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "foreground", no_argument, NULL, OPT_FOREGROUND },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ NULL, 0, NULL, 0 },
+};
+
+struct args {
+	const char *config;
+	char listen[2048];        /* every --listen, comma-joined */
+	const char *set_key[16];  /* other flags, applied after the file */
+	const char *set_val[16];
+	const char *set_flag[16];
+	int nset;
+	int check, json, verbose, allow_unlocked;
+	const char *stat_addr;
+};
+
+static void usage(FILE *f)
 {
-	fprintf(stderr, "farmem-memserver: not built yet\n");
-	return 1;
+	fprintf(f,
+"usage: farmem-memserver --listen tcp://HOST:PORT --size SIZE --secret-file FILE\n"
+"                        [--config FILE] [options]\n"
+"       farmem-memserver --check-config [--config FILE] [options]\n"
+"       farmem-memserver --stat tcp://HOST:PORT --secret-file FILE [--json]\n"
+"\n"
+"Serves a pinned memory pool to farmem-blk clients.  Flags override the\n"
+"config file (which is read only when --config names it).\n"
+"\n"
+"  -c, --config FILE        iniparser file, section [memserver]\n"
+"  -l, --listen ADDR        address to listen on (repeat for several)\n"
+"  -s, --size SIZE          pool size (K/M/G/T), allocated and locked at start\n"
+"      --secret-file FILE   shared secret (at least 16 bytes)\n"
+"      --segment-size SIZE  largest segment handed out (default 4M)\n"
+"      --lease DURATION     keep a disconnected device's segments (default 60s)\n"
+"      --hugepages MODE     auto, yes or no (default auto)\n"
+"      --allow-unlocked     run even if the pool cannot be mlock()ed\n"
+"      --log stderr|syslog  where log lines go (default stderr)\n"
+"      --pid-file FILE      write the pid once listening\n"
+"      --foreground         stay in the foreground (always; for unit files)\n"
+"      --check-config       validate the settings and the secret, then exit\n"
+"      --stat ADDR          print a running server's statistics (--json)\n"
+"  -v, --verbose            debug logging\n"
+"  -h, --help               this text\n"
+"      --version            print the version\n"
+"\n"
+"config keys:\n");
+	if (f == stdout)
+		cfg_print_keys(ms_cfg_keys, ms_cfg_nkeys);
+}
+
+static int add_listen(struct args *a, const char *addr)
+{
+	size_t used = strlen(a->listen);
+
+	if (used + strlen(addr) + 2 > sizeof(a->listen)) {
+		fprintf(stderr, "farmem-memserver: too many --listen addresses\n");
+		return -1;
+	}
+	snprintf(a->listen + used, sizeof(a->listen) - used, "%s%s",
+		 used ? "," : "", addr);
+	return 0;
+}
+
+static int add_set(struct args *a, const char *flag, const char *val)
+{
+	for (size_t i = 0; i < sizeof(flag_keys) / sizeof(flag_keys[0]); i++) {
+		if (strcmp(flag_keys[i].flag, flag) == 0) {
+			/* A repeated flag: the last one wins (applied last). */
+			if (a->nset == 16)
+				return -1;
+			a->set_key[a->nset] = flag_keys[i].key;
+			a->set_flag[a->nset] = flag;
+			a->set_val[a->nset++] = val;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Returns -1 to continue, else the exit status. */
+static int parse_args(int argc, char **argv, struct args *a)
+{
+	int opt, idx;
+
+	while ((opt = getopt_long(argc, argv, "c:l:s:vh", options, &idx)) != -1) {
+		switch (opt) {
+		case 'c': a->config = optarg; break;
+		case 'l':
+			if (add_listen(a, optarg) < 0)
+				return 2;
+			break;
+		case 's': add_set(a, "size", optarg); break;
+		case 'k': add_set(a, "secret-file", optarg); break;
+		case 'S': add_set(a, "segment-size", optarg); break;
+		case 'L': add_set(a, "lease", optarg); break;
+		case 'H': add_set(a, "hugepages", optarg); break;
+		case 'g': add_set(a, "log", optarg); break;
+		case 'p': add_set(a, "pid-file", optarg); break;
+		case OPT_ALLOW_UNLOCKED: a->allow_unlocked = 1; break;
+		case OPT_CHECK: a->check = 1; break;
+		case OPT_STAT: a->stat_addr = optarg; break;
+		case OPT_JSON: a->json = 1; break;
+		case OPT_FOREGROUND: break;
+		case 'v': a->verbose = 1; break;
+		case 'h': usage(stdout); return 0;
+		case OPT_VERSION: printf("farmem-memserver %s\n", FARMEM_VERSION); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "farmem-memserver: unexpected argument '%s'\n",
+			argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	return -1;
+}
+
+/* File first, then flags over it, each through the same checks. */
+static int build_settings(const struct args *a, struct ms_settings *s,
+			  char *err, size_t errlen)
+{
+	static char flagname[16][32];
+
+	ms_settings_defaults(s);
+	if (a->config && ms_settings_load(s, a->config, err, errlen) < 0)
+		return -1;
+	if (a->listen[0] && ms_settings_set(s, "memserver:listen", a->listen,
+					    "--listen", err, errlen) < 0)
+		return -1;
+	if (a->allow_unlocked &&
+	    ms_settings_set(s, "memserver:allow-unlocked", "yes",
+			    "--allow-unlocked", err, errlen) < 0)
+		return -1;
+	for (int i = 0; i < a->nset; i++) {
+		snprintf(flagname[i], sizeof(flagname[i]), "--%s", a->set_flag[i]);
+		if (ms_settings_set(s, a->set_key[i], a->set_val[i], flagname[i],
+				    err, errlen) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int run(struct ms_settings *s, const struct ms_resolved *r,
+	       struct ms_ctx *ctx)
+{
+	struct ms_pool pool;
+	int rc;
+
+	rc = ms_pool_create(&pool, s->size, r->huge, s->allow_unlocked);
+	if (rc < 0)
+		return 1;
+	rc = ms_segtab_init(&ctx->segs, pool.base, pool.size,
+			    (uint32_t)s->segment_size);
+	if (rc < 0) {
+		log_err("segment table for %zu bytes: %s", pool.size, strerror(-rc));
+		ms_pool_destroy(&pool);
+		return 1;
+	}
+	ms_devtab_init(&ctx->devs, s->lease_ms);
+	ctx->pool_locked = pool.locked;
+	ctx->now_ms = ms_now_ms;
+	log_info("pool %zu MiB (%u segments of %u KiB), %s, %s pages, lease %llu ms",
+		 pool.size >> 20, ctx->segs.nslots, ctx->segs.seg_max >> 10,
+		 pool.locked ? "locked" : "NOT locked",
+		 pool.huge == 1 ? "hugetlb" : pool.huge == 2 ? "transparent huge" : "small",
+		 (unsigned long long)s->lease_ms);
+	rc = ms_server_run(ctx, r, s->pid_file);
+	ms_devtab_fini(&ctx->devs);
+	ms_segtab_fini(&ctx->segs);
+	ms_pool_destroy(&pool);
+	return rc < 0 ? 1 : 0;
+}
+
+static int stat_mode(const struct args *a, struct ms_settings *s)
+{
+	static struct fm_secret secret;
+	char err[CFG_ERR_LEN];
+
+	if (s->secret_file[0] == '\0') {
+		fprintf(stderr, "farmem-memserver: --stat needs --secret-file "
+			"(or a --config naming secret-file)\n");
+		return 2;
+	}
+	if (fm_secret_load(s->secret_file, &secret, err, sizeof(err)) < 0) {
+		fprintf(stderr, "farmem-memserver: %s\n", err);
+		return 1;
+	}
+	return ms_stat_client(a->stat_addr, &secret, a->json) < 0 ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct args a;
+	static struct ms_settings s;
+	static struct ms_resolved r;
+	static struct ms_ctx ctx;
+	char err[CFG_ERR_LEN];
+	int rc;
+
+	log_init("farmem-memserver", LOG_LVL_INFO);
+	rc = parse_args(argc, argv, &a);
+	if (rc >= 0)
+		return rc;
+	if (a.verbose)
+		log_set_level(LOG_LVL_DEBUG);
+	if (fm_auth_init() < 0) {
+		fprintf(stderr, "farmem-memserver: libsodium failed to start\n");
+		return 1;
+	}
+	if (build_settings(&a, &s, err, sizeof(err)) < 0) {
+		fprintf(stderr, "farmem-memserver: %s\n", err);
+		return 1;
+	}
+	if (a.stat_addr)
+		return stat_mode(&a, &s);
+	if (ms_settings_complete(&s, &r, &ctx.secret, err, sizeof(err)) < 0) {
+		fprintf(stderr, "farmem-memserver: %s\n", err);
+		return 1;
+	}
+	if (a.check) {
+		printf("farmem-memserver: configuration OK\n");
+		return 0;
+	}
+	if (r.use_syslog)
+		log_use_syslog();
+	return run(&s, &r, &ctx);
 }

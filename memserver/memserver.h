@@ -1,0 +1,230 @@
+/* memserver.h — farmem-memserver's internal interfaces, listed by file.
+ *
+ * main ─► server (sockets, epoll) ─► session (one connection's protocol)
+ *                                      ─► segtab (slots in the pool)
+ *                                      ─► devtab (identities and leases)
+ * pool owns the memory; settings turns flags and the config file into a
+ * checked ms_settings.  Functions return 0 or -errno.
+ */
+#ifndef FARMEM_MEMSERVER_H
+#define FARMEM_MEMSERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth.h"
+#include "config.h"
+#include "parse.h"
+#include "protocol.h"
+
+/* ---- pool.c: the memory pool, allocated up front and pinned ---- */
+
+enum ms_huge { MS_HUGE_AUTO, MS_HUGE_YES, MS_HUGE_NO };
+
+struct ms_pool {
+	uint8_t *base;
+	size_t size;        /* usable bytes, as asked */
+	size_t map_size;    /* bytes mapped (rounded to the page size used) */
+	int huge;           /* 1: hugetlbfs pages; 2: transparent huge pages asked */
+	int locked;         /* 1 when mlock() succeeded */
+};
+
+int ms_pool_create(struct ms_pool *p, uint64_t size, enum ms_huge huge,
+		   int allow_unlocked);
+void ms_pool_destroy(struct ms_pool *p);
+
+/* ---- segtab.c: fixed-size slots of the pool, owned by devices ----
+ *
+ * A segment id is (generation << 32 | slot).  Freeing a slot bumps its
+ * generation, so an old id of a reused slot is rejected as -ENOENT.
+ */
+
+struct ms_slot {
+	uint32_t owner;      /* device id; 0 when free */
+	uint32_t gen;        /* never 0 */
+	uint32_t size;       /* bytes the owner asked for */
+	uint32_t next_free;  /* free list link */
+};
+
+struct ms_segtab {
+	uint8_t *base;
+	uint32_t seg_max;
+	uint32_t nslots;
+	uint32_t nused;
+	uint32_t free_head;  /* nslots when none */
+	struct ms_slot *slots;
+};
+
+int ms_segtab_init(struct ms_segtab *t, uint8_t *base, uint64_t pool_bytes,
+		   uint32_t seg_max);
+void ms_segtab_fini(struct ms_segtab *t);
+/* -EINVAL for a size that is 0, not page-aligned or above seg_max;
+ * -ENOSPC when the pool is full. */
+int ms_segtab_alloc(struct ms_segtab *t, uint32_t owner, uint32_t size,
+		    uint64_t *seg_id);
+int ms_segtab_free(struct ms_segtab *t, uint32_t owner, uint64_t seg_id);
+/* Bytes [offset, offset+len) of owner's segment: -ENOENT for an id that
+ * is not owner's, -ERANGE for a range beyond the segment. */
+int ms_segtab_range(struct ms_segtab *t, uint32_t owner, uint64_t seg_id,
+		    uint32_t offset, uint32_t len, uint8_t **ptr);
+/* Frees every segment of owner; returns how many. */
+uint32_t ms_segtab_free_owner(struct ms_segtab *t, uint32_t owner);
+/* Owner's segments in slot order, skipping the first `start`; fills up to
+ * max entries and returns the count. */
+uint32_t ms_segtab_list(const struct ms_segtab *t, uint32_t owner,
+			uint32_t start, uint64_t *ids, uint32_t *sizes,
+			uint32_t max);
+uint64_t ms_segtab_pool_bytes(const struct ms_segtab *t);
+uint64_t ms_segtab_used_bytes(const struct ms_segtab *t);
+
+/* ---- devtab.c: device identities, their connections and leases ---- */
+
+struct ms_device {
+	uint8_t uuid[FM_UUID_LEN];
+	uint32_t id;              /* owner id in the segment table, never 0 */
+	unsigned conns;           /* authenticated connections */
+	uint32_t segs;            /* segments held */
+	uint64_t lease_end_ms;    /* when conns == 0: segments go back then */
+	struct ms_device *next;
+};
+
+struct ms_devtab {
+	struct ms_device *head;
+	uint32_t next_id;
+	uint32_t count;
+	uint64_t lease_ms;
+};
+
+void ms_devtab_init(struct ms_devtab *d, uint64_t lease_ms);
+/* Frees the table (not the segments: the pool goes with the process). */
+void ms_devtab_fini(struct ms_devtab *d);
+/* A connection of uuid authenticated: find or create, count it, cancel
+ * any running lease.  NULL (-ENOMEM) only when out of memory. */
+struct ms_device *ms_devtab_attach(struct ms_devtab *d,
+				   const uint8_t uuid[FM_UUID_LEN]);
+/* The connection went away; the last one starts the lease (or forgets a
+ * device holding nothing). */
+void ms_devtab_detach(struct ms_devtab *d, struct ms_device *dev,
+		      uint64_t now_ms);
+/* Returns the segments of every device whose lease ended to the pool. */
+void ms_devtab_expire(struct ms_devtab *d, struct ms_segtab *t,
+		      uint64_t now_ms);
+/* Earliest lease end, or UINT64_MAX. */
+uint64_t ms_devtab_next_expiry(const struct ms_devtab *d);
+uint32_t ms_devtab_leased(const struct ms_devtab *d);
+uint32_t ms_devtab_holding(const struct ms_devtab *d);
+
+/* ---- buf.c: a growable output byte queue ---- */
+
+struct ms_buf {
+	uint8_t *data;
+	size_t head;  /* first unsent byte */
+	size_t len;   /* bytes after head */
+	size_t cap;
+};
+
+/* Room for n more bytes at the tail; NULL when out of memory. */
+uint8_t *ms_buf_reserve(struct ms_buf *b, size_t n);
+void ms_buf_commit(struct ms_buf *b, size_t n);
+void ms_buf_consume(struct ms_buf *b, size_t n);
+void ms_buf_free(struct ms_buf *b);
+
+/* ---- session.c: one connection's protocol state ---- */
+
+struct ms_stats {
+	uint64_t bytes_read, bytes_written, reads, writes;
+	uint32_t clients;    /* authenticated connections */
+};
+
+/* What sessions share: the server's state minus sockets. */
+struct ms_ctx {
+	struct ms_segtab segs;
+	struct ms_devtab devs;
+	struct fm_secret secret;
+	struct ms_stats stats;
+	int pool_locked;
+	uint64_t (*now_ms)(void);
+};
+
+enum ms_sess_state { MS_HELLO, MS_AUTH, MS_READY };
+
+struct ms_session {
+	enum ms_sess_state state;
+	uint8_t uuid[FM_UUID_LEN];
+	uint8_t client_nonce[FM_NONCE_LEN];
+	uint8_t server_nonce[FM_NONCE_LEN];
+	struct ms_device *dev;
+	char peer[80];       /* for log lines: "tcp 127.0.0.1:5123" */
+};
+
+/* ms_session_frame() results besides 0 (keep going). */
+#define MS_CLOSE_AFTER_FLUSH 1
+
+void ms_session_init(struct ms_session *s, const char *peer);
+/* Largest payload this session accepts now: small until authenticated,
+ * so an unauthenticated peer cannot make the server buffer a megabyte. */
+uint32_t ms_session_max_payload(const struct ms_session *s);
+/* One complete request frame.  Appends the reply to out.  Returns 0,
+ * MS_CLOSE_AFTER_FLUSH (reply sent, then close) or -errno: close now;
+ * the reason is logged here. */
+int ms_session_frame(struct ms_ctx *ctx, struct ms_session *s,
+		     const struct fm_hdr *h, const uint8_t *payload,
+		     struct ms_buf *out);
+/* The connection is gone. */
+void ms_session_end(struct ms_ctx *ctx, struct ms_session *s);
+void ms_ctx_stat(const struct ms_ctx *ctx, struct fm_stat *st);
+
+/* ---- settings.c: flags and config file into checked settings ---- */
+
+#define MS_LISTEN_MAX 16
+
+struct ms_settings {
+	char listen[2048];
+	uint64_t size;
+	char secret_file[4096];
+	uint64_t segment_size;
+	uint64_t lease_ms;
+	char hugepages[16];
+	int allow_unlocked;
+	char log[16];
+	char pid_file[4096];
+	/* Where each key's value came from (file or flag), by key index;
+	 * NULL: the default. */
+	const char *origin[16];
+};
+
+/* Settings after the "config complete" pass. */
+struct ms_resolved {
+	struct fm_addr listen[MS_LISTEN_MAX];
+	int nlisten;
+	enum ms_huge huge;
+	int use_syslog;
+};
+
+extern const struct cfg_key ms_cfg_keys[];
+extern const size_t ms_cfg_nkeys;
+
+void ms_settings_defaults(struct ms_settings *s);
+/* cfg_load, remembering which keys the file set, for later messages. */
+int ms_settings_load(struct ms_settings *s, const char *file, char *err,
+		     size_t errlen);
+/* A flag: origin is the flag's name. */
+int ms_settings_set(struct ms_settings *s, const char *key, const char *value,
+		    const char *origin, char *err, size_t errlen);
+/* Cross-key checks, address and enum parsing, secret loading.  Errors
+ * name where the value came from, the key and the value. */
+int ms_settings_complete(struct ms_settings *s, struct ms_resolved *r,
+			 struct fm_secret *secret, char *err, size_t errlen);
+
+/* ---- server.c: listeners, connections, the event loop ---- */
+
+/* Runs until SIGTERM or SIGINT; 0 on a clean stop. */
+int ms_server_run(struct ms_ctx *ctx, const struct ms_resolved *r,
+		  const char *pid_file);
+uint64_t ms_now_ms(void);
+
+/* ---- stat_client.c: farmem-memserver --stat ---- */
+
+int ms_stat_client(const char *addr, const struct fm_secret *secret, int json);
+
+#endif

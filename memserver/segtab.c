@@ -1,0 +1,164 @@
+/* segtab.c — the pool cut into fixed-size slots, each owned by a device.
+ *
+ * Fixed slots of segment_max bytes keep allocation O(1) (a free list)
+ * and make fragmentation impossible; a client asking for less than
+ * segment_max wastes the rest of its slot, which is why clients ask for
+ * segment_max.  Ownership is checked on every access: an id that is not
+ * the caller's is -ENOENT, exactly like an id that never existed, so a
+ * client learns nothing about other devices.
+ */
+#include "memserver.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SLOT_OF(id) ((uint32_t)((id) & 0xffffffffu))
+#define GEN_OF(id)  ((uint32_t)((id) >> 32))
+
+int ms_segtab_init(struct ms_segtab *t, uint8_t *base, uint64_t pool_bytes,
+		   uint32_t seg_max)
+{
+	uint64_t n;
+
+	memset(t, 0, sizeof(*t));
+	if (seg_max == 0 || seg_max % FM_PAGE)
+		return -EINVAL;
+	n = pool_bytes / seg_max;
+	if (n == 0 || n >= UINT32_MAX)
+		return -EINVAL;
+	t->slots = calloc(n, sizeof(*t->slots));
+	if (!t->slots)
+		return -ENOMEM;
+	t->base = base;
+	t->seg_max = seg_max;
+	t->nslots = (uint32_t)n;
+	for (uint32_t i = 0; i < t->nslots; i++) {
+		t->slots[i].gen = 1;
+		t->slots[i].next_free = i + 1;
+	}
+	t->free_head = 0;
+	return 0;
+}
+
+void ms_segtab_fini(struct ms_segtab *t)
+{
+	free(t->slots);
+	memset(t, 0, sizeof(*t));
+}
+
+int ms_segtab_alloc(struct ms_segtab *t, uint32_t owner, uint32_t size,
+		    uint64_t *seg_id)
+{
+	struct ms_slot *s;
+	uint32_t i;
+
+	if (owner == 0 || size == 0 || size % FM_PAGE || size > t->seg_max)
+		return -EINVAL;
+	if (t->free_head >= t->nslots)
+		return -ENOSPC;
+	i = t->free_head;
+	s = &t->slots[i];
+	t->free_head = s->next_free;
+	s->owner = owner;
+	s->size = size;
+	t->nused++;
+	*seg_id = ((uint64_t)s->gen << 32) | i;
+	return 0;
+}
+
+static struct ms_slot *lookup(struct ms_segtab *t, uint32_t owner,
+			      uint64_t seg_id)
+{
+	uint32_t i = SLOT_OF(seg_id);
+
+	if (owner == 0 || i >= t->nslots)
+		return NULL;
+	if (t->slots[i].owner != owner || t->slots[i].gen != GEN_OF(seg_id))
+		return NULL;
+	return &t->slots[i];
+}
+
+/* Back to the free list, zeroed so the next owner never sees this
+ * owner's bytes, with a new generation so the old id is dead. */
+static void release(struct ms_segtab *t, uint32_t i)
+{
+	struct ms_slot *s = &t->slots[i];
+
+	memset(t->base + (size_t)i * t->seg_max, 0, s->size);
+	s->owner = 0;
+	s->size = 0;
+	s->gen = s->gen == UINT32_MAX ? 1 : s->gen + 1;
+	s->next_free = t->free_head;
+	t->free_head = i;
+	t->nused--;
+}
+
+int ms_segtab_free(struct ms_segtab *t, uint32_t owner, uint64_t seg_id)
+{
+	if (!lookup(t, owner, seg_id))
+		return -ENOENT;
+	release(t, SLOT_OF(seg_id));
+	return 0;
+}
+
+int ms_segtab_range(struct ms_segtab *t, uint32_t owner, uint64_t seg_id,
+		    uint32_t offset, uint32_t len, uint8_t **ptr)
+{
+	struct ms_slot *s = lookup(t, owner, seg_id);
+
+	if (!s)
+		return -ENOENT;
+	/* In 64 bits: offset + len cannot wrap. */
+	if ((uint64_t)offset + len > s->size)
+		return -ERANGE;
+	*ptr = t->base + (size_t)SLOT_OF(seg_id) * t->seg_max + offset;
+	return 0;
+}
+
+uint32_t ms_segtab_free_owner(struct ms_segtab *t, uint32_t owner)
+{
+	uint32_t n = 0;
+
+	if (owner == 0)
+		return 0;
+	for (uint32_t i = 0; i < t->nslots; i++) {
+		if (t->slots[i].owner == owner) {
+			release(t, i);
+			n++;
+		}
+	}
+	return n;
+}
+
+uint32_t ms_segtab_list(const struct ms_segtab *t, uint32_t owner,
+			uint32_t start, uint64_t *ids, uint32_t *sizes,
+			uint32_t max)
+{
+	uint32_t seen = 0, n = 0;
+
+	if (owner == 0)
+		return 0;
+	for (uint32_t i = 0; i < t->nslots && n < max; i++) {
+		const struct ms_slot *s = &t->slots[i];
+
+		if (s->owner != owner)
+			continue;
+		if (seen++ < start)
+			continue;
+		ids[n] = ((uint64_t)s->gen << 32) | i;
+		sizes[n] = s->size;
+		n++;
+	}
+	return n;
+}
+
+uint64_t ms_segtab_pool_bytes(const struct ms_segtab *t)
+{
+	return (uint64_t)t->nslots * t->seg_max;
+}
+
+uint64_t ms_segtab_used_bytes(const struct ms_segtab *t)
+{
+	return (uint64_t)t->nused * t->seg_max;
+}

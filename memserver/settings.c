@@ -1,0 +1,188 @@
+/* settings.c — memserver.conf keys, flag overrides, the "complete" pass.
+ *
+ * Types are checked as each value is set (common/config.c); what needs
+ * several keys, an address parser or the secret file is checked once in
+ * ms_settings_complete().  Every message names where the value came from
+ * (the file, or the flag that overrode it), the key and the value.
+ */
+#include "memserver.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#define KEY(n, t, f, sz, lo, hi, h) \
+	{ "memserver:" n, t, offsetof(struct ms_settings, f), sz, lo, hi, h }
+
+/* Order matters: the index is the origin[] slot (see K_* below). */
+const struct cfg_key ms_cfg_keys[] = {
+	KEY("listen", CFG_STRING, listen, sizeof(((struct ms_settings *)0)->listen), 0, 0,
+	    "addresses to listen on, comma-separated (tcp://host:port)"),
+	KEY("size", CFG_SIZE, size, 0, 1 << 20, 0,
+	    "pool size, allocated and locked at start (K/M/G/T)"),
+	KEY("secret-file", CFG_STRING, secret_file, sizeof(((struct ms_settings *)0)->secret_file), 0, 0,
+	    "file holding the shared secret (at least 16 bytes, mode 0600)"),
+	KEY("segment-size", CFG_SIZE, segment_size, 0, 64 << 10, 1 << 30,
+	    "largest segment handed out; the pool is cut in slots of this size"),
+	KEY("lease", CFG_DURATION, lease_ms, 0, 0, 0,
+	    "how long a disconnected device keeps its segments (e.g. 60s)"),
+	KEY("hugepages", CFG_STRING, hugepages, sizeof(((struct ms_settings *)0)->hugepages), 0, 0,
+	    "auto (hugetlb, else transparent), yes (hugetlb or fail), no"),
+	KEY("allow-unlocked", CFG_BOOL, allow_unlocked, 0, 0, 0,
+	    "run even when the pool cannot be locked in memory (yes/no)"),
+	KEY("log", CFG_STRING, log, sizeof(((struct ms_settings *)0)->log), 0, 0,
+	    "stderr or syslog"),
+	KEY("pid-file", CFG_STRING, pid_file, sizeof(((struct ms_settings *)0)->pid_file), 0, 0,
+	    "write the process id here once listening"),
+};
+const size_t ms_cfg_nkeys = sizeof(ms_cfg_keys) / sizeof(ms_cfg_keys[0]);
+
+enum { K_LISTEN, K_SIZE, K_SECRET, K_SEGSIZE, K_LEASE, K_HUGE, K_UNLOCKED,
+       K_LOG, K_PID };
+
+void ms_settings_defaults(struct ms_settings *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->segment_size = 4u << 20;
+	s->lease_ms = 60000;
+	snprintf(s->hugepages, sizeof(s->hugepages), "auto");
+	snprintf(s->log, sizeof(s->log), "stderr");
+}
+
+static size_t field_size(const struct cfg_key *k)
+{
+	if (k->type == CFG_STRING)
+		return k->size;
+	return k->type == CFG_BOOL ? sizeof(int) : sizeof(uint64_t);
+}
+
+int ms_settings_load(struct ms_settings *s, const char *file, char *err,
+		     size_t errlen)
+{
+	struct ms_settings before = *s;
+	int rc = cfg_load(file, ms_cfg_keys, ms_cfg_nkeys, s, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	/* A field that changed came from the file. */
+	for (size_t i = 0; i < ms_cfg_nkeys; i++) {
+		size_t off = ms_cfg_keys[i].offset;
+
+		if (memcmp((char *)s + off, (char *)&before + off,
+			   field_size(&ms_cfg_keys[i])))
+			s->origin[i] = file;
+	}
+	return 0;
+}
+
+int ms_settings_set(struct ms_settings *s, const char *key, const char *value,
+		    const char *origin, char *err, size_t errlen)
+{
+	int rc = cfg_set(ms_cfg_keys, ms_cfg_nkeys, s, key, value, origin,
+			 err, errlen);
+
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < ms_cfg_nkeys; i++)
+		if (strcmp(ms_cfg_keys[i].name, key) == 0)
+			s->origin[i] = origin;
+	return 0;
+}
+
+static const char *origin_of(const struct ms_settings *s, int k)
+{
+	return s->origin[k] ? s->origin[k] : "default";
+}
+
+#define BAD(k, val, ...) do { \
+	int n_ = snprintf(err, errlen, "%s: key '%s' value '%s': ", \
+			  origin_of(s, k), ms_cfg_keys[k].name, val); \
+	if (n_ >= 0 && (size_t)n_ < errlen) \
+		snprintf(err + n_, errlen - (size_t)n_, __VA_ARGS__); \
+	return -EINVAL; } while (0)
+
+static int complete_listen(struct ms_settings *s, struct ms_resolved *r,
+			   char *err, size_t errlen)
+{
+	char copy[sizeof(s->listen)];
+	char *items[MS_LISTEN_MAX];
+	int n;
+
+	memcpy(copy, s->listen, sizeof(copy));
+	n = split_list(copy, items, MS_LISTEN_MAX);
+	if (n == -E2BIG)
+		BAD(K_LISTEN, s->listen, "more than %d addresses", MS_LISTEN_MAX);
+	if (n <= 0)
+		BAD(K_LISTEN, s->listen, "no address to listen on (give "
+		    "--listen tcp://HOST:PORT)");
+	for (int i = 0; i < n; i++) {
+		char *end = items[i] + strlen(items[i]);
+
+		while (end > items[i] && (end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		if (parse_addr(items[i], 0, &r->listen[i]) < 0)
+			BAD(K_LISTEN, items[i], "not an address (tcp://HOST:PORT)");
+		if (r->listen[i].kind != ADDR_TCP)
+			BAD(K_LISTEN, items[i], "only tcp:// is served so far");
+	}
+	r->nlisten = n;
+	return 0;
+}
+
+static int complete_enums(struct ms_settings *s, struct ms_resolved *r,
+			  char *err, size_t errlen)
+{
+	int b;
+
+	if (strcmp(s->hugepages, "auto") == 0)
+		r->huge = MS_HUGE_AUTO;
+	else if (parse_bool(s->hugepages, &b) == 0)
+		r->huge = b ? MS_HUGE_YES : MS_HUGE_NO;
+	else
+		BAD(K_HUGE, s->hugepages, "use auto, yes or no");
+	if (strcmp(s->log, "stderr") == 0)
+		r->use_syslog = 0;
+	else if (strcmp(s->log, "syslog") == 0)
+		r->use_syslog = 1;
+	else
+		BAD(K_LOG, s->log, "use stderr or syslog");
+	return 0;
+}
+
+static int complete_sizes(struct ms_settings *s, char *err, size_t errlen)
+{
+	char v[32];
+
+	snprintf(v, sizeof(v), "%llu", (unsigned long long)s->segment_size);
+	if (s->segment_size % FM_PAGE)
+		BAD(K_SEGSIZE, v, "not a multiple of %u", FM_PAGE);
+	snprintf(v, sizeof(v), "%llu", (unsigned long long)s->size);
+	if (s->size == 0)
+		BAD(K_SIZE, v, "no pool size (give --size, e.g. 1G)");
+	if (s->size < s->segment_size)
+		BAD(K_SIZE, v, "smaller than one segment (segment-size %llu)",
+		    (unsigned long long)s->segment_size);
+	return 0;
+}
+
+int ms_settings_complete(struct ms_settings *s, struct ms_resolved *r,
+			 struct fm_secret *secret, char *err, size_t errlen)
+{
+	char why[256];
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	rc = complete_listen(s, r, err, errlen);
+	if (rc == 0)
+		rc = complete_enums(s, r, err, errlen);
+	if (rc == 0)
+		rc = complete_sizes(s, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (s->secret_file[0] == '\0')
+		BAD(K_SECRET, "", "no secret file (give --secret-file FILE)");
+	if (fm_secret_load(s->secret_file, secret, why, sizeof(why)) < 0)
+		BAD(K_SECRET, s->secret_file, "%s", why);
+	return 0;
+}
