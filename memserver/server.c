@@ -331,7 +331,7 @@ static void conn_event(struct server *sv, struct conn *c, uint32_t events)
 static void peer_name(const struct sockaddr_storage *ss, socklen_t len,
 		      char *out, size_t outlen)
 {
-	char host[NI_MAXHOST], port[NI_MAXSERV];
+	char host[64], port[8]; /* numeric forms: both fit */
 
 	if (getnameinfo((const struct sockaddr *)ss, len, host, sizeof(host),
 			port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV))
