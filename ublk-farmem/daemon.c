@@ -1,0 +1,170 @@
+/* daemon.c — swap safety and detaching for the device daemon. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "log.h"
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57   /* Linux 5.6; older headers lack it */
+#endif
+
+/* Every thread's stack gets locked and populated by MCL_FUTURE; glibc's
+ * 8 MiB default would pin 8 MiB per thread of a swap daemon. */
+#define DAEMON_THREAD_STACK (1u << 20)
+
+static int write_oom_score_adj(void)
+{
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = write(fd, "-1000", 5);
+	close(fd);
+	return n == 5 ? 0 : -EIO;
+}
+
+int daemon_swap_safety(char *err, size_t errlen)
+{
+	pthread_attr_t attr;
+	int ret;
+
+	if (pthread_attr_init(&attr) == 0) {
+		pthread_attr_setstacksize(&attr, DAEMON_THREAD_STACK);
+		pthread_setattr_default_np(&attr);
+		pthread_attr_destroy(&attr);
+	}
+	if (mlockall(MCL_CURRENT | MCL_FUTURE) < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "mlockall: %s (a swap daemon must not be "
+			 "swapped out itself; needs root or RLIMIT_MEMLOCK)",
+			 strerror(-ret));
+		return ret;
+	}
+	ret = write_oom_score_adj();
+	if (ret < 0)
+		log_warn("oom_score_adj -1000: %s; the OOM killer may pick this "
+			 "daemon", strerror(-ret));
+	return 0;
+}
+
+void daemon_io_thread_init(void)
+{
+	/* Marks the thread as one that reclaim depends on: its own
+	 * allocations then never recurse into I/O (PF_MEMALLOC_NOIO) and
+	 * dirty throttling leaves it alone. */
+	if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0)
+		log_warn("PR_SET_IO_FLUSHER: %s (needs Linux 5.6+)", strerror(errno));
+}
+
+int daemon_detach(int *ready_fd)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(p[0]);
+		close(p[1]);
+		return -e;
+	}
+	if (pid > 0) {
+		/* The CLI: reap the intermediate child, keep the read end. */
+		close(p[1]);
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		return p[0];
+	}
+	/* Intermediate child: new session, then fork again so the daemon
+	 * is not a session leader and can never get a controlling tty. */
+	close(p[0]);
+	if (setsid() < 0)
+		_exit(1);
+	pid = fork();
+	if (pid < 0)
+		_exit(1);
+	if (pid > 0)
+		_exit(0);
+	umask(022);
+	if (chdir("/") < 0)
+		_exit(1);
+	*ready_fd = p[1];
+	return 0;
+}
+
+void daemon_ready(int *ready_fd, int ok, const char *msg)
+{
+	char line[1024];
+	int n;
+
+	if (*ready_fd < 0)
+		return;
+	n = snprintf(line, sizeof(line), "%s %s\n", ok ? "OK" : "ERR", msg);
+	if (n > (int)sizeof(line) - 1)
+		n = (int)sizeof(line) - 1;
+	if (write(*ready_fd, line, (size_t)n) < 0)
+		log_warn("readiness pipe: %s", strerror(errno));
+	close(*ready_fd);
+	*ready_fd = -1;
+}
+
+int daemon_wait_ready(int fd, char *msg, size_t len)
+{
+	char buf[1024];
+	size_t got = 0;
+	ssize_t n;
+
+	/* The daemon either writes one line or exits (EOF): no timeout, as
+	 * start-up time is bounded by the store's connect timeouts. */
+	while (got < sizeof(buf) - 1) {
+		n = read(fd, buf + got, sizeof(buf) - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		if (memchr(buf, '\n', got))
+			break;
+	}
+	close(fd);
+	buf[got] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	if (!strncmp(buf, "OK ", 3)) {
+		snprintf(msg, len, "%s", buf + 3);
+		return 0;
+	}
+	if (!strncmp(buf, "ERR ", 4))
+		snprintf(msg, len, "%s", buf + 4);
+	else
+		snprintf(msg, len, "the device daemon exited during start-up");
+	return -1;
+}
+
+void daemon_redirect_output(const char *logfile)
+{
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int log = logfile ? open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600) : -1;
+
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(log >= 0 ? log : null, STDERR_FILENO);
+		close(null);
+	}
+	if (log >= 0)
+		close(log);
+}

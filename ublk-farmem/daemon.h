@@ -1,0 +1,69 @@
+/* daemon.h — what a long-lived farmem-blk device daemon needs around its
+ * frontend: swap safety, detaching with a readiness pipe, and the small
+ * files under the run directory that `list`, `status`, `del` and
+ * `recover` find it by.
+ */
+#ifndef FARMEM_DAEMON_H
+#define FARMEM_DAEMON_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* --- daemon.c: process set-up ------------------------------------- */
+
+/* The daemon frees memory for the kernel, so it must never wait for
+ * memory itself: lock everything (now and later), keep thread stacks
+ * small so locking them is cheap, and never be the OOM killer's pick.
+ * Returns 0 or -errno with err set (mlockall failing is fatal). */
+int daemon_swap_safety(char *err, size_t errlen);
+/* Per I/O thread: PR_SET_IO_FLUSHER, so reclaim never recurses into us. */
+void daemon_io_thread_init(void);
+
+/* Fork a detached daemon (fork, setsid, fork).  In the caller (the CLI)
+ * returns the daemon's readiness pipe read end (> 0) after the
+ * intermediate child was reaped; in the daemon returns 0 with *ready_fd
+ * the write end.  -errno on failure. */
+int daemon_detach(int *ready_fd);
+/* Daemon side: report success ("/dev/ublkb0") or an error message to the
+ * waiting CLI and close the pipe.  Safe with fd < 0 (foreground). */
+void daemon_ready(int *ready_fd, int ok, const char *msg);
+/* CLI side: wait for the daemon's word.  Returns 0 with msg = the device
+ * path, or -1 with msg = the daemon's error. */
+int daemon_wait_ready(int fd, char *msg, size_t len);
+/* Daemon side, once ready: stdin/stdout to /dev/null, stderr to logfile
+ * (so nothing holds the caller's terminal or pipe open). */
+void daemon_redirect_output(const char *logfile);
+
+/* --- daemon_state.c: files in the run directory --------------------- */
+
+/* FARMEM_RUN_DIR or /run/farmem. */
+const char *run_dir(void);
+/* mkdir -p the run directory (0700). */
+int run_dir_create(void);
+/* "<run dir>/<name><suffix>" into buf; -ENAMETOOLONG if it does not fit. */
+int run_path(char *buf, size_t len, const char *name, const char *suffix);
+
+/* Device names: "ublkb3" for ublk id 3, "nbd0" for /dev/nbd0.  Accepts
+ * "3", "ublkb3", "/dev/ublkb3", "nbd0", "/dev/nbd0".  0 or -EINVAL. */
+int dev_name_parse(const char *arg, char *name, size_t len);
+/* ublk device id of a "ublkbN" name, or -1 for other frontends. */
+int dev_name_ublk_id(const char *name);
+
+int pidfile_write(const char *name, pid_t pid);
+/* 0 and *pid, or -ENOENT. */
+int pidfile_read(const char *name, pid_t *pid);
+/* 1 when pid is a live process. */
+int pid_alive(pid_t pid);
+
+/* Remove every run-dir file of a device (conf, pid, sock, log). */
+void dev_files_remove(const char *name);
+/* Names of the devices that have a .conf in the run directory, sorted.
+ * Returns the count (<= max) or -errno. */
+int dev_list_names(char names[][32], int max);
+
+/* The device's settings as a [device] config file (<name>.conf), so
+ * `recover` rebuilds the same store config with blk_config_load_file(). */
+struct blk_settings;
+int dev_conf_write(const char *name, const struct blk_settings *set);
+
+#endif

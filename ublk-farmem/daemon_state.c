@@ -1,0 +1,240 @@
+/* daemon_state.c — a device's files in the run directory:
+ *   <name>.conf  its settings ([device] section, read back by `recover`)
+ *   <name>.pid   the daemon's pid
+ *   <name>.sock  the daemon's control socket (ctl.h)
+ *   <name>.log   the daemon's log after it detached
+ * The page map itself lives in the state dir (<uuid>.state), owned by
+ * the store. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "blk_config.h"
+#include "daemon.h"
+#include "log.h"
+#include "parse.h"
+
+const char *run_dir(void)
+{
+	const char *d = getenv("FARMEM_RUN_DIR");
+
+	return d && d[0] ? d : "/run/farmem";
+}
+
+int run_dir_create(void)
+{
+	char path[PATH_MAX];
+	const char *d = run_dir();
+
+	snprintf(path, sizeof(path), "%s", d);
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int run_path(char *buf, size_t len, const char *name, const char *suffix)
+{
+	int n = snprintf(buf, len, "%s/%s%s", run_dir(), name, suffix);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static int name_with_prefix(const char *s, const char *prefix, char *name, size_t len)
+{
+	size_t pl = strlen(prefix);
+	uint64_t id;
+
+	if (strncmp(s, prefix, pl) || parse_u64(s + pl, 0, 1u << 20, &id) < 0)
+		return -EINVAL;
+	snprintf(name, len, "%s%llu", prefix, (unsigned long long)id);
+	return 0;
+}
+
+int dev_name_parse(const char *arg, char *name, size_t len)
+{
+	uint64_t id;
+
+	if (!strncmp(arg, "/dev/", 5))
+		arg += 5;
+	if (parse_u64(arg, 0, 1u << 20, &id) == 0) {
+		snprintf(name, len, "ublkb%llu", (unsigned long long)id);
+		return 0;
+	}
+	if (name_with_prefix(arg, "ublkb", name, len) == 0 ||
+	    name_with_prefix(arg, "nbd", name, len) == 0)
+		return 0;
+	return -EINVAL;
+}
+
+int dev_name_ublk_id(const char *name)
+{
+	uint64_t id;
+
+	if (strncmp(name, "ublkb", 5) || parse_u64(name + 5, 0, 1u << 20, &id) < 0)
+		return -1;
+	return (int)id;
+}
+
+/* Write to a temporary file and rename, so readers never see half a file. */
+static int write_atomic(const char *path, const char *text)
+{
+	char tmp[PATH_MAX + 8];
+	size_t len = strlen(text);
+	int fd, ret = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, len) != (ssize_t)len)
+		ret = -EIO;
+	if (close(fd) < 0 && !ret)
+		ret = -errno;
+	if (!ret && rename(tmp, path) < 0)
+		ret = -errno;
+	if (ret)
+		unlink(tmp);
+	return ret;
+}
+
+int pidfile_write(const char *name, pid_t pid)
+{
+	char path[PATH_MAX], text[32];
+	int ret = run_path(path, sizeof(path), name, ".pid");
+
+	if (ret < 0)
+		return ret;
+	snprintf(text, sizeof(text), "%d\n", (int)pid);
+	return write_atomic(path, text);
+}
+
+int pidfile_read(const char *name, pid_t *pid)
+{
+	char path[PATH_MAX], text[32] = "";
+	uint64_t v;
+	FILE *f;
+	int ret = run_path(path, sizeof(path), name, ".pid");
+
+	if (ret < 0)
+		return ret;
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	if (!fgets(text, sizeof(text), f))
+		text[0] = '\0';
+	fclose(f);
+	text[strcspn(text, "\n")] = '\0';
+	if (parse_u64(text, 1, 1u << 30, &v) < 0)
+		return -EINVAL;
+	*pid = (pid_t)v;
+	return 0;
+}
+
+int pid_alive(pid_t pid)
+{
+	return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+void dev_files_remove(const char *name)
+{
+	static const char *const suffixes[] = { ".conf", ".pid", ".sock", ".log" };
+	char path[PATH_MAX];
+
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++)
+		if (run_path(path, sizeof(path), name, suffixes[i]) == 0)
+			unlink(path);
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	const char *x = a, *y = b;
+	size_t lx = strcspn(x, "0123456789"), ly = strcspn(y, "0123456789");
+	int c = strncmp(x, y, lx < ly ? lx : ly);
+
+	if (c || lx != ly)
+		return c ? c : (int)lx - (int)ly;
+	return atoi(x + lx) - atoi(y + ly);
+}
+
+int dev_list_names(char names[][32], int max)
+{
+	DIR *d = opendir(run_dir());
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((e = readdir(d)) && n < max) {
+		size_t len = strlen(e->d_name);
+		char name[32];
+
+		if (len < 6 || len - 5 >= sizeof(name) || strcmp(e->d_name + len - 5, ".conf"))
+			continue;
+		memcpy(name, e->d_name, len - 5);
+		name[len - 5] = '\0';
+		if (dev_name_parse(name, names[n], sizeof(names[n])) == 0 &&
+		    !strcmp(name, names[n]))
+			n++;
+	}
+	closedir(d);
+	qsort(names, (size_t)n, sizeof(names[0]), name_cmp);
+	return n;
+}
+
+/* Quote a value for iniparser: strings in double quotes (values holding
+ * '"' are refused at parse time anyway, as no key accepts them). */
+int dev_conf_write(const char *name, const struct blk_settings *set)
+{
+	char path[PATH_MAX];
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	int ret;
+
+	if (!f)
+		return -errno;
+	fprintf(f, "; written by farmem-blk add; read by recover, status, del\n"
+		"[device]\n");
+	fprintf(f, "servers = \"%s\"\n", set->servers);
+	fprintf(f, "secret-file = \"%s\"\n", set->secret_file);
+	fprintf(f, "size = %llu\n", (unsigned long long)set->size);
+	if (set->replicas)
+		fprintf(f, "replicas = %llu\n", (unsigned long long)set->replicas);
+	fprintf(f, "compress = \"%s\"\n", set->compress);
+	fprintf(f, "level = %lld\n", (long long)set->level);
+	if (set->queues)
+		fprintf(f, "queues = %llu\n", (unsigned long long)set->queues);
+	if (set->depth)
+		fprintf(f, "depth = %llu\n", (unsigned long long)set->depth);
+	if (set->segment_size)
+		fprintf(f, "segment-size = %llu\n", (unsigned long long)set->segment_size);
+	if (set->timeout_ms)
+		fprintf(f, "timeout = %llums\n", (unsigned long long)set->timeout_ms);
+	fprintf(f, "uuid = \"%s\"\n", set->uuid);
+	fprintf(f, "state-dir = \"%s\"\n", set->state_dir);
+	if (set->frontend[0])
+		fprintf(f, "frontend = \"%s\"\n", set->frontend);
+	if (fclose(f) != 0) {
+		free(text);
+		return -ENOMEM;
+	}
+	ret = run_path(path, sizeof(path), name, ".conf");
+	if (ret == 0)
+		ret = write_atomic(path, text);
+	free(text);
+	return ret;
+}
