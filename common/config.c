@@ -100,6 +100,16 @@ int cfg_set(const struct cfg_key *keys, size_t nkeys, void *target,
 	return 0;
 }
 
+static int known_section(const struct cfg_key *keys, size_t n, const char *sec)
+{
+	size_t len = strlen(sec);
+
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(keys[i].name, sec, len) == 0 && keys[i].name[len] == ':')
+			return 1;
+	return 0;
+}
+
 /* Every section and key in the file must be one we know. */
 static int load_section(dictionary *d, const char *file, const char *sec,
 			const struct cfg_key *keys, size_t nkeys, void *target,
@@ -108,6 +118,10 @@ static int load_section(dictionary *d, const char *file, const char *sec,
 	int n = iniparser_getsecnkeys(d, sec);
 	const char *names[256];
 
+	if (!known_section(keys, nkeys, sec)) {
+		snprintf(err, errlen, "%s: unknown section [%s]", file, sec);
+		return -EINVAL;
+	}
 	if (n < 0)
 		return 0;
 	if (n > 256) {
@@ -120,6 +134,23 @@ static int load_section(dictionary *d, const char *file, const char *sec,
 
 		if (cfg_set(keys, nkeys, target, names[i], val, file, err, errlen) < 0)
 			return -EINVAL;
+	}
+	return 0;
+}
+
+/* iniparser files a key written before any [section] as ":key" and no
+ * section lists it (getsecnkeys(d, "") is 0): find it in the dictionary
+ * itself and refuse it rather than ignore it silently. */
+static int no_top_level_keys(const dictionary *d, const char *file, char *err,
+			     size_t errlen)
+{
+	for (ssize_t i = 0; i < d->size; i++) {
+		if (d->key[i] && d->key[i][0] == ':') {
+			snprintf(err, errlen, "%s: key '%s' value '%s': outside "
+				 "any [section]", file, d->key[i] + 1,
+				 d->val[i] ? d->val[i] : "");
+			return -EINVAL;
+		}
 	}
 	return 0;
 }
@@ -148,6 +179,7 @@ int cfg_load(const char *file, const struct cfg_key *keys, size_t nkeys,
 		snprintf(err, errlen, "%s: not a valid ini file", file);
 		return -EINVAL;
 	}
+	rc = no_top_level_keys(d, file, err, errlen);
 	for (int s = 0; s < iniparser_getnsec(d) && rc == 0; s++)
 		rc = load_section(d, file, iniparser_getsecname(d, s), keys,
 				  nkeys, target, err, errlen);
