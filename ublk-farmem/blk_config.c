@@ -300,6 +300,9 @@ static int finish_uuid(struct blk_config *cfg, char *err, size_t errlen)
 				    "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", o,
 				    cfg->set.uuid);
 	} else {
+		/* libsodium's generator wants sodium_init() first. */
+		if (fm_auth_init() < 0)
+			return fail(err, errlen, "cannot initialise libsodium");
 		fm_uuid_generate(cfg->store.uuid);
 		cfg->uuid_generated = 1;
 	}

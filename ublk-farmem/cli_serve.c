@@ -1,10 +1,172 @@
-/* cli_serve.c — placeholder until the NBD export lands. */
+/* cli_serve.c — `farmem-blk serve`: the store exported over NBD in the
+ * foreground until SIGTERM or SIGINT.  SIGUSR1 prints the store's
+ * statistics on stderr; they are printed once more at exit. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <string.h>
+
+#include "blk_config.h"
 #include "cli.h"
+#include "log.h"
+#include "nbd.h"
+#include "store.h"
+
+#define SERVE_MAX_IO (1u << 20)
+
+static int be_read(void *ctx, int q, uint64_t off, uint32_t len, void *buf)
+{
+	return store_read(ctx, q, off, len, buf);
+}
+
+static int be_write(void *ctx, int q, uint64_t off, uint32_t len, const void *buf)
+{
+	return store_write(ctx, q, off, len, buf);
+}
+
+static int be_discard(void *ctx, int q, uint64_t off, uint64_t len)
+{
+	return store_discard(ctx, q, off, len);
+}
+
+static int be_flush(void *ctx, int q)
+{
+	return store_flush(ctx, q);
+}
+
+static void print_stats(struct store *st)
+{
+	struct store_stats s;
+
+	store_get_stats(st, &s);
+	fprintf(stderr, "farmem-blk: stats pages_stored=%llu zero_pages=%llu "
+		"bytes_logical=%llu bytes_stored=%llu bytes_remote=%llu "
+		"segments=%llu degraded_segments=%llu checksum_errors=%llu "
+		"read_errors=%llu write_errors=%llu rereplicated_segments=%llu "
+		"cleaned_segments=%llu\n",
+		(unsigned long long)s.pages_stored, (unsigned long long)s.zero_pages,
+		(unsigned long long)s.bytes_logical, (unsigned long long)s.bytes_stored,
+		(unsigned long long)s.bytes_remote, (unsigned long long)s.segments,
+		(unsigned long long)s.degraded_segments,
+		(unsigned long long)s.checksum_errors,
+		(unsigned long long)s.read_errors, (unsigned long long)s.write_errors,
+		(unsigned long long)s.rereplicated_segments,
+		(unsigned long long)s.cleaned_segments);
+}
+
+struct sig_ctx {
+	sigset_t set;
+	struct nbd_server *srv;
+	struct store *store;
+};
+
+/* Signals arrive here only (blocked everywhere else), so the handlers
+ * can do ordinary work. */
+static void *signal_main(void *arg)
+{
+	struct sig_ctx *c = arg;
+
+	for (;;) {
+		int sig;
+
+		if (sigwait(&c->set, &sig))
+			continue;
+		if (sig == SIGUSR1) {
+			print_stats(c->store);
+			continue;
+		}
+		log_info("serve: %s, closing connections", strsignal(sig));
+		nbd_server_stop(c->srv);
+		return NULL;
+	}
+}
+
+static int run_server(const struct blk_config *cfg, struct store *st,
+		      struct sig_ctx *sc)
+{
+	struct nbd_backend be = {
+		.ctx = st, .size = store_size(st), .max_io = SERVE_MAX_IO,
+		.read = be_read, .write = be_write, .discard = be_discard,
+		.flush = be_flush,
+	};
+	struct nbd_server_params p = {
+		.listen = cfg->nbd, .max_conns = cfg->queues, .workers = cfg->depth,
+		.max_block = SERVE_MAX_IO, .export_name = "",
+		.description = "farmem store",
+	};
+	struct nbd_server *srv;
+	pthread_t sig_thread;
+	char a[400];
+	int rc;
+
+	rc = nbd_server_create(&p, &be, &srv);
+	if (rc < 0) {
+		log_err("serve: cannot listen on %s: %s",
+			addr_str(&cfg->nbd, a, sizeof(a)), strerror(-rc));
+		return rc;
+	}
+	sc->srv = srv;
+	sc->store = st;
+	rc = pthread_create(&sig_thread, NULL, signal_main, sc);
+	if (rc) {
+		log_err("serve: cannot start signal thread: %s", strerror(rc));
+		nbd_server_destroy(srv);
+		return -rc;
+	}
+	log_info("serve: device %s, %llu bytes, %d replicas over %d servers, "
+		 "%s level %d; NBD on %s (%d connections x %d workers)",
+		 cfg->uuid_text, (unsigned long long)cfg->store.size,
+		 cfg->store.replicas, cfg->store.nservers,
+		 blk_compress_name(cfg->store.compress), cfg->store.level,
+		 addr_str(&cfg->nbd, a, sizeof(a)), cfg->queues, cfg->depth);
+	if (cfg->nbd.kind == ADDR_TCP && cfg->nbd.port == 0)
+		log_info("serve: listening on port %u", nbd_server_port(srv));
+	rc = nbd_server_run(srv);
+	/* A stop from elsewhere than a signal still ends the signal thread. */
+	pthread_kill(sig_thread, SIGTERM);
+	pthread_join(sig_thread, NULL);
+	nbd_server_destroy(srv);
+	return rc;
+}
 
 int cmd_serve(int argc, char **argv)
 {
-	(void)argc; (void)argv;
-	fprintf(stderr, "farmem-blk serve: not built yet\n");
-	return 1;
+	static struct blk_config cfg;   /* large (secret, server table) */
+	char err[BLK_CONFIG_ERR_LEN];
+	struct sig_ctx sc = { 0 };
+	struct store *st;
+	int first = 0, rc;
+
+	rc = blk_config_parse(argc, argv, BLK_CMD_SERVE, NULL, &cfg, &first,
+			      err, sizeof(err));
+	if (rc == 1)
+		return 0;
+	if (rc < 0) {
+		fprintf(stderr, "farmem-blk serve: %s\n", err);
+		return rc == -EINVAL ? 2 : 1;
+	}
+	if (first < argc) {
+		fprintf(stderr, "farmem-blk serve: unexpected argument '%s' "
+			"(see --help)\n", argv[first]);
+		return 2;
+	}
+	cfg.store.max_io = SERVE_MAX_IO;
+	/* Before any thread starts, so only the signal thread takes them. */
+	sigemptyset(&sc.set);
+	sigaddset(&sc.set, SIGTERM);
+	sigaddset(&sc.set, SIGINT);
+	sigaddset(&sc.set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	rc = store_open(&cfg.store, &st, err, sizeof(err));
+	if (rc < 0) {
+		fprintf(stderr, "farmem-blk serve: %s\n", err);
+		return 1;
+	}
+	rc = run_server(&cfg, st, &sc);
+	print_stats(st);
+	store_close(st);
+	return rc < 0 ? 1 : 0;
 }

@@ -1,0 +1,344 @@
+/* nbd.c — the NBD server's listener and connection threads. */
+#include "nbd_int.h"
+#include "nbd_proto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define HANDSHAKE_TIMEOUT_S 30
+
+static int listen_unix(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	/* A stale socket from an earlier run would make bind fail. */
+	if (unlink(path) < 0 && errno != ENOENT)
+		log_warn("nbd: cannot remove old %s: %s", path, strerror(errno));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
+		int e = errno;
+
+		log_err("nbd: listen on unix:%s: %s", path, strerror(e));
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+static int listen_tcp(const struct fm_addr *a, uint16_t *port)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res, *ai;
+	char svc[8];
+	int fd = -1, rc, one = 1, e = EADDRNOTAVAIL;
+
+	snprintf(svc, sizeof(svc), "%u", a->port);
+	rc = getaddrinfo(a->host, svc, &hints, &res);
+	if (rc) {
+		log_err("nbd: listen on %s:%u: %s", a->host, a->port, gai_strerror(rc));
+		return -EINVAL;
+	}
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 64) == 0)
+			break;
+		e = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		log_err("nbd: listen on tcp://%s:%u: %s", a->host, a->port, strerror(e));
+		return -e;
+	}
+	{
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+
+		if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+			*port = ntohs(ss.ss_family == AF_INET6 ?
+				      ((struct sockaddr_in6 *)&ss)->sin6_port :
+				      ((struct sockaddr_in *)&ss)->sin_port);
+	}
+	return fd;
+}
+
+static void set_handshake_timeout(int fd, int seconds)
+{
+	struct timeval tv = { .tv_sec = seconds };
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+/* Serve one connection: handshake, requests, goodbye. */
+static void serve_conn(struct nbd_server *srv, int fd, unsigned id)
+{
+	struct nbd_slot *slot = NULL;
+	int rc;
+
+	set_handshake_timeout(fd, HANDSHAKE_TIMEOUT_S);
+	rc = nbd_handshake(srv, fd, id, &slot);
+	if (rc < 0) {
+		if (rc != -ECONNABORTED && rc != -EPIPE)
+			log_info("nbd conn %u: handshake ended: %s", id, strerror(-rc));
+		return;
+	}
+	set_handshake_timeout(fd, 0);
+	log_info("nbd conn %u: serving (slot %d)", id, slot->index);
+	nbd_transmit(slot, fd, id);
+	nbd_slot_release(slot);
+}
+
+static void *conn_main(void *arg)
+{
+	struct nbd_conn *c = arg;
+	struct nbd_server *srv = c->srv;
+
+	serve_conn(srv, c->fd, c->id);
+	pthread_mutex_lock(&srv->lock);
+	close(c->fd);
+	c->fd = -1;
+	c->done = 1;
+	pthread_mutex_unlock(&srv->lock);
+	return NULL;
+}
+
+/* Join finished connection threads so their entries can be reused. */
+static void reap_conns(struct nbd_server *srv)
+{
+	for (int i = 0; i < srv->nconns; i++) {
+		struct nbd_conn *c = &srv->conns[i];
+		int done;
+
+		pthread_mutex_lock(&srv->lock);
+		done = c->done;
+		pthread_mutex_unlock(&srv->lock);
+		if (done) {
+			pthread_join(c->thread, NULL);
+			c->done = 0;
+			c->thread = 0;
+		}
+	}
+}
+
+static struct nbd_conn *free_conn(struct nbd_server *srv)
+{
+	for (int i = 0; i < srv->nconns; i++)
+		if (srv->conns[i].fd < 0 && !srv->conns[i].thread)
+			return &srv->conns[i];
+	return NULL;
+}
+
+static void start_conn(struct nbd_server *srv, int fd)
+{
+	struct nbd_conn *c;
+	unsigned id = srv->next_id++;
+	int one = 1, rc;
+
+	if (srv->p.listen.kind == ADDR_TCP)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	reap_conns(srv);
+	c = free_conn(srv);
+	if (!c) {
+		/* Past twice the slot count even the handshake is refused. */
+		log_warn("nbd conn %u: refused: too many connections (at most %d)",
+			 id, srv->p.max_conns);
+		close(fd);
+		return;
+	}
+	c->srv = srv;
+	c->id = id;
+	c->done = 0;
+	pthread_mutex_lock(&srv->lock);
+	c->fd = fd;
+	pthread_mutex_unlock(&srv->lock);
+	rc = pthread_create(&c->thread, NULL, conn_main, c);
+	if (rc) {
+		log_err("nbd conn %u: cannot start thread: %s", id, strerror(rc));
+		c->fd = -1;
+		c->thread = 0;
+		close(fd);
+	}
+}
+
+int nbd_server_run(struct nbd_server *srv)
+{
+	struct pollfd pf[2] = {
+		{ .fd = srv->listen_fd, .events = POLLIN },
+		{ .fd = srv->stop_fd[0], .events = POLLIN },
+	};
+
+	while (!srv->stopping) {
+		int fd;
+
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_err("nbd: poll: %s", strerror(errno));
+			return -errno;
+		}
+		if (pf[1].revents)
+			break;
+		if (!(pf[0].revents & POLLIN))
+			continue;
+		fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+				log_warn("nbd: accept: %s", strerror(errno));
+			continue;
+		}
+		start_conn(srv, fd);
+	}
+	srv->stopping = 1;
+	/* Stop every reader; workers finish, replies go out, then close. */
+	pthread_mutex_lock(&srv->lock);
+	for (int i = 0; i < srv->nconns; i++)
+		if (srv->conns[i].fd >= 0)
+			shutdown(srv->conns[i].fd, SHUT_RD);
+	pthread_mutex_unlock(&srv->lock);
+	for (int i = 0; i < srv->nconns; i++)
+		if (srv->conns[i].thread) {
+			pthread_join(srv->conns[i].thread, NULL);
+			srv->conns[i].thread = 0;
+		}
+	return 0;
+}
+
+void nbd_server_stop(struct nbd_server *srv)
+{
+	char b = 1;
+	ssize_t n;
+
+	srv->stopping = 1;
+	n = write(srv->stop_fd[1], &b, 1);
+	(void)n;
+}
+
+int nbd_server_serve_fd(struct nbd_server *srv, int fd)
+{
+	serve_conn(srv, fd, srv->next_id++);
+	return 0;
+}
+
+uint16_t nbd_server_port(const struct nbd_server *srv)
+{
+	return srv->port;
+}
+
+static int check_params(const struct nbd_server_params *p, const struct nbd_backend *be)
+{
+	if (p->max_conns < 1 || p->workers < 1 || p->max_block < 4096 ||
+	    p->max_block % 4096 || be->size % 4096 || be->max_io < 4096 ||
+	    be->max_io % 4096 || !be->read || !be->write || !be->discard || !be->flush) {
+		log_err("nbd: bad server parameters (conns %d workers %d max_block %u "
+			"size %llu max_io %u)", p->max_conns, p->workers, p->max_block,
+			(unsigned long long)be->size, be->max_io);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int open_listener(struct nbd_server *srv)
+{
+	const struct fm_addr *a = &srv->p.listen;
+
+	srv->listen_fd = -1;
+	if (a->kind == ADDR_UNIX)
+		srv->listen_fd = listen_unix(a->path);
+	else if (a->kind == ADDR_TCP)
+		srv->listen_fd = listen_tcp(a, &srv->port);
+	else if (a->kind == 0)
+		return 0;
+	else
+		return -EINVAL;
+	return srv->listen_fd < 0 ? srv->listen_fd : 0;
+}
+
+int nbd_server_create(const struct nbd_server_params *p,
+		      const struct nbd_backend *be, struct nbd_server **out)
+{
+	pthread_rwlockattr_t ra;
+	struct nbd_server *srv;
+	int rc;
+
+	if ((rc = check_params(p, be)) < 0)
+		return rc;
+	srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return -ENOMEM;
+	srv->p = *p;
+	srv->be = *be;
+	srv->listen_fd = -1;
+	srv->tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+		      NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES |
+		      NBD_FLAG_CAN_MULTI_CONN; /* acked writes are durable everywhere */
+	pthread_mutex_init(&srv->lock, NULL);
+	/* Writer preference: an edge RMW must not starve behind a stream of
+	 * aligned writes. */
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&srv->rmw_lock, &ra);
+	pthread_rwlockattr_destroy(&ra);
+	srv->nconns = 2 * p->max_conns;
+	srv->conns = calloc((size_t)srv->nconns, sizeof(*srv->conns));
+	if (pipe2(srv->stop_fd, O_CLOEXEC | O_NONBLOCK) < 0) {
+		rc = -errno;
+		srv->stop_fd[0] = srv->stop_fd[1] = -1;
+		goto fail;
+	}
+	if (!srv->conns) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (int i = 0; i < srv->nconns; i++)
+		srv->conns[i].fd = -1;
+	if ((rc = open_listener(srv)) < 0)
+		goto fail;
+	if ((rc = nbd_slots_create(srv)) < 0)
+		goto fail;
+	*out = srv;
+	return 0;
+fail:
+	nbd_server_destroy(srv);
+	return rc;
+}
+
+void nbd_server_destroy(struct nbd_server *srv)
+{
+	if (!srv)
+		return;
+	nbd_slots_destroy(srv);
+	if (srv->listen_fd >= 0) {
+		close(srv->listen_fd);
+		if (srv->p.listen.kind == ADDR_UNIX)
+			unlink(srv->p.listen.path);
+	}
+	if (srv->stop_fd[0] >= 0) {
+		close(srv->stop_fd[0]);
+		close(srv->stop_fd[1]);
+	}
+	free(srv->conns);
+	pthread_rwlock_destroy(&srv->rmw_lock);
+	pthread_mutex_destroy(&srv->lock);
+	free(srv);
+}
