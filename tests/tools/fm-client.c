@@ -79,6 +79,7 @@ static void usage(void)
 		"  write SEG OFF FILE | read SEG OFF LEN OUTFILE ('-' = stdout)\n"
 		"  pipeline N        N pipelined writes then N reads, verified\n"
 		"  fill [SIZE]       allocate until the server refuses\n"
+		"  hold DURATION     keep the connection, pinging, for DURATION\n"
 		"  raw-garbage | raw-truncated | raw-oversized | raw-badversion\n"
 		"  raw-no-hello | raw-before-auth   (hostile frames on a bare socket)\n");
 }
@@ -579,6 +580,30 @@ static int cmd_fill(struct fm_conn *c, const struct opts *o, char **argv, int ar
 	return rc == -ENOSPC ? 0 : EXIT_REPLY;
 }
 
+/* ---- hold: keep a connection open (tests kill the server under it) ---- */
+
+static int cmd_hold(struct fm_conn *c, char **argv, int argc)
+{
+	uint64_t ms;
+	double until;
+
+	if (argc != 1 || parse_duration_ms(argv[0], &ms) < 0 || ms > 3600000)
+		return EXIT_USAGE;
+	printf("holding\n");
+	fflush(stdout);
+	until = now_s() + (double)ms / 1000.0;
+	/* Ping every 100 ms so a lost server shows as an error exit. */
+	while (now_s() < until) {
+		struct fm_req r = { .op = FM_OP_PING };
+		int rc = fm_conn_call(c, &r);
+
+		if (rc)
+			return fail(rc, "hold");
+		usleep(100000);
+	}
+	return 0;
+}
+
 /* ---- raw socket: hostile frames ---- */
 
 static int raw_connect(const struct opts *o)
@@ -895,6 +920,8 @@ static int run(struct fm_conn *c, const struct opts *o, const char *cmd,
 		return cmd_pipeline(c, o, args, nargs);
 	if (strcmp(cmd, "fill") == 0)
 		return cmd_fill(c, o, args, nargs);
+	if (strcmp(cmd, "hold") == 0)
+		return cmd_hold(c, args, nargs);
 	usage();
 	return EXIT_USAGE;
 }
