@@ -66,4 +66,12 @@ int dev_list_names(char names[][32], int max);
 struct blk_settings;
 int dev_conf_write(const char *name, const struct blk_settings *set);
 
+/* --- daemon_run.c: the device daemon's life ------------------------- */
+struct blk_config;
+/* Open the store, bring the device up (new, or recover_id >= 0 to
+ * attach to a ublk device whose daemon died), tell the CLI through
+ * ready_fd (-1 in the foreground), serve until the device is stopped.
+ * Returns the process exit status. */
+int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd);
+
 #endif

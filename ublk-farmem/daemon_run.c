@@ -1,0 +1,196 @@
+/* daemon_run.c — the device daemon: store, frontend, control socket.
+ *
+ * Stopping: `del` asks over the control socket; the daemon stops the
+ * device (its queue threads then end), frees the remote memory, deletes
+ * the kernel device and answers.  Being killed (crash, SIGKILL, SIGTERM)
+ * leaves the ublk device quiesced with its I/O held, for `recover`. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "blk_config.h"
+#include "ctl.h"
+#include "daemon.h"
+#include "log.h"
+#include "nbd_kernel.h"
+#include "store.h"
+#include "ublk.h"
+
+struct devd {
+	struct blk_config *cfg;
+	struct store *store;
+	struct ublk_dev *ublk;
+	struct nbd_kernel *nbd;
+	char name[32];
+	pthread_mutex_t lock;
+	int del_fd;              /* the `del` client waiting for its answer */
+};
+
+static int devd_stop_frontend(struct devd *d)
+{
+	if (d->ublk)
+		return ublk_stop(ublk_dev_id(d->ublk));
+	return nbd_kernel_stop(d->nbd);
+}
+
+static int ctl_handle(void *arg, const char *cmd, FILE *f, int fd)
+{
+	struct devd *d = arg;
+	struct store_stats st;
+	int ret;
+
+	if (!strcmp(cmd, "ping")) {
+		fprintf(f, "ok %s %d\n", d->name, (int)getpid());
+		return 0;
+	}
+	if (!strcmp(cmd, "stats")) {
+		store_get_stats(d->store, &st);
+		fprintf(f, "ok\n");
+		ctl_stats_write(f, &st);
+		return 0;
+	}
+	if (!strcmp(cmd, "del")) {
+		pthread_mutex_lock(&d->lock);
+		if (d->del_fd >= 0) {
+			pthread_mutex_unlock(&d->lock);
+			fprintf(f, "err already being deleted\n");
+			return 0;
+		}
+		d->del_fd = fd;
+		pthread_mutex_unlock(&d->lock);
+		ret = devd_stop_frontend(d);
+		if (ret < 0) {
+			pthread_mutex_lock(&d->lock);
+			d->del_fd = -1;
+			pthread_mutex_unlock(&d->lock);
+			fprintf(f, "err stopping %s: %s\n", d->name, strerror(-ret));
+			return 0;
+		}
+		return 1; /* answered by daemon_run_device() once done */
+	}
+	fprintf(f, "err unknown command '%s'\n", cmd);
+	return 0;
+}
+
+static int frontend_start(struct devd *d, int recover_id, char *err, size_t errlen)
+{
+	struct blk_config *cfg = d->cfg;
+	struct ublk_dev_opts o = {
+		.dev_id = recover_id >= 0 ? recover_id : -1,
+		.queues = cfg->queues,
+		.depth = cfg->depth,
+		.max_io = cfg->store.max_io,
+		.size = cfg->store.size,
+	};
+	int ret;
+
+	if (cfg->frontend == BLK_FRONTEND_NBD) {
+		ret = nbd_kernel_start(d->store, cfg, &d->nbd, d->name,
+				       sizeof(d->name), err, errlen);
+		return ret;
+	}
+	ret = recover_id >= 0 ? ublk_dev_recover(&o, d->store, &d->ublk, err, errlen)
+			      : ublk_dev_start(&o, d->store, &d->ublk, err, errlen);
+	if (ret == 0)
+		snprintf(d->name, sizeof(d->name), "ublkb%d", ublk_dev_id(d->ublk));
+	return ret;
+}
+
+static int publish(struct devd *d, int recover, char *err, size_t errlen)
+{
+	int ret = 0;
+
+	if (!recover) {
+		/* recover must rebuild the same store: same uuid, so the
+		 * same state file and the same segments on the servers. */
+		snprintf(d->cfg->set.uuid, sizeof(d->cfg->set.uuid), "%s",
+			 d->cfg->uuid_text);
+		ret = dev_conf_write(d->name, &d->cfg->set);
+	}
+	if (ret == 0)
+		ret = pidfile_write(d->name, getpid());
+	if (ret < 0)
+		snprintf(err, errlen, "%s: writing %s/%s.*: %s", d->name, run_dir(),
+			 d->name, strerror(-ret));
+	return ret;
+}
+
+/* The device was stopped (by `del`, or by anyone through STOP_DEV):
+ * release the remote memory if `del` asked, delete the device, answer. */
+static int finish(struct devd *d)
+{
+	int del_fd, ret = 0;
+
+	pthread_mutex_lock(&d->lock);
+	del_fd = d->del_fd;
+	pthread_mutex_unlock(&d->lock);
+	if (del_fd >= 0) {
+		ret = store_release(d->store);
+		if (ret < 0)
+			log_err("%s: releasing remote memory: %s", d->name, strerror(-ret));
+	}
+	if (d->ublk)
+		ublk_dev_close(d->ublk, 1);
+	else
+		nbd_kernel_close(d->nbd);
+	store_close(d->store);
+	dev_files_remove(d->name);
+	log_info("%s: removed%s", d->name, del_fd >= 0 ? ", remote memory released" : "");
+	if (del_fd >= 0) {
+		char line[128];
+		int n = ret < 0 ? snprintf(line, sizeof(line), "err releasing remote memory: %s\n",
+					   strerror(-ret))
+				: snprintf(line, sizeof(line), "ok\n");
+
+		if (write(del_fd, line, (size_t)n) < 0)
+			log_warn("%s: answering del: %s", d->name, strerror(errno));
+		close(del_fd);
+	}
+	return ret < 0 ? 1 : 0;
+}
+
+int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
+{
+	struct devd d = { .cfg = cfg, .del_fd = -1 };
+	struct ctl_server *ctl = NULL;
+	char err[1024] = "", path[PATH_MAX];
+	int detached = ready_fd >= 0;
+	int ret;
+
+	pthread_mutex_init(&d.lock, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	ret = daemon_swap_safety(err, sizeof(err));
+	if (ret == 0)
+		ret = store_open(&cfg->store, &d.store, err, sizeof(err));
+	if (ret < 0)
+		goto fail;
+	ret = frontend_start(&d, recover_id, err, sizeof(err));
+	if (ret < 0)
+		goto fail;
+	ret = publish(&d, recover_id >= 0, err, sizeof(err));
+	if (ret == 0 && run_path(path, sizeof(path), d.name, ".sock") == 0 &&
+	    ctl_server_start(path, ctl_handle, &d, &ctl) < 0)
+		log_warn("%s: no control socket; status and del will not reach "
+			 "this daemon", d.name);
+	snprintf(path, sizeof(path), "/dev/%s", d.name);
+	daemon_ready(&ready_fd, 1, path);
+	if (detached && run_path(path, sizeof(path), d.name, ".log") == 0)
+		daemon_redirect_output(path);
+
+	if (d.ublk)
+		ublk_dev_wait(d.ublk);
+	else
+		nbd_kernel_wait(d.nbd);
+	ctl_server_stop(ctl);
+	return finish(&d);
+
+fail:
+	/* No store_close(): queue threads may still hold kernel commands
+	 * and the store; the caller exits, which returns both. */
+	log_err("%s", err);
+	daemon_ready(&ready_fd, 0, err);
+	return 1;
+}
