@@ -19,7 +19,7 @@
 const struct cfg_key ms_cfg_keys[] = {
 	KEY("listen", CFG_STRING, listen, sizeof(((struct ms_settings *)0)->listen), 0, 0,
 	    "addresses to listen on, comma-separated (tcp://host:port)"),
-	KEY("size", CFG_SIZE, size, 0, 1 << 20, 0,
+	KEY("size", CFG_SIZE, size, 0, 1 << 20, 1ll << 50,
 	    "pool size, allocated and locked at start (K/M/G/T)"),
 	KEY("secret-file", CFG_STRING, secret_file, sizeof(((struct ms_settings *)0)->secret_file), 0, 0,
 	    "file holding the shared secret (at least 16 bytes, mode 0600)"),
