@@ -1,0 +1,1466 @@
+/* transport_rdma.c — the memserver client connection over RDMA.
+ *
+ * One connection = one RC queue pair (librdmacm sets it up) + one
+ * completion thread.
+ *
+ *  - Submitters (any thread) take a request slot under `lock` and post
+ *    the work request themselves: a READ or WRITE becomes one RDMA READ /
+ *    RDMA WRITE straight against the segment's remote address, a control
+ *    op one SEND of its frame.  No hand-off to another thread per page.
+ *  - The completion thread owns the endpoint's lifetime: it sleeps on the
+ *    completion channel (and the rdma_cm event channel, for disconnects)
+ *    with a bounded timeout, completes requests from work completions,
+ *    enforces deadlines, drops the connection on any loss, protocol
+ *    violation or failed work request, and reconnects with backoff.
+ *
+ * Every buffer the NIC touches is allocated at open and registered once
+ * per established connection: per slot a small bounce buffer (pages and
+ * control frames), a few large ones for reads/writes above that, and the
+ * receive buffers for control replies.  Nothing is allocated per request.
+ *
+ * A READ/WRITE of a segment whose (remote_addr, rkey) this connection
+ * does not know yet first sends GRANT (transport_rdma.h); the completion
+ * thread posts the data transfer when the grant arrives.  That happens
+ * once per segment per connection.
+ *
+ * Lock order: only `lock`.  Submitters post under it and only while `up`;
+ * the completion thread clears `up` under it before it destroys the queue
+ * pair, so nobody posts to a dead one.
+ */
+#include "transport_rdma.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>
+
+#include "log.h"
+
+#define RD_DEFAULT_TIMEOUT_MS   5000u
+#define RD_DEFAULT_CONNECT_MS   3000u
+#define RD_DEFAULT_INFLIGHT     256u
+#define RD_MAX_INFLIGHT         4096u   /* tag = generation << 16 | slot */
+#define RD_SLOT_BUF             (16u * 1024)  /* a page record, batched records */
+#define RD_NBIG                 2u      /* bounce buffers of FM_MAX_IO */
+#define RD_RECV_BUF             (64u * 1024)
+#define RD_GRANT_CAP            4096u
+#define RD_BACKOFF_MIN_MS       100u
+#define RD_BACKOFF_MAX_MS       5000u
+#define RD_TICK_MS              100u
+#define RD_POLL_BATCH           32
+#define RD_RD_ATOMIC            16      /* outstanding RDMA READs we ask for */
+
+_Static_assert(RD_RECV_BUF >= FM_RDMA_MSG_MAX, "receive buffer holds a LIST reply");
+_Static_assert(RD_SLOT_BUF >= FM_HDR_SIZE + FM_PING_MAX, "slot buffer holds a request frame");
+
+/* What a work request is, in the top byte of its wr_id; the low 32 bits
+ * are the slot's tag (or the receive buffer's index). */
+enum { WR_RECV = 1, WR_SEND, WR_DATA };
+#define WR_ID(kind, tag)  ((uint64_t)(kind) << 56 | (uint32_t)(tag))
+#define WR_KIND(id)       ((unsigned)((id) >> 56))
+#define WR_TAG(id)        ((uint32_t)(id))
+
+enum slot_state { SLOT_FREE, SLOT_CTRL, SLOT_GRANT, SLOT_DATA };
+
+struct rd_slot {
+	struct fm_req *req;   /* NULL when free */
+	uint16_t gen;         /* bumped per use, so a stale tag never matches */
+	uint8_t state;        /* enum slot_state */
+	int8_t big;           /* large bounce buffer in use, or -1 */
+};
+
+/* One established connection's verbs objects; rebuilt on every connect. */
+struct rd_ep {
+	struct rdma_event_channel *ech;
+	struct rdma_cm_id *id;
+	struct ibv_pd *pd;
+	struct ibv_comp_channel *cch;
+	struct ibv_cq *cq;
+	struct ibv_mr *mr_small, *mr_big, *mr_recv;
+	unsigned cq_unacked;
+	int has_qp;
+};
+
+struct rd_conn {
+	struct fm_conn base;
+
+	/* Fixed at open. */
+	struct fm_addr addr;
+	char name[ADDR_HOST_MAX + 32];
+	struct fm_secret secret;
+	uint8_t uuid[FM_UUID_LEN];
+	uint32_t timeout_ms;
+	uint32_t connect_timeout_ms;
+	unsigned nslots;
+	int reconnect;
+	void (*state_cb)(void *arg, int up);
+	void *state_arg;
+	int wake_fd;                  /* eventfd: close() kicks the thread */
+	pthread_t thread;
+	uint8_t *small_mem;           /* nslots x RD_SLOT_BUF */
+	uint8_t *big_mem;             /* RD_NBIG x FM_MAX_IO */
+	uint8_t *recv_mem;            /* FM_RDMA_CTRL_DEPTH x RD_RECV_BUF */
+	size_t small_len, big_len, recv_len;
+
+	/* Under lock. */
+	pthread_mutex_t lock;
+	pthread_cond_t slot_cv;       /* a slot, buffer or credit freed; state changed */
+	struct rd_slot *slots;
+	uint32_t *free_idx;
+	unsigned nfree;
+	unsigned big_free;            /* bit i: big buffer i is free */
+	unsigned ctrl_used;           /* control messages awaiting a reply */
+	int up;
+	int stop;
+	struct fm_rdma_grants grants;
+	struct ibv_qp *qp;            /* valid while up */
+	uint32_t lkey_small, lkey_big;
+
+	/* Completion thread (or open, before the thread exists) only. */
+	struct rd_ep ep;
+	struct fm_req *culprit;       /* request whose reply broke the protocol */
+	uint32_t segment_max;
+	uint64_t next_scan_ns;
+	int quiet;                    /* retrying: connect failures are debug noise */
+};
+
+/* Connect-path errors: said once, then at debug level while retrying. */
+static void __attribute__((format(printf, 2, 3)))
+conn_log(const struct rd_conn *c, const char *fmt, ...)
+{
+	enum log_level lvl = c->quiet ? LOG_LVL_DEBUG : LOG_LVL_ERR;
+	va_list ap;
+
+	if (lvl > log_get_level())
+		return;
+	va_start(ap, fmt);
+	log_vmsg(lvl, fmt, ap);
+	va_end(ap);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int ms_until(uint64_t deadline)
+{
+	uint64_t now = now_ns();
+
+	if (deadline <= now)
+		return 0;
+	return (int)((deadline - now + 999999) / 1000000);
+}
+
+static int conn_stopping(struct rd_conn *c)
+{
+	return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE);
+}
+
+/* ---- shared helpers (also used by memserver/rdma_listener.c) ---- */
+
+int fm_rdma_msg_decode(const uint8_t *msg, size_t msg_len, struct fm_hdr *h)
+{
+	uint8_t tmp[FM_HDR_SIZE];
+	uint8_t op;
+	int rc;
+
+	if (msg_len < FM_HDR_SIZE)
+		return -EPROTO;
+	memcpy(tmp, msg, FM_HDR_SIZE);
+	op = tmp[5];
+	/* GRANT is not in protocol.c's op list: check the rest of the
+	 * header with a stand-in op of the same direction. */
+	if ((op & (uint8_t)~FM_OP_REPLY) == FM_OP_RDMA_GRANT)
+		tmp[5] = (uint8_t)(FM_OP_FREE | (op & FM_OP_REPLY));
+	rc = fm_hdr_decode(tmp, FM_HDR_SIZE, h);
+	if (rc)
+		return rc;
+	h->op = op;
+	if (h->len != msg_len - FM_HDR_SIZE)
+		return -EPROTO;
+	return 0;
+}
+
+int fm_rdma_device_check(const char *what)
+{
+	struct ibv_device **list;
+	int n = 0;
+
+	list = ibv_get_device_list(&n);
+	if (list)
+		ibv_free_device_list(list);
+	if (!list || n <= 0) {
+		log_err("%s: no RDMA device (%s)", what, FM_RDMA_CHECK_HINT);
+		return -ENODEV;
+	}
+	return 0;
+}
+
+#define cm_log(lvl, ...) do { if ((lvl) <= LOG_LVL_DEBUG) log_msg(lvl, __VA_ARGS__); } while (0)
+
+int fm_rdma_cm_error(const char *name, const char *stage, int event, int status,
+		     enum log_level lvl)
+{
+	int err = status < 0 ? -status : status;
+
+	if (lvl > log_get_level())
+		lvl = LOG_LVL_DEBUG + 1;   /* below every threshold: say nothing */
+
+	switch (event) {
+	case RDMA_CM_EVENT_ADDR_ERROR:
+	case RDMA_CM_EVENT_ROUTE_ERROR:
+		cm_log(lvl, "%s: %s failed (%s): the address is not reachable through an "
+			"RDMA device (%s)", name, stage, err ? strerror(err) : "no route",
+			FM_RDMA_CHECK_HINT);
+		return -EHOSTUNREACH;
+	case RDMA_CM_EVENT_REJECTED:
+		/* No listener on the port comes back as a reject, too. */
+		cm_log(lvl, "%s: %s: connection refused (is a memserver listening on "
+			"rdma:// there?)", name, stage);
+		return -ECONNREFUSED;
+	case RDMA_CM_EVENT_UNREACHABLE:
+		cm_log(lvl, "%s: %s: peer unreachable (%s)", name, stage, FM_RDMA_CHECK_HINT);
+		return -EHOSTUNREACH;
+	case RDMA_CM_EVENT_CONNECT_ERROR:
+	case RDMA_CM_EVENT_DISCONNECTED:
+		cm_log(lvl, "%s: %s: connection lost (%s)", name, stage,
+			err ? strerror(err) : "disconnected");
+		return -ECONNRESET;
+	default:
+		cm_log(lvl, "%s: %s: unexpected %s (status %d)", name, stage,
+			rdma_event_str((enum rdma_cm_event_type)event), status);
+		return err ? -err : -EPROTO;
+	}
+}
+
+/* ---- grant cache ---- */
+
+int fm_rdma_grants_init(struct fm_rdma_grants *g, uint32_t cap)
+{
+	uint32_t c = 16;
+
+	while (c < cap)
+		c <<= 1;
+	g->tab = calloc(c, sizeof(*g->tab));
+	if (!g->tab)
+		return -ENOMEM;
+	g->cap = c;
+	g->count = 0;
+	g->resets = 0;
+	return 0;
+}
+
+void fm_rdma_grants_fini(struct fm_rdma_grants *g)
+{
+	free(g->tab);
+	g->tab = NULL;
+	g->cap = g->count = 0;
+}
+
+static uint32_t grant_hash(uint64_t id, uint32_t cap)
+{
+	id ^= id >> 33;
+	id *= 0xff51afd7ed558ccdull;
+	id ^= id >> 33;
+	return (uint32_t)id & (cap - 1);
+}
+
+const struct fm_rdma_grant *fm_rdma_grants_find(const struct fm_rdma_grants *g,
+						uint64_t seg_id)
+{
+	uint32_t i = grant_hash(seg_id, g->cap);
+
+	for (uint32_t n = 0; n < g->cap && g->tab[i].used; n++, i = (i + 1) & (g->cap - 1))
+		if (g->tab[i].seg_id == seg_id)
+			return &g->tab[i];
+	return NULL;
+}
+
+void fm_rdma_grants_clear(struct fm_rdma_grants *g)
+{
+	memset(g->tab, 0, (size_t)g->cap * sizeof(*g->tab));
+	g->count = 0;
+}
+
+void fm_rdma_grants_put(struct fm_rdma_grants *g, uint64_t seg_id, uint64_t addr,
+			uint32_t rkey, uint32_t size)
+{
+	struct fm_rdma_grant *e = (struct fm_rdma_grant *)fm_rdma_grants_find(g, seg_id);
+	uint32_t i;
+
+	if (!e) {
+		/* Keep probes short: at 3/4 full, forget and start over. */
+		if (g->count + 1 > g->cap / 4 * 3) {
+			fm_rdma_grants_clear(g);
+			g->resets++;
+		}
+		for (i = grant_hash(seg_id, g->cap); g->tab[i].used; i = (i + 1) & (g->cap - 1))
+			;
+		e = &g->tab[i];
+		g->count++;
+	}
+	e->seg_id = seg_id;
+	e->addr = addr;
+	e->rkey = rkey;
+	e->size = size;
+	e->used = 1;
+}
+
+/* Linear probing deletion: shift later members of the run back so no
+ * lookup stops early at the hole. */
+void fm_rdma_grants_del(struct fm_rdma_grants *g, uint64_t seg_id)
+{
+	struct fm_rdma_grant *e = (struct fm_rdma_grant *)fm_rdma_grants_find(g, seg_id);
+	uint32_t mask = g->cap - 1, hole, j;
+
+	if (!e)
+		return;
+	hole = (uint32_t)(e - g->tab);
+	g->tab[hole].used = 0;
+	g->count--;
+	for (j = (hole + 1) & mask; g->tab[j].used; j = (j + 1) & mask) {
+		uint32_t home = grant_hash(g->tab[j].seg_id, g->cap);
+
+		/* Entry j may move to the hole when its home is not in (hole, j]. */
+		if (((j - home) & mask) >= ((j - hole) & mask)) {
+			g->tab[hole] = g->tab[j];
+			g->tab[j].used = 0;
+			hole = j;
+		}
+	}
+}
+
+int fm_rdma_grant_range(const struct fm_rdma_grant *e, uint32_t offset,
+			uint32_t len, uint64_t *remote)
+{
+	if ((uint64_t)offset + len > e->size)
+		return -ERANGE;
+	*remote = e->addr + offset;
+	return 0;
+}
+
+/* ---- endpoint: set-up and tear-down of one connection ---- */
+
+/* Wait for one rdma_cm event of type want within the deadline.  Any
+ * other event is a failure, reported with stage. */
+static int cm_wait(struct rd_conn *c, struct rd_ep *ep, enum rdma_cm_event_type want,
+		   const char *stage, uint64_t deadline, int wake_fd)
+{
+	struct pollfd pfd[2] = {
+		{ .fd = ep->ech->fd, .events = POLLIN },
+		{ .fd = wake_fd, .events = POLLIN },
+	};
+	struct rdma_cm_event *ev;
+	int type, status;
+
+	for (;;) {
+		if (rdma_get_cm_event(ep->ech, &ev) == 0)
+			break;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		int ms = ms_until(deadline);
+
+		if (ms == 0) {
+			conn_log(c, "%s: %s timed out after %u ms", c->name, stage,
+				c->connect_timeout_ms);
+			return -ETIMEDOUT;
+		}
+		if (poll(pfd, wake_fd >= 0 ? 2 : 1, ms) < 0 && errno != EINTR)
+			return -errno;
+		if (wake_fd >= 0 && (pfd[1].revents & POLLIN))
+			return -ECANCELED;
+	}
+	type = ev->event;
+	status = ev->status;
+	rdma_ack_cm_event(ev);
+	if ((int)type == (int)want)
+		return 0;
+	return fm_rdma_cm_error(c->name, stage, type, status,
+				c->quiet ? LOG_LVL_DEBUG : LOG_LVL_ERR);
+}
+
+static void ep_destroy(struct rd_ep *ep)
+{
+	if (ep->id && ep->has_qp) {
+		rdma_disconnect(ep->id);
+		rdma_destroy_qp(ep->id);
+	}
+	ep->has_qp = 0;
+	if (ep->cq) {
+		if (ep->cq_unacked)
+			ibv_ack_cq_events(ep->cq, ep->cq_unacked);
+		ibv_destroy_cq(ep->cq);
+	}
+	if (ep->cch)
+		ibv_destroy_comp_channel(ep->cch);
+	if (ep->mr_small)
+		ibv_dereg_mr(ep->mr_small);
+	if (ep->mr_big)
+		ibv_dereg_mr(ep->mr_big);
+	if (ep->mr_recv)
+		ibv_dereg_mr(ep->mr_recv);
+	if (ep->pd)
+		ibv_dealloc_pd(ep->pd);
+	if (ep->id)
+		rdma_destroy_id(ep->id);
+	if (ep->ech)
+		rdma_destroy_event_channel(ep->ech);
+	memset(ep, 0, sizeof(*ep));
+}
+
+static int set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	return 0;
+}
+
+static int ep_post_recv(struct rd_conn *c, struct rd_ep *ep, uint32_t idx)
+{
+	struct ibv_sge sge = {
+		.addr = (uintptr_t)(c->recv_mem + (size_t)idx * RD_RECV_BUF),
+		.length = RD_RECV_BUF,
+		.lkey = ep->mr_recv->lkey,
+	};
+	struct ibv_recv_wr wr = { .wr_id = WR_ID(WR_RECV, idx), .sg_list = &sge,
+				  .num_sge = 1 }, *bad;
+
+	return -ibv_post_recv(ep->id->qp, &wr, &bad);
+}
+
+static int resolve(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int wake_fd)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+	struct addrinfo *ai = NULL;
+	char port[8];
+	int rc;
+
+	snprintf(port, sizeof(port), "%u", c->addr.port);
+	rc = getaddrinfo(c->addr.host, port, &hints, &ai);
+	if (rc) {
+		conn_log(c, "%s: cannot resolve %s: %s", c->name, c->addr.host, gai_strerror(rc));
+		return -EHOSTUNREACH;
+	}
+	rc = rdma_resolve_addr(ep->id, NULL, ai->ai_addr, (int)c->connect_timeout_ms);
+	freeaddrinfo(ai);
+	if (rc) {
+		rc = -errno;
+		conn_log(c, "%s: resolving the address over RDMA failed: %s (%s)", c->name,
+			strerror(-rc), FM_RDMA_CHECK_HINT);
+		return rc == -ENODEV || rc == -EADDRNOTAVAIL ? -EHOSTUNREACH : rc;
+	}
+	rc = cm_wait(c, ep, RDMA_CM_EVENT_ADDR_RESOLVED, "resolving the address",
+		     deadline, wake_fd);
+	if (rc)
+		return rc;
+	if (rdma_resolve_route(ep->id, (int)c->connect_timeout_ms)) {
+		rc = -errno;
+		conn_log(c, "%s: resolving the route failed: %s", c->name, strerror(-rc));
+		return rc;
+	}
+	return cm_wait(c, ep, RDMA_CM_EVENT_ROUTE_RESOLVED, "resolving the route",
+		       deadline, wake_fd);
+}
+
+/* Protection domain, CQ with its channel, the queue pair and the
+ * registrations of our preallocated buffers, on the device the route
+ * chose. */
+static int ep_verbs(struct rd_conn *c, struct rd_ep *ep)
+{
+	struct ibv_context *ctx = ep->id->verbs;
+	unsigned sq = 2 * c->nslots + 8;   /* a GRANT's SEND and its data op */
+	struct ibv_qp_init_attr qa = {
+		.cap = { .max_send_wr = sq, .max_recv_wr = FM_RDMA_CTRL_DEPTH,
+			 .max_send_sge = 1, .max_recv_sge = 1 },
+		.qp_type = IBV_QPT_RC,
+		.sq_sig_all = 1,
+	};
+	const char *what;
+
+	what = "allocating a protection domain";
+	ep->pd = ibv_alloc_pd(ctx);
+	if (!ep->pd)
+		goto fail;
+	what = "creating a completion channel";
+	ep->cch = ibv_create_comp_channel(ctx);
+	if (!ep->cch || set_nonblock(ep->cch->fd))
+		goto fail;
+	what = "creating a completion queue";
+	ep->cq = ibv_create_cq(ctx, (int)(sq + FM_RDMA_CTRL_DEPTH), NULL, ep->cch, 0);
+	if (!ep->cq)
+		goto fail;
+	qa.send_cq = qa.recv_cq = ep->cq;
+	what = "creating a queue pair";
+	if (rdma_create_qp(ep->id, ep->pd, &qa))
+		goto fail;
+	ep->has_qp = 1;
+	what = "registering buffers";
+	ep->mr_small = ibv_reg_mr(ep->pd, c->small_mem, c->small_len, IBV_ACCESS_LOCAL_WRITE);
+	ep->mr_big = ibv_reg_mr(ep->pd, c->big_mem, c->big_len, IBV_ACCESS_LOCAL_WRITE);
+	ep->mr_recv = ibv_reg_mr(ep->pd, c->recv_mem, c->recv_len, IBV_ACCESS_LOCAL_WRITE);
+	if (!ep->mr_small || !ep->mr_big || !ep->mr_recv)
+		goto fail;
+	for (uint32_t i = 0; i < FM_RDMA_CTRL_DEPTH; i++) {
+		what = "posting receives";
+		if (ep_post_recv(c, ep, i))
+			goto fail;
+	}
+	if (ibv_req_notify_cq(ep->cq, 0)) {
+		what = "arming the completion queue";
+		goto fail;
+	}
+	return 0;
+fail:
+	conn_log(c, "%s: %s on %s failed: %s", c->name, what,
+		ctx ? ibv_get_device_name(ctx->device) : "?", strerror(errno ? errno : EIO));
+	return errno ? -errno : -EIO;
+}
+
+/* Up to max completions within the deadline; also watches the cm channel
+ * (a disconnect while we wait) and the wake fd (close). */
+static int ep_poll(struct rd_conn *c, struct rd_ep *ep, struct ibv_wc *wc, int max,
+		   uint64_t deadline, int wake_fd)
+{
+	struct pollfd pfd[3] = {
+		{ .fd = ep->cch->fd, .events = POLLIN },
+		{ .fd = ep->ech->fd, .events = POLLIN },
+		{ .fd = wake_fd, .events = POLLIN },
+	};
+	struct ibv_cq *cq;
+	void *ctx;
+
+	for (;;) {
+		int n = ibv_poll_cq(ep->cq, max, wc);
+
+		if (n != 0)
+			return n < 0 ? -EIO : n;
+		/* Empty: drain the channel, re-arm, and look once more so a
+		 * completion that raced the arming is not slept through. */
+		while (ibv_get_cq_event(ep->cch, &cq, &ctx) == 0)
+			ep->cq_unacked++;
+		if (ep->cq_unacked >= 64) {
+			ibv_ack_cq_events(ep->cq, ep->cq_unacked);
+			ep->cq_unacked = 0;
+		}
+		if (ibv_req_notify_cq(ep->cq, 0))
+			return -EIO;
+		n = ibv_poll_cq(ep->cq, max, wc);
+		if (n != 0)
+			return n < 0 ? -EIO : n;
+		int ms = ms_until(deadline);
+
+		if (ms == 0)
+			return -ETIMEDOUT;
+		if (poll(pfd, wake_fd >= 0 ? 3 : 2, ms) < 0 && errno != EINTR)
+			return -errno;
+		if (pfd[1].revents & POLLIN) {
+			struct rdma_cm_event *ev;
+
+			if (rdma_get_cm_event(ep->ech, &ev) == 0) {
+				int type = ev->event;
+
+				rdma_ack_cm_event(ev);
+				if (type == RDMA_CM_EVENT_DISCONNECTED ||
+				    type == RDMA_CM_EVENT_DEVICE_REMOVAL ||
+				    type == RDMA_CM_EVENT_TIMEWAIT_EXIT)
+					return -ECONNRESET;
+				log_debug("%s: ignoring rdma_cm event %s", c->name,
+					  rdma_event_str((enum rdma_cm_event_type)type));
+			}
+		}
+		if (wake_fd >= 0 && (pfd[2].revents & POLLIN))
+			return -ECANCELED;
+	}
+}
+
+/* ---- handshake: HELLO and AUTH as SEND/RECV, tag 0, slot 0's buffer ---- */
+
+static int hs_send(struct rd_conn *c, struct rd_ep *ep, uint8_t op,
+		   const uint8_t *payload, uint32_t len)
+{
+	struct fm_hdr h = { .op = op, .tag = 0, .len = len };
+	struct ibv_sge sge = { .addr = (uintptr_t)c->small_mem,
+			       .length = FM_HDR_SIZE + len, .lkey = ep->mr_small->lkey };
+	struct ibv_send_wr wr = { .wr_id = WR_ID(WR_SEND, 0), .sg_list = &sge,
+				  .num_sge = 1, .opcode = IBV_WR_SEND,
+				  .send_flags = IBV_SEND_SIGNALED }, *bad;
+
+	fm_hdr_encode(c->small_mem, &h);
+	memcpy(c->small_mem + FM_HDR_SIZE, payload, len);
+	return -ibv_post_send(ep->id->qp, &wr, &bad);
+}
+
+static int hs_reply(struct rd_conn *c, struct rd_ep *ep, uint8_t op, uint8_t *payload,
+		    size_t want, uint64_t deadline, int wake_fd)
+{
+	struct ibv_wc wc[4];
+	struct fm_hdr h;
+
+	for (;;) {
+		int n = ep_poll(c, ep, wc, 4, deadline, wake_fd);
+
+		if (n < 0)
+			return n;
+		for (int i = 0; i < n; i++) {
+			const uint8_t *msg;
+			uint32_t idx;
+			int rc;
+
+			if (wc[i].status != IBV_WC_SUCCESS) {
+				conn_log(c, "%s: %s: work request failed: %s", c->name,
+					fm_op_name(op), ibv_wc_status_str(wc[i].status));
+				return -ECONNRESET;
+			}
+			if (WR_KIND(wc[i].wr_id) != WR_RECV)
+				continue;
+			idx = WR_TAG(wc[i].wr_id);
+			msg = c->recv_mem + (size_t)idx * RD_RECV_BUF;
+			rc = fm_rdma_msg_decode(msg, wc[i].byte_len, &h);
+			if (rc == 0 && (h.op != (op | FM_OP_REPLY) || h.tag != 0))
+				rc = -EPROTO;
+			if (rc) {
+				conn_log(c, "%s: expected a %s reply, got something else: "
+					"not a farmem memserver?", c->name, fm_op_name(op));
+				return -EPROTO;
+			}
+			if (h.status < 0) {
+				conn_log(c, "%s: %s refused: %s", c->name, fm_op_name(op),
+					strerror(-h.status));
+				return h.status;
+			}
+			if (h.len != want) {
+				conn_log(c, "%s: %s reply has %u bytes, want %zu", c->name,
+					fm_op_name(op), h.len, want);
+				return -EPROTO;
+			}
+			memcpy(payload, msg + FM_HDR_SIZE, want);
+			return ep_post_recv(c, ep, idx);
+		}
+	}
+}
+
+static int handshake(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int wake_fd)
+{
+	struct fm_hello_req hello = { .version = FM_PROTO_VERSION };
+	struct fm_hello_rep rep;
+	uint8_t buf[FM_HELLO_REQ_LEN], mac[FM_MAC_LEN];
+	int rc;
+
+	memcpy(hello.uuid, c->uuid, FM_UUID_LEN);
+	fm_random(hello.client_nonce, FM_NONCE_LEN);
+	fm_hello_req_encode(buf, &hello);
+	rc = hs_send(c, ep, FM_OP_HELLO, buf, FM_HELLO_REQ_LEN);
+	if (rc == 0)
+		rc = hs_reply(c, ep, FM_OP_HELLO, buf, FM_HELLO_REP_LEN, deadline, wake_fd);
+	if (rc)
+		return rc;
+	if (fm_hello_rep_decode(buf, FM_HELLO_REP_LEN, &rep) < 0 ||
+	    rep.version != FM_PROTO_VERSION) {
+		conn_log(c, "%s: HELLO reply unusable (version %u, ours %u)", c->name,
+			rep.version, FM_PROTO_VERSION);
+		return -EPROTO;
+	}
+	fm_auth_mac(&c->secret, FM_AUTH_CLIENT, hello.client_nonce, rep.server_nonce,
+		    c->uuid, mac);
+	rc = hs_send(c, ep, FM_OP_AUTH, mac, FM_MAC_LEN);
+	if (rc == 0)
+		rc = hs_reply(c, ep, FM_OP_AUTH, mac, FM_MAC_LEN, deadline, wake_fd);
+	if (rc == -ECONNRESET || rc == -EPERM) {
+		conn_log(c, "%s: the server refused us at AUTH: wrong secret?", c->name);
+		return -EACCES;
+	}
+	if (rc)
+		return rc;
+	if (fm_auth_verify(&c->secret, FM_AUTH_SERVER, hello.client_nonce,
+			   rep.server_nonce, c->uuid, mac) < 0) {
+		conn_log(c, "%s: its AUTH proof is wrong: it does not hold our secret", c->name);
+		return -EACCES;
+	}
+	c->segment_max = rep.segment_max;
+	return 0;
+}
+
+/* Resolve, set up verbs, connect and authenticate within connect_timeout. */
+static int rd_connect(struct rd_conn *c, int wake_fd)
+{
+	uint64_t deadline = now_ns() + (uint64_t)c->connect_timeout_ms * 1000000ull;
+	struct rd_ep *ep = &c->ep;
+	struct rdma_conn_param cp = { .retry_count = 7, .rnr_retry_count = 7 };
+	struct ibv_device_attr da;
+	int rc;
+
+	memset(ep, 0, sizeof(*ep));
+	ep->ech = rdma_create_event_channel();
+	if (!ep->ech) {
+		rc = -errno;
+		conn_log(c, "%s: no RDMA device (cannot open the rdma_cm channel: %s; %s)",
+			c->name, strerror(-rc), FM_RDMA_CHECK_HINT);
+		return -ENODEV;
+	}
+	rc = set_nonblock(ep->ech->fd);
+	if (rc == 0 && rdma_create_id(ep->ech, &ep->id, c, RDMA_PS_TCP))
+		rc = -errno;
+	if (rc == 0)
+		rc = resolve(c, ep, deadline, wake_fd);
+	if (rc == 0)
+		rc = ep_verbs(c, ep);
+	if (rc == 0) {
+		cp.initiator_depth = RD_RD_ATOMIC;
+		if (ibv_query_device(ep->id->verbs, &da) == 0 &&
+		    da.max_qp_init_rd_atom < RD_RD_ATOMIC)
+			cp.initiator_depth = (uint8_t)da.max_qp_init_rd_atom;
+		if (rdma_connect(ep->id, &cp)) {
+			rc = -errno;
+			conn_log(c, "%s: rdma_connect: %s", c->name, strerror(-rc));
+		}
+	}
+	if (rc == 0)
+		rc = cm_wait(c, ep, RDMA_CM_EVENT_ESTABLISHED, "connecting", deadline, wake_fd);
+	if (rc == 0)
+		rc = handshake(c, ep, deadline, wake_fd);
+	if (rc)
+		ep_destroy(ep);
+	return rc;
+}
+
+/* ---- slots and posting ---- */
+
+static uint32_t slot_tag(const struct rd_conn *c, uint32_t idx)
+{
+	return (uint32_t)c->slots[idx].gen << 16 | idx;
+}
+
+static uint8_t *slot_buf(struct rd_conn *c, uint32_t idx, uint32_t *lkey)
+{
+	const struct rd_slot *s = &c->slots[idx];
+
+	if (s->big >= 0) {
+		*lkey = c->lkey_big;
+		return c->big_mem + (size_t)s->big * FM_MAX_IO;
+	}
+	*lkey = c->lkey_small;
+	return c->small_mem + (size_t)idx * RD_SLOT_BUF;
+}
+
+/* Under lock: give the slot (and its big buffer) back. */
+static void slot_release(struct rd_conn *c, uint32_t idx)
+{
+	struct rd_slot *s = &c->slots[idx];
+
+	if (s->state == SLOT_CTRL || s->state == SLOT_GRANT)
+		c->ctrl_used--;
+	if (s->big >= 0)
+		c->big_free |= 1u << s->big;
+	s->req = NULL;
+	s->state = SLOT_FREE;
+	s->big = -1;
+	c->free_idx[c->nfree++] = idx;
+	pthread_cond_broadcast(&c->slot_cv);
+}
+
+/* Under lock: the one-sided transfer of a granted READ or WRITE. */
+static int post_data(struct rd_conn *c, uint32_t idx, const struct fm_rdma_grant *g)
+{
+	struct fm_req *r = c->slots[idx].req;
+	struct ibv_sge sge = { .length = r->len };
+	struct ibv_send_wr wr = { .wr_id = WR_ID(WR_DATA, slot_tag(c, idx)),
+				  .sg_list = &sge, .num_sge = 1,
+				  .send_flags = IBV_SEND_SIGNALED }, *bad;
+	uint64_t remote;
+	int rc;
+
+	rc = fm_rdma_grant_range(g, r->offset, r->len, &remote);
+	if (rc)
+		return rc;
+	sge.addr = (uintptr_t)slot_buf(c, idx, &sge.lkey);
+	wr.opcode = r->op == FM_OP_WRITE ? IBV_WR_RDMA_WRITE : IBV_WR_RDMA_READ;
+	wr.wr.rdma.remote_addr = remote;
+	wr.wr.rdma.rkey = g->rkey;
+	c->slots[idx].state = SLOT_DATA;
+	rc = ibv_post_send(c->qp, &wr, &bad);
+	if (rc) {
+		log_err("%s: posting %s of seg %llu failed: %s", c->name, fm_op_name(r->op),
+			(unsigned long long)r->seg_id, strerror(rc));
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Under lock: SEND a control frame (for r->op, or GRANT) from the slot. */
+static int post_ctrl(struct rd_conn *c, uint32_t idx, uint8_t op)
+{
+	struct fm_req *r = c->slots[idx].req;
+	uint8_t *buf = c->small_mem + (size_t)idx * RD_SLOT_BUF;
+	uint8_t *p = buf + FM_HDR_SIZE;
+	struct fm_hdr h = { .op = op, .tag = slot_tag(c, idx) };
+	struct ibv_sge sge = { .addr = (uintptr_t)buf, .lkey = c->lkey_small };
+	struct ibv_send_wr wr = { .wr_id = WR_ID(WR_SEND, h.tag), .sg_list = &sge,
+				  .num_sge = 1, .opcode = IBV_WR_SEND,
+				  .send_flags = IBV_SEND_SIGNALED }, *bad;
+	size_t n = 0;
+	int rc;
+
+	switch (op) {
+	case FM_OP_ALLOC:
+		n = fm_alloc_req_encode(p, r->arg);
+		break;
+	case FM_OP_FREE:
+	case FM_OP_RDMA_GRANT:
+		n = fm_u64_encode(p, r->seg_id);
+		break;
+	case FM_OP_LIST:
+		n = fm_list_req_encode(p, r->arg);
+		break;
+	case FM_OP_PING:
+		for (int i = 0; i < r->iovcnt; i++) {
+			memcpy(p + n, r->iov[i].iov_base, r->iov[i].iov_len);
+			n += r->iov[i].iov_len;
+		}
+		break;
+	default: /* STAT */
+		break;
+	}
+	h.len = (uint32_t)n;
+	fm_hdr_encode(buf, &h);
+	sge.length = (uint32_t)(FM_HDR_SIZE + n);
+	c->slots[idx].state = op == FM_OP_RDMA_GRANT ? SLOT_GRANT : SLOT_CTRL;
+	c->ctrl_used++;
+	rc = ibv_post_send(c->qp, &wr, &bad);
+	if (rc) {
+		log_err("%s: posting %s failed: %s", c->name, fm_op_name(op), strerror(rc));
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Everything about a request that can be checked before it is queued. */
+static int req_check(const struct fm_req *r)
+{
+	size_t sum = 0;
+
+	if (!r || !r->done)
+		return -EINVAL;
+	switch (r->op) {
+	case FM_OP_READ:
+		return r->len && r->len <= FM_MAX_IO && r->buf ? 0 : -EINVAL;
+	case FM_OP_WRITE:
+	case FM_OP_PING:
+		if (r->len == 0 && r->op == FM_OP_WRITE)
+			return -EINVAL;
+		if (r->len > (r->op == FM_OP_PING ? FM_PING_MAX : FM_MAX_IO))
+			return -EINVAL;
+		if (r->iovcnt < 0 || (r->iovcnt && !r->iov))
+			return -EINVAL;
+		for (int i = 0; i < r->iovcnt; i++)
+			sum += r->iov[i].iov_len;
+		return sum == r->len ? 0 : -EINVAL;
+	case FM_OP_LIST:
+		return r->rep.list.seg_ids && r->rep.list.sizes ? 0 : -EINVAL;
+	case FM_OP_ALLOC:
+	case FM_OP_FREE:
+	case FM_OP_STAT:
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+static int is_data(const struct fm_req *r)
+{
+	return r->op == FM_OP_READ || r->op == FM_OP_WRITE;
+}
+
+/* Under lock: wait (at most one request timeout) until the request can
+ * go: a slot, a big buffer when it needs one, a control credit when it
+ * needs a control message.  Returns 0, or -ENOTCONN/-ECANCELED/-ETIMEDOUT. */
+static int wait_resources(struct rd_conn *c, const struct fm_req *r,
+			  const struct fm_rdma_grant **g)
+{
+	uint64_t limit = now_ns() + (uint64_t)c->timeout_ms * 1000000ull;
+	struct timespec ts = { .tv_sec = (time_t)(limit / 1000000000ull),
+			       .tv_nsec = (long)(limit % 1000000000ull) };
+	int big = is_data(r) && r->len > RD_SLOT_BUF;
+	int timed_out = 0;
+
+	for (;;) {
+		int need_ctrl;
+
+		if (c->stop)
+			return -ECANCELED;
+		if (!c->up)
+			return -ENOTCONN;
+		*g = is_data(r) ? fm_rdma_grants_find(&c->grants, r->seg_id) : NULL;
+		need_ctrl = !*g;
+		if (c->nfree && (!big || c->big_free) &&
+		    (!need_ctrl || c->ctrl_used < FM_RDMA_CTRL_DEPTH))
+			return 0;
+		if (timed_out) {
+			log_warn("%s: no free request slot in %u ms (%u in flight)",
+				 c->name, c->timeout_ms, c->nslots - c->nfree);
+			return -ETIMEDOUT;
+		}
+		timed_out = pthread_cond_timedwait(&c->slot_cv, &c->lock, &ts) == ETIMEDOUT;
+	}
+}
+
+static int rd_submit(struct fm_conn *base, struct fm_req *r)
+{
+	struct rd_conn *c = (struct rd_conn *)base;
+	const struct fm_rdma_grant *g;
+	struct rd_slot *s;
+	uint32_t idx, lkey;
+	int rc;
+
+	rc = req_check(r);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&c->lock);
+	rc = wait_resources(c, r, &g);
+	if (rc)
+		goto out;
+	if (g) {
+		uint64_t remote;
+
+		/* The server would say the same; fail before using a slot. */
+		rc = fm_rdma_grant_range(g, r->offset, r->len, &remote);
+		if (rc)
+			goto out;
+	}
+	idx = c->free_idx[--c->nfree];
+	s = &c->slots[idx];
+	s->gen++;
+	s->req = r;
+	s->big = -1;
+	if (is_data(r) && r->len > RD_SLOT_BUF) {
+		s->big = (int8_t)__builtin_ctz(c->big_free);
+		c->big_free &= ~(1u << s->big);
+	}
+	r->t_tag = slot_tag(c, idx);
+	r->t_deadline_ns = now_ns() + (uint64_t)c->timeout_ms * 1000000ull;
+	r->t_next = NULL;
+	if (r->op == FM_OP_WRITE) {
+		uint8_t *dst = slot_buf(c, idx, &lkey);
+
+		for (int i = 0; i < r->iovcnt; i++) {
+			memcpy(dst, r->iov[i].iov_base, r->iov[i].iov_len);
+			dst += r->iov[i].iov_len;
+		}
+	}
+	if (!is_data(r))
+		rc = post_ctrl(c, idx, r->op);
+	else if (!g)
+		rc = post_ctrl(c, idx, FM_OP_RDMA_GRANT);
+	else
+		rc = post_data(c, idx, g);
+	if (rc)
+		slot_release(c, idx);
+out:
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+/* ---- completions (completion thread) ---- */
+
+/* A finished request waits on this list until the lock is dropped; its
+ * status rides in t_tag, which is ours and no longer needed. */
+static void finish(struct rd_conn *c, uint32_t idx, int status, struct fm_req **done)
+{
+	struct fm_req *r = c->slots[idx].req;
+
+	slot_release(c, idx);
+	r->t_tag = (uint32_t)status;
+	r->t_next = *done;
+	*done = r;
+}
+
+static void run_done(struct fm_req *list)
+{
+	while (list) {
+		struct fm_req *r = list;
+
+		list = r->t_next;
+		r->t_next = NULL;
+		r->done(r, (int)r->t_tag);
+	}
+}
+
+/* Under lock: a control reply's payload into the request. */
+static int ctrl_decode(struct rd_conn *c, struct fm_req *r, const uint8_t *p, uint32_t len)
+{
+	uint32_t count;
+
+	switch (r->op) {
+	case FM_OP_ALLOC:
+		if (fm_alloc_rep_decode(p, len, &r->rep.alloc) < 0)
+			return -EPROTO;
+		fm_rdma_grants_put(&c->grants, r->rep.alloc.seg_id, r->rep.alloc.remote_addr,
+				   r->rep.alloc.rkey, r->rep.alloc.size);
+		return 0;
+	case FM_OP_FREE:
+		if (len)
+			return -EPROTO;
+		fm_rdma_grants_del(&c->grants, r->seg_id);
+		return 0;
+	case FM_OP_STAT:
+		return fm_stat_decode(p, len, &r->rep.stat);
+	case FM_OP_LIST:
+		if (fm_list_rep_decode(p, len, &count) < 0)
+			return -EPROTO;
+		for (uint32_t i = 0; i < count; i++)
+			fm_list_rep_entry(p, i, &r->rep.list.seg_ids[i], &r->rep.list.sizes[i]);
+		r->rep.list.count = count;
+		return 0;
+	case FM_OP_PING:
+		if (len != r->len)
+			return -EPROTO;
+		if (r->buf)
+			memcpy(r->buf, p, len);
+		return 0;
+	default:
+		return -EPROTO;
+	}
+}
+
+/* Under lock: a GRANT arrived; remember it and start the transfer. */
+static int grant_arrived(struct rd_conn *c, uint32_t idx, const uint8_t *p, uint32_t len,
+			 struct fm_req **done)
+{
+	struct fm_req *r = c->slots[idx].req;
+	struct fm_alloc_rep g;
+	const struct fm_rdma_grant *e;
+	int rc;
+
+	if (fm_alloc_rep_decode(p, len, &g) < 0 || g.seg_id != r->seg_id)
+		return -EPROTO;
+	fm_rdma_grants_put(&c->grants, g.seg_id, g.remote_addr, g.rkey, g.size);
+	e = fm_rdma_grants_find(&c->grants, g.seg_id);
+	c->ctrl_used--;                       /* its control message is answered */
+	c->slots[idx].state = SLOT_DATA;
+	rc = post_data(c, idx, e);
+	if (rc == -ERANGE) {
+		finish(c, idx, rc, done);
+		return 0;
+	}
+	return rc;
+}
+
+/* Under lock: one control reply.  Nonzero: drop the connection. */
+static int on_recv(struct rd_conn *c, uint32_t ridx, uint32_t byte_len, struct fm_req **done)
+{
+	const uint8_t *msg = c->recv_mem + (size_t)ridx * RD_RECV_BUF;
+	struct fm_hdr h;
+	struct rd_slot *s = NULL;
+	uint32_t idx;
+	uint8_t want;
+	int rc;
+
+	if (fm_rdma_msg_decode(msg, byte_len, &h)) {
+		log_err("%s: reply message rejected (%u bytes); dropping the connection",
+			c->name, byte_len);
+		return -EPROTO;
+	}
+	idx = h.tag & 0xffff;
+	if (idx < c->nslots && c->slots[idx].gen == (uint16_t)(h.tag >> 16))
+		s = &c->slots[idx];
+	if (!s || !s->req || (s->state != SLOT_CTRL && s->state != SLOT_GRANT)) {
+		log_err("%s: reply with unknown tag 0x%08x op 0x%02x; dropping the connection",
+			c->name, h.tag, h.op);
+		return -EPROTO;
+	}
+	want = s->state == SLOT_GRANT ? FM_OP_RDMA_GRANT : s->req->op;
+	if (h.op != (want | FM_OP_REPLY)) {
+		log_err("%s: reply op 0x%02x to a %s request; dropping the connection",
+			c->name, h.op, fm_op_name(want));
+		c->culprit = s->req;
+		return -EPROTO;
+	}
+	if (h.status < 0) {
+		/* A segment gone from the server is not in our cache either. */
+		if (h.status == -ENOENT && s->state == SLOT_GRANT)
+			fm_rdma_grants_del(&c->grants, s->req->seg_id);
+		finish(c, idx, h.status, done);
+		rc = 0;
+	} else if (s->state == SLOT_GRANT) {
+		rc = grant_arrived(c, idx, msg + FM_HDR_SIZE, h.len, done);
+	} else {
+		rc = ctrl_decode(c, s->req, msg + FM_HDR_SIZE, h.len);
+		if (rc == 0)
+			finish(c, idx, 0, done);
+	}
+	if (rc == -EPROTO) {
+		log_err("%s: %s reply does not decode (%u bytes); dropping the connection",
+			c->name, fm_op_name(want), h.len);
+		c->culprit = s->req;
+	}
+	if (rc == 0)
+		rc = ep_post_recv(c, &c->ep, ridx);
+	return rc;
+}
+
+/* Under lock: one work completion.  Nonzero: drop the connection. */
+static int on_wc(struct rd_conn *c, const struct ibv_wc *wc, struct fm_req **done)
+{
+	unsigned kind = WR_KIND(wc->wr_id);
+	uint32_t tag = WR_TAG(wc->wr_id), idx = tag & 0xffff, lkey;
+	struct rd_slot *s;
+
+	if (wc->status != IBV_WC_SUCCESS) {
+		log_err("%s: work request failed: %s (vendor error 0x%x); dropping the "
+			"connection", c->name, ibv_wc_status_str(wc->status), wc->vendor_err);
+		if (kind == WR_DATA && idx < c->nslots && c->slots[idx].req &&
+		    slot_tag(c, idx) == tag)
+			c->culprit = c->slots[idx].req;
+		return -EIO;
+	}
+	if (kind == WR_RECV)
+		return on_recv(c, tag, wc->byte_len, done);
+	if (kind != WR_DATA)
+		return 0;                 /* a SEND went out; its reply completes it */
+	if (idx >= c->nslots || slot_tag(c, idx) != tag || c->slots[idx].state != SLOT_DATA)
+		return -EPROTO;
+	s = &c->slots[idx];
+	if (s->req->op == FM_OP_READ)
+		memcpy(s->req->buf, slot_buf(c, idx, &lkey), s->req->len);
+	finish(c, idx, 0, done);
+	return 0;
+}
+
+/* ---- connection state ---- */
+
+static void conn_install(struct rd_conn *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->qp = c->ep.id->qp;
+	c->lkey_small = c->ep.mr_small->lkey;
+	c->lkey_big = c->ep.mr_big->lkey;
+	fm_rdma_grants_clear(&c->grants);
+	c->up = 1;
+	pthread_cond_broadcast(&c->slot_cv);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Tear the endpoint down and fail every in-flight request: expired ones
+ * with -ETIMEDOUT when why is -ETIMEDOUT, a culprit with -EPROTO (-EIO
+ * for a failed transfer), closing with -ECANCELED, the rest -ECONNRESET. */
+static void conn_drop(struct rd_conn *c, int why)
+{
+	struct fm_req *list = NULL;
+	uint64_t now = now_ns();
+	unsigned failed = 0;
+	int was_up;
+
+	pthread_mutex_lock(&c->lock);
+	was_up = c->up;
+	c->up = 0;
+	c->qp = NULL;
+	for (uint32_t i = 0; i < c->nslots; i++) {
+		struct fm_req *r = c->slots[i].req;
+		int status = why == -ECANCELED ? -ECANCELED : -ECONNRESET;
+
+		if (!r)
+			continue;
+		if (r == c->culprit)
+			status = why == -EIO ? -EIO : -EPROTO;
+		else if (why == -ETIMEDOUT && r->t_deadline_ns <= now)
+			status = -ETIMEDOUT;
+		if (status == -ETIMEDOUT)
+			log_warn("%s: %s (tag 0x%08x) got no reply in %u ms", c->name,
+				 fm_op_name(r->op), r->t_tag, c->timeout_ms);
+		finish(c, i, status, &list);
+		failed++;
+	}
+	c->ctrl_used = 0;
+	fm_rdma_grants_clear(&c->grants);
+	pthread_cond_broadcast(&c->slot_cv);
+	pthread_mutex_unlock(&c->lock);
+
+	/* Nobody posts now: the queue pair can go. */
+	ep_destroy(&c->ep);
+	run_done(list);
+	c->culprit = NULL;
+	if (was_up && why != -ECANCELED) {
+		log_warn("%s: connection down (%s), %u request(s) failed%s", c->name,
+			 strerror(-why), failed, c->reconnect ? "; reconnecting" : "");
+		if (c->state_cb)
+			c->state_cb(c->state_arg, 0);
+	}
+}
+
+/* Earliest request deadline has passed? */
+static int deadline_passed(struct rd_conn *c)
+{
+	uint64_t now = now_ns();
+	int expired = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (uint32_t i = 0; i < c->nslots && !expired; i++)
+		if (c->slots[i].req && c->slots[i].req->t_deadline_ns <= now)
+			expired = 1;
+	pthread_mutex_unlock(&c->lock);
+	return expired;
+}
+
+/* Wait for and handle completions for up to one tick.  Nonzero: drop. */
+static int serve_once(struct rd_conn *c)
+{
+	struct ibv_wc wc[RD_POLL_BATCH];
+	struct fm_req *done = NULL;
+	int n, rc = 0;
+
+	n = ep_poll(c, &c->ep, wc, RD_POLL_BATCH, now_ns() + RD_TICK_MS * 1000000ull,
+		    c->wake_fd);
+	if (n == -ETIMEDOUT)
+		n = 0;
+	if (n < 0)
+		return n;
+	pthread_mutex_lock(&c->lock);
+	for (int i = 0; i < n && rc == 0; i++)
+		rc = on_wc(c, &wc[i], &done);
+	pthread_mutex_unlock(&c->lock);
+	run_done(done);
+	/* Deadlines are coarse (a tick): scanning every slot per batch of
+	 * completions would cost more than the completions. */
+	if (rc == 0 && now_ns() >= c->next_scan_ns) {
+		c->next_scan_ns = now_ns() + RD_TICK_MS * 1000000ull;
+		if (deadline_passed(c))
+			rc = -ETIMEDOUT;
+	}
+	return rc;
+}
+
+static int sleep_or_stop(struct rd_conn *c, unsigned ms)
+{
+	struct pollfd pfd = { .fd = c->wake_fd, .events = POLLIN };
+	uint64_t until = now_ns() + (uint64_t)ms * 1000000ull;
+
+	while (!conn_stopping(c)) {
+		int left = ms_until(until);
+
+		if (left == 0)
+			return 0;
+		poll(&pfd, 1, left);
+	}
+	return 1;
+}
+
+static void conn_reconnect(struct rd_conn *c, unsigned *backoff, unsigned *tries)
+{
+	int rc;
+
+	if (sleep_or_stop(c, *backoff))
+		return;
+	/* rd_connect says why it failed: once, not every 5 s. */
+	c->quiet = *tries > 0;
+	rc = rd_connect(c, c->wake_fd);
+	c->quiet = 0;
+	if (rc) {
+		if (*tries == 0)
+			log_warn("%s: reconnect failed: %s; retrying every %u..%u ms",
+				 c->name, strerror(-rc), RD_BACKOFF_MIN_MS, RD_BACKOFF_MAX_MS);
+		(*tries)++;
+		*backoff = *backoff * 2 > RD_BACKOFF_MAX_MS ? RD_BACKOFF_MAX_MS : *backoff * 2;
+		return;
+	}
+	conn_install(c);
+	log_info("%s: reconnected after %u failed attempt(s)", c->name, *tries);
+	*backoff = RD_BACKOFF_MIN_MS;
+	*tries = 0;
+	if (c->state_cb)
+		c->state_cb(c->state_arg, 1);
+}
+
+static void *conn_thread(void *arg)
+{
+	struct rd_conn *c = arg;
+	unsigned backoff = RD_BACKOFF_MIN_MS, tries = 0;
+
+	while (!conn_stopping(c)) {
+		if (c->ep.id) {
+			int rc = serve_once(c);
+
+			if (rc == -ECANCELED)
+				break;
+			if (rc)
+				conn_drop(c, rc);
+		} else if (c->reconnect) {
+			conn_reconnect(c, &backoff, &tries);
+		} else {
+			sleep_or_stop(c, 60000);
+		}
+	}
+	conn_drop(c, -ECANCELED);
+	return NULL;
+}
+
+/* ---- open / close ---- */
+
+static void *alloc_pinned(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void conn_free(struct rd_conn *c)
+{
+	if (c->wake_fd >= 0)
+		close(c->wake_fd);
+	pthread_cond_destroy(&c->slot_cv);
+	pthread_mutex_destroy(&c->lock);
+	free(c->slots);
+	free(c->free_idx);
+	if (c->small_mem)
+		munmap(c->small_mem, c->small_len);
+	if (c->big_mem)
+		munmap(c->big_mem, c->big_len);
+	if (c->recv_mem)
+		munmap(c->recv_mem, c->recv_len);
+	fm_rdma_grants_fini(&c->grants);
+	explicit_bzero(&c->secret, sizeof(c->secret));
+	free(c);
+}
+
+static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
+{
+	struct rd_conn *c = calloc(1, sizeof(*c));
+	pthread_condattr_t ca;
+
+	if (!c)
+		return NULL;
+	c->base.ops = &fm_transport_rdma;
+	c->addr = p->addr;
+	addr_str(&p->addr, c->name, sizeof(c->name));
+	c->secret = *p->secret;
+	memcpy(c->uuid, p->uuid, FM_UUID_LEN);
+	c->timeout_ms = p->timeout_ms ? p->timeout_ms : RD_DEFAULT_TIMEOUT_MS;
+	c->connect_timeout_ms = p->connect_timeout_ms ? p->connect_timeout_ms
+						      : RD_DEFAULT_CONNECT_MS;
+	c->nslots = p->max_inflight ? p->max_inflight : RD_DEFAULT_INFLIGHT;
+	c->reconnect = p->reconnect;
+	c->state_cb = p->state_cb;
+	c->state_arg = p->state_arg;
+	c->wake_fd = -1;
+	c->big_free = (1u << RD_NBIG) - 1;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->slot_cv, &ca);
+	pthread_condattr_destroy(&ca);
+
+	c->small_len = (size_t)c->nslots * RD_SLOT_BUF;
+	c->big_len = (size_t)RD_NBIG * FM_MAX_IO;
+	c->recv_len = (size_t)FM_RDMA_CTRL_DEPTH * RD_RECV_BUF;
+	c->slots = calloc(c->nslots, sizeof(*c->slots));
+	c->free_idx = calloc(c->nslots, sizeof(*c->free_idx));
+	c->small_mem = alloc_pinned(c->small_len);
+	c->big_mem = alloc_pinned(c->big_len);
+	c->recv_mem = alloc_pinned(c->recv_len);
+	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!c->slots || !c->free_idx || !c->small_mem || !c->big_mem || !c->recv_mem ||
+	    c->wake_fd < 0 || fm_rdma_grants_init(&c->grants, RD_GRANT_CAP)) {
+		conn_free(c);
+		return NULL;
+	}
+	for (unsigned i = 0; i < c->nslots; i++) {
+		c->slots[i].big = -1;
+		c->free_idx[i] = c->nslots - 1 - i;
+	}
+	c->nfree = c->nslots;
+	return c;
+}
+
+static int rd_open(const struct fm_conn_params *p, struct fm_conn **out)
+{
+	char name[ADDR_HOST_MAX + 32];
+	struct rd_conn *c;
+	sigset_t all, old;
+	int rc;
+
+	*out = NULL;
+	if (!p || p->addr.kind != ADDR_RDMA || !p->secret || p->max_inflight > RD_MAX_INFLIGHT)
+		return -EINVAL;
+	/* Fail fast, and say what to check, on a machine without RDMA. */
+	rc = fm_rdma_device_check(addr_str(&p->addr, name, sizeof(name)));
+	if (rc)
+		return rc;
+	c = conn_alloc(p);
+	if (!c) {
+		log_err("%s: out of memory opening a connection", name);
+		return -ENOMEM;
+	}
+	rc = rd_connect(c, -1);
+	if (rc) {
+		log_err("%s: cannot connect: %s", c->name, strerror(-rc));
+		conn_free(c);
+		return rc;
+	}
+	conn_install(c);
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = -pthread_create(&c->thread, NULL, conn_thread, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc) {
+		log_err("%s: cannot start the completion thread: %s", c->name, strerror(-rc));
+		ep_destroy(&c->ep);
+		conn_free(c);
+		return rc;
+	}
+	log_debug("%s: connected over RDMA (segment_max %u, %u slots)", c->name,
+		  c->segment_max, c->nslots);
+	*out = &c->base;
+	return 0;
+}
+
+static int rd_is_up(struct fm_conn *base)
+{
+	struct rd_conn *c = (struct rd_conn *)base;
+	int up;
+
+	pthread_mutex_lock(&c->lock);
+	up = c->up;
+	pthread_mutex_unlock(&c->lock);
+	return up;
+}
+
+static void rd_close(struct fm_conn *base)
+{
+	struct rd_conn *c = (struct rd_conn *)base;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&c->lock);
+	__atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&c->slot_cv);
+	pthread_mutex_unlock(&c->lock);
+	if (write(c->wake_fd, &one, sizeof(one)) < 0)
+		log_warn("%s: cannot wake the completion thread: %s", c->name, strerror(errno));
+	pthread_join(c->thread, NULL);
+	conn_free(c);
+}
+
+const struct fm_transport_ops fm_transport_rdma = {
+	.name = "rdma",
+	.open = rd_open,
+	.submit = rd_submit,
+	.is_up = rd_is_up,
+	.close = rd_close,
+};
