@@ -1,10 +1,14 @@
 # Helpers for scenario scripts running inside the test guest (busybox sh).
-# Sourced as /test/lib.sh.  Scenario scripts: `. /test/lib.sh`, then use
-# these; /test/env (from tests/vm/run --env) is already sourced.
+# Installed as /test/lib.sh; a scenario starts with `. /test/lib.sh`.
+# /test/env (tests/vm/run --env, tests/vm/check) is sourced here:
+#   FARMEM_SERVERS   memservers as the guest sees them (tcp://10.0.2.2:P,...)
+#   FARMEM_SECRET    their shared secret file (/test/secret)
+#   FARMEM_CTL_PORT  the host's control listener (tests/vm/host-control.pl)
 [ -f /test/env ] && . /test/env
 
 say() { echo "scenario: $*"; }
 fail() { echo "scenario: FAIL: $*"; exit 1; }
+skip() { echo "scenario: SKIP: $*"; exit 77; }
 
 # wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.2 s until
 # it succeeds, at most SECONDS; fail with DESCRIPTION otherwise.
@@ -18,7 +22,93 @@ wait_for() {
 	done
 }
 
-# swap_used_kb DEVICE: the Used column of /proc/swaps for DEVICE.
+# host_ctl COMMAND: ask the host (tests/vm/host-control.pl) and print its
+# one-line reply: "ping", "kill9 I", "alive I".
+host_ctl() {
+	[ -n "${FARMEM_CTL_PORT:-}" ] || fail "no host control port (run through tests/vm/check)"
+	echo "$1" | nc -w 10 10.0.2.2 "$FARMEM_CTL_PORT"
+}
+
+# memserver_dead I: the host says memserver I is gone.
+memserver_dead() {
+	[ "$(host_ctl "alive $1")" = no ]
+}
+
+# swap_used_kb DEVICE: the Used column of /proc/swaps for DEVICE (0 if absent).
 swap_used_kb() {
-	awk -v d="$1" '$1 == d { print $4 }' /proc/swaps
+	awk -v d="$1" '$1 == d { u = $4 } END { print u + 0 }' /proc/swaps
+}
+
+# require_servers: the scenario needs the host's memservers.
+require_servers() {
+	[ -n "${FARMEM_SERVERS:-}" ] || skip "no memservers given (run through tests/vm/check)"
+	[ -f "${FARMEM_SECRET:-/test/secret}" ] || fail "no secret file"
+}
+
+# require_add: `farmem-blk add` exists in this build (skip until it lands).
+require_add() {
+	if farmem-blk add --help 2>&1 | grep -q "not built yet"; then
+		skip "farmem-blk add is not implemented yet"
+	fi
+}
+
+# farmem_add ARGS...: create a farmem device on the host's memservers and
+# set DEV to its block device (the /dev/ublkbN or /dev/nbdN that add
+# prints; else the newest /dev/ublkb*).  Output of add goes to the log.
+farmem_add() {
+	local out
+	require_servers
+	out=$(farmem-blk add --servers "$FARMEM_SERVERS" \
+		--secret-file "${FARMEM_SECRET:-/test/secret}" "$@" 2>&1) ||
+		{ echo "$out"; fail "farmem-blk add $* failed"; }
+	echo "$out"
+	DEV=$(echo "$out" | grep -o '/dev/\(ublkb\|nbd\)[0-9]*' | head -n 1)
+	if [ -z "$DEV" ]; then
+		DEV=$(ls -t /dev/ublkb* 2>/dev/null | head -n 1)
+	fi
+	[ -n "$DEV" ] || fail "farmem-blk add printed no device"
+	wait_for 30 "$DEV to appear" test -b "$DEV"
+	DEV_ID=$(echo "$DEV" | grep -o '[0-9]*$')
+	say "device $DEV (id $DEV_ID)"
+}
+
+# run_workload DEVICE HOOK_KB HOOK SWAPSTRESS-ARGS...: run swapstress in
+# the background, watch DEVICE's swap use every 0.5 s, and once it reaches
+# HOOK_KB run HOOK (a shell command; HOOK_KB 0 = no hook).  Sets
+# PEAK_SWAP_KB and WORKLOAD_SECONDS; returns swapstress's status.
+run_workload() {
+	local dev=$1 hook_kb=$2 hook=$3 pid used rc t0 t1 hooked=0
+	shift 3
+	PEAK_SWAP_KB=0
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	swapstress "$@" &
+	pid=$!
+	while kill -0 "$pid" 2>/dev/null; do
+		used=$(swap_used_kb "$dev")
+		[ "$used" -gt "$PEAK_SWAP_KB" ] && PEAK_SWAP_KB=$used
+		if [ "$hook_kb" -gt 0 ] && [ $hooked -eq 0 ] && [ "$used" -ge "$hook_kb" ]; then
+			hooked=1
+			say "swap use ${used} kB >= ${hook_kb} kB: $hook"
+			eval "$hook" || fail "hook failed: $hook"
+		fi
+		usleep 500000
+	done
+	wait "$pid"
+	rc=$?
+	t1=$(cut -d' ' -f1 /proc/uptime)
+	WORKLOAD_SECONDS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+	say "workload exit $rc in ${WORKLOAD_SECONDS}s, peak swap use ${PEAK_SWAP_KB} kB on $dev"
+	if [ "$hook_kb" -gt 0 ] && [ $hooked -eq 0 ]; then
+		say "hook never ran (swap use stayed below ${hook_kb} kB)"
+		return 3
+	fi
+	return $rc
+}
+
+# swap_on DEVICE: mkswap and swapon it (the only swap in the guest).
+swap_on() {
+	mkswap "$1" >/dev/null || fail "mkswap $1"
+	swapon "$1" || fail "swapon $1"
+	grep -q "^$1 " /proc/swaps || fail "$1 not in /proc/swaps"
+	say "swap on $1: $(grep "^$1 " /proc/swaps)"
 }

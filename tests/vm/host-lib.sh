@@ -1,0 +1,109 @@
+# Host-side helpers for tests/vm/check and tests/demo.sh (bash): memservers
+# on the host's loopback, which the guest reaches at 10.0.2.2, and the
+# control listener through which a scenario can kill one of them.
+#
+# Set HL_DIR (a private directory) before use; hl_cleanup stops all.
+
+hl_log() { echo "vm-host: $*" >&2; }
+
+# A free TCP port on the loopback (the kernel picks; a race with another
+# process is handled by the callers retrying).
+hl_free_port() {
+	perl -MIO::Socket::INET -e '
+		my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1",
+			LocalPort => 0, ReuseAddr => 1) or die "no port: $!\n";
+		print $s->sockport, "\n";'
+}
+
+# hl_wait_log FILE PATTERN PID SECONDS: wait for PATTERN in FILE while PID
+# lives.  Returns non-zero when PID died or the time ran out.
+hl_wait_log() {
+	local file=$1 pat=$2 pid=$3 limit=$(( $4 * 10 )) i=0
+	while ! grep -q "$pat" "$file" 2>/dev/null; do
+		kill -0 "$pid" 2>/dev/null || return 1
+		i=$((i + 1))
+		[ $i -ge $limit ] && return 1
+		sleep 0.1
+	done
+}
+
+HL_MS_PIDS=() HL_MS_PORTS=()
+
+# hl_start_memservers N SIZE: N memservers with SIZE pools on free
+# loopback ports, sharing the secret $HL_DIR/secret.  Sets HL_MS_PORTS,
+# HL_MS_PIDS and HL_SERVERS_GUEST (their addresses as the guest sees them).
+hl_start_memservers() {
+	local n=$1 size=$2 i try port pid
+	local bin=${FARMEM_BUILD:-$HL_ROOT/build}/farmem-memserver
+	[ -x "$bin" ] || { hl_log "no $bin (run make)"; return 1; }
+	[ -f "$HL_DIR/secret" ] || {
+		head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$HL_DIR/secret"
+		chmod 600 "$HL_DIR/secret"
+	}
+	HL_SERVERS_GUEST=
+	for ((i = 0; i < n; i++)); do
+		for try in 1 2 3 4 5; do
+			port=$(hl_free_port) || return 1
+			"$bin" --listen "tcp://127.0.0.1:$port" --size "$size" \
+				--secret-file "$HL_DIR/secret" --lease 30s \
+				> "$HL_DIR/ms$i.log" 2>&1 &
+			pid=$!
+			# Not a job of ours any more: a kill -9 by the control
+			# listener should not make bash print "Killed".
+			disown "$pid"
+			echo "$pid" > "$HL_DIR/ms$i.pid"
+			if hl_wait_log "$HL_DIR/ms$i.log" "listening on" "$pid" 20; then
+				break
+			fi
+			hl_stop_pid "$pid"
+			pid=
+			hl_log "memserver $i on port $port did not start (try $try):"
+			cat "$HL_DIR/ms$i.log" >&2
+		done
+		[ -n "$pid" ] || return 1
+		HL_MS_PIDS[i]=$pid
+		HL_MS_PORTS[i]=$port
+		HL_SERVERS_GUEST="${HL_SERVERS_GUEST:+$HL_SERVERS_GUEST,}tcp://10.0.2.2:$port"
+	done
+}
+
+# hl_start_control: the listener a scenario uses to kill -9 a memserver
+# (tests/vm/host-control.pl).  Sets HL_CTL_PORT.
+hl_start_control() {
+	local try
+	for try in 1 2 3 4 5; do
+		HL_CTL_PORT=$(hl_free_port) || return 1
+		perl "$HL_VM_DIR/host-control.pl" "$HL_CTL_PORT" "$HL_DIR" \
+			> "$HL_DIR/control.log" 2>&1 &
+		HL_CTL_PID=$!
+		hl_wait_log "$HL_DIR/control.log" "^ready" "$HL_CTL_PID" 10 && return 0
+		kill "$HL_CTL_PID" 2>/dev/null; wait "$HL_CTL_PID" 2>/dev/null
+	done
+	hl_log "control listener did not start"
+	return 1
+}
+
+# hl_stop_pid PID: SIGTERM, wait up to 10 s, then SIGKILL.
+hl_stop_pid() {
+	local i=0
+	kill "$1" 2>/dev/null || return 0
+	while kill -0 "$1" 2>/dev/null && [ $i -lt 100 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	kill -KILL "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+	return 0
+}
+
+# Stop everything this file started; safe to call twice.
+hl_cleanup() {
+	local pid
+	for pid in "${HL_MS_PIDS[@]}" ${HL_CTL_PID:-}; do
+		hl_stop_pid "$pid"
+	done
+	HL_MS_PIDS=() HL_MS_PORTS=() HL_CTL_PID=
+}
+
+HL_VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HL_ROOT=$(cd "$HL_VM_DIR/../.." && pwd)
