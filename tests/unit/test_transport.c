@@ -1,0 +1,755 @@
+/* test_transport.c — the tcp transport against a scripted fake memserver.
+ *
+ * The fake runs in a thread on an ephemeral loopback port and speaks the
+ * real handshake (protocol.c + auth.c), then misbehaves on purpose as
+ * each test asks: stays silent, sends a wrong MAC, answers with a bad
+ * length, drops the connection, stops listening.  That pins down the
+ * failure model in transport.h without needing a real memserver (the
+ * bats tests cover that side).  Waits poll with a bound; nothing
+ * asserts on speed.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "log.h"
+#include "protocol.h"
+#include "tap.h"
+#include "transport.h"
+
+#define FAKE_MEM      (1u << 20)
+#define FAKE_SEG      42u
+#define WAIT_BOUND_MS 20000
+
+enum fake_mode {
+	FAKE_GOOD,          /* a well-behaved server */
+	FAKE_SILENT,        /* handshake, then never answers */
+	FAKE_BAD_MAC,       /* answers AUTH with a MAC under another secret */
+	FAKE_REJECT,        /* closes the connection at AUTH */
+	FAKE_NOT_MEMSERVER, /* answers HELLO with something else entirely */
+	FAKE_BAD_LEN,       /* holds PINGs, answers READ with one byte short */
+	FAKE_DROP_FIRST,    /* first connection: closes after one request */
+};
+
+struct fake {
+	enum fake_mode mode;
+	struct fm_secret secret;
+	int lfd;
+	uint16_t port;
+	int stop;             /* atomic */
+	int listening;        /* atomic: 0 closes the listener until set again */
+	int conns;            /* connections accepted so far */
+	pthread_t thread;
+	uint8_t *mem;         /* FAKE_SEG's bytes */
+	uint8_t *buf;         /* one request payload */
+};
+
+static struct fm_secret test_secret;
+static const uint8_t test_uuid[FM_UUID_LEN] = { 0xfa, 0x4e, 0x11 };
+
+/* ---- fake server ---- */
+
+static int fd_read(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = recv(fd, p, len, 0);
+
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int fd_write(int fd, const void *buf, size_t len)
+{
+	return send(fd, buf, len, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+}
+
+static int fake_reply(int fd, uint8_t op, uint32_t tag, int32_t status,
+		      const void *payload, uint32_t len)
+{
+	uint8_t h[FM_HDR_SIZE];
+	struct fm_hdr hd = { .op = op | FM_OP_REPLY, .tag = tag, .status = status,
+			     .len = len };
+
+	fm_hdr_encode(h, &hd);
+	if (fd_write(fd, h, sizeof(h)))
+		return -1;
+	return len ? fd_write(fd, payload, len) : 0;
+}
+
+static int fake_read_frame(struct fake *f, int fd, struct fm_hdr *h)
+{
+	uint8_t hb[FM_HDR_SIZE];
+
+	if (fd_read(fd, hb, sizeof(hb)) || fm_hdr_decode(hb, sizeof(hb), h))
+		return -1;
+	return fd_read(fd, f->buf, h->len);
+}
+
+static int fake_handshake(struct fake *f, int fd)
+{
+	struct fm_hello_req hq;
+	struct fm_hello_rep hr = { .version = FM_PROTO_VERSION, .segment_max = FAKE_MEM };
+	struct fm_secret other = f->secret;
+	uint8_t out[FM_HELLO_REP_LEN], mac[FM_MAC_LEN];
+	struct fm_hdr h;
+
+	if (fake_read_frame(f, fd, &h) || h.op != FM_OP_HELLO ||
+	    fm_hello_req_decode(f->buf, h.len, &hq))
+		return -1;
+	if (f->mode == FAKE_NOT_MEMSERVER) {
+		static const char http[] = "HTTP/1.1 400 Bad Request\r\n\r\n";
+
+		fd_write(fd, http, sizeof(http) - 1);
+		return -1;
+	}
+	fm_random(hr.server_nonce, FM_NONCE_LEN);
+	fm_hello_rep_encode(out, &hr);
+	if (fake_reply(fd, FM_OP_HELLO, h.tag, 0, out, FM_HELLO_REP_LEN) ||
+	    fake_read_frame(f, fd, &h) || h.op != FM_OP_AUTH || h.len != FM_MAC_LEN)
+		return -1;
+	if (f->mode == FAKE_REJECT ||
+	    (f->mode != FAKE_BAD_MAC &&
+	     fm_auth_verify(&f->secret, FM_AUTH_CLIENT, hq.client_nonce,
+			    hr.server_nonce, hq.uuid, f->buf)))
+		return -1;
+	if (f->mode == FAKE_BAD_MAC)
+		other.bytes[0] ^= 1;
+	fm_auth_mac(&other, FM_AUTH_SERVER, hq.client_nonce, hr.server_nonce,
+		    hq.uuid, mac);
+	return fake_reply(fd, FM_OP_AUTH, h.tag, 0, mac, FM_MAC_LEN);
+}
+
+static int fake_answer(struct fake *f, int fd, const struct fm_hdr *h)
+{
+	uint8_t out[64 + 3 * FM_LIST_ENTRY_LEN];
+	struct fm_range r;
+	const uint8_t *data;
+
+	switch (h->op) {
+	case FM_OP_PING:
+		if (f->mode == FAKE_BAD_LEN)
+			return 0;               /* held forever */
+		return fake_reply(fd, h->op, h->tag, 0, f->buf, h->len);
+	case FM_OP_WRITE:
+		if (fm_write_req_decode(f->buf, h->len, &r, &data) ||
+		    r.seg_id != FAKE_SEG || r.offset > FAKE_MEM || r.len > FAKE_MEM - r.offset)
+			return fake_reply(fd, h->op, h->tag, -ENOENT, NULL, 0);
+		memcpy(f->mem + r.offset, data, r.len);
+		return fake_reply(fd, h->op, h->tag, 0, NULL, 0);
+	case FM_OP_READ:
+		if (fm_read_req_decode(f->buf, h->len, &r) ||
+		    r.seg_id != FAKE_SEG || r.offset > FAKE_MEM || r.len > FAKE_MEM - r.offset)
+			return fake_reply(fd, h->op, h->tag, -ENOENT, NULL, 0);
+		if (f->mode == FAKE_BAD_LEN && r.len)
+			r.len--;
+		return fake_reply(fd, h->op, h->tag, 0, f->mem + r.offset, r.len);
+	case FM_OP_ALLOC: {
+		struct fm_alloc_rep a = { .seg_id = FAKE_SEG, .size = get_le32(f->buf) };
+
+		return fake_reply(fd, h->op, h->tag, 0, out, (uint32_t)fm_alloc_rep_encode(out, &a));
+	}
+	case FM_OP_STAT: {
+		struct fm_stat s = { .pool_bytes = 12345, .segment_max = FAKE_MEM, .locked = 1 };
+
+		return fake_reply(fd, h->op, h->tag, 0, out, (uint32_t)fm_stat_encode(out, &s));
+	}
+	case FM_OP_LIST:
+		put_le32(out, 3);
+		for (uint32_t i = 0; i < 3; i++)
+			fm_list_entry_encode(out + 4 + i * FM_LIST_ENTRY_LEN, 100 + i,
+					     FM_PAGE * (i + 1));
+		return fake_reply(fd, h->op, h->tag, 0, out, 4 + 3 * FM_LIST_ENTRY_LEN);
+	default:
+		return fake_reply(fd, h->op, h->tag, -ENOENT, NULL, 0);
+	}
+}
+
+static void fake_serve(struct fake *f, int fd)
+{
+	struct timeval tv = { .tv_sec = 1 };
+	int one = 1;
+	int first = __atomic_fetch_add(&f->conns, 1, __ATOMIC_ACQ_REL) == 0;
+	struct fm_hdr h;
+
+	/* Reads time out so the thread notices stop. */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	/* Header and payload go out in two sends: keep Nagle out of it. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (fake_handshake(f, fd))
+		return;
+	for (;;) {
+		if (fake_read_frame(f, fd, &h)) {
+			if (errno == EAGAIN && !__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE))
+				continue;
+			return;
+		}
+		if (f->mode == FAKE_SILENT)
+			continue;
+		if (f->mode == FAKE_DROP_FIRST && first)
+			return;
+		if (fake_answer(f, fd, &h))
+			return;
+	}
+}
+
+static int fake_listen(struct fake *f)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(f->port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	int one = 1;
+
+	f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (f->lfd < 0)
+		return -1;
+	setsockopt(f->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)) || listen(f->lfd, 8) ||
+	    getsockname(f->lfd, (struct sockaddr *)&sa, &sl)) {
+		close(f->lfd);
+		f->lfd = -1;
+		return -1;
+	}
+	f->port = ntohs(sa.sin_port);
+	return 0;
+}
+
+static void *fake_thread(void *arg)
+{
+	struct fake *f = arg;
+
+	while (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
+		struct pollfd p = { .fd = f->lfd, .events = POLLIN };
+
+		if (!__atomic_load_n(&f->listening, __ATOMIC_ACQUIRE)) {
+			if (f->lfd >= 0) {
+				close(f->lfd);
+				f->lfd = -1;
+			}
+			usleep(10000);
+			continue;
+		}
+		if (f->lfd < 0 && fake_listen(f)) {
+			usleep(10000);
+			continue;
+		}
+		p.fd = f->lfd;
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		int fd = accept(f->lfd, NULL, NULL);
+
+		if (fd < 0)
+			continue;
+		fake_serve(f, fd);
+		close(fd);
+	}
+	if (f->lfd >= 0)
+		close(f->lfd);
+	return NULL;
+}
+
+static struct fake *fake_start(enum fake_mode mode)
+{
+	struct fake *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return NULL;
+	f->mode = mode;
+	f->secret = test_secret;
+	f->listening = 1;
+	f->mem = calloc(1, FAKE_MEM);
+	f->buf = malloc(FM_MAX_PAYLOAD);
+	if (!f->mem || !f->buf || fake_listen(f) ||
+	    pthread_create(&f->thread, NULL, fake_thread, f)) {
+		free(f->mem);
+		free(f->buf);
+		free(f);
+		return NULL;
+	}
+	return f;
+}
+
+static void fake_stop(struct fake *f)
+{
+	__atomic_store_n(&f->stop, 1, __ATOMIC_RELEASE);
+	pthread_join(f->thread, NULL);
+	free(f->mem);
+	free(f->buf);
+	free(f);
+}
+
+/* ---- client side helpers ---- */
+
+struct state_log {
+	int ups, downs;       /* atomic */
+};
+
+static void on_state(void *arg, int up)
+{
+	struct state_log *s = arg;
+
+	__atomic_add_fetch(up ? &s->ups : &s->downs, 1, __ATOMIC_ACQ_REL);
+}
+
+static struct fm_conn_params params_for(uint16_t port, uint32_t timeout_ms)
+{
+	struct fm_conn_params p = {
+		.secret = &test_secret,
+		.timeout_ms = timeout_ms,
+		.connect_timeout_ms = 5000,
+	};
+
+	p.addr.kind = ADDR_TCP;
+	strcpy(p.addr.host, "127.0.0.1");
+	p.addr.port = port;
+	memcpy(p.uuid, test_uuid, FM_UUID_LEN);
+	return p;
+}
+
+/* Poll *v until it reaches want; 0 when it did within the bound. */
+static int wait_atomic(int *v, int want)
+{
+	for (int i = 0; i < WAIT_BOUND_MS / 10; i++) {
+		if (__atomic_load_n(v, __ATOMIC_ACQUIRE) >= want)
+			return 0;
+		usleep(10000);
+	}
+	return -1;
+}
+
+struct async {
+	int status;          /* atomic; 1 until done */
+};
+
+static void async_done(struct fm_req *r, int status)
+{
+	struct async *a = r->priv;
+
+	__atomic_store_n(&a->status, status, __ATOMIC_RELEASE);
+}
+
+static int async_wait(struct async *a)
+{
+	for (int i = 0; i < WAIT_BOUND_MS / 10; i++) {
+		int s = __atomic_load_n(&a->status, __ATOMIC_ACQUIRE);
+
+		if (s != 1)
+			return s;
+		usleep(10000);
+	}
+	return 1;
+}
+
+static int ping(struct fm_conn *c)
+{
+	uint8_t out[16] = "farmem ping", back[16];
+	struct iovec iov = { .iov_base = out, .iov_len = sizeof(out) };
+	struct fm_req r = { .op = FM_OP_PING, .iov = &iov, .iovcnt = 1,
+			    .len = sizeof(out), .buf = back };
+	int rc = fm_conn_call(c, &r);
+
+	return rc ? rc : memcmp(out, back, sizeof(out)) ? -EBADMSG : 0;
+}
+
+/* ---- tests ---- */
+
+static int t_closed_port_refused(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct fm_conn *c = (struct fm_conn *)1;
+
+	/* A port that was just ours and is now closed. */
+	CHECK(fd >= 0);
+	CHECK(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	CHECK(getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
+	close(fd);
+	struct fm_conn_params p = params_for(ntohs(sa.sin_port), 0);
+
+	CHECK(fm_conn_open(&p, &c) == -ECONNREFUSED);
+	CHECK(c == NULL);
+	return 0;
+}
+
+static int t_rdma_not_supported(void)
+{
+	struct fm_conn_params p = params_for(1, 0);
+	struct fm_conn *c;
+
+	p.addr.kind = ADDR_RDMA;
+	CHECK(fm_conn_open(&p, &c) == -EPROTONOSUPPORT);
+	CHECK(c == NULL);
+	p.addr.kind = ADDR_UNIX;
+	CHECK(fm_conn_open(&p, &c) == -EINVAL);
+	p = params_for(1, 0);
+	p.secret = NULL;
+	CHECK(fm_conn_open(&p, &c) == -EINVAL);
+	return 0;
+}
+
+static int t_roundtrip(void)
+{
+	struct fake *f = fake_start(FAKE_GOOD);
+	struct fm_conn *c;
+	uint8_t page[FM_PAGE], back[FM_PAGE];
+	uint64_t ids[FM_LIST_MAX];
+	uint32_t sizes[FM_LIST_MAX];
+	struct iovec iov[2] = { { page, 1000 }, { page + 1000, FM_PAGE - 1000 } };
+	int rc;
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	CHECK(fm_conn_open(&p, &c) == 0);
+	CHECK(fm_conn_is_up(c) == 1);
+	CHECK(ping(c) == 0);
+
+	struct fm_req a = { .op = FM_OP_ALLOC, .arg = 8192 };
+	CHECK(fm_conn_call(c, &a) == 0);
+	CHECK(a.rep.alloc.seg_id == FAKE_SEG && a.rep.alloc.size == 8192);
+
+	fm_random(page, sizeof(page));
+	struct fm_req w = { .op = FM_OP_WRITE, .seg_id = FAKE_SEG, .offset = 8192,
+			    .len = FM_PAGE, .iov = iov, .iovcnt = 2 };
+	CHECK(fm_conn_call(c, &w) == 0);
+	struct fm_req r = { .op = FM_OP_READ, .seg_id = FAKE_SEG, .offset = 8192,
+			    .len = FM_PAGE, .buf = back };
+	CHECK(fm_conn_call(c, &r) == 0);
+	CHECK(memcmp(page, back, FM_PAGE) == 0);
+
+	struct fm_req bad = { .op = FM_OP_READ, .seg_id = 7, .len = FM_PAGE, .buf = back };
+	CHECK(fm_conn_call(c, &bad) == -ENOENT);
+
+	struct fm_req s = { .op = FM_OP_STAT };
+	CHECK(fm_conn_call(c, &s) == 0);
+	CHECK(s.rep.stat.pool_bytes == 12345 && s.rep.stat.locked == 1);
+
+	struct fm_req l = { .op = FM_OP_LIST };
+	l.rep.list.seg_ids = ids;
+	l.rep.list.sizes = sizes;
+	rc = fm_conn_call(c, &l);
+	CHECK(rc == 0);
+	CHECK(l.rep.list.count == 3 && ids[2] == 102 && sizes[2] == 3 * FM_PAGE);
+
+	/* Still usable after an error reply. */
+	CHECK(ping(c) == 0);
+	fm_conn_close(c);
+	fake_stop(f);
+	return 0;
+}
+
+static int t_invalid_requests(void)
+{
+	struct fake *f = fake_start(FAKE_GOOD);
+	struct fm_conn *c;
+	uint8_t b[16];
+	struct iovec iov = { b, sizeof(b) };
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	CHECK(fm_conn_open(&p, &c) == 0);
+	struct fm_req r1 = { .op = FM_OP_READ, .len = FM_MAX_IO + 1, .buf = b };
+	CHECK(fm_conn_call(c, &r1) == -EINVAL);
+	struct fm_req r2 = { .op = FM_OP_WRITE, .len = 17, .iov = &iov, .iovcnt = 1 };
+	CHECK(fm_conn_call(c, &r2) == -EINVAL);
+	struct fm_req r3 = { .op = FM_OP_HELLO };
+	CHECK(fm_conn_call(c, &r3) == -EINVAL);
+	struct fm_req r4 = { .op = FM_OP_LIST };
+	CHECK(fm_conn_call(c, &r4) == -EINVAL);
+	struct fm_req r5 = { .op = 99 };
+	CHECK(fm_conn_call(c, &r5) == -EINVAL);
+	CHECK(ping(c) == 0);
+	fm_conn_close(c);
+	fake_stop(f);
+	return 0;
+}
+
+static int t_wrong_secret(void)
+{
+	struct fake *f = fake_start(FAKE_REJECT);
+	struct fm_conn *c;
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	CHECK(fm_conn_open(&p, &c) == -EACCES);
+	fake_stop(f);
+	return 0;
+}
+
+static int t_server_without_secret(void)
+{
+	struct fake *f = fake_start(FAKE_BAD_MAC);
+	struct fm_conn *c;
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	/* The client must not trust a server that cannot prove the secret. */
+	CHECK(fm_conn_open(&p, &c) == -EACCES);
+	fake_stop(f);
+	return 0;
+}
+
+static int t_not_a_memserver(void)
+{
+	struct fake *f = fake_start(FAKE_NOT_MEMSERVER);
+	struct fm_conn *c;
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	CHECK(fm_conn_open(&p, &c) == -EPROTO);
+	fake_stop(f);
+	return 0;
+}
+
+static int t_timeout_drops_connection(void)
+{
+	struct fake *f = fake_start(FAKE_SILENT);
+	struct state_log st = { 0, 0 };
+	struct fm_conn *c;
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 200);
+
+	p.state_cb = on_state;
+	p.state_arg = &st;
+	CHECK(fm_conn_open(&p, &c) == 0);
+	CHECK(ping(c) == -ETIMEDOUT);
+	CHECK(wait_atomic(&st.downs, 1) == 0);
+	CHECK(fm_conn_is_up(c) == 0);
+	/* Without reconnect it stays down; submit fails at once. */
+	CHECK(ping(c) == -ENOTCONN);
+	fm_conn_close(c);
+	fake_stop(f);
+	return 0;
+}
+
+static int t_protocol_error_fails_all(void)
+{
+	struct fake *f = fake_start(FAKE_BAD_LEN);
+	struct fm_conn *c;
+	uint8_t out[8] = { 1 }, back[FM_PAGE];
+	struct iovec iov = { out, sizeof(out) };
+	struct async held = { 1 }, bad = { 1 };
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	CHECK(fm_conn_open(&p, &c) == 0);
+	struct fm_req r1 = { .op = FM_OP_PING, .iov = &iov, .iovcnt = 1, .len = sizeof(out),
+			     .done = async_done, .priv = &held };
+	struct fm_req r2 = { .op = FM_OP_READ, .seg_id = FAKE_SEG, .len = FM_PAGE,
+			     .buf = back, .done = async_done, .priv = &bad };
+	CHECK(fm_conn_submit(c, &r1) == 0);
+	CHECK(fm_conn_submit(c, &r2) == 0);
+	/* The short READ is the culprit; the held PING goes down with it. */
+	CHECK(async_wait(&bad) == -EPROTO);
+	CHECK(async_wait(&held) == -ECONNRESET);
+	CHECK(fm_conn_is_up(c) == 0);
+	fm_conn_close(c);
+	fake_stop(f);
+	return 0;
+}
+
+static int t_reconnect(void)
+{
+	struct fake *f = fake_start(FAKE_DROP_FIRST);
+	struct state_log st = { 0, 0 };
+	struct fm_conn *c;
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	p.reconnect = 1;
+	p.state_cb = on_state;
+	p.state_arg = &st;
+	CHECK(fm_conn_open(&p, &c) == 0);
+	/* The first connection closes under this request. */
+	CHECK(ping(c) == -ECONNRESET);
+	CHECK(wait_atomic(&st.downs, 1) == 0);
+	CHECK(wait_atomic(&st.ups, 1) == 0);
+	CHECK(fm_conn_is_up(c) == 1);
+	CHECK(ping(c) == 0);
+	CHECK(__atomic_load_n(&f->conns, __ATOMIC_ACQUIRE) == 2);
+	fm_conn_close(c);
+	fake_stop(f);
+	return 0;
+}
+
+static int t_down_is_enotconn_until_back(void)
+{
+	struct fake *f = fake_start(FAKE_DROP_FIRST);
+	struct state_log st = { 0, 0 };
+	struct fm_conn *c;
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	p.reconnect = 1;
+	p.state_cb = on_state;
+	p.state_arg = &st;
+	CHECK(fm_conn_open(&p, &c) == 0);
+	/* Stop listening, then lose the connection: the server is gone. */
+	__atomic_store_n(&f->listening, 0, __ATOMIC_RELEASE);
+	CHECK(ping(c) == -ECONNRESET);
+	CHECK(wait_atomic(&st.downs, 1) == 0);
+	CHECK(ping(c) == -ENOTCONN);
+	CHECK(fm_conn_is_up(c) == 0);
+	/* It comes back: the backoff finds it. */
+	__atomic_store_n(&f->listening, 1, __ATOMIC_RELEASE);
+	CHECK(wait_atomic(&st.ups, 1) == 0);
+	CHECK(ping(c) == 0);
+	fm_conn_close(c);
+	fake_stop(f);
+	return 0;
+}
+
+static int t_close_cancels_inflight(void)
+{
+	struct fake *f = fake_start(FAKE_SILENT);
+	struct fm_conn *c;
+	uint8_t out[8] = { 0 };
+	struct iovec iov = { out, sizeof(out) };
+	struct async a = { 1 };
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 60000);
+
+	CHECK(fm_conn_open(&p, &c) == 0);
+	struct fm_req r = { .op = FM_OP_PING, .iov = &iov, .iovcnt = 1, .len = sizeof(out),
+			    .done = async_done, .priv = &a };
+	CHECK(fm_conn_submit(c, &r) == 0);
+	fm_conn_close(c);
+	CHECK(__atomic_load_n(&a.status, __ATOMIC_ACQUIRE) == -ECANCELED);
+	fake_stop(f);
+	return 0;
+}
+
+/* More requests than slots: submit waits for a free slot, none fail. */
+static int t_more_requests_than_slots(void)
+{
+	enum { N = 500 };
+	static struct fm_req reqs[N];
+	static struct async st[N];
+	static uint8_t out[N][8];
+	static struct iovec iov[N];
+	struct fake *f = fake_start(FAKE_GOOD);
+	struct fm_conn *c;
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	p.max_inflight = 4;
+	CHECK(fm_conn_open(&p, &c) == 0);
+	for (int i = 0; i < N; i++) {
+		st[i].status = 1;
+		iov[i] = (struct iovec){ out[i], sizeof(out[i]) };
+		reqs[i] = (struct fm_req){ .op = FM_OP_PING, .iov = &iov[i], .iovcnt = 1,
+					   .len = sizeof(out[i]), .done = async_done,
+					   .priv = &st[i] };
+		CHECK(fm_conn_submit(c, &reqs[i]) == 0);
+	}
+	for (int i = 0; i < N; i++)
+		CHECK(async_wait(&st[i]) == 0);
+	fm_conn_close(c);
+	fake_stop(f);
+	return 0;
+}
+
+/* Several threads submit at once: frames must not interleave. */
+struct writer {
+	struct fm_conn *c;
+	int id;
+	int errors;
+};
+
+static void *writer_thread(void *arg)
+{
+	struct writer *w = arg;
+	uint8_t page[FM_PAGE], back[FM_PAGE];
+
+	for (int i = 0; i < 200; i++) {
+		uint32_t off = (uint32_t)(w->id * 64 + i % 64) * FM_PAGE;
+		struct iovec iov = { page, sizeof(page) };
+		struct fm_req wr = { .op = FM_OP_WRITE, .seg_id = FAKE_SEG, .offset = off,
+				     .len = FM_PAGE, .iov = &iov, .iovcnt = 1 };
+		struct fm_req rd = { .op = FM_OP_READ, .seg_id = FAKE_SEG, .offset = off,
+				     .len = FM_PAGE, .buf = back };
+
+		memset(page, w->id * 31 + i, sizeof(page));
+		if (fm_conn_call(w->c, &wr) || fm_conn_call(w->c, &rd) ||
+		    memcmp(page, back, FM_PAGE))
+			w->errors++;
+	}
+	return NULL;
+}
+
+static int t_concurrent_submitters(void)
+{
+	struct fake *f = fake_start(FAKE_GOOD);
+	struct writer w[4];
+	pthread_t th[4];
+	struct fm_conn *c;
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	p.max_inflight = 8;
+	CHECK(fm_conn_open(&p, &c) == 0);
+	for (int i = 0; i < 4; i++) {
+		w[i] = (struct writer){ .c = c, .id = i };
+		CHECK(pthread_create(&th[i], NULL, writer_thread, &w[i]) == 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		CHECK(w[i].errors == 0);
+	}
+	fm_conn_close(c);
+	fake_stop(f);
+	return 0;
+}
+
+static const struct tap_case cases[] = {
+	{ "open to a closed port: ECONNREFUSED", t_closed_port_refused },
+	{ "rdma and unix addresses: clear errors", t_rdma_not_supported },
+	{ "alloc, write (2 iovecs), read back, stat, list, ENOENT reply", t_roundtrip },
+	{ "malformed requests: EINVAL before anything is sent", t_invalid_requests },
+	{ "server closes at AUTH: EACCES", t_wrong_secret },
+	{ "server cannot prove the secret: EACCES", t_server_without_secret },
+	{ "peer is not a memserver: EPROTO", t_not_a_memserver },
+	{ "request timeout: ETIMEDOUT, connection down, then ENOTCONN", t_timeout_drops_connection },
+	{ "bad reply length: EPROTO for it, ECONNRESET for the rest", t_protocol_error_fails_all },
+	{ "connection lost: ECONNRESET, state down, reconnects, state up", t_reconnect },
+	{ "server gone: ENOTCONN while down, back when it listens again", t_down_is_enotconn_until_back },
+	{ "close fails in-flight requests with ECANCELED", t_close_cancels_inflight },
+	{ "500 pipelined requests through 4 slots all complete", t_more_requests_than_slots },
+	{ "4 threads writing and reading at once stay consistent", t_concurrent_submitters },
+};
+
+int main(void)
+{
+	log_init("test_transport", getenv("FM_TEST_VERBOSE") ? LOG_LVL_DEBUG : LOG_LVL_ERR);
+	if (fm_auth_init() < 0)
+		return 1;
+	test_secret.len = 32;
+	fm_random(test_secret.bytes, test_secret.len);
+	return tap_run(cases, (int)(sizeof(cases) / sizeof(cases[0])));
+}
