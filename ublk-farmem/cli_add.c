@@ -1,17 +1,394 @@
-/* cli_add.c — placeholder until the ublk frontend lands. */
+/* cli_add.c — `farmem-blk add` and `farmem-blk recover`: check what can
+ * be checked in the foreground (root, kernel support, servers, size),
+ * then start a detached device daemon and return once its device is
+ * live, printing the device path. */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "blk_config.h"
 #include "cli.h"
+#include "daemon.h"
+#include "log.h"
+#include "nbd_kernel.h"
+#include "transport.h"
+#include "ublk.h"
+
+/* Largest request: swap writes clusters of up to 32 pages, and every
+ * tag of every queue keeps a locked buffer this big. */
+#define ADD_MAX_IO (128u << 10)
+#define PREFLIGHT_TIMEOUT_MS 3000
+#define MIN_FREE_KBYTES_ADVISED 32768
+
+enum { OPT_FOREGROUND = 0x1000, OPT_OVERCOMMIT };
+
+struct add_opts {
+	int foreground;
+	int overcommit;
+};
+
+static int add_extra(void *arg, int val, const char *optarg_text, char *err,
+		     size_t errlen)
+{
+	struct add_opts *o = arg;
+
+	(void)optarg_text; (void)err; (void)errlen;
+	if (val == OPT_FOREGROUND)
+		o->foreground = 1;
+	else if (val == OPT_OVERCOMMIT)
+		o->overcommit = 1;
+	return 0;
+}
+
+static const struct option add_options[] = {
+	{ "foreground", no_argument, NULL, OPT_FOREGROUND },
+	{ "overcommit", no_argument, NULL, OPT_OVERCOMMIT },
+	{ 0 },
+};
+
+static int wants_no_root(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") ||
+		    !strcmp(argv[i], "--check-config"))
+			return 1;
+	return 0;
+}
+
+static int need_root(const char *cmd)
+{
+	if (geteuid() == 0)
+		return 0;
+	fprintf(stderr, "farmem-blk %s: must run as root (it creates block "
+		"devices, locks memory and writes /run/farmem)\n", cmd);
+	return -EPERM;
+}
+
+static void human(uint64_t b, char *buf, size_t len)
+{
+	static const char units[] = "BKMGTP";
+	double v = (double)b;
+	int u = 0;
+
+	while (v >= 1024 && u < 5) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%llu bytes", (unsigned long long)b);
+	else
+		snprintf(buf, len, "%.1f %ciB", v, units[u]);
+}
+
+/* Ask one server for its free pool.  0 or -errno with why set. */
+static int server_free(const struct store_config *sc, int i, uint64_t *free_bytes)
+{
+	struct fm_conn_params p = {
+		.addr = sc->servers[i],
+		.secret = &sc->secret,
+		.timeout_ms = PREFLIGHT_TIMEOUT_MS,
+		.connect_timeout_ms = PREFLIGHT_TIMEOUT_MS,
+		.max_inflight = 2,
+	};
+	struct fm_req r = { .op = FM_OP_STAT };
+	struct fm_conn *c;
+	int ret;
+
+	memcpy(p.uuid, sc->uuid, FM_UUID_LEN);
+	ret = fm_conn_open(&p, &c);
+	if (ret < 0)
+		return ret;
+	ret = fm_conn_call(c, &r);
+	if (ret == 0)
+		*free_bytes = r.rep.stat.free_bytes;
+	fm_conn_close(c);
+	return ret;
+}
+
+static const char *conn_error(int ret)
+{
+	switch (ret) {
+	case -EACCES: return "refused our secret (not the memservers' secret file?)";
+	case -EPROTO: return "is not a farmem memserver (protocol error)";
+	case -ECONNREFUSED: return "unreachable: connection refused (is farmem-memserver running?)";
+	case -ETIMEDOUT: return "unreachable: timed out";
+	default: return strerror(-ret);
+	}
+}
+
+/* Servers unreachable or refusing, and a size larger than their free
+ * memory, are reported here rather than by a daemon in the background. */
+static int preflight_servers(const struct blk_config *cfg, int overcommit)
+{
+	const struct store_config *sc = &cfg->store;
+	uint64_t total = 0, need;
+	int up = 0, bad = 0;
+	char a[400], h1[32], h2[32];
+
+	for (int i = 0; i < sc->nservers; i++) {
+		uint64_t f = 0;
+		int ret = server_free(sc, i, &f);
+
+		addr_str(&sc->servers[i], a, sizeof(a));
+		if (ret < 0) {
+			fprintf(stderr, "farmem-blk add: server %s %s\n", a, conn_error(ret));
+			bad = bad ? bad : ret;
+			continue;
+		}
+		up++;
+		total += f;
+	}
+	if (up < sc->replicas) {
+		fprintf(stderr, "farmem-blk add: %d of %d servers answered; %d "
+			"replicas need at least %d\n", up, sc->nservers,
+			sc->replicas, sc->replicas);
+		return bad ? bad : -EHOSTUNREACH;
+	}
+	need = sc->size * (uint64_t)sc->replicas;
+	if (need > total && !overcommit) {
+		human(sc->size, h1, sizeof(h1));
+		human(total, h2, sizeof(h2));
+		fprintf(stderr, "farmem-blk add: size too large: %s x %d replicas "
+			"needs up to %s of remote memory but the servers offer %s "
+			"free (use a smaller --size, more servers, or --overcommit "
+			"to count on compression)\n", h1, sc->replicas,
+			(human(need, a, sizeof(a)), a), h2);
+		return -ENOSPC;
+	}
+	return 0;
+}
+
+static void warn_min_free(void)
+{
+	FILE *f = fopen("/proc/sys/vm/min_free_kbytes", "re");
+	unsigned long v = 0;
+
+	if (!f)
+		return;
+	if (fscanf(f, "%lu", &v) == 1 && v < MIN_FREE_KBYTES_ADVISED)
+		fprintf(stderr, "farmem-blk: warning: vm.min_free_kbytes is %lu; "
+			"swapping over the network needs a reserve to receive "
+			"replies: 'sysctl vm.min_free_kbytes=%d' is advised\n",
+			v, MIN_FREE_KBYTES_ADVISED);
+	fclose(f);
+}
+
+static int mkdir_p(const char *dir)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s", dir);
+	for (char *p = path + 1; ; p++) {
+		if (*p && *p != '/')
+			continue;
+		char c = *p;
+		*p = '\0';
+		if (mkdir(path, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		if (!c)
+			return 0;
+		*p = c;
+	}
+}
+
+static int prepare_dirs(const struct blk_config *cfg, const char *cmd)
+{
+	int ret = run_dir_create();
+
+	if (ret == 0 && cfg->set.state_dir[0])
+		ret = mkdir_p(cfg->set.state_dir);
+	if (ret < 0)
+		fprintf(stderr, "farmem-blk %s: creating %s or %s: %s\n", cmd,
+			run_dir(), cfg->set.state_dir, strerror(-ret));
+	return ret;
+}
+
+/* Run the daemon detached (or here, with foreground) and report. */
+static int launch(struct blk_config *cfg, int recover_id, int foreground,
+		  const char *cmd)
+{
+	char msg[1024];
+	int ready_fd = -1, fd;
+
+	if (foreground)
+		return daemon_run_device(cfg, recover_id, -1);
+	fd = daemon_detach(&ready_fd);
+	if (fd < 0) {
+		fprintf(stderr, "farmem-blk %s: fork: %s\n", cmd, strerror(-fd));
+		return 1;
+	}
+	if (fd == 0)
+		_exit(daemon_run_device(cfg, recover_id, ready_fd));
+	if (daemon_wait_ready(fd, msg, sizeof(msg)) < 0) {
+		fprintf(stderr, "farmem-blk %s: %s\n", cmd, msg);
+		return 1;
+	}
+	printf("%s\n", msg);
+	return 0;
+}
+
+static int check_frontend(const struct blk_config *cfg, const char *cmd)
+{
+	char err[512];
+	int ret = cfg->frontend == BLK_FRONTEND_NBD
+		? nbd_kernel_check_available(err, sizeof(err))
+		: ublk_check_available(err, sizeof(err));
+
+	if (ret < 0)
+		fprintf(stderr, "farmem-blk %s: %s\n", cmd, err);
+	return ret;
+}
 
 int cmd_add(int argc, char **argv)
 {
-	(void)argc; (void)argv;
-	fprintf(stderr, "farmem-blk add: not built yet\n");
-	return 1;
+	struct add_opts o = { 0 };
+	struct blk_extra_opts extra = {
+		.opts = add_options,
+		.usage = "  --foreground         serve in the foreground (no detaching)\n"
+			 "  --overcommit         allow a size beyond the servers' free memory\n",
+		.handle = add_extra,
+		.arg = &o,
+	};
+	struct blk_config *cfg;
+	char err[BLK_CONFIG_ERR_LEN];
+	int first = 0, ret, status = 1;
+
+	if (!wants_no_root(argc, argv) && need_root("add") < 0)
+		return 1;
+	cfg = calloc(1, sizeof(*cfg));
+	if (!cfg || fm_auth_init() < 0) {
+		fprintf(stderr, "farmem-blk add: out of memory or no libsodium\n");
+		free(cfg);
+		return 1;
+	}
+	ret = blk_config_parse(argc, argv, BLK_CMD_ADD, &extra, cfg, &first,
+			       err, sizeof(err));
+	if (ret == 1) {
+		status = 0;
+		goto out;
+	}
+	if (ret < 0) {
+		fprintf(stderr, "farmem-blk add: %s\n", err);
+		status = ret == -EINVAL ? 2 : 1;
+		goto out;
+	}
+	if (first < argc) {
+		fprintf(stderr, "farmem-blk add: unexpected argument '%s'\n", argv[first]);
+		status = 2;
+		goto out;
+	}
+	if (!cfg->store.max_io)
+		cfg->store.max_io = ADD_MAX_IO;
+	if (cfg->frontend == BLK_FRONTEND_NBD)
+		cfg->store.queues = nbd_kernel_store_queues(cfg);
+	if (check_frontend(cfg, "add") < 0 || preflight_servers(cfg, o.overcommit) < 0 ||
+	    prepare_dirs(cfg, "add") < 0)
+		goto out;
+	warn_min_free();
+	status = launch(cfg, -1, o.foreground, "add");
+out:
+	free(cfg);
+	return status;
+}
+
+/* Rebuild the device's config from its record in the run directory. */
+static int recover_config(const char *name, struct blk_config *cfg)
+{
+	char path[PATH_MAX], err[BLK_CONFIG_ERR_LEN];
+	int ret;
+
+	blk_config_defaults(cfg, BLK_CMD_ADD);
+	ret = run_path(path, sizeof(path), name, ".conf");
+	if (ret == 0)
+		ret = blk_config_load_file(cfg, path, err, sizeof(err));
+	if (ret == -ENOENT) {
+		fprintf(stderr, "farmem-blk recover: no record of %s in %s (was it "
+			"created by 'farmem-blk add'?)\n", name, run_dir());
+		return ret;
+	}
+	if (ret == 0)
+		ret = blk_config_finish(cfg, 1, err, sizeof(err));
+	if (ret < 0) {
+		fprintf(stderr, "farmem-blk recover: %s: %s\n", path, err);
+		return ret;
+	}
+	if (!cfg->store.state_path || access(cfg->store.state_path, R_OK | W_OK) < 0) {
+		fprintf(stderr, "farmem-blk recover: %s: page map %s is gone; "
+			"nothing to attach to\n", name,
+			cfg->store.state_path ? cfg->store.state_path : "(none)");
+		return -ENOENT;
+	}
+	cfg->store.attach = 1;
+	return 0;
+}
+
+/* The kernel device decides queues, depth and request size. */
+static int recover_geometry(const char *name, int id, struct blk_config *cfg)
+{
+	uint32_t max_io;
+	int q, depth, state, pid, ret = ublk_dev_query(id, &q, &depth, &max_io, &state, &pid);
+
+	if (ret < 0) {
+		fprintf(stderr, "farmem-blk recover: ublk %d: %s\n", id, ret == -ENODEV ?
+			"no such device (the kernel no longer has it)" : strerror(-ret));
+		return ret;
+	}
+	if (state == UBLK_DEV_LIVE && pid_alive(pid)) {
+		fprintf(stderr, "farmem-blk recover: %s is live, served by pid %d; "
+			"nothing to recover\n", name, pid);
+		return -EBUSY;
+	}
+	cfg->queues = q;
+	cfg->depth = depth;
+	cfg->store.queues = q;
+	cfg->store.max_io = max_io;
+	return 0;
 }
 
 int cmd_recover(int argc, char **argv)
 {
-	(void)argc; (void)argv;
-	fprintf(stderr, "farmem-blk recover: not built yet\n");
-	return 1;
+	struct blk_config *cfg;
+	char name[32];
+	int id, status = 1, foreground = 0;
+	pid_t pid;
+
+	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		printf("usage: farmem-blk recover N [--foreground]\n\n"
+		       "Attach a new daemon to ublk device N whose daemon died; the\n"
+		       "I/O the kernel held is reissued to it and nothing is lost.\n");
+		return 0;
+	}
+	if (argc >= 3 && !strcmp(argv[2], "--foreground"))
+		foreground = 1;
+	if (argc < 2 || argc > 2 + foreground || dev_name_parse(argv[1], name, sizeof(name)) < 0) {
+		fprintf(stderr, "usage: farmem-blk recover N [--foreground]\n");
+		return 2;
+	}
+	if (need_root("recover") < 0)
+		return 1;
+	id = dev_name_ublk_id(name);
+	if (id < 0) {
+		fprintf(stderr, "farmem-blk recover: %s: only ublk devices can be "
+			"recovered (the kernel's nbd fails I/O when its server dies)\n", name);
+		return 1;
+	}
+	if (pidfile_read(name, &pid) == 0 && pid_alive(pid)) {
+		fprintf(stderr, "farmem-blk recover: %s: its daemon (pid %d) is "
+			"running; nothing to recover\n", name, (int)pid);
+		return 1;
+	}
+	cfg = calloc(1, sizeof(*cfg));
+	if (!cfg || fm_auth_init() < 0) {
+		free(cfg);
+		return 1;
+	}
+	if (recover_config(name, cfg) == 0 && check_frontend(cfg, "recover") == 0 &&
+	    recover_geometry(name, id, cfg) == 0)
+		status = launch(cfg, id, foreground, "recover");
+	free(cfg);
+	return status;
 }

@@ -111,8 +111,14 @@ void daemon_ready(int *ready_fd, int ok, const char *msg)
 	char line[1024];
 	int n;
 
-	if (*ready_fd < 0)
+	if (*ready_fd < 0) {
+		/* Foreground: the user reads the path on stdout. */
+		if (ok) {
+			printf("%s\n", msg);
+			fflush(stdout);
+		}
 		return;
+	}
 	n = snprintf(line, sizeof(line), "%s %s\n", ok ? "OK" : "ERR", msg);
 	if (n > (int)sizeof(line) - 1)
 		n = (int)sizeof(line) - 1;

@@ -15,6 +15,9 @@
 struct store;
 struct ublk_dev;
 
+/* Device states (the kernel's UBLK_S_DEV_*), as ublk_dev_query reports. */
+enum { UBLK_DEV_DEAD = 0, UBLK_DEV_LIVE = 1, UBLK_DEV_QUIESCED = 2 };
+
 struct ublk_dev_opts {
 	int dev_id;            /* start: -1 for any free id; recover: the device */
 	int queues;            /* start only (recover takes the kernel's) */
