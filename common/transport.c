@@ -11,6 +11,17 @@
 #include <stddef.h>
 
 #include "log.h"
+#include "transport_rdma.h"
+
+/* Every transport, by the address kind that selects it.  A new transport
+ * is a new file plus one line here. */
+static const struct {
+	enum addr_kind kind;
+	const struct fm_transport_ops *ops;
+} transports[] = {
+	{ ADDR_TCP,  &fm_transport_tcp },
+	{ ADDR_RDMA, &fm_transport_rdma },
+};
 
 static const struct fm_transport_ops *ops_for(const struct fm_conn_params *p)
 {
@@ -18,19 +29,12 @@ static const struct fm_transport_ops *ops_for(const struct fm_conn_params *p)
 
 	if (p->ops)
 		return p->ops;
-	switch (p->addr.kind) {
-	case ADDR_TCP:
-		return &fm_transport_tcp;
-	case ADDR_RDMA:
-		log_err("%s: the rdma transport is not built into this farmem yet; "
-			"use a tcp:// address for this server",
-			addr_str(&p->addr, a, sizeof(a)));
-		return NULL;
-	default:
-		log_err("%s: not a memserver address (want tcp:// or rdma://)",
-			addr_str(&p->addr, a, sizeof(a)));
-		return NULL;
-	}
+	for (size_t i = 0; i < sizeof(transports) / sizeof(transports[0]); i++)
+		if (transports[i].kind == p->addr.kind)
+			return transports[i].ops;
+	log_err("%s: not a memserver address (want tcp:// or rdma://)",
+		addr_str(&p->addr, a, sizeof(a)));
+	return NULL;
 }
 
 int fm_conn_open(const struct fm_conn_params *p, struct fm_conn **out)
@@ -42,7 +46,7 @@ int fm_conn_open(const struct fm_conn_params *p, struct fm_conn **out)
 		return -EINVAL;
 	ops = ops_for(p);
 	if (!ops)
-		return p->addr.kind == ADDR_RDMA ? -EPROTONOSUPPORT : -EINVAL;
+		return -EINVAL;
 	return ops->open(p, out);
 }
 
