@@ -285,7 +285,9 @@ int cmd_add(int argc, char **argv)
 		cfg->store.max_io = ADD_MAX_IO;
 	if (cfg->frontend == BLK_FRONTEND_NBD)
 		cfg->store.queues = nbd_kernel_store_queues(cfg);
-	if (check_frontend(cfg, "add") < 0 || preflight_servers(cfg, o.overcommit) < 0 ||
+	/* Servers first: their errors hold on any kernel, and the kernel
+	 * check then names the last missing piece. */
+	if (preflight_servers(cfg, o.overcommit) < 0 || check_frontend(cfg, "add") < 0 ||
 	    prepare_dirs(cfg, "add") < 0)
 		goto out;
 	warn_min_free();
