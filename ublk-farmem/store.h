@@ -46,6 +46,8 @@ struct store_config {
 					 * a restarted daemon can attach */
 	int attach;                     /* 1: state_path holds existing state */
 	const struct fm_transport_ops *transport; /* NULL: by address kind */
+	int no_background;              /* 1: no cleaner/repair thread; the
+					 * caller runs store_maintain() (tests) */
 };
 
 struct store_server_stats {
@@ -98,6 +100,11 @@ int store_discard(struct store *s, int queue, uint64_t off, uint64_t len);
 int store_flush(struct store *s, int queue);
 
 void store_get_stats(struct store *s, struct store_stats *st);
+/* One maintenance pass now, in the caller's thread: mark servers up or
+ * down, re-replicate degraded segments, clean sparse ones.  Returns how
+ * many segments were repaired or cleaned.  The background thread runs
+ * the same pass on its own. */
+int store_maintain(struct store *s);
 uint64_t store_size(const struct store *s);
 
 #endif

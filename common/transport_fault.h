@@ -1,0 +1,43 @@
+/* transport_fault.h — an in-process memserver behind fm_transport_ops,
+ * with knobs to inject failures.  Unit tests only.
+ *
+ * Servers are keyed by addr.port and created on first connect; their
+ * segments outlive connections (like a memserver's lease) until
+ * fault_reset().  Replies come from one worker thread per connection, so
+ * done() never runs inside submit(), as with the real transports.
+ */
+#ifndef FARMEM_TRANSPORT_FAULT_H
+#define FARMEM_TRANSPORT_FAULT_H
+
+#include <stdint.h>
+
+#include "transport.h"
+
+extern const struct fm_transport_ops fm_transport_fault;
+
+enum fault_mode {
+	FAULT_UP = 0,     /* normal service */
+	FAULT_DOWN,       /* connections dropped: in flight -ECONNRESET, submit -ENOTCONN, connect refused */
+	FAULT_HANG,       /* requests are never answered: each times out (-ETIMEDOUT) */
+};
+
+struct fault_stats {
+	uint64_t segments, bytes;     /* currently allocated */
+	uint64_t allocs, frees, reads, writes;
+};
+
+/* Frees every fault server and its segments (no connection may be open). */
+void fault_reset(void);
+/* Changes a server's mode; state callbacks of its connections run. */
+void fault_set_mode(uint16_t port, enum fault_mode mode);
+/* The next n READ/WRITE/ALLOC/FREE requests fail with err (< 0). */
+void fault_fail_next(uint16_t port, unsigned n, int err);
+/* ALLOC answers -ENOSPC while on. */
+void fault_set_nospc(uint16_t port, int on);
+/* Each reply is delayed by ms. */
+void fault_set_delay(uint16_t port, unsigned ms);
+/* Flips the bits of one stored byte; -ENOENT when there is no such byte. */
+int fault_corrupt(uint16_t port, uint64_t seg_id, uint32_t off);
+void fault_get_stats(uint16_t port, struct fault_stats *st);
+
+#endif

@@ -1,0 +1,271 @@
+/* test_store.c — store round trips, overwrite and discard accounting,
+ * metadata size, state file attach; on in-process fault servers. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store_fixture.h"
+#include "ublk-farmem/store_internal.h"
+#include "tap.h"
+
+static uint8_t wbuf[64 << 10], rbuf[64 << 10];
+
+static int write_pattern(struct store *s, int q, uint64_t first, unsigned n,
+			 uint32_t gen, int kind)
+{
+	for (unsigned i = 0; i < n; i++)
+		fix_fill(wbuf + i * STORE_PAGE, first + i, gen, kind < 0 ? (int)((first + i) % 3) : kind);
+	return store_write(s, q, first * STORE_PAGE, n * STORE_PAGE, wbuf);
+}
+
+static int read_check(struct store *s, int q, uint64_t first, unsigned n,
+		      uint32_t gen, int kind)
+{
+	uint8_t want[STORE_PAGE];
+
+	if (store_read(s, q, first * STORE_PAGE, n * STORE_PAGE, rbuf) < 0)
+		return -1;
+	for (unsigned i = 0; i < n; i++) {
+		fix_fill(want, first + i, gen, kind < 0 ? (int)((first + i) % 3) : kind);
+		if (memcmp(want, rbuf + i * STORE_PAGE, STORE_PAGE)) {
+			printf("#   page %llu differs\n", (unsigned long long)(first + i));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int test_write_read(void)
+{
+	struct store_config c;
+	struct store_stats st;
+	struct store *s;
+
+	fault_reset();
+	fix_config(&c, 3, 2, 4u << 20);
+	s = fix_open(&c);
+	CHECK(s);
+	for (uint64_t p = 0; p < 1024; p += 16)
+		CHECK(write_pattern(s, (int)(p / 16 % 2), p, 16, 1, -1) == 0);
+	for (uint64_t p = 0; p < 1024; p += 16)
+		CHECK(read_check(s, (int)(p / 16 % 2), p, 16, 1, -1) == 0);
+	/* Single pages and unaligned request boundaries read back too. */
+	for (uint64_t p = 5; p < 1024; p += 37)
+		CHECK(read_check(s, 0, p, 3 > 1024 - p ? 1 : 3, 1, -1) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.zero_pages == 342);
+	CHECK(st.pages_stored == 1024 - 342);
+	CHECK(st.segments > 0);
+	CHECK(st.degraded_segments == 0);
+	CHECK(st.checksum_errors == 0);
+	/* Text compresses: well below the raw size; random does not. */
+	CHECK(st.bytes_stored < st.pages_stored * STORE_PAGE);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static int test_unwritten_reads_zero(void)
+{
+	struct store_config c;
+	struct store *s;
+
+	fault_reset();
+	fix_config(&c, 2, 0, 1u << 20);
+	s = fix_open(&c);
+	CHECK(s);
+	memset(rbuf, 0xaa, sizeof(rbuf));
+	CHECK(store_read(s, 0, 0, sizeof(rbuf), rbuf) == 0);
+	for (size_t i = 0; i < sizeof(rbuf); i++)
+		CHECK(rbuf[i] == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static int test_bad_requests(void)
+{
+	struct store_config c;
+	struct store *s;
+
+	fault_reset();
+	fix_config(&c, 2, 2, 1u << 20);
+	s = fix_open(&c);
+	CHECK(s);
+	CHECK(store_write(s, 0, 100, STORE_PAGE, wbuf) == -EINVAL);
+	CHECK(store_write(s, 0, 0, 100, wbuf) == -EINVAL);
+	CHECK(store_write(s, 0, 1u << 20, STORE_PAGE, wbuf) == -EINVAL);
+	CHECK(store_write(s, 0, 0, (64u << 10) + STORE_PAGE, wbuf) == -EINVAL);
+	CHECK(store_write(s, 2, 0, STORE_PAGE, wbuf) == -EINVAL);
+	CHECK(store_read(s, -1, 0, STORE_PAGE, rbuf) == -EINVAL);
+	CHECK(store_discard(s, 0, 0, (1u << 20) + STORE_PAGE) == -EINVAL);
+	CHECK(store_flush(s, 0) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static int test_open_rejects(void)
+{
+	struct store_config c;
+	struct store *s = NULL;
+	char err[256];
+
+	fault_reset();
+	fix_config(&c, 2, 3, 1u << 20);
+	CHECK(store_open(&c, &s, err, sizeof(err)) == -EINVAL && !s);
+	fix_config(&c, 2, 2, 1000);
+	CHECK(store_open(&c, &s, err, sizeof(err)) == -EINVAL);
+	fix_config(&c, 2, 2, 1u << 20);
+	fault_set_mode(FIX_PORT0 + 1, FAULT_DOWN);
+	CHECK(store_open(&c, &s, err, sizeof(err)) == -EHOSTUNREACH);
+	CHECK(strstr(err, "servers answered"));
+	fault_reset();
+	return 0;
+}
+
+static int test_overwrite_discard_accounting(void)
+{
+	struct store_config c;
+	struct store_stats st;
+	struct store *s;
+
+	fault_reset();
+	fix_config(&c, 3, 2, 2u << 20);
+	c.compress = STORE_COMPRESS_NONE;
+	s = fix_open(&c);
+	CHECK(s);
+	for (uint64_t p = 0; p < 512; p += 16)
+		CHECK(write_pattern(s, 0, p, 16, 1, 2) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.pages_stored == 512);
+	CHECK(st.bytes_stored == 512ull * rec_len(STORE_PAGE));
+	/* Overwrite half: live bytes unchanged, new data read back. */
+	for (uint64_t p = 0; p < 256; p += 16)
+		CHECK(write_pattern(s, 1, p, 16, 2, 2) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.pages_stored == 512);
+	CHECK(st.bytes_stored == 512ull * rec_len(STORE_PAGE));
+	CHECK(read_check(s, 0, 0, 16, 2, 2) == 0);
+	CHECK(read_check(s, 0, 256, 16, 1, 2) == 0);
+	/* Discard a quarter: those pages read as zero and cost nothing. */
+	CHECK(store_discard(s, 0, 128 * STORE_PAGE, 128 * STORE_PAGE) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.pages_stored == 384);
+	CHECK(st.bytes_stored == 384ull * rec_len(STORE_PAGE));
+	CHECK(read_check(s, 1, 128, 16, 0, 0) == 0);
+	/* Writing zeroes frees too. */
+	memset(wbuf, 0, sizeof(wbuf));
+	CHECK(store_write(s, 0, 0, 16 * STORE_PAGE, wbuf) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.pages_stored == 368);
+	CHECK(st.zero_pages == 16);
+	CHECK(st.discards == 1);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static int test_metadata_per_page(void)
+{
+	struct store_config c;
+	struct store *s;
+	uint64_t map_bytes;
+
+	CHECK(sizeof(struct pm_entry) <= 16);
+	fault_reset();
+	fix_config(&c, 2, 2, 256u << 20);
+	c.segment_size = 0;     /* the default 4 MiB */
+	s = fix_open(&c);
+	CHECK(s);
+	map_bytes = s->hdr->total_len - s->hdr->map_off;
+	CHECK(map_bytes <= 16 * s->npages + 4096);
+	/* Header and segment table add well under a byte per page. */
+	CHECK(s->hdr->total_len <= 17 * s->npages);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static int test_attach_state_file(void)
+{
+	char path[] = "/tmp/farmem-test-state-XXXXXX";
+	struct store_config c;
+	struct store_stats st;
+	struct store *s;
+	int fd = mkstemp(path);
+
+	CHECK(fd >= 0);
+	close(fd);
+	fault_reset();
+	fix_config(&c, 3, 2, 2u << 20);
+	c.state_path = path;
+	s = fix_open(&c);
+	CHECK(s);
+	for (uint64_t p = 0; p < 256; p += 16)
+		CHECK(write_pattern(s, 0, p, 16, 3, -1) == 0);
+	store_close(s);
+	/* A new "daemon" attaches: same data, same accounting. */
+	c.attach = 1;
+	s = fix_open(&c);
+	CHECK(s);
+	CHECK(read_check(s, 1, 0, 16, 3, -1) == 0);
+	CHECK(read_check(s, 0, 240, 16, 3, -1) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.pages_stored + st.zero_pages == 256);
+	CHECK(write_pattern(s, 1, 0, 16, 4, -1) == 0);
+	CHECK(read_check(s, 0, 0, 16, 4, -1) == 0);
+	store_close(s);
+	/* Another device identity must not attach. */
+	c.uuid[0] ^= 1;
+	s = NULL;
+	{
+		char err[256];
+		CHECK(store_open(&c, &s, err, sizeof(err)) == -EINVAL);
+		CHECK(strstr(err, "uuid"));
+	}
+	unlink(path);
+	fault_reset();
+	return 0;
+}
+
+static int test_release_frees_everything(void)
+{
+	struct store_config c;
+	struct store *s;
+	struct fault_stats fs;
+
+	fault_reset();
+	fix_config(&c, 3, 2, 2u << 20);
+	s = fix_open(&c);
+	CHECK(s);
+	for (uint64_t p = 0; p < 512; p += 16)
+		CHECK(write_pattern(s, 0, p, 16, 1, 2) == 0);
+	fix_servers_total(3, &fs);
+	CHECK(fs.segments > 0);
+	CHECK(store_release(s) == 0);
+	fix_servers_total(3, &fs);
+	CHECK(fs.segments == 0);
+	CHECK(read_check(s, 0, 0, 16, 0, 0) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static const struct tap_case cases[] = {
+	{ "write/read of zero, text and random pages, R=2 over 3 servers", test_write_read },
+	{ "unwritten pages read as zero", test_unwritten_reads_zero },
+	{ "misaligned and out-of-range requests are -EINVAL", test_bad_requests },
+	{ "open rejects bad config and too few servers", test_open_rejects },
+	{ "overwrite and discard keep live-byte accounting exact", test_overwrite_discard_accounting },
+	{ "page map costs at most 16 bytes per page", test_metadata_per_page },
+	{ "state file: restart attaches, other uuid refused", test_attach_state_file },
+	{ "release frees every remote segment", test_release_frees_everything },
+};
+
+int main(void)
+{
+	fix_quiet();
+	return tap_run(cases, (int)(sizeof(cases) / sizeof(cases[0])));
+}

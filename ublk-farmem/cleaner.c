@@ -1,0 +1,235 @@
+/* cleaner.c — compact sparse segments so remote memory tracks live data.
+ *
+ * Overwrites and discards leave dead records behind.  When the dead
+ * bytes exceed a quarter of the live ones (and at least two segments'
+ * worth), the cleaner takes the sealed segment with the lowest live
+ * fraction, re-appends its still-live records to its own open segment
+ * on every replica, switches each map entry only if it still points at
+ * the old record, and frees the old segment once no read uses it.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "store_internal.h"
+
+/* Lock held. */
+static int pressure(const struct store *s)
+{
+	uint64_t used = 0, live = 0;
+	uint32_t nfree = 0;
+
+	for (uint32_t i = 0; i < s->hdr->nsegs; i++) {
+		const struct seg *g = &s->segs[i];
+
+		if (g->state == SEG_FREE) {
+			nfree++;
+			continue;
+		}
+		used += g->used;
+		live += g->live;
+	}
+	if (used <= live)
+		return 0;
+	if (nfree < (uint32_t)s->nqueues + 4)
+		return 1;
+	uint64_t slack = live / 4 > 2ull * s->seg_size ? live / 4 : 2ull * s->seg_size;
+	return used - live > slack;
+}
+
+/* Lowest live fraction among sealed segments worth cleaning. */
+static int pick_victim(struct store *s, uint32_t *out)
+{
+	int found = 0, press;
+	double best = 2.0;
+
+	pthread_mutex_lock(&s->lock);
+	press = pressure(s);
+	for (uint32_t i = 0; i < s->hdr->nsegs; i++) {
+		const struct seg *g = &s->segs[i];
+		double f;
+
+		if (g->state != SEG_SEALED || (g->flags & SEGF_NOCLEAN) ||
+		    seg_live_replicas(s, g) == 0)
+			continue;
+		/* Empty segments are free to drop, pressure or not. */
+		if (g->live == 0) {
+			*out = i;
+			found = 1;
+			break;
+		}
+		if (!press || g->used - g->live < s->seg_size / 8)
+			continue;
+		f = (double)g->live / (double)g->used;
+		if (f < best) {
+			best = f;
+			*out = i;
+			found = 1;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return found;
+}
+
+/* Read the whole segment from a replica whose records all verify. */
+static int load_segment(struct store *s, uint32_t idx, uint32_t *used)
+{
+	struct seg_rep reps[STORE_MAX_REPLICAS];
+
+	pthread_mutex_lock(&s->lock);
+	memcpy(reps, s->segs[idx].rep, sizeof(reps));
+	*used = s->segs[idx].used;
+	pthread_mutex_unlock(&s->lock);
+	for (int r = 0; r < STORE_MAX_REPLICAS; r++) {
+		uint32_t off = 0;
+
+		if (reps[r].server < 0 || !srv_up(&s->srv[reps[r].server]))
+			continue;
+		if (seg_read_range(s, &s->maint_io, &reps[r], 0, *used, s->maint_seg_buf) < 0)
+			continue;
+		while (off < *used) {
+			struct rec_hdr h;
+
+			if (rec_check(s->maint_seg_buf + off, *used - off, &h) < 0)
+				break;
+			off += rec_len(h.plen);
+		}
+		if (off == *used)
+			return 0;
+		atomic_add64(&s->hdr->checksum_errors, 1);
+		log_warn("server %s: segment %u: bad record at %u while cleaning",
+			 s->srv[reps[r].server].addr, idx, off);
+	}
+	return -EIO;
+}
+
+/* Write the staged records, then move map entries still at the old home. */
+static void flush_moves(struct store *s, uint32_t victim, unsigned n)
+{
+	struct ioctx *io = &s->maint_io;
+
+	if (!n)
+		return;
+	records_append(s, io, n);
+	pthread_mutex_lock(&s->lock);
+	for (unsigned k = 0; k < n; k++) {
+		struct page_io *p = &io->pio[k];
+		struct pm_entry *e = &s->map[p->page];
+
+		if (!p->ok || memcmp(e, &p->e, sizeof(*e)))
+			continue;
+		*e = pm_make(PM_STORED, p->seg, p->seg_off, pm_plen(&p->e), pm_version(&p->e));
+		s->segs[victim].live -= p->rec_len;
+		s->segs[p->seg].live += p->rec_len;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Is the record at off of victim what the map says page h->page is? */
+static int record_live(struct store *s, uint32_t victim, uint32_t off,
+		       const struct rec_hdr *h, struct pm_entry *e)
+{
+	int live;
+
+	if (h->page >= s->npages)
+		return 0;
+	pthread_mutex_lock(&s->lock);
+	*e = s->map[h->page];
+	live = pm_state(e) == PM_STORED && e->seg == victim && e->off == off &&
+	       pm_version(e) == (h->version & PM_VERSION_MASK);
+	pthread_mutex_unlock(&s->lock);
+	return live;
+}
+
+static int move_live(struct store *s, uint32_t victim, uint32_t used)
+{
+	struct ioctx *io = &s->maint_io;
+	unsigned n = 0;
+	uint32_t pos = 0;
+
+	for (uint32_t off = 0; off < used; ) {
+		struct rec_hdr h;
+		struct pm_entry e;
+		uint32_t len;
+
+		rec_check(s->maint_seg_buf + off, used - off, &h); /* verified by load */
+		len = rec_len(h.plen);
+		if (record_live(s, victim, off, &h, &e)) {
+			if (n == io->npages || pos + len > io->buf_len) {
+				flush_moves(s, victim, n);
+				n = 0;
+				pos = 0;
+			}
+			memcpy(io->buf + pos, s->maint_seg_buf + off, len);
+			io->pio[n] = (struct page_io){ .rec_off = pos, .rec_len = len,
+						       .version = h.version, .e = e,
+						       .page = h.page };
+			pos += len;
+			n++;
+		}
+		off += len;
+	}
+	flush_moves(s, victim, n);
+	return 0;
+}
+
+/* Wait (bounded) for reads pinned on the segment to finish. */
+static int drain_readers(struct store *s, uint32_t victim)
+{
+	struct timespec ts;
+	int ok;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 2 * (s->timeout_ms / 1000 + 1);
+	pthread_mutex_lock(&s->lock);
+	while (s->segs[victim].readers &&
+	       pthread_cond_timedwait(&s->seg_cv, &s->lock, &ts) == 0)
+		;
+	ok = s->segs[victim].readers == 0 && s->segs[victim].live == 0;
+	if (ok)
+		s->segs[victim].state = SEG_FREEING;
+	pthread_mutex_unlock(&s->lock);
+	return ok;
+}
+
+int cleaner_wanted(struct store *s)
+{
+	int p;
+
+	pthread_mutex_lock(&s->lock);
+	p = pressure(s);
+	pthread_mutex_unlock(&s->lock);
+	return p;
+}
+
+int cleaner_run(struct store *s)
+{
+	uint32_t victim, used;
+
+	if (!pick_victim(s, &victim))
+		return 0;
+	if (s->segs[victim].live) {
+		if (load_segment(s, victim, &used) < 0) {
+			pthread_mutex_lock(&s->lock);
+			s->segs[victim].flags |= SEGF_NOCLEAN;
+			pthread_mutex_unlock(&s->lock);
+			return 0;
+		}
+		move_live(s, victim, used);
+	}
+	if (!drain_readers(s, victim)) {
+		/* A record could not be moved (no replica took it): keep the
+		 * segment, it still holds the only copy. */
+		pthread_mutex_lock(&s->lock);
+		if (s->segs[victim].live)
+			s->segs[victim].flags |= SEGF_NOCLEAN;
+		pthread_mutex_unlock(&s->lock);
+		return 0;
+	}
+	seg_free_remote(s, &s->maint_io, victim);
+	pthread_mutex_lock(&s->lock);
+	s->hdr->cleaned_segments++;
+	pthread_mutex_unlock(&s->lock);
+	return 1;
+}

@@ -1,0 +1,134 @@
+/* maint.c — the background thread: server liveness, repair, cleaning.
+ *
+ * One thread does all three so cleaner and repair never act on the same
+ * segment at once; both work only on sealed (immutable) segments.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "store_internal.h"
+
+#define MAINT_PERIOD_MS   200
+#define RECONNECT_MS      1000
+#define MAX_STEPS_PER_RUN 64   /* stay responsive to stop requests */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void store_server_state_cb(void *arg, int up)
+{
+	struct store_server *v = arg;
+	int was = __atomic_exchange_n(&v->up, up ? 1 : 0, __ATOMIC_ACQ_REL);
+
+	if (was != (up ? 1 : 0))
+		log_info("server %s: %s", v->addr, up ? "up" : "down");
+	maint_kick(v->s);
+}
+
+void maint_kick(struct store *s)
+{
+	pthread_mutex_lock(&s->maint_lock);
+	s->maint_kick = 1;
+	pthread_cond_signal(&s->maint_cv);
+	pthread_mutex_unlock(&s->maint_lock);
+}
+
+/* Servers never reached get a connect attempt now and then (the
+ * transport reconnects on its own only after a first success); connected
+ * ones are asked whether they are up, which also lifts a mark-down made
+ * after a request error once the transport has reconnected. */
+static void servers_check(struct store *s)
+{
+	for (int i = 0; i < s->nservers; i++) {
+		struct store_server *v = &s->srv[i];
+		int up;
+
+		if (!v->conn) {
+			if (now_ns() < v->retry_ns)
+				continue;
+			v->retry_ns = now_ns() + RECONNECT_MS * 1000000ull;
+			if (server_connect(s, i) == 0)
+				log_info("server %s: connected", v->addr);
+			continue;
+		}
+		up = fm_conn_is_up(v->conn) ? 1 : 0;
+		if (__atomic_exchange_n(&v->up, up, __ATOMIC_ACQ_REL) != up)
+			log_info("server %s: %s", v->addr, up ? "back up" : "down");
+	}
+}
+
+int store_maintain(struct store *s)
+{
+	int done = 0, n;
+
+	pthread_mutex_lock(&s->maint_run);
+	servers_check(s);
+	repair_seal_degraded(s);
+	for (int i = 0; i < MAX_STEPS_PER_RUN && (n = repair_run(s)) > 0; i++)
+		done += n;
+	for (int i = 0; i < MAX_STEPS_PER_RUN && (n = cleaner_run(s)) > 0; i++)
+		done += n;
+	pthread_mutex_unlock(&s->maint_run);
+	return done;
+}
+
+static void *maint_main(void *arg)
+{
+	struct store *s = arg;
+
+	for (;;) {
+		struct timespec ts;
+		int stop;
+
+		pthread_mutex_lock(&s->maint_lock);
+		if (!s->maint_kick && !s->maint_stop) {
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += MAINT_PERIOD_MS * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&s->maint_cv, &s->maint_lock, &ts);
+		}
+		s->maint_kick = 0;
+		stop = s->maint_stop;
+		pthread_mutex_unlock(&s->maint_lock);
+		if (stop)
+			break;
+		/* More work left: go round again at once. */
+		if (store_maintain(s) > 0)
+			maint_kick(s);
+	}
+	return NULL;
+}
+
+int maint_start(struct store *s)
+{
+	int rc;
+
+	s->maint_stop = 0;
+	rc = pthread_create(&s->maint, NULL, maint_main, s);
+	if (rc)
+		return -rc;
+	s->maint_running = 1;
+	return 0;
+}
+
+void maint_stop(struct store *s)
+{
+	if (!s->maint_running)
+		return;
+	pthread_mutex_lock(&s->maint_lock);
+	s->maint_stop = 1;
+	pthread_cond_signal(&s->maint_cv);
+	pthread_mutex_unlock(&s->maint_lock);
+	pthread_join(s->maint, NULL);
+	s->maint_running = 0;
+}

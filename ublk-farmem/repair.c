@@ -1,0 +1,214 @@
+/* repair.c — bring segments that lost a copy back to R replicas.
+ *
+ * A replica on a down server is dropped from its segment; the segment is
+ * then copied from a surviving replica onto another up server that does
+ * not hold it yet, and the new replica is added only once the copy is
+ * complete.  Only sealed segments are repaired (their bytes no longer
+ * change), so open segments that lost a copy are sealed first.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "log.h"
+#include "placement.h"
+#include "store_internal.h"
+
+/* Could another server take a copy of g?  Lock held. */
+static int can_add_replica(const struct store *s, const struct seg *g)
+{
+	for (int i = 0; i < s->nservers; i++) {
+		int holds = 0;
+
+		if (!s->srv[i].conn || !srv_up(&s->srv[i]))
+			continue;
+		for (int r = 0; r < STORE_MAX_REPLICAS; r++)
+			holds |= g->rep[r].server == i;
+		if (!holds)
+			return 1;
+	}
+	return 0;
+}
+
+/* Needs a new copy (and can get one)?  Lock held. */
+static int needs_repair(const struct store *s, const struct seg *g)
+{
+	int live = seg_live_replicas(s, g);
+
+	return live > 0 && live < s->replicas && can_add_replica(s, g);
+}
+
+static void seal_if_short(struct store *s, struct ioctx *io)
+{
+	int seal;
+
+	if (io->open_seg == SEG_NONE)
+		return;
+	pthread_mutex_lock(&s->lock);
+	seal = needs_repair(s, &s->segs[io->open_seg]);
+	if (seal)
+		s->segs[io->open_seg].state = SEG_SEALED;
+	pthread_mutex_unlock(&s->lock);
+	if (seal)
+		io->open_seg = SEG_NONE;
+}
+
+/* Open segments of idle queues would otherwise stay short of copies. */
+void repair_seal_degraded(struct store *s)
+{
+	for (int i = 0; i < s->nqueues; i++) {
+		pthread_mutex_lock(&s->q[i].lock);
+		seal_if_short(s, &s->q[i]);
+		pthread_mutex_unlock(&s->q[i].lock);
+	}
+	seal_if_short(s, &s->maint_io);
+}
+
+/* Drop replicas on down servers and pick one segment to repair. */
+static int find_victim(struct store *s, uint32_t *out)
+{
+	int found = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (uint32_t i = 0; i < s->hdr->nsegs && !found; i++) {
+		struct seg *g = &s->segs[i];
+
+		if (g->state != SEG_SEALED || !needs_repair(s, g))
+			continue;
+		/* Forget copies on down servers only now that a new copy can
+		 * take their place: a segment whose every holder is down
+		 * keeps its replicas for when they come back. */
+		for (int r = 0; r < STORE_MAX_REPLICAS; r++)
+			if (g->rep[r].server >= 0 && !srv_up(&s->srv[g->rep[r].server])) {
+				g->rep[r].server = -1;
+				g->flags |= SEGF_DEGRADED;
+			}
+		{
+			*out = i;
+			found = 1;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return found;
+}
+
+static int alloc_target(struct store *s, struct ioctx *io, const struct seg_rep *reps,
+			struct seg_rep *out)
+{
+	int usable[STORE_MAX_SERVERS], exclude[STORE_MAX_REPLICAS], nex = 0, pick;
+	unsigned cursor;
+
+	for (int r = 0; r < STORE_MAX_REPLICAS; r++)
+		if (reps[r].server >= 0)
+			exclude[nex++] = reps[r].server;
+	for (int i = 0; i < s->nservers; i++)
+		usable[i] = s->srv[i].conn && srv_up(&s->srv[i]);
+	for (int attempt = 0; attempt < s->nservers; attempt++) {
+		struct qreq *q = &io->reqs[0];
+
+		pthread_mutex_lock(&s->lock);
+		cursor = s->place_cursor++;
+		pthread_mutex_unlock(&s->lock);
+		if (place_pick(usable, s->nservers, 1, &cursor, exclude, nex, &pick) != 1)
+			return -ENOSPC;
+		memset(&q->req, 0, sizeof(q->req));
+		q->req.op = FM_OP_ALLOC;
+		q->req.arg = s->seg_size;
+		req_submit(s, io, q, pick);
+		waiter_wait(&io->w);
+		if (q->status == 0 && q->req.rep.alloc.size >= s->seg_size) {
+			out->server = pick;
+			out->remote_id = q->req.rep.alloc.seg_id;
+			return 0;
+		}
+		server_failed(s, pick, q->status ? q->status : -EPROTO, "alloc for repair");
+		usable[pick] = 0;
+	}
+	return -ENOSPC;
+}
+
+static int write_range(struct store *s, struct ioctx *io, const struct seg_rep *to,
+		       uint32_t off, const void *buf, uint32_t len)
+{
+	struct qreq *q = &io->reqs[0];
+
+	memset(&q->req, 0, sizeof(q->req));
+	q->iov.iov_base = (void *)buf;
+	q->iov.iov_len = len;
+	q->req.op = FM_OP_WRITE;
+	q->req.seg_id = to->remote_id;
+	q->req.offset = off;
+	q->req.len = len;
+	q->req.iov = &q->iov;
+	q->req.iovcnt = 1;
+	req_submit(s, io, q, to->server);
+	waiter_wait(&io->w);
+	if (q->status < 0)
+		server_failed(s, to->server, q->status, "write for repair");
+	return q->status;
+}
+
+/* Copy used bytes from any live replica to the target. */
+static int copy_segment(struct store *s, struct ioctx *io, const struct seg_rep *reps,
+			uint32_t used, const struct seg_rep *to)
+{
+	uint8_t *buf = s->maint_seg_buf;
+
+	for (uint32_t off = 0; off < used; ) {
+		uint32_t n = used - off > FM_MAX_IO ? FM_MAX_IO : used - off;
+		int rc = -EIO;
+
+		for (int r = 0; r < STORE_MAX_REPLICAS && rc < 0; r++)
+			if (reps[r].server >= 0 && srv_up(&s->srv[reps[r].server]))
+				rc = seg_read_range(s, io, &reps[r], off, n, buf);
+		if (rc < 0)
+			return rc;
+		rc = write_range(s, io, to, off, buf, n);
+		if (rc < 0)
+			return rc;
+		off += n;
+	}
+	return 0;
+}
+
+int repair_run(struct store *s)
+{
+	struct ioctx *io = &s->maint_io;
+	struct seg_rep reps[STORE_MAX_REPLICAS], to;
+	uint32_t idx, used;
+	int rc, live;
+
+	if (!find_victim(s, &idx))
+		return 0;
+	pthread_mutex_lock(&s->lock);
+	memcpy(reps, s->segs[idx].rep, sizeof(reps));
+	used = s->segs[idx].used;
+	pthread_mutex_unlock(&s->lock);
+	rc = alloc_target(s, io, reps, &to);
+	if (rc < 0)
+		return 0;
+	rc = copy_segment(s, io, reps, used, &to);
+	if (rc < 0) {
+		log_warn("store: segment %u: repair copy failed: %s", idx, strerror(-rc));
+		struct qreq *q = &io->reqs[0];
+		memset(&q->req, 0, sizeof(q->req));
+		q->req.op = FM_OP_FREE;
+		q->req.seg_id = to.remote_id;
+		req_submit(s, io, q, to.server);
+		waiter_wait(&io->w);
+		return 0;
+	}
+	pthread_mutex_lock(&s->lock);
+	for (int r = 0; r < STORE_MAX_REPLICAS; r++)
+		if (s->segs[idx].rep[r].server < 0) {
+			s->segs[idx].rep[r] = to;
+			break;
+		}
+	live = seg_live_replicas(s, &s->segs[idx]);
+	if (live >= s->replicas)
+		s->segs[idx].flags &= ~SEGF_DEGRADED;
+	s->hdr->rereplicated_segments++;
+	pthread_mutex_unlock(&s->lock);
+	log_info("store: segment %u: new copy on %s (%d of %d)", idx, s->srv[to.server].addr,
+		 live, s->replicas);
+	return 1;
+}

@@ -1,0 +1,336 @@
+/* segment.c — segment life cycle (open, seal, drop a replica, free) and
+ * the request slots and waiter every remote call goes through.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "placement.h"
+#include "store_internal.h"
+
+void waiter_init(struct waiter *w)
+{
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	w->pending = 0;
+}
+
+void waiter_destroy(struct waiter *w)
+{
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cv);
+}
+
+void waiter_add(struct waiter *w, unsigned n)
+{
+	pthread_mutex_lock(&w->lock);
+	w->pending += n;
+	pthread_mutex_unlock(&w->lock);
+}
+
+static void waiter_done(struct waiter *w)
+{
+	pthread_mutex_lock(&w->lock);
+	if (--w->pending == 0)
+		pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* No timeout here on purpose: every transport fails a request after its
+ * own timeout_ms, so done() always comes, and the slot must not be
+ * reused before it has. */
+void waiter_wait(struct waiter *w)
+{
+	pthread_mutex_lock(&w->lock);
+	while (w->pending)
+		pthread_cond_wait(&w->cv, &w->lock);
+	pthread_mutex_unlock(&w->lock);
+}
+
+static void req_done(struct fm_req *r, int status)
+{
+	struct qreq *q = r->priv;
+
+	q->status = status;
+	waiter_done(q->w);
+}
+
+int is_conn_error(int err)
+{
+	return err == -ECONNRESET || err == -ETIMEDOUT || err == -ENOTCONN ||
+	       err == -ECANCELED || err == -EPIPE || err == -ECONNREFUSED ||
+	       err == -EHOSTUNREACH;
+}
+
+void server_failed(struct store *s, int server, int err, const char *what)
+{
+	struct store_server *v = &s->srv[server];
+
+	atomic_add64(&v->errors, 1);
+	if (!is_conn_error(err)) {
+		log_warn("server %s: %s: %s", v->addr, what, strerror(-err));
+		return;
+	}
+	if (__atomic_exchange_n(&v->up, 0, __ATOMIC_ACQ_REL)) {
+		log_warn("server %s: %s: %s; marked down", v->addr, what, strerror(-err));
+		maint_kick(s);
+	}
+}
+
+void req_submit(struct store *s, struct ioctx *io, struct qreq *q, int server)
+{
+	struct store_server *v = &s->srv[server];
+	int rc = -ENOTCONN;
+
+	q->w = &io->w;
+	q->server = server;
+	q->status = 0;
+	q->req.done = req_done;
+	q->req.priv = q;
+	waiter_add(&io->w, 1);
+	if (v->conn && srv_up(v))
+		rc = fm_conn_submit(v->conn, &q->req);
+	if (rc < 0) {
+		q->status = rc;
+		waiter_done(&io->w);
+		return;
+	}
+	if (q->req.op == FM_OP_READ)
+		atomic_add64(&v->reads, 1);
+	else if (q->req.op == FM_OP_WRITE)
+		atomic_add64(&v->writes, 1);
+}
+
+int seg_live_replicas(const struct store *s, const struct seg *g)
+{
+	int n = 0;
+
+	for (int r = 0; r < STORE_MAX_REPLICAS; r++)
+		if (g->rep[r].server >= 0 && srv_up(&s->srv[g->rep[r].server]))
+			n++;
+	return n;
+}
+
+static int slot_take(struct store *s, uint32_t *out)
+{
+	pthread_mutex_lock(&s->lock);
+	for (uint32_t i = 0; i < s->hdr->nsegs; i++) {
+		struct seg *g = &s->segs[i];
+
+		if (g->state != SEG_FREE)
+			continue;
+		memset(g, 0, sizeof(*g));
+		for (int r = 0; r < STORE_MAX_REPLICAS; r++)
+			g->rep[r].server = -1;
+		g->state = SEG_ALLOCATING;
+		*out = i;
+		pthread_mutex_unlock(&s->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return -ENOSPC;
+}
+
+static void slot_put(struct store *s, uint32_t idx)
+{
+	pthread_mutex_lock(&s->lock);
+	s->segs[idx].state = SEG_FREE;
+	pthread_cond_broadcast(&s->seg_cv);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* A free table slot; when none is left, let the cleaner make one,
+ * waiting at most one request timeout. */
+static int slot_get(struct store *s, uint32_t *out, int may_wait)
+{
+	struct timespec ts;
+	int rc;
+
+	for (int tries = 0; tries < 2; tries++) {
+		rc = slot_take(s, out);
+		if (rc == 0)
+			return 0;
+		maint_kick(s);
+		if (!s->maint_running || !may_wait)
+			break;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += s->timeout_ms / 1000 + 1;
+		pthread_mutex_lock(&s->lock);
+		pthread_cond_timedwait(&s->seg_cv, &s->lock, &ts);
+		pthread_mutex_unlock(&s->lock);
+	}
+	log_err("store: segment table full (%u segments)", s->hdr->nsegs);
+	return -ENOSPC;
+}
+
+/* Allocates a segment on up to R distinct up servers (placement decides
+ * which), trying other servers when one refuses. */
+int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
+{
+	int usable[STORE_MAX_SERVERS], tried[STORE_MAX_SERVERS], pick[STORE_MAX_REPLICAS];
+	int ntried = 0, got = 0, anyup = 0, nospc = 0;
+	struct seg_rep reps[STORE_MAX_REPLICAS];
+	uint32_t idx;
+	int rc;
+
+	/* The maintenance thread is who frees slots: it must not wait. */
+	rc = slot_get(s, &idx, io != &s->maint_io);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < s->nservers; i++) {
+		usable[i] = s->srv[i].conn && srv_up(&s->srv[i]);
+		anyup |= usable[i];
+	}
+	while (got < s->replicas) {
+		unsigned cursor;
+		int n;
+
+		pthread_mutex_lock(&s->lock);
+		cursor = s->place_cursor;
+		n = place_pick(usable, s->nservers, s->replicas - got, &cursor,
+			       tried, ntried, pick);
+		/* Only a fresh segment advances the rotation. */
+		if (got == 0 && ntried == 0)
+			s->place_cursor = cursor;
+		pthread_mutex_unlock(&s->lock);
+		if (n == 0)
+			break;
+		for (int k = 0; k < n; k++) {
+			struct qreq *q = &io->reqs[k];
+
+			memset(&q->req, 0, sizeof(q->req));
+			q->req.op = FM_OP_ALLOC;
+			q->req.arg = s->seg_size;
+			req_submit(s, io, q, pick[k]);
+			tried[ntried++] = pick[k];
+		}
+		waiter_wait(&io->w);
+		for (int k = 0; k < n; k++) {
+			struct qreq *q = &io->reqs[k];
+
+			if (q->status == 0 && q->req.rep.alloc.size >= s->seg_size) {
+				reps[got].server = pick[k];
+				reps[got].remote_id = q->req.rep.alloc.seg_id;
+				got++;
+				continue;
+			}
+			nospc |= q->status == -ENOSPC;
+			server_failed(s, pick[k], q->status ? q->status : -EPROTO, "alloc");
+		}
+	}
+	if (got == 0) {
+		slot_put(s, idx);
+		log_err("store: no server could allocate a %u-byte segment", s->seg_size);
+		return anyup && nospc ? -ENOSPC : -EIO;
+	}
+	pthread_mutex_lock(&s->lock);
+	for (int r = 0; r < got; r++)
+		s->segs[idx].rep[r] = reps[r];
+	s->segs[idx].state = SEG_OPEN;
+	pthread_mutex_unlock(&s->lock);
+	if (got < s->replicas)
+		log_warn("store: segment %u opened with %d of %d replicas", idx, got,
+			 s->replicas);
+	*out = idx;
+	return 0;
+}
+
+void seg_seal(struct store *s, uint32_t idx)
+{
+	pthread_mutex_lock(&s->lock);
+	if (s->segs[idx].state == SEG_OPEN)
+		s->segs[idx].state = SEG_SEALED;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void seg_drop_replica(struct store *s, uint32_t idx, int server)
+{
+	pthread_mutex_lock(&s->lock);
+	for (int r = 0; r < STORE_MAX_REPLICAS; r++)
+		if (s->segs[idx].rep[r].server == server) {
+			s->segs[idx].rep[r].server = -1;
+			s->segs[idx].flags |= SEGF_DEGRADED;
+		}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* FREEs the segment on every replica it has and returns the slot.  The
+ * caller made sure no map entry and no reader uses it any more. */
+void seg_free_remote(struct store *s, struct ioctx *io, uint32_t idx)
+{
+	struct seg_rep reps[STORE_MAX_REPLICAS];
+	int n = 0;
+
+	pthread_mutex_lock(&s->lock);
+	memcpy(reps, s->segs[idx].rep, sizeof(reps));
+	pthread_mutex_unlock(&s->lock);
+	for (int r = 0; r < STORE_MAX_REPLICAS; r++) {
+		if (reps[r].server < 0)
+			continue;
+		struct qreq *q = &io->reqs[n++];
+
+		memset(&q->req, 0, sizeof(q->req));
+		q->req.op = FM_OP_FREE;
+		q->req.seg_id = reps[r].remote_id;
+		req_submit(s, io, q, reps[r].server);
+	}
+	waiter_wait(&io->w);
+	for (int k = 0; k < n; k++)
+		if (io->reqs[k].status < 0 && io->reqs[k].status != -ENOTCONN)
+			log_warn("server %s: free segment %llu: %s",
+				 s->srv[io->reqs[k].server].addr,
+				 (unsigned long long)io->reqs[k].req.seg_id,
+				 strerror(-io->reqs[k].status));
+	pthread_mutex_lock(&s->lock);
+	memset(&s->segs[idx], 0, sizeof(s->segs[idx]));
+	for (int r = 0; r < STORE_MAX_REPLICAS; r++)
+		s->segs[idx].rep[r].server = -1;
+	s->segs[idx].state = SEG_FREE;
+	pthread_cond_broadcast(&s->seg_cv);
+	pthread_mutex_unlock(&s->lock);
+}
+
+int seg_read_range(struct store *s, struct ioctx *io, const struct seg_rep *r,
+		   uint32_t off, uint32_t len, void *buf)
+{
+	while (len) {
+		uint32_t n = len > FM_MAX_IO ? FM_MAX_IO : len;
+		struct qreq *q = &io->reqs[0];
+
+		memset(&q->req, 0, sizeof(q->req));
+		q->req.op = FM_OP_READ;
+		q->req.seg_id = r->remote_id;
+		q->req.offset = off;
+		q->req.len = n;
+		q->req.buf = buf;
+		req_submit(s, io, q, r->server);
+		waiter_wait(&io->w);
+		if (q->status < 0) {
+			server_failed(s, r->server, q->status, "read");
+			return q->status;
+		}
+		off += n;
+		len -= n;
+		buf = (uint8_t *)buf + n;
+	}
+	return 0;
+}
+
+void map_release(struct store *s, const struct pm_entry *e)
+{
+	struct state_hdr *h = s->hdr;
+
+	switch (pm_state(e)) {
+	case PM_ZERO:
+		h->zero_pages--;
+		break;
+	case PM_STORED:
+		s->segs[e->seg].live -= rec_len(pm_plen(e));
+		h->pages_stored--;
+		h->bytes_stored -= rec_len(pm_plen(e));
+		break;
+	default:
+		break;
+	}
+}

@@ -1,0 +1,288 @@
+/* store.c — open, close, release and statistics of a page store.
+ *
+ * The I/O path is in store_io.c, segment handling in segment.c, the
+ * mapped metadata in state_file.c, background work in maint.c,
+ * cleaner.c and repair.c.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "store_internal.h"
+
+#define DEFAULT_SEGMENT (4u << 20)
+#define DEFAULT_MAX_IO  (1u << 20)
+#define DEFAULT_TIMEOUT 5000u
+
+static int config_check(const struct store_config *c, char *err, size_t errlen)
+{
+	uint32_t seg = c->segment_size ? c->segment_size : DEFAULT_SEGMENT;
+	uint32_t max_io = c->max_io ? c->max_io : DEFAULT_MAX_IO;
+	int r = c->replicas;
+
+	if (c->nservers < 1 || c->nservers > STORE_MAX_SERVERS)
+		snprintf(err, errlen, "need 1 to %d servers, got %d", STORE_MAX_SERVERS, c->nservers);
+	else if (!c->size || c->size % STORE_PAGE)
+		snprintf(err, errlen, "device size must be a non-zero multiple of %u", STORE_PAGE);
+	else if (r < 0 || r > STORE_MAX_REPLICAS || r > c->nservers)
+		snprintf(err, errlen, "replicas %d: need 1 to %d and at most the %d servers",
+			 r, STORE_MAX_REPLICAS, c->nservers);
+	else if (seg % STORE_PAGE || seg < 4 * REC_MAX_LEN || seg > (256u << 20))
+		snprintf(err, errlen, "segment size %u: need a multiple of %u between %u and 256 MiB",
+			 seg, STORE_PAGE, 4 * REC_MAX_LEN);
+	else if (c->queues < 1 || c->queues > STORE_MAX_QUEUES)
+		snprintf(err, errlen, "queues %d: need 1 to %d", c->queues, STORE_MAX_QUEUES);
+	else if (max_io % STORE_PAGE || max_io > 4 * FM_MAX_IO)
+		snprintf(err, errlen, "max_io %u: need a multiple of %u up to %u", max_io,
+			 STORE_PAGE, 4 * FM_MAX_IO);
+	else if ((unsigned)c->compress > STORE_COMPRESS_LZ4)
+		snprintf(err, errlen, "unknown compression %d", (int)c->compress);
+	else
+		return 0;
+	return -EINVAL;
+}
+
+int server_connect(struct store *s, int i)
+{
+	struct store_server *v = &s->srv[i];
+	struct fm_conn_params p;
+	struct fm_conn *c;
+	int rc;
+
+	memset(&p, 0, sizeof(p));
+	p.addr = v->fa;
+	p.secret = &s->cfg.secret;
+	memcpy(p.uuid, s->cfg.uuid, FM_UUID_LEN);
+	p.timeout_ms = s->timeout_ms;
+	/* Every queue may have one request per page in flight to a server,
+	 * plus the maintenance thread's. */
+	p.max_inflight = (unsigned)(s->nqueues + 1) * (s->max_io / STORE_PAGE) + 16;
+	p.reconnect = 1;
+	p.state_cb = store_server_state_cb;
+	p.state_arg = v;
+	p.ops = s->cfg.transport;
+	rc = fm_conn_open(&p, &c);
+	if (rc < 0) {
+		log_warn("server %s: connect: %s", v->addr, strerror(-rc));
+		return rc;
+	}
+	__atomic_store_n(&v->conn, c, __ATOMIC_RELEASE);
+	__atomic_store_n(&v->up, 1, __ATOMIC_RELEASE);
+	return 0;
+}
+
+static void store_free(struct store *s)
+{
+	for (int i = 0; i < s->nservers; i++)
+		if (s->srv[i].conn)
+			fm_conn_close(s->srv[i].conn);
+	for (int i = 0; s->q && i < s->nqueues; i++)
+		if (s->q[i].buf || s->q[i].reqs)
+			ioctx_fini(&s->q[i]);
+	free(s->q);
+	if (s->maint_io.buf || s->maint_io.reqs)
+		ioctx_fini(&s->maint_io);
+	free(s->maint_seg_buf);
+	state_close(s);
+	free((char *)s->cfg.state_path);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->seg_cv);
+	pthread_mutex_destroy(&s->maint_run);
+	pthread_mutex_destroy(&s->maint_lock);
+	pthread_cond_destroy(&s->maint_cv);
+	free(s);
+}
+
+static int store_setup(struct store *s, const struct store_config *cfg,
+		       char *err, size_t errlen)
+{
+	int rc;
+
+	s->cfg = *cfg;
+	s->cfg.state_path = NULL;
+	if (cfg->state_path && !(s->cfg.state_path = strdup(cfg->state_path)))
+		return -ENOMEM;
+	if (!s->cfg.state_path)
+		s->cfg.attach = 0;
+	s->replicas = cfg->replicas ? cfg->replicas : (cfg->nservers >= 2 ? 2 : 1);
+	s->seg_size = cfg->segment_size ? cfg->segment_size : DEFAULT_SEGMENT;
+	s->max_io = cfg->max_io ? cfg->max_io : DEFAULT_MAX_IO;
+	s->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : DEFAULT_TIMEOUT;
+	s->npages = cfg->size / STORE_PAGE;
+	s->nqueues = cfg->queues;
+	s->nservers = cfg->nservers;
+	for (int i = 0; i < s->nservers; i++) {
+		s->srv[i].fa = cfg->servers[i];
+		s->srv[i].s = s;
+		s->srv[i].idx = i;
+		addr_str(&cfg->servers[i], s->srv[i].addr, sizeof(s->srv[i].addr));
+	}
+	rc = state_open(s, err, errlen);
+	if (rc < 0)
+		return rc;
+	s->q = calloc((size_t)s->nqueues, sizeof(*s->q));
+	s->maint_seg_buf = malloc(s->seg_size);
+	if (!s->q || !s->maint_seg_buf)
+		return -ENOMEM;
+	for (int i = 0; i < s->nqueues; i++) {
+		rc = ioctx_init(s, &s->q[i], i);
+		if (rc < 0) {
+			snprintf(err, errlen, "queue %d: cannot set up buffers or codec: %s",
+				 i, strerror(-rc));
+			return rc;
+		}
+	}
+	rc = ioctx_init(s, &s->maint_io, -1);
+	if (rc < 0)
+		snprintf(err, errlen, "maintenance buffers: %s", strerror(-rc));
+	return rc;
+}
+
+int store_open(const struct store_config *cfg, struct store **out,
+	       char *err, size_t errlen)
+{
+	struct store *s;
+	int rc, up = 0;
+
+	*out = NULL;
+	rc = config_check(cfg, err, errlen);
+	if (rc < 0)
+		return rc;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->seg_cv, NULL);
+	pthread_mutex_init(&s->maint_run, NULL);
+	pthread_mutex_init(&s->maint_lock, NULL);
+	pthread_cond_init(&s->maint_cv, NULL);
+	s->state_fd = -1;
+	rc = store_setup(s, cfg, err, errlen);
+	if (rc < 0) {
+		if (!err[0])
+			snprintf(err, errlen, "store setup: %s", strerror(-rc));
+		store_free(s);
+		return rc;
+	}
+	for (int i = 0; i < s->nservers; i++)
+		up += server_connect(s, i) == 0;
+	if (up < s->replicas) {
+		snprintf(err, errlen, "only %d of %d servers answered; %d replicas need %d",
+			 up, s->nservers, s->replicas, s->replicas);
+		store_free(s);
+		return -EHOSTUNREACH;
+	}
+	if (!cfg->no_background) {
+		rc = maint_start(s);
+		if (rc < 0) {
+			snprintf(err, errlen, "cannot start the maintenance thread: %s",
+				 strerror(-rc));
+			store_free(s);
+			return rc;
+		}
+	}
+	log_info("store: %llu bytes, %d servers (%d up), %d replicas, %s, %u-byte segments%s",
+		 (unsigned long long)s->cfg.size, s->nservers, up, s->replicas,
+		 fm_codec_name((enum fm_codec_algo)s->cfg.compress), s->seg_size,
+		 s->cfg.attach ? ", attached to existing state" : "");
+	*out = s;
+	return 0;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	maint_stop(s);
+	/* A restarted daemon appends to new segments; the old open ones
+	 * are complete as they are. */
+	for (int i = 0; i < s->nqueues; i++)
+		if (s->q[i].open_seg != SEG_NONE)
+			seg_seal(s, s->q[i].open_seg);
+	if (s->maint_io.open_seg != SEG_NONE)
+		seg_seal(s, s->maint_io.open_seg);
+	store_free(s);
+}
+
+int store_release(struct store *s)
+{
+	int running = s->maint_running;
+
+	maint_stop(s);
+	for (int i = 0; i < s->nqueues; i++)
+		s->q[i].open_seg = SEG_NONE;
+	s->maint_io.open_seg = SEG_NONE;
+	pthread_mutex_lock(&s->lock);
+	for (uint64_t p = 0; p < s->npages; p++) {
+		map_release(s, &s->map[p]);
+		s->map[p] = pm_make(PM_UNMAPPED, 0, 0, 0, pm_version(&s->map[p]));
+	}
+	pthread_mutex_unlock(&s->lock);
+	for (uint32_t i = 0; i < s->hdr->nsegs; i++)
+		if (s->segs[i].state != SEG_FREE)
+			seg_free_remote(s, &s->maint_io, i);
+	if (running)
+		return maint_start(s);
+	return 0;
+}
+
+static void stats_segments(struct store *s, struct store_stats *st)
+{
+	for (uint32_t i = 0; i < s->hdr->nsegs; i++) {
+		const struct seg *g = &s->segs[i];
+		int nrep = 0;
+
+		if (g->state == SEG_FREE || g->state == SEG_ALLOCATING)
+			continue;
+		st->segments++;
+		for (int r = 0; r < STORE_MAX_REPLICAS; r++) {
+			if (g->rep[r].server < 0)
+				continue;
+			nrep++;
+			st->server[g->rep[r].server].segments++;
+			st->server[g->rep[r].server].bytes += s->seg_size;
+		}
+		st->bytes_remote += (uint64_t)nrep * s->seg_size;
+		if (seg_live_replicas(s, g) < s->replicas)
+			st->degraded_segments++;
+	}
+}
+
+void store_get_stats(struct store *s, struct store_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->size = s->cfg.size;
+	st->replicas = s->replicas;
+	st->nservers = s->nservers;
+	for (int i = 0; i < s->nservers; i++) {
+		struct store_server_stats *v = &st->server[i];
+
+		snprintf(v->addr, sizeof(v->addr), "%s", s->srv[i].addr);
+		v->up = srv_up(&s->srv[i]);
+		v->reads = atomic_get64(&s->srv[i].reads);
+		v->writes = atomic_get64(&s->srv[i].writes);
+		v->errors = atomic_get64(&s->srv[i].errors);
+	}
+	pthread_mutex_lock(&s->lock);
+	st->pages_stored = s->hdr->pages_stored;
+	st->zero_pages = s->hdr->zero_pages;
+	st->bytes_logical = st->pages_stored * STORE_PAGE;
+	st->bytes_stored = s->hdr->bytes_stored;
+	st->cleaned_segments = s->hdr->cleaned_segments;
+	st->rereplicated_segments = s->hdr->rereplicated_segments;
+	stats_segments(s, st);
+	pthread_mutex_unlock(&s->lock);
+	st->checksum_errors = atomic_get64(&s->hdr->checksum_errors);
+	st->reads = atomic_get64(&s->reads);
+	st->writes = atomic_get64(&s->writes);
+	st->discards = atomic_get64(&s->discards);
+	st->read_errors = atomic_get64(&s->read_errors);
+	st->write_errors = atomic_get64(&s->write_errors);
+}
+
+uint64_t store_size(const struct store *s)
+{
+	return s->cfg.size;
+}

@@ -1,0 +1,233 @@
+/* store_internal.h — what the store's files share; not for frontends.
+ *
+ * Files: store.c (open/close/stats), state_file.c (the mapped metadata),
+ * store_io.c (read/write/discard), segment.c (segment life cycle and the
+ * request waiter), cleaner.c, repair.c, maint.c (the background thread).
+ *
+ * Locking: s->lock guards the page map, the segment table and the
+ * accounting in the state header.  It is held only for short in-memory
+ * work, never across a remote request.  A queue's mutex serialises that
+ * queue's requests (and lets maint seal an idle queue's open segment).
+ */
+#ifndef FARMEM_STORE_INTERNAL_H
+#define FARMEM_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "codec.h"
+#include "pagemap.h"
+#include "record.h"
+#include "store.h"
+
+#define SEG_NONE UINT32_MAX
+
+enum seg_state {
+	SEG_FREE = 0,
+	SEG_ALLOCATING,       /* slot taken, remote ALLOCs in flight */
+	SEG_OPEN,             /* a queue (or the cleaner) appends to it */
+	SEG_SEALED,           /* full and immutable: cleaner/repair may act */
+	SEG_FREEING,          /* cleaner moved its records; waiting for readers */
+};
+
+struct seg_rep {
+	uint64_t remote_id;
+	int32_t server;       /* -1: empty slot */
+	uint32_t pad;
+};
+
+/* One segment table entry (lives in the state mapping). */
+struct seg {
+	uint32_t state;
+	uint32_t used;        /* bytes appended (same on every replica) */
+	uint32_t live;        /* bytes of records the page map points at */
+	uint32_t flags;       /* SEGF_* */
+	struct seg_rep rep[STORE_MAX_REPLICAS];
+	uint32_t readers;     /* reads in flight (reset on attach) */
+	uint32_t pad;
+};
+
+#define SEGF_DEGRADED  1u     /* lost a replica; seal and repair */
+#define SEGF_NOCLEAN   2u     /* cleaning failed (bad record); leave it */
+
+#define STATE_MAGIC    0x3154534d454d5246ull /* "FRMEMST1" */
+#define STATE_VERSION  1u
+
+/* Header of the state mapping; the segment table and page map follow. */
+struct state_hdr {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t hdr_size;
+	uint8_t uuid[FM_UUID_LEN];
+	uint64_t size;
+	uint64_t npages;
+	uint32_t nsegs;
+	uint32_t segment_size;
+	uint32_t replicas;
+	uint32_t nservers;
+	uint64_t server_hash[STORE_MAX_SERVERS]; /* XXH3 of each address */
+	uint64_t next_version;                   /* atomic */
+	uint64_t seg_off, map_off, total_len;
+	/* Accounting, rebuilt from the map on attach. */
+	uint64_t pages_stored, zero_pages, bytes_stored;
+	uint64_t cleaned_segments, rereplicated_segments;
+	uint64_t checksum_errors;
+};
+
+struct waiter {
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	unsigned pending;
+};
+
+/* A request slot: the transport request plus who waits for it. */
+struct qreq {
+	struct fm_req req;
+	struct waiter *w;
+	int status;
+	int server;
+	struct iovec iov;
+};
+
+/* Per page of a request, while it is in flight. */
+struct page_io {
+	uint32_t rec_off;     /* in the staging/read buffer */
+	uint32_t rec_len;     /* 0: zero page */
+	uint64_t version;
+	uint32_t seg, seg_off;
+	struct pm_entry e;    /* read: the entry looked up; cleaner: the old home */
+	uint64_t page;        /* cleaner: which page the record is */
+	int ok;
+};
+
+/* A run of records written to one segment with one WRITE per replica. */
+struct wchunk {
+	uint32_t seg, seg_off, len, buf_off;
+	int first, last;      /* page indexes in the request */
+	int req0, nreq;       /* slots used, one per replica */
+};
+
+/* A thread's I/O context: a frontend queue, or the maintenance thread. */
+struct ioctx {
+	pthread_mutex_t lock;
+	int id;
+	uint32_t open_seg;    /* SEG_NONE when none */
+	uint8_t *buf;         /* staging (write) / landing (read): npages * REC_MAX_LEN */
+	size_t buf_len;
+	struct page_io *pio;  /* npages */
+	struct wchunk *chunks; /* npages */
+	struct qreq *reqs;    /* nreqs */
+	unsigned nreqs;
+	unsigned npages;
+	struct waiter w;
+	struct fm_codec codec;
+};
+
+struct store_server {
+	struct fm_conn *conn;
+	int up;               /* atomic */
+	char addr[300];
+	struct fm_addr fa;
+	uint64_t reads, writes, errors; /* atomic */
+	struct store *s;
+	int idx;
+	uint64_t retry_ns;    /* maint: next connect attempt when conn is NULL */
+};
+
+struct store {
+	struct store_config cfg;
+	int replicas;
+	uint32_t seg_size;
+	uint32_t max_io;
+	uint32_t timeout_ms;
+	uint64_t npages;
+
+	/* State mapping. */
+	void *map_base;
+	size_t map_len;
+	int state_fd;
+	struct state_hdr *hdr;
+	struct seg *segs;
+	struct pm_entry *map;
+
+	pthread_mutex_t lock;
+	pthread_cond_t seg_cv;    /* readers dropped / a slot was freed */
+	unsigned place_cursor;
+
+	int nservers;
+	struct store_server srv[STORE_MAX_SERVERS];
+
+	int nqueues;
+	struct ioctx *q;
+	struct ioctx maint_io;
+	uint8_t *maint_seg_buf;   /* one whole segment, for the cleaner */
+
+	/* Background thread. */
+	pthread_t maint;
+	int maint_running;
+	pthread_mutex_t maint_run;   /* one maintenance pass at a time */
+	pthread_mutex_t maint_lock;
+	pthread_cond_t maint_cv;
+	int maint_stop, maint_kick;
+
+	/* Counters (atomic). */
+	uint64_t reads, writes, discards, read_errors, write_errors;
+};
+
+static inline uint64_t atomic_add64(uint64_t *p, uint64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
+static inline uint64_t atomic_get64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline int srv_up(const struct store_server *v) { return __atomic_load_n(&v->up, __ATOMIC_ACQUIRE); }
+
+/* store.c */
+int server_connect(struct store *s, int i);
+
+/* state_file.c */
+int state_open(struct store *s, char *err, size_t errlen);
+void state_close(struct store *s);
+void state_rebuild(struct store *s);
+
+/* segment.c */
+void waiter_init(struct waiter *w);
+void waiter_destroy(struct waiter *w);
+void waiter_add(struct waiter *w, unsigned n);
+void waiter_wait(struct waiter *w);
+/* Submit a prepared slot to server idx (counts it in the waiter).  A
+ * submit error is recorded as the slot's status; returns nothing. */
+void req_submit(struct store *s, struct ioctx *io, struct qreq *q, int server);
+int is_conn_error(int err);
+void server_failed(struct store *s, int server, int err, const char *what);
+int seg_open(struct store *s, struct ioctx *io, uint32_t *out);
+void seg_seal(struct store *s, uint32_t idx);
+int seg_live_replicas(const struct store *s, const struct seg *g);
+void seg_drop_replica(struct store *s, uint32_t idx, int server);
+void seg_free_remote(struct store *s, struct ioctx *io, uint32_t idx);
+/* Read len bytes at off from replica r of segment idx into buf. */
+int seg_read_range(struct store *s, struct ioctx *io, const struct seg_rep *r,
+		   uint32_t off, uint32_t len, void *buf);
+/* Account a map entry's record as dead (entry being replaced).  Lock held. */
+void map_release(struct store *s, const struct pm_entry *e);
+
+/* store_io.c */
+int ioctx_init(struct store *s, struct ioctx *io, int id);
+/* Append records pio[0..n) not yet ok (rec_len > 0) from io->buf to
+ * io's open segment(s), writing every replica; sets pio[].ok/seg/seg_off.
+ * Returns 0 or the error that stopped it (seg_open). */
+int records_append(struct store *s, struct ioctx *io, unsigned n);
+void ioctx_fini(struct ioctx *io);
+
+/* cleaner.c */
+int cleaner_run(struct store *s);        /* 1 when a segment was cleaned */
+int cleaner_wanted(struct store *s);
+
+/* repair.c */
+int repair_run(struct store *s);         /* 1 when a segment was repaired */
+void repair_seal_degraded(struct store *s);
+
+/* maint.c */
+int maint_start(struct store *s);
+void maint_stop(struct store *s);
+void maint_kick(struct store *s);
+void store_server_state_cb(void *arg, int up);
+
+#endif
