@@ -11,7 +11,7 @@
 
 struct nbd_slot;
 
-/* One request as parsed by the reader and run by a worker. */
+/* One request as parsed from the wire. */
 struct nbd_req {
 	uint16_t flags;
 	uint16_t type;
@@ -20,33 +20,37 @@ struct nbd_req {
 	uint32_t len;
 };
 
+/* A worker takes turns with its slot's other workers reading the next
+ * request (under read_lock), then runs it and replies on its own: no
+ * hand-off between threads on the I/O path (nbdkit's model). */
 struct nbd_worker {
 	struct nbd_slot *slot;
 	int queue;                  /* backend queue index */
 	pthread_t thread;
-	pthread_cond_t cond;        /* under slot->lock: has_req or quit */
-	int has_req;
-	struct nbd_req req;
 	uint8_t *buf;               /* max_block + 2 pages, page aligned;
 				     * request data sits at buf + (off % 4096) */
 	uint8_t *page;              /* one scratch page for edge RMW */
-	struct nbd_worker *next_free;
 };
 
-/* A connection's share of the server: workers and the reply lock. */
+/* A connection's share of the server: its workers and the socket locks. */
 struct nbd_slot {
 	struct nbd_server *srv;
 	int index;
 	int in_use;                 /* under srv->lock */
 	int fd;                     /* the connection while in use */
-	pthread_mutex_t lock;       /* free list, inflight, worker wake-ups */
-	pthread_cond_t idle;        /* a worker became free */
-	struct nbd_worker *free_list;
-	int inflight;
+	unsigned conn_id;
+	pthread_mutex_t lock;       /* gen, active, quit */
+	pthread_cond_t wake;        /* workers: a new connection or quit */
+	pthread_cond_t done;        /* transmit: the last worker is out */
+	unsigned gen;               /* bumped for each connection */
+	int active;                 /* workers serving the connection */
 	int quit;                   /* workers exit */
+	pthread_mutex_t read_lock;  /* one reader of the socket at a time */
+	int closing;                /* under read_lock: DISC, EOF or error seen */
+	int close_rc;               /* why: 0 (DISC) or -errno */
 	pthread_mutex_t send_lock;  /* one reply at a time on fd */
 	int send_failed;
-	uint64_t requests, errors;  /* for the close log line */
+	uint64_t requests, errors;  /* under send_lock, for the close log */
 	struct nbd_worker *workers;
 };
 
@@ -91,12 +95,11 @@ void nbd_slot_release(struct nbd_slot *slot);
 int nbd_slots_create(struct nbd_server *srv);
 void nbd_slots_destroy(struct nbd_server *srv);
 
-/* nbd_transmit.c: serve requests until DISC, EOF or error; waits for
- * every in-flight request before returning. */
+/* nbd_transmit.c: serve requests until DISC, EOF or error with all of
+ * the slot's workers; returns once every in-flight request is answered. */
 void nbd_transmit(struct nbd_slot *slot, int fd, unsigned id);
-/* Send a simple reply (and data) under the slot's send lock. */
-int nbd_send_reply(struct nbd_slot *slot, uint64_t cookie, int err,
-		   const void *data, uint32_t len);
+/* A worker's part of that (called from nbd_slot.c's worker thread). */
+void nbd_worker_serve(struct nbd_worker *w);
 
 /* nbd_exec.c: run one request in a worker; returns 0 or -errno for the
  * reply (read data is left at w->buf + off % 4096). */

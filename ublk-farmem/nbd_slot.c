@@ -2,7 +2,6 @@
  * their own backend queue and buffers, created once at server start so a
  * new connection costs no allocation and no thread start. */
 #include "nbd_int.h"
-#include "nbd_proto.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -24,10 +23,6 @@ struct nbd_slot *nbd_slot_claim(struct nbd_server *srv)
 		}
 	}
 	pthread_mutex_unlock(&srv->lock);
-	if (found) {
-		found->send_failed = 0;
-		found->requests = found->errors = 0;
-	}
 	return found;
 }
 
@@ -38,38 +33,29 @@ void nbd_slot_release(struct nbd_slot *slot)
 	pthread_mutex_unlock(&slot->srv->lock);
 }
 
+/* Idle until the slot gets a connection, serve it, repeat. */
 static void *worker_main(void *arg)
 {
 	struct nbd_worker *w = arg;
 	struct nbd_slot *slot = w->slot;
+	unsigned seen = 0;
 
 	for (;;) {
-		struct nbd_req r;
-		int rc;
-
 		pthread_mutex_lock(&slot->lock);
-		while (!w->has_req && !slot->quit)
-			pthread_cond_wait(&w->cond, &slot->lock);
-		if (!w->has_req) {
+		while (slot->gen == seen && !slot->quit)
+			pthread_cond_wait(&slot->wake, &slot->lock);
+		if (slot->quit) {
 			pthread_mutex_unlock(&slot->lock);
 			return NULL;
 		}
-		r = w->req;
+		seen = slot->gen;
 		pthread_mutex_unlock(&slot->lock);
 
-		rc = nbd_exec(w, &r);
-		nbd_send_reply(slot, r.cookie, rc,
-			       r.type == NBD_CMD_READ && rc == 0 ? w->buf + r.off % PAGE : NULL,
-			       r.type == NBD_CMD_READ && rc == 0 ? r.len : 0);
+		nbd_worker_serve(w);
 
 		pthread_mutex_lock(&slot->lock);
-		w->has_req = 0;
-		w->next_free = slot->free_list;
-		slot->free_list = w;
-		slot->inflight--;
-		slot->requests++;
-		slot->errors += rc != 0;
-		pthread_cond_signal(&slot->idle);
+		if (--slot->active == 0)
+			pthread_cond_signal(&slot->done);
 		pthread_mutex_unlock(&slot->lock);
 	}
 }
@@ -87,14 +73,10 @@ static int worker_init(struct nbd_slot *slot, struct nbd_worker *w, int queue)
 			bufsz, queue);
 		return -ENOMEM;
 	}
-	pthread_cond_init(&w->cond, NULL);
-	w->next_free = slot->free_list;
-	slot->free_list = w;
 	rc = pthread_create(&w->thread, NULL, worker_main, w);
 	if (rc) {
 		log_err("nbd: queue %d: cannot start worker thread: %s", queue,
 			strerror(rc));
-		pthread_cond_destroy(&w->cond);
 		return -rc;
 	}
 	return 0;
@@ -104,13 +86,10 @@ static void slot_stop(struct nbd_slot *slot, int nstarted)
 {
 	pthread_mutex_lock(&slot->lock);
 	slot->quit = 1;
-	for (int i = 0; i < nstarted; i++)
-		pthread_cond_signal(&slot->workers[i].cond);
+	pthread_cond_broadcast(&slot->wake);
 	pthread_mutex_unlock(&slot->lock);
-	for (int i = 0; i < nstarted; i++) {
+	for (int i = 0; i < nstarted; i++)
 		pthread_join(slot->workers[i].thread, NULL);
-		pthread_cond_destroy(&slot->workers[i].cond);
-	}
 	for (int i = 0; i < slot->srv->p.workers; i++) {
 		free(slot->workers[i].buf);
 		free(slot->workers[i].page);
@@ -119,7 +98,9 @@ static void slot_stop(struct nbd_slot *slot, int nstarted)
 	slot->workers = NULL;
 	pthread_mutex_destroy(&slot->lock);
 	pthread_mutex_destroy(&slot->send_lock);
-	pthread_cond_destroy(&slot->idle);
+	pthread_mutex_destroy(&slot->read_lock);
+	pthread_cond_destroy(&slot->wake);
+	pthread_cond_destroy(&slot->done);
 }
 
 static int slot_init(struct nbd_server *srv, struct nbd_slot *slot, int index)
@@ -131,7 +112,9 @@ static int slot_init(struct nbd_server *srv, struct nbd_slot *slot, int index)
 	slot->fd = -1;
 	pthread_mutex_init(&slot->lock, NULL);
 	pthread_mutex_init(&slot->send_lock, NULL);
-	pthread_cond_init(&slot->idle, NULL);
+	pthread_mutex_init(&slot->read_lock, NULL);
+	pthread_cond_init(&slot->wake, NULL);
+	pthread_cond_init(&slot->done, NULL);
 	slot->workers = calloc((size_t)n, sizeof(*slot->workers));
 	if (!slot->workers)
 		rc = -ENOMEM;

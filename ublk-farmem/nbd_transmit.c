@@ -1,6 +1,12 @@
-/* nbd_transmit.c — the transmission phase of one connection: the reader
- * checks every request before anything is done with it and hands it to a
- * free worker; replies are written by whoever finishes, one at a time. */
+/* nbd_transmit.c — the transmission phase of one connection.
+ *
+ * The slot's workers take turns at the socket: one at a time reads a
+ * request header, checks every field before anything is done with it,
+ * reads a write's payload into its own buffer, and lets go of the socket;
+ * then it runs the request and writes the reply under the send lock.  So
+ * up to `workers` requests of one connection run at once, replies go out
+ * in completion order (the cookie matches them up), and no request is
+ * passed between threads. */
 #include "nbd_int.h"
 #include "nbd_proto.h"
 
@@ -53,8 +59,8 @@ static int send_iov(int fd, struct iovec *iov, int n)
 	return 0;
 }
 
-int nbd_send_reply(struct nbd_slot *slot, uint64_t cookie, int err,
-		   const void *data, uint32_t len)
+static int send_reply(struct nbd_slot *slot, uint64_t cookie, int err,
+		      const void *data, uint32_t len)
 {
 	uint8_t h[NBD_REPLY_SIZE];
 	struct iovec iov[2] = {
@@ -74,6 +80,8 @@ int nbd_send_reply(struct nbd_slot *slot, uint64_t cookie, int err,
 			shutdown(slot->fd, SHUT_RD);
 		}
 	}
+	slot->requests++;
+	slot->errors += err != 0;
 	pthread_mutex_unlock(&slot->send_lock);
 	return rc;
 }
@@ -124,92 +132,83 @@ static int check_req(const struct nbd_server *srv, const struct nbd_req *r)
 	return r->flags & ~allowed ? -EINVAL : 0;
 }
 
-static struct nbd_worker *take_worker(struct nbd_slot *slot)
-{
-	struct nbd_worker *w;
-
-	pthread_mutex_lock(&slot->lock);
-	while (!slot->free_list)
-		pthread_cond_wait(&slot->idle, &slot->lock);
-	w = slot->free_list;
-	slot->free_list = w->next_free;
-	slot->inflight++;
-	pthread_mutex_unlock(&slot->lock);
-	return w;
-}
-
-static void give_back(struct nbd_slot *slot, struct nbd_worker *w)
-{
-	pthread_mutex_lock(&slot->lock);
-	w->next_free = slot->free_list;
-	slot->free_list = w;
-	slot->inflight--;
-	pthread_cond_signal(&slot->idle);
-	pthread_mutex_unlock(&slot->lock);
-}
-
-static void dispatch(struct nbd_slot *slot, struct nbd_worker *w,
-		     const struct nbd_req *r)
-{
-	pthread_mutex_lock(&slot->lock);
-	w->req = *r;
-	w->has_req = 1;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&slot->lock);
-}
-
 /* A refused request: drain its payload if it has one, answer it.
  * Returns -errno when the connection has to close. */
-static int refuse(struct nbd_slot *slot, int fd, unsigned id,
-		  const struct nbd_req *r, int err)
+static int refuse(struct nbd_slot *slot, const struct nbd_req *r, int err)
 {
 	log_debug("nbd conn %u: request type %u off %llu len %u refused: %s",
-		  id, r->type, (unsigned long long)r->off, r->len, strerror(-err));
+		  slot->conn_id, r->type, (unsigned long long)r->off, r->len,
+		  strerror(-err));
 	if (r->type == NBD_CMD_WRITE) {
 		if (r->len > NBD_DISCARD_MAX) {
 			log_warn("nbd conn %u: write of %u bytes is beyond any "
-				 "limit, closing", id, r->len);
+				 "limit, closing", slot->conn_id, r->len);
 			return -EMSGSIZE;
 		}
-		int rc = nbd_discard_bytes(fd, r->len);
+		int rc = nbd_discard_bytes(slot->fd, r->len);
 
 		if (rc < 0)
 			return rc;
 	}
-	return nbd_send_reply(slot, r->cookie, err, NULL, 0);
+	return send_reply(slot, r->cookie, err, NULL, 0);
 }
 
-/* One request: 1 to go on, 0 at DISC, -errno to close. */
-static int one_request(struct nbd_slot *slot, int fd, unsigned id)
+/* Read the next request into r (a write's data into w->buf).  Called
+ * under read_lock.  1: run it; 0: answered already; -errno or DISC
+ * (-ESHUTDOWN here): the connection ends. */
+static int read_request(struct nbd_worker *w, struct nbd_req *r)
 {
+	struct nbd_slot *slot = w->slot;
 	uint8_t b[NBD_REQUEST_SIZE];
-	struct nbd_worker *w;
-	struct nbd_req r;
-	int rc = nbd_read_full(fd, b, sizeof(b));
+	int rc = nbd_read_full(slot->fd, b, sizeof(b));
 
 	if (rc < 0)
 		return rc;
 	if (nbd_get32(b) != NBD_REQUEST_MAGIC) {
-		log_warn("nbd conn %u: bad request magic 0x%08x, closing", id,
-			 nbd_get32(b));
+		log_warn("nbd conn %u: bad request magic 0x%08x, closing",
+			 slot->conn_id, nbd_get32(b));
 		return -EPROTO;
 	}
-	parse_req(b, &r);
-	if (r.type == NBD_CMD_DISC)
-		return 0;
-	rc = check_req(slot->srv, &r);
+	parse_req(b, r);
+	if (r->type == NBD_CMD_DISC)
+		return -ESHUTDOWN;
+	rc = check_req(slot->srv, r);
 	if (rc < 0)
-		return refuse(slot, fd, id, &r, rc) < 0 ? -EPROTO : 1;
-	w = take_worker(slot);
-	if (r.type == NBD_CMD_WRITE) {
-		rc = nbd_read_full(fd, w->buf + r.off % PAGE, r.len);
-		if (rc < 0) {
-			give_back(slot, w);
-			return rc;
-		}
-	}
-	dispatch(slot, w, &r);
+		return refuse(slot, r, rc) < 0 ? -EPROTO : 0;
+	if (r->type == NBD_CMD_WRITE)
+		return nbd_read_full(slot->fd, w->buf + r->off % PAGE, r->len) < 0 ?
+			-EPIPE : 1;
 	return 1;
+}
+
+void nbd_worker_serve(struct nbd_worker *w)
+{
+	struct nbd_slot *slot = w->slot;
+
+	for (;;) {
+		struct nbd_req r;
+		int rc;
+
+		pthread_mutex_lock(&slot->read_lock);
+		if (slot->closing) {
+			pthread_mutex_unlock(&slot->read_lock);
+			return;
+		}
+		rc = read_request(w, &r);
+		if (rc < 0) {
+			slot->closing = 1;
+			slot->close_rc = rc == -ESHUTDOWN ? 0 : rc;
+		}
+		pthread_mutex_unlock(&slot->read_lock);
+		if (rc < 0)
+			return;
+		if (rc == 0)
+			continue;
+		rc = nbd_exec(w, &r);
+		send_reply(slot, r.cookie, rc,
+			   r.type == NBD_CMD_READ && rc == 0 ? w->buf + r.off % PAGE : NULL,
+			   r.type == NBD_CMD_READ && rc == 0 ? r.len : 0);
+	}
 }
 
 void nbd_transmit(struct nbd_slot *slot, int fd, unsigned id)
@@ -217,16 +216,22 @@ void nbd_transmit(struct nbd_slot *slot, int fd, unsigned id)
 	int rc;
 
 	slot->fd = fd;
-	do
-		rc = one_request(slot, fd, id);
-	while (rc > 0);
+	slot->conn_id = id;
+	slot->closing = 0;
+	slot->close_rc = 0;
+	slot->send_failed = 0;
+	slot->requests = slot->errors = 0;
+	pthread_mutex_lock(&slot->lock);
+	slot->active = slot->srv->p.workers;
+	slot->gen++;
+	pthread_cond_broadcast(&slot->wake);
+	/* Each worker finishes its request before it leaves. */
+	while (slot->active)
+		pthread_cond_wait(&slot->done, &slot->lock);
+	pthread_mutex_unlock(&slot->lock);
+	rc = slot->close_rc;
 	if (rc < 0 && rc != -EPIPE && rc != -ECONNRESET)
 		log_info("nbd conn %u: closing after error: %s", id, strerror(-rc));
-	/* Finish what was accepted before saying goodbye. */
-	pthread_mutex_lock(&slot->lock);
-	while (slot->inflight)
-		pthread_cond_wait(&slot->idle, &slot->lock);
-	pthread_mutex_unlock(&slot->lock);
 	log_info("nbd conn %u: %s after %llu requests (%llu failed)", id,
 		 rc == 0 ? "disconnected" : "closed",
 		 (unsigned long long)slot->requests, (unsigned long long)slot->errors);
