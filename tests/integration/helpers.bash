@@ -95,15 +95,39 @@ track_pid() {
 	echo "$1" >>"$FM_DIR/pids"
 }
 
+# ms_launch DIR PORT FLAGS...: run farmem-memserver on PORT in the
+# background and wait (bounded) until it accepts.  Returns 0 when ready,
+# 1 when it exited (log in DIR/log), 2 when it never became ready.
+ms_launch() {
+	local dir=$1 port=$2 pid i
+	shift 2
+	rm -f "$dir/pid"
+	"$FM_MEMSERVER" --listen "tcp://127.0.0.1:$port" --pid-file "$dir/pid" \
+		"$@" >>"$dir/log" 2>&1 &
+	pid=$!
+	track_pid "$pid"
+	echo "$pid" >"$dir/pid.bats"
+	for (( i = 0; i < FM_START_TIMEOUT * 10; i++ )); do
+		kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 1; }
+		if [ -s "$dir/pid" ] && accepts 127.0.0.1 "$port"; then
+			echo "tcp://127.0.0.1:$port" >"$dir/addr"
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "memserver in $dir: not accepting after ${FM_START_TIMEOUT}s" >&2
+	return 2
+}
+
 # start_memserver NAME [farmem-memserver flags...]
 #
 # Starts farmem-memserver listening on a free loopback port with the
 # test's secret (unless the flags name another --secret-file), waits
 # until it accepts connections, and records:
-#   $FM_DIR/ms-NAME/{addr,pid,log}, and ms_addr NAME / ms_pid NAME.
+#   $FM_DIR/ms-NAME/{addr,pid.bats,log}: see ms_addr, ms_pid, ms_log.
 # Retries with another port if the chosen one was taken meanwhile.
 start_memserver() {
-	local name=$1 dir attempt port pid i extra=() flag
+	local name=$1 dir attempt port rc extra=() flag=
 	shift
 	dir="$FM_DIR/ms-$name"
 	mkdir -p "$dir"
@@ -112,34 +136,32 @@ start_memserver() {
 	done
 	[ "$flag" = "--secret-file" ] || extra+=(--secret-file "$FM_SECRET")
 	[ -n "${FM_MS_LOCKED:-}" ] || extra+=(--allow-unlocked)
+	# restart_memserver starts it again with the same flags.
+	printf '%s\0' "${extra[@]}" "$@" >"$dir/args"
 	for (( attempt = 0; attempt < 5; attempt++ )); do
 		port=$(free_port) || return 1
-		rm -f "$dir/pid"
-		"$FM_MEMSERVER" --listen "tcp://127.0.0.1:$port" --pid-file "$dir/pid" \
-			"${extra[@]}" "$@" >"$dir/log" 2>&1 &
-		pid=$!
-		track_pid "$pid"
-		for (( i = 0; i < FM_START_TIMEOUT * 10; i++ )); do
-			if ! kill -0 "$pid" 2>/dev/null; then
-				break
-			fi
-			if [ -s "$dir/pid" ] && accepts 127.0.0.1 "$port"; then
-				echo "tcp://127.0.0.1:$port" >"$dir/addr"
-				echo "$pid" >"$dir/pid.bats"
-				return 0
-			fi
-			sleep 0.1
-		done
-		if kill -0 "$pid" 2>/dev/null; then
-			echo "start_memserver $name: not accepting after ${FM_START_TIMEOUT}s" >&2
-			cat "$dir/log" >&2
-			return 1
-		fi
-		wait "$pid" 2>/dev/null || true
+		: >"$dir/log"
+		rc=0
+		ms_launch "$dir" "$port" "${extra[@]}" "$@" || rc=$?
+		[ "$rc" -eq 0 ] && return 0
+		[ "$rc" -eq 2 ] && { cat "$dir/log" >&2; return 1; }
 		# Lost a race for the port: try another.  Anything else is real.
 		grep -qi "address already in use" "$dir/log" || break
 	done
 	echo "start_memserver $name: farmem-memserver exited:" >&2
+	cat "$dir/log" >&2
+	return 1
+}
+
+# restart_memserver NAME: start it again on the same port with the same
+# flags (after it was stopped), e.g. to test clients that reconnect.
+restart_memserver() {
+	local name=$1 dir="$FM_DIR/ms-$1" port args=()
+	port=$(ms_port "$name")
+	mapfile -d '' args <"$dir/args"
+	echo "--- restart" >>"$dir/log"
+	ms_launch "$dir" "$port" "${args[@]}" && return 0
+	echo "restart_memserver $name: failed:" >&2
 	cat "$dir/log" >&2
 	return 1
 }

@@ -275,6 +275,22 @@ used_is_zero() {
 }
 
 # Not through `run`: its subshell cannot wait for the server's status.
+@test "a reconnecting client rides out a memserver restart" {
+	fm_client a --uuid "$DEV_A" --reconnect watch 60s >"$FM_DIR/watch.out" 2>&1 &
+	watcher=$!
+	track_pid "$watcher"
+	wait_until 20 grep -q watching "$FM_DIR/watch.out"
+	stop_memserver a TERM
+	restart_memserver a
+	rc=0
+	wait_exit "$watcher" || rc=$?
+	cat "$FM_DIR/watch.out"
+	[ "$rc" -eq 0 ]
+	grep -q "state down" "$FM_DIR/watch.out"
+	grep -q "state up" "$FM_DIR/watch.out"
+	grep -q "pong after reconnect" "$FM_DIR/watch.out"
+}
+
 @test "SIGTERM: the memserver exits 0" {
 	rc=0
 	stop_memserver a TERM || rc=$?

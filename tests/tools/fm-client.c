@@ -52,7 +52,19 @@ struct opts {
 	int after_auth;                 /* raw-*: handshake first */
 	int keep;                       /* fill: do not free what it got */
 	uint32_t io_size;               /* pipeline: bytes per request */
+	int reconnect;                  /* transport reconnects after a loss */
 };
+
+/* State changes seen by --reconnect connections (transport thread). */
+static int state_downs, state_ups;
+
+static void on_state(void *arg, int up)
+{
+	(void)arg;
+	__atomic_add_fetch(up ? &state_ups : &state_downs, 1, __ATOMIC_ACQ_REL);
+	printf("state %s\n", up ? "up" : "down");
+	fflush(stdout);
+}
 
 static const char *ename(int e)
 {
@@ -72,7 +84,8 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: fm-client --server ADDR --secret-file FILE [--uuid UUID]\n"
-		"                 [--timeout MS] [--after-auth] [--keep] [--io-size N] CMD\n"
+		"                 [--timeout MS] [--after-auth] [--keep] [--io-size N]\n"
+		"                 [--reconnect] [--verbose] CMD [ARGS]\n"
 		"commands:\n"
 		"  ping | stat | list\n"
 		"  alloc SIZE | free SEG\n"
@@ -80,6 +93,8 @@ static void usage(void)
 		"  pipeline N        N pipelined writes then N reads, verified\n"
 		"  fill [SIZE]       allocate until the server refuses\n"
 		"  hold DURATION     keep the connection, pinging, for DURATION\n"
+		"  watch DURATION    with --reconnect: ping until a pong comes back\n"
+		"                    after the connection was lost and remade\n"
 		"  raw-garbage | raw-truncated | raw-oversized | raw-badversion\n"
 		"  raw-no-hello | raw-before-auth   (hostile frames on a bare socket)\n");
 }
@@ -100,6 +115,8 @@ static int conn_open(const struct opts *o, struct fm_conn **c)
 		.addr = o->addr,
 		.secret = &o->secret,
 		.timeout_ms = o->timeout_ms,
+		.reconnect = o->reconnect,
+		.state_cb = on_state,
 	};
 	int rc;
 
@@ -176,6 +193,14 @@ static int parse_u32_arg(const char *s, const char *what, int sized, uint32_t *o
 	}
 	*out = (uint32_t)v;
 	return 0;
+}
+
+/* One PING without output; 0 or -errno. */
+static int cmd_ping_quiet(struct fm_conn *c)
+{
+	struct fm_req r = { .op = FM_OP_PING };
+
+	return fm_conn_call(c, &r);
 }
 
 static int cmd_ping(struct fm_conn *c)
@@ -604,6 +629,35 @@ static int cmd_hold(struct fm_conn *c, char **argv, int argc)
 	return 0;
 }
 
+/* ---- watch: ride out a server restart on one reconnecting connection ---- */
+
+static int cmd_watch(struct fm_conn *c, const struct opts *o, char **argv, int argc)
+{
+	uint64_t ms;
+	double until;
+	int last = 0;
+
+	if (argc != 1 || parse_duration_ms(argv[0], &ms) < 0 || ms > 3600000 ||
+	    !o->reconnect)
+		return EXIT_USAGE;
+	printf("watching\n");
+	fflush(stdout);
+	until = now_s() + (double)ms / 1000.0;
+	while (now_s() < until) {
+		int rc = cmd_ping_quiet(c);
+
+		if (rc != last && rc)
+			printf("ping: %s\n", ename(-rc));
+		last = rc;
+		if (rc == 0 && __atomic_load_n(&state_ups, __ATOMIC_ACQUIRE) > 0) {
+			printf("pong after reconnect\n");
+			return 0;
+		}
+		usleep(50000);
+	}
+	return fail(-ETIMEDOUT, "watch");
+}
+
 /* ---- raw socket: hostile frames ---- */
 
 static int raw_connect(const struct opts *o)
@@ -854,6 +908,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "io-size", required_argument, NULL, 'i' },
 		{ "after-auth", no_argument, NULL, 'a' },
 		{ "keep", no_argument, NULL, 'K' },
+		{ "reconnect", no_argument, NULL, 'r' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -863,7 +918,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	int ch;
 
 	o->io_size = FM_PAGE;
-	while ((ch = getopt_long(argc, argv, "+s:k:u:t:i:aKvh", lo, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+s:k:u:t:i:aKrvh", lo, NULL)) != -1) {
 		switch (ch) {
 		case 's': server = optarg; break;
 		case 'k': secret = optarg; break;
@@ -878,6 +933,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 'a': o->after_auth = 1; break;
 		case 'K': o->keep = 1; break;
+		case 'r': o->reconnect = 1; break;
 		case 'v': log_set_level(LOG_LVL_DEBUG); break;
 		default: return -EINVAL;
 		}
@@ -922,6 +978,8 @@ static int run(struct fm_conn *c, const struct opts *o, const char *cmd,
 		return cmd_fill(c, o, args, nargs);
 	if (strcmp(cmd, "hold") == 0)
 		return cmd_hold(c, args, nargs);
+	if (strcmp(cmd, "watch") == 0)
+		return cmd_watch(c, o, args, nargs);
 	usage();
 	return EXIT_USAGE;
 }
