@@ -122,4 +122,5 @@ deb:
 
 rpm:
 	packaging/build-rpm.sh
+include packaging/install.mk
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
