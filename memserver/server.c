@@ -10,6 +10,7 @@
  */
 #include "memserver.h"
 #include "log.h"
+#include "sdnotify.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -552,8 +553,13 @@ int ms_server_run(struct ms_ctx *ctx, const struct ms_resolved *r,
 		rc = listeners_watch(&sv, 1);
 	if (rc == 0 && pid_file && pid_file[0])
 		rc = write_pid_file(pid_file);
-	if (rc == 0)
+	if (rc == 0) {
+		/* The pool is allocated and locked and we listen: units
+		 * ordered after ours (Type=notify) may start clients now. */
+		sd_notify_state("READY=1");
 		loop(&sv);
+		sd_notify_state("STOPPING=1");
+	}
 	server_teardown(&sv);
 	if (pid_file && pid_file[0] && rc == 0)
 		unlink(pid_file);
