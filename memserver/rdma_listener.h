@@ -1,0 +1,82 @@
+/* rdma_listener.h — farmem-memserver's rdma:// listener.
+ *
+ * Accepts RDMA connections (librdmacm), carries the ordinary control
+ * frames over SEND/RECV into the same session code the TCP server uses
+ * (ms_session_frame), and lets authenticated clients read and write their
+ * own segments one-sidedly: the pool is registered once per RDMA device,
+ * and each segment a client may touch is granted to it as
+ * (remote_addr, rkey) in the ALLOC reply or a GRANT reply
+ * (common/transport_rdma.h).  READ/WRITE frames are refused on rdma
+ * (-EOPNOTSUPP): the data path never needs the server's CPU.
+ *
+ * Isolation.  When the device supports type-2 memory windows (rxe does),
+ * the pool's memory region has no remote access at all; every grant binds
+ * a window over exactly that segment to exactly that connection's queue
+ * pair, so a key is useless to any other connection and outside the
+ * segment, and FREE (or the connection's end) invalidates it.  Without
+ * memory windows the listener falls back to remote access on the whole
+ * region and warns: then every authenticated client's key covers the
+ * whole pool, and only the secret keeps strangers out.
+ *
+ * Threading: none of its own.  Everything runs from the memserver's
+ * epoll loop, so the session code needs no locks: the listener exposes
+ * one pollable fd (an epoll set of its own channels and a 1 s timer).
+ *
+ * ---- Wiring it into the memserver (server.c, session.c) ----
+ *
+ *  1. server.c, listen_one(): rdma addresses are not sockets; at the top
+ *         if (a->kind == ADDR_RDMA) return ms_rdma_listen(sv->ctx, a, &l->rdma);
+ *     with `struct ms_rdma *rdma;` added to struct listener (NULL for tcp),
+ *     after addr_str() so l->name is set.
+ *  2. server.c, listeners_watch(): for an rdma listener watch
+ *     ms_rdma_fd(l->rdma) (EPOLLIN, data.ptr = &l->src) instead of l->fd,
+ *     and always keep it watched (it does its own accepting).
+ *  3. server.c, loop(): for SRC_LISTEN with l->rdma set call
+ *         ms_rdma_process(l->rdma);
+ *     instead of accept_all().
+ *  4. server.c, server_teardown(): ms_rdma_close(l->rdma) for rdma
+ *     listeners (before the pool goes), close(l->fd) for the others.
+ *  5. Optional (revokes at once instead of within 1 s): session.c,
+ *     op_free(), after a successful ms_segtab_free():
+ *         if (ctx->on_free) ctx->on_free(ctx->on_free_arg, id);
+ *     with `void (*on_free)(void *arg, uint64_t seg_id); void *on_free_arg;`
+ *     in struct ms_ctx, set in listen_one() to ms_rdma_on_free and the
+ *     listener.  FREEs over rdma revoke at once anyway; without this hook
+ *     a FREE that arrives over tcp revokes the segment's rdma grants at
+ *     the next 1 s sweep.
+ */
+#ifndef FARMEM_RDMA_LISTENER_H
+#define FARMEM_RDMA_LISTENER_H
+
+#include <stdint.h>
+
+#include "memserver.h"
+#include "parse.h"
+
+struct ms_rdma;
+
+/* Listen on addr (kind ADDR_RDMA) for the pool in ctx->segs.  Fails with
+ * -ENODEV and a message naming the address and what to check when there
+ * is no RDMA device or the address is not on one. */
+int ms_rdma_listen(struct ms_ctx *ctx, const struct fm_addr *addr, struct ms_rdma **out);
+/* Readable when ms_rdma_process() has work. */
+int ms_rdma_fd(const struct ms_rdma *l);
+/* Handle everything pending without blocking. */
+void ms_rdma_process(struct ms_rdma *l);
+/* A segment was freed (by any transport): revoke every grant of it.
+ * arg is the struct ms_rdma (the shape of an ms_ctx callback). */
+void ms_rdma_on_free(void *arg, uint64_t seg_id);
+/* Ends every connection (their sessions end as with tcp) and frees. */
+void ms_rdma_close(struct ms_rdma *l);
+
+/* Counters for tests and numbers. */
+struct ms_rdma_stats {
+	uint64_t conns;       /* accepted so far */
+	uint64_t ctrl_msgs;   /* control messages received */
+	uint64_t grants;      /* windows bound (or keys handed out) */
+	uint64_t revokes;     /* windows invalidated by FREE or the sweep */
+	int windows;          /* 1: per-segment memory windows; 0: whole-pool key */
+};
+void ms_rdma_get_stats(const struct ms_rdma *l, struct ms_rdma_stats *st);
+
+#endif
