@@ -259,6 +259,8 @@ int cmd_add(int argc, char **argv)
 
 	if (!wants_no_root(argc, argv) && need_root("add") < 0)
 		return 1;
+	if (getenv("FARMEM_DEBUG"))
+		log_set_level(LOG_LVL_DEBUG);
 	cfg = calloc(1, sizeof(*cfg));
 	if (!cfg || fm_auth_init() < 0) {
 		fprintf(stderr, "farmem-blk add: out of memory or no libsodium\n");

@@ -1,6 +1,7 @@
 /* ublk_ctrl.c — /dev/ublk-control commands over io_uring URING_CMD. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -14,7 +15,17 @@ static uint32_t ctrl_opcode(const struct ublk_ctrl *c, uint32_t op)
 {
 	if (!c->ioctl_encode)
 		return op;
-	return _IOWR('u', op, struct ublksrv_ctrl_cmd);
+	/* The uapi encodes the pure queries as _IOR and the kernel compares
+	 * some opcodes (GET_FEATURES) whole, so the direction must match. */
+	switch (op) {
+	case UBLK_CMD_GET_QUEUE_AFFINITY:
+	case UBLK_CMD_GET_DEV_INFO:
+	case UBLK_CMD_GET_PARAMS:
+	case UBLK_CMD_GET_FEATURES:
+		return _IOR('u', op, struct ublksrv_ctrl_cmd);
+	default:
+		return _IOWR('u', op, struct ublksrv_ctrl_cmd);
+	}
 }
 
 uint32_t ublk_io_opcode(int ioctl_encode, uint32_t op)
@@ -98,8 +109,10 @@ int ublk_ctrl_open(struct ublk_ctrl *c)
 	 * answers it takes ioctl-encoded commands everywhere, and may have
 	 * the legacy opcodes compiled out, so prefer that encoding. */
 	c->ioctl_encode = 1;
-	ret = ctrl_cmd(c, UBLK_CMD_GET_FEATURES, (uint32_t)-1, &features,
-		       sizeof(features), 0);
+	ret = -EOPNOTSUPP;
+	if (!getenv("FARMEM_UBLK_LEGACY")) /* tests: force the 6.1 opcodes */
+		ret = ctrl_cmd(c, UBLK_CMD_GET_FEATURES, (uint32_t)-1, &features,
+			       sizeof(features), 0);
 	if (ret < 0) {
 		c->ioctl_encode = 0;
 		features = 0;
