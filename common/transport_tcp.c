@@ -595,8 +595,29 @@ static int tcp_submit(struct fm_conn *base, struct fm_req *r)
 
 /* ---- receiving ---- */
 
-/* Wait for the socket to become readable, enforcing deadlines.  Returns
- * 0, -ETIMEDOUT (a request expired), -ECANCELED (closing). */
+/* Deadlines, checked without scanning every slot on every wakeup: a scan
+ * happens when the cached next-check time has come (at the latest one
+ * tick after the previous scan, or at the earliest deadline it found).
+ * Requests submitted since then have later deadlines than anything the
+ * scan saw, so they can only be a tick late.  Returns -ETIMEDOUT when a
+ * request has expired, -ECANCELED when closing. */
+static int rx_deadlines(struct tcp_conn *c, uint64_t now)
+{
+	uint64_t tick = now + TCP_TICK_MS * 1000000ull, first;
+	int expired;
+
+	if (conn_stopping(c))
+		return -ECANCELED;
+	if (now < c->next_scan_ns)
+		return 0;
+	first = slots_earliest(c, now, &expired);
+	if (expired)
+		return -ETIMEDOUT;
+	c->next_scan_ns = first < tick ? first : tick;
+	return 0;
+}
+
+/* Wait for the socket to become readable, enforcing deadlines. */
 static int rx_wait(struct tcp_conn *c)
 {
 	struct pollfd pfd[2] = {
@@ -605,19 +626,12 @@ static int rx_wait(struct tcp_conn *c)
 	};
 
 	for (;;) {
-		uint64_t now = now_ns();
-		int expired, ms;
-		uint64_t first = slots_earliest(c, now, &expired);
+		int rc = rx_deadlines(c, now_ns());
 
-		if (expired)
-			return -ETIMEDOUT;
-		if (conn_stopping(c))
-			return -ECANCELED;
-		ms = (int)TCP_TICK_MS;
-		if (first != UINT64_MAX && ms_until(first) < ms)
-			ms = ms_until(first);
-		c->next_scan_ns = now + TCP_TICK_MS * 1000000ull;
-		int k = poll(pfd, 2, ms);
+		if (rc)
+			return rc;
+		int ms = ms_until(c->next_scan_ns);
+		int k = poll(pfd, 2, ms > 0 ? ms : 1);
 
 		if (k < 0 && errno != EINTR)
 			return -errno;
@@ -632,20 +646,12 @@ static int rx_wait(struct tcp_conn *c)
 static ssize_t rx_some(struct tcp_conn *c, void *buf, size_t cap)
 {
 	for (;;) {
-		uint64_t now = now_ns();
-
 		/* Replies may keep coming while one request never gets its
-		 * own: look at deadlines on a tick, not only when idle. */
-		if (now >= c->next_scan_ns) {
-			int expired;
+		 * own: deadlines are looked at here too, not only when idle. */
+		int rc = rx_deadlines(c, now_ns());
 
-			slots_earliest(c, now, &expired);
-			if (expired)
-				return -ETIMEDOUT;
-			if (conn_stopping(c))
-				return -ECANCELED;
-			c->next_scan_ns = now + TCP_TICK_MS * 1000000ull;
-		}
+		if (rc)
+			return rc;
 		ssize_t n = recv(c->fd, buf, cap, MSG_DONTWAIT);
 
 		if (n > 0)
@@ -660,10 +666,9 @@ static ssize_t rx_some(struct tcp_conn *c, void *buf, size_t cap)
 			int e = errno;
 
 			log_warn("server %s: receive failed: %s", c->name, strerror(e));
-			return e == ECONNRESET ? -ECONNRESET : -e;
+			return -e;
 		}
-		int rc = rx_wait(c);
-
+		rc = rx_wait(c);
 		if (rc)
 			return rc;
 	}

@@ -479,9 +479,7 @@ static int pipeline_setup(struct fm_conn *c, struct pipeline *p)
 		fprintf(stderr, "fm-client: pipeline: out of memory\n");
 		return EXIT_USAGE;
 	}
-	for (size_t k = 0; k < (size_t)p->n * p->io; k += 256)
-		fm_random(p->src + k, 256 < (size_t)p->n * p->io - k ? 256
-					: (size_t)p->n * p->io - k);
+	fm_random(p->src, (size_t)p->n * p->io);
 	for (unsigned s = 0; s < p->nsegs; s++) {
 		uint32_t pages = p->n - s * p->per_seg < p->per_seg ?
 				 p->n - s * p->per_seg : p->per_seg;
