@@ -32,7 +32,7 @@ static int pressure(const struct store *s)
 	}
 	if (used <= live)
 		return 0;
-	if (nfree < (uint32_t)s->nqueues + 4)
+	if (nfree < 2 * (uint32_t)s->nqueues + 8)
 		return 1;
 	uint64_t slack = live / 4 > 2ull * s->seg_size ? live / 4 : 2ull * s->seg_size;
 	return used - live > slack;
@@ -218,15 +218,11 @@ int cleaner_run(struct store *s)
 		}
 		move_live(s, victim, used);
 	}
-	if (!drain_readers(s, victim)) {
-		/* A record could not be moved (no replica took it): keep the
-		 * segment, it still holds the only copy. */
-		pthread_mutex_lock(&s->lock);
-		if (s->segs[victim].live)
-			s->segs[victim].flags |= SEGF_NOCLEAN;
-		pthread_mutex_unlock(&s->lock);
+	/* A record that could not be moved (no segment or no replica
+	 * took it) keeps the segment: it still holds the only copy.  The
+	 * next pass tries again. */
+	if (!drain_readers(s, victim))
 		return 0;
-	}
 	seg_free_remote(s, &s->maint_io, victim);
 	pthread_mutex_lock(&s->lock);
 	s->hdr->cleaned_segments++;

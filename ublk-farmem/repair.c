@@ -52,11 +52,14 @@ static void seal_if_short(struct store *s, struct ioctx *io)
 		io->open_seg = SEG_NONE;
 }
 
-/* Open segments of idle queues would otherwise stay short of copies. */
+/* Open segments of idle queues would otherwise stay short of copies.
+ * A busy queue is skipped: it checks its open segment itself on every
+ * write, and it may be waiting for the cleaner to free a slot. */
 void repair_seal_degraded(struct store *s)
 {
 	for (int i = 0; i < s->nqueues; i++) {
-		pthread_mutex_lock(&s->q[i].lock);
+		if (pthread_mutex_trylock(&s->q[i].lock))
+			continue;
 		seal_if_short(s, &s->q[i]);
 		pthread_mutex_unlock(&s->q[i].lock);
 	}

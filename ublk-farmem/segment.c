@@ -112,14 +112,22 @@ int seg_live_replicas(const struct store *s, const struct seg *g)
 	return n;
 }
 
-static int slot_take(struct store *s, uint32_t *out)
+/* Slots only the maintenance thread may take: the cleaner needs a
+ * segment to move live records into before it can free any. */
+#define MAINT_RESERVE 4u
+
+static int slot_take(struct store *s, uint32_t *out, uint32_t reserve)
 {
+	uint32_t nfree = 0, pick = SEG_NONE;
+
 	pthread_mutex_lock(&s->lock);
-	for (uint32_t i = 0; i < s->hdr->nsegs; i++) {
+	for (uint32_t i = 0; i < s->hdr->nsegs; i++)
+		if (s->segs[i].state == SEG_FREE && nfree++ == 0)
+			pick = i;
+	if (nfree > reserve) {
+		uint32_t i = pick;
 		struct seg *g = &s->segs[i];
 
-		if (g->state != SEG_FREE)
-			continue;
 		memset(g, 0, sizeof(*g));
 		for (int r = 0; r < STORE_MAX_REPLICAS; r++)
 			g->rep[r].server = -1;
@@ -141,24 +149,28 @@ static void slot_put(struct store *s, uint32_t idx)
 }
 
 /* A free table slot; when none is left, let the cleaner make one,
- * waiting at most one request timeout. */
+ * waiting at most a few request timeouts. */
 static int slot_get(struct store *s, uint32_t *out, int may_wait)
 {
-	struct timespec ts;
+	struct timespec deadline;
 	int rc;
 
-	for (int tries = 0; tries < 2; tries++) {
-		rc = slot_take(s, out);
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 2 * (s->timeout_ms / 1000 + 1);
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		pthread_mutex_unlock(&s->lock);
+		rc = slot_take(s, out, may_wait ? MAINT_RESERVE : 0);
 		if (rc == 0)
 			return 0;
 		maint_kick(s);
 		if (!s->maint_running || !may_wait)
 			break;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += s->timeout_ms / 1000 + 1;
 		pthread_mutex_lock(&s->lock);
-		pthread_cond_timedwait(&s->seg_cv, &s->lock, &ts);
-		pthread_mutex_unlock(&s->lock);
+		if (pthread_cond_timedwait(&s->seg_cv, &s->lock, &deadline) == ETIMEDOUT) {
+			pthread_mutex_unlock(&s->lock);
+			break;
+		}
 	}
 	log_err("store: segment table full (%u segments)", s->hdr->nsegs);
 	return -ENOSPC;
