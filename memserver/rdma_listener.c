@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -775,6 +776,11 @@ void ms_rdma_process(struct ms_rdma *l)
 		else
 			on_cq_events(l, (struct rl_dev *)(uintptr_t)evs[i].data.u64);
 	}
+}
+
+uint16_t ms_rdma_port(const struct ms_rdma *l)
+{
+	return ntohs(rdma_get_src_port(l->listen_id));
 }
 
 int ms_rdma_fd(const struct ms_rdma *l)

@@ -59,6 +59,8 @@ struct ms_rdma;
  * -ENODEV and a message naming the address and what to check when there
  * is no RDMA device or the address is not on one. */
 int ms_rdma_listen(struct ms_ctx *ctx, const struct fm_addr *addr, struct ms_rdma **out);
+/* The port it listens on (the one chosen when addr asked for port 0). */
+uint16_t ms_rdma_port(const struct ms_rdma *l);
 /* Readable when ms_rdma_process() has work. */
 int ms_rdma_fd(const struct ms_rdma *l);
 /* Handle everything pending without blocking. */
