@@ -99,6 +99,7 @@ struct page_io {
 	struct pm_entry e;    /* read: the entry looked up; cleaner: the old home */
 	uint64_t page;        /* cleaner: which page the record is */
 	int ok;
+	int status, server;   /* read: how the batched fetch went */
 };
 
 /* A run of records written to one segment with one WRITE per replica. */

@@ -351,6 +351,29 @@ static void lookup_pin(struct store *s, uint64_t page, struct pm_entry *e,
 	pthread_mutex_unlock(&s->lock);
 }
 
+/* Rewrite a copy found bad with the verified bytes of a good one.  The
+ * range was written once with exactly these bytes, so this cannot race
+ * with anything that matters; the reader's pin keeps the segment. */
+static void heal_copy(struct store *s, struct ioctx *io, const struct seg_rep *rep,
+		      uint32_t off, const uint8_t *rec, uint32_t len)
+{
+	struct qreq *q = &io->reqs[0];
+
+	memset(&q->req, 0, sizeof(q->req));
+	q->iov.iov_base = (void *)rec;
+	q->iov.iov_len = len;
+	q->req.op = FM_OP_WRITE;
+	q->req.seg_id = rep->remote_id;
+	q->req.offset = off;
+	q->req.len = len;
+	q->req.iov = &q->iov;
+	q->req.iovcnt = 1;
+	req_submit(s, io, q, rep->server);
+	waiter_wait(&io->w);
+	if (q->status == 0)
+		log_info("server %s: rewrote bad copy at offset %u", s->srv[rep->server].addr, off);
+}
+
 /* One page, every replica in turn (skipping the one the batched read
  * already found bad), re-reading the map if the record moved meanwhile. */
 static int read_page_slow(struct store *s, struct ioctx *io, uint64_t page,
@@ -360,11 +383,16 @@ static int read_page_slow(struct store *s, struct ioctx *io, uint64_t page,
 	struct pm_entry e, again;
 
 	for (int tries = 0; tries < READ_RETRIES; tries++) {
+		unsigned bad = 0;
+
 		lookup_pin(s, page, &e, reps);
 		if (pm_state(&e) != PM_STORED) {
 			memset(out, 0, STORE_PAGE);
 			return 0;
 		}
+		for (int r = 0; r < STORE_MAX_REPLICAS; r++)
+			if (reps[r].server >= 0 && reps[r].server == skip_server)
+				bad |= 1u << r;
 		for (int r = 0; r < STORE_MAX_REPLICAS; r++) {
 			int rc;
 
@@ -374,9 +402,14 @@ static int read_page_slow(struct store *s, struct ioctx *io, uint64_t page,
 			if (rc < 0)
 				continue;
 			if (record_decode(io, landing, page, &e, out) == 0) {
+				for (int b = 0; b < STORE_MAX_REPLICAS; b++)
+					if (bad & (1u << b))
+						heal_copy(s, io, &reps[b], e.off, landing,
+							  rec_len(pm_plen(&e)));
 				readers_put(s, e.seg);
 				return 0;
 			}
+			bad |= 1u << r;
 			atomic_add64(&s->hdr->checksum_errors, 1);
 			atomic_add64(&s->srv[reps[r].server].errors, 1);
 			log_warn("server %s: page %llu: bad copy in segment %u offset %u",
@@ -469,34 +502,38 @@ int store_read(struct store *s, int queue, uint64_t off, uint32_t len, void *buf
 		lookup_pin(s, first + i, &io->pio[i].e, NULL);
 	read_submit(s, io, n, &nreq);
 	waiter_wait(&io->w);
+	/* Retries below reuse request slots: take the results out first. */
+	for (unsigned i = 0; i < n; i++)
+		if (pm_state(&io->pio[i].e) == PM_STORED) {
+			io->pio[i].status = io->reqs[io->pio[i].seg_off].status;
+			io->pio[i].server = io->reqs[io->pio[i].seg_off].server;
+		}
 	for (unsigned i = 0; i < n; i++) {
 		struct page_io *p = &io->pio[i];
 		uint8_t *out = (uint8_t *)buf + (size_t)i * STORE_PAGE;
-		struct qreq *q;
 		int r;
 
 		if (pm_state(&p->e) != PM_STORED) {
 			memset(out, 0, STORE_PAGE);
 			continue;
 		}
-		q = &io->reqs[p->seg_off];
-		if (q->status == 0 &&
+		if (p->status == 0 &&
 		    record_decode(io, io->buf + p->rec_off, first + i, &p->e, out) == 0) {
 			readers_put(s, p->e.seg);
 			continue;
 		}
-		if (q->status == 0) {
+		if (p->status == 0) {
 			atomic_add64(&s->hdr->checksum_errors, 1);
-			atomic_add64(&s->srv[q->server].errors, 1);
+			atomic_add64(&s->srv[p->server].errors, 1);
 			log_warn("server %s: page %llu: bad copy in segment %u offset %u",
-				 s->srv[q->server].addr, (unsigned long long)(first + i),
+				 s->srv[p->server].addr, (unsigned long long)(first + i),
 				 p->e.seg, p->e.off);
-		} else if (q->server >= 0) {
-			server_failed(s, q->server, q->status, "read");
+		} else if (p->server >= 0) {
+			server_failed(s, p->server, p->status, "read");
 		}
 		readers_put(s, p->e.seg);
 		r = read_page_slow(s, io, first + i, io->buf + io->buf_len, out,
-				   q->status == 0 ? q->server : -1);
+				   p->status == 0 ? p->server : -1);
 		if (r < 0)
 			rc = r;
 	}

@@ -1,0 +1,319 @@
+/* test_store_fault.c — the store under server loss, hangs, refused
+ * allocations and corrupted copies (fault-injecting transport). */
+#include <errno.h>
+#include <string.h>
+
+#include "store_fixture.h"
+#include "tap.h"
+#include "ublk-farmem/store_internal.h"
+
+#define NPAGES 256u
+
+static uint8_t buf[64 << 10];
+
+static int write_all(struct store *s, uint32_t gen)
+{
+	for (uint64_t p = 0; p < NPAGES; p += 16) {
+		for (int i = 0; i < 16; i++)
+			fix_fill(buf + i * STORE_PAGE, p + i, gen, (int)((p + i) % 3));
+		if (store_write(s, (int)(p / 16 % 2), p * STORE_PAGE, 16 * STORE_PAGE, buf) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int verify_all(struct store *s, uint32_t gen)
+{
+	uint8_t want[STORE_PAGE];
+
+	for (uint64_t p = 0; p < NPAGES; p += 16) {
+		if (store_read(s, 1, p * STORE_PAGE, 16 * STORE_PAGE, buf) < 0)
+			return -1;
+		for (int i = 0; i < 16; i++) {
+			fix_fill(want, p + i, gen, (int)((p + i) % 3));
+			if (memcmp(want, buf + i * STORE_PAGE, STORE_PAGE))
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/* Where replica r of a page's record lives: fault port, remote id, offset. */
+static int locate(struct store *s, uint64_t page, int r, uint16_t *port,
+		  uint64_t *id, uint32_t *off)
+{
+	struct pm_entry e = s->map[page];
+	const struct seg_rep *rep;
+
+	if (pm_state(&e) != PM_STORED)
+		return -1;
+	rep = &s->segs[e.seg].rep[r];
+	if (rep->server < 0)
+		return -1;
+	*port = (uint16_t)(FIX_PORT0 + rep->server);
+	*id = rep->remote_id;
+	*off = e.off;
+	return 0;
+}
+
+static struct store *open3(int nservers, int replicas)
+{
+	struct store_config c;
+
+	fault_reset();
+	fix_config(&c, nservers, replicas, NPAGES * STORE_PAGE);
+	return fix_open(&c);
+}
+
+static int test_corrupt_copy_served_from_other(void)
+{
+	struct store_stats st;
+	struct store *s = open3(3, 2);
+	uint64_t id;
+	uint32_t off;
+	uint16_t port;
+
+	CHECK(s);
+	CHECK(write_all(s, 1) == 0);
+	/* Page 1 is text: flip a payload byte of its first copy. */
+	CHECK(locate(s, 1, 0, &port, &id, &off) == 0);
+	CHECK(fault_corrupt(port, id, off + REC_HDR_SIZE + 5) == 0);
+	CHECK(verify_all(s, 1) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.checksum_errors == 1);
+	CHECK(st.read_errors == 0);
+	/* The bad copy was rewritten from the good one: no new error. */
+	CHECK(verify_all(s, 1) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.checksum_errors == 1);
+	/* A damaged header is caught as well. */
+	CHECK(locate(s, 2, 0, &port, &id, &off) == 0);
+	CHECK(fault_corrupt(port, id, off + 9) == 0);
+	CHECK(verify_all(s, 1) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.checksum_errors == 2);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static int test_all_copies_bad_is_eio(void)
+{
+	uint8_t page[STORE_PAGE];
+	struct store_stats st;
+	struct store *s = open3(3, 2);
+	uint64_t id;
+	uint32_t off;
+	uint16_t port;
+
+	CHECK(s);
+	CHECK(write_all(s, 1) == 0);
+	for (int r = 0; r < 2; r++) {
+		CHECK(locate(s, 4, r, &port, &id, &off) == 0);
+		CHECK(fault_corrupt(port, id, off + REC_HDR_SIZE + 100) == 0);
+	}
+	memset(page, 0x5a, sizeof(page));
+	CHECK(store_read(s, 0, 4 * STORE_PAGE, STORE_PAGE, page) == -EIO);
+	store_get_stats(s, &st);
+	CHECK(st.read_errors == 1);
+	CHECK(st.checksum_errors >= 2);
+	/* Neighbours are unaffected. */
+	CHECK(store_read(s, 0, 5 * STORE_PAGE, STORE_PAGE, page) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static int test_server_loss_and_repair(void)
+{
+	struct store_stats st;
+	struct store *s = open3(3, 2);
+
+	CHECK(s);
+	CHECK(write_all(s, 1) == 0);
+	fault_set_mode(FIX_PORT0 + 1, FAULT_DOWN);
+	/* Every page still reads, from the surviving replica. */
+	CHECK(verify_all(s, 1) == 0);
+	/* Writes go on, to the two servers left. */
+	CHECK(write_all(s, 2) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.server[1].up == 0);
+	store_maintain(s);
+	store_get_stats(s, &st);
+	CHECK(st.degraded_segments == 0);
+	CHECK(st.rereplicated_segments > 0);
+	CHECK(st.server[1].segments == 0);
+	CHECK(verify_all(s, 2) == 0);
+	/* Each segment's copies are on distinct servers. */
+	for (uint32_t i = 0; i < s->hdr->nsegs; i++) {
+		const struct seg *g = &s->segs[i];
+
+		if (g->state == SEG_FREE)
+			continue;
+		CHECK(g->rep[0].server != g->rep[1].server);
+		CHECK(g->rep[0].server >= 0 && g->rep[1].server >= 0);
+	}
+	/* The server comes back and gets new segments again. */
+	fault_set_mode(FIX_PORT0 + 1, FAULT_UP);
+	store_maintain(s);
+	CHECK(write_all(s, 3) == 0);
+	CHECK(write_all(s, 4) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.server[1].up == 1);
+	CHECK(st.server[1].segments > 0);
+	CHECK(verify_all(s, 4) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static int test_second_loss_after_repair_loses_nothing(void)
+{
+	struct store_stats st;
+	struct store *s = open3(3, 2);
+
+	CHECK(s);
+	CHECK(write_all(s, 1) == 0);
+	fault_set_mode(FIX_PORT0 + 0, FAULT_DOWN);
+	store_maintain(s);
+	store_get_stats(s, &st);
+	CHECK(st.degraded_segments == 0);
+	/* Now another one dies: every segment still has a copy left. */
+	fault_set_mode(FIX_PORT0 + 2, FAULT_DOWN);
+	CHECK(verify_all(s, 1) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static int test_hung_server_times_out(void)
+{
+	struct store_stats st;
+	struct store *s = open3(3, 2);
+
+	CHECK(s);
+	CHECK(write_all(s, 1) == 0);
+	fault_set_mode(FIX_PORT0 + 0, FAULT_HANG);
+	/* Reads that hit the hung server time out and fall back. */
+	CHECK(verify_all(s, 1) == 0);
+	CHECK(write_all(s, 2) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.server[0].up == 0);
+	CHECK(st.read_errors == 0 && st.write_errors == 0);
+	CHECK(verify_all(s, 2) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static int test_all_down_is_eio_not_hang(void)
+{
+	struct store_stats st;
+	struct store *s = open3(2, 2);
+
+	CHECK(s);
+	CHECK(write_all(s, 1) == 0);
+	fault_set_mode(FIX_PORT0 + 0, FAULT_HANG);
+	fault_set_mode(FIX_PORT0 + 1, FAULT_DOWN);
+	CHECK(store_read(s, 0, STORE_PAGE, STORE_PAGE, buf) == -EIO);
+	fix_fill(buf, 1, 9, 2);
+	CHECK(store_write(s, 0, STORE_PAGE, STORE_PAGE, buf) < 0);
+	store_get_stats(s, &st);
+	CHECK(st.read_errors == 1 && st.write_errors == 1);
+	/* Zero and unwritten pages need no server. */
+	CHECK(store_read(s, 0, 0, STORE_PAGE, buf) == 0);
+	/* Both come back: the old data is still there. */
+	fault_set_mode(FIX_PORT0 + 0, FAULT_UP);
+	fault_set_mode(FIX_PORT0 + 1, FAULT_UP);
+	store_maintain(s);
+	CHECK(verify_all(s, 1) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static int test_write_error_drops_replica_then_repairs(void)
+{
+	struct store_stats st;
+	struct store *s = open3(3, 2);
+
+	CHECK(s);
+	CHECK(write_all(s, 1) == 0);
+	/* One server fails a few data ops (connection stays up). */
+	fault_fail_next(FIX_PORT0 + 2, 3, -EIO);
+	CHECK(write_all(s, 2) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.write_errors == 0);
+	CHECK(verify_all(s, 2) == 0);
+	store_maintain(s);
+	store_get_stats(s, &st);
+	CHECK(st.degraded_segments == 0);
+	CHECK(verify_all(s, 2) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static int test_nospc_server_skipped(void)
+{
+	struct store_stats st;
+	struct store *s = open3(3, 2);
+
+	CHECK(s);
+	fault_set_nospc(FIX_PORT0 + 1, 1);
+	CHECK(write_all(s, 1) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.server[1].segments == 0);
+	CHECK(st.degraded_segments == 0);
+	CHECK(verify_all(s, 1) == 0);
+	/* Nobody has room: -ENOSPC, not a hang. */
+	fault_set_nospc(FIX_PORT0 + 0, 1);
+	fault_set_nospc(FIX_PORT0 + 2, 1);
+	for (int i = 0; i < 200; i++) {
+		int rc;
+
+		fix_fill(buf, (uint64_t)i % NPAGES, 7, 2);
+		rc = store_write(s, 0, (uint64_t)(i % NPAGES) * STORE_PAGE, STORE_PAGE, buf);
+		if (rc == -ENOSPC)
+			break;
+		CHECK(rc == 0);
+		CHECK(i < 199);
+	}
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static int test_single_server_r1(void)
+{
+	struct store_stats st;
+	struct store *s = open3(1, 0);
+
+	CHECK(s);
+	CHECK(write_all(s, 1) == 0);
+	CHECK(verify_all(s, 1) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.replicas == 1);
+	CHECK(st.degraded_segments == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static const struct tap_case cases[] = {
+	{ "corrupted copy is detected, counted, served from the other replica, rewritten", test_corrupt_copy_served_from_other },
+	{ "no good copy left is -EIO, counted", test_all_copies_bad_is_eio },
+	{ "server loss: reads/writes continue, repair restores R copies, server rejoins", test_server_loss_and_repair },
+	{ "after repair a second loss loses nothing", test_second_loss_after_repair_loses_nothing },
+	{ "hung server: requests time out, fall back, server marked down", test_hung_server_times_out },
+	{ "all servers down: -EIO (bounded by timeouts), data back when they return", test_all_down_is_eio_not_hang },
+	{ "replica write errors drop the copy; repair restores it", test_write_error_drops_replica_then_repairs },
+	{ "server without space skipped; none with space is -ENOSPC", test_nospc_server_skipped },
+	{ "one server, replicas default to 1", test_single_server_r1 },
+};
+
+int main(void)
+{
+	fix_quiet();
+	return tap_run(cases, (int)(sizeof(cases) / sizeof(cases[0])));
+}
