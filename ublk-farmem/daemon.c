@@ -51,6 +51,11 @@ int daemon_swap_safety(char *err, size_t errlen)
 			 strerror(-ret));
 		return ret;
 	}
+	/* Before any thread exists: PF_MEMALLOC_NOIO and PF_LOCAL_THROTTLE
+	 * are task flags copied at clone(), so every thread of the store and
+	 * its transports (which send and receive for the swap path) inherits
+	 * them, not only the queue threads this program starts itself. */
+	daemon_io_thread_init();
 	ret = write_oom_score_adj();
 	if (ret < 0)
 		log_warn("oom_score_adj -1000: %s; the OOM killer may pick this "

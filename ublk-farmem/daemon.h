@@ -16,7 +16,9 @@
  * small so locking them is cheap, and never be the OOM killer's pick.
  * Returns 0 or -errno with err set (mlockall failing is fatal). */
 int daemon_swap_safety(char *err, size_t errlen);
-/* Per I/O thread: PR_SET_IO_FLUSHER, so reclaim never recurses into us. */
+/* Per I/O thread: PR_SET_IO_FLUSHER, so reclaim never recurses into us.
+ * daemon_swap_safety() sets it on the calling thread too, and threads
+ * created afterwards inherit it. */
 void daemon_io_thread_init(void);
 
 /* Fork a detached daemon (fork, setsid, fork).  In the caller (the CLI)
