@@ -182,6 +182,7 @@ int repair_run(struct store *s)
 
 	if (!find_victim(s, &idx))
 		return 0;
+	memset(&to, 0, sizeof(to));
 	pthread_mutex_lock(&s->lock);
 	memcpy(reps, s->segs[idx].rep, sizeof(reps));
 	used = s->segs[idx].used;

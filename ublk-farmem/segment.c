@@ -187,6 +187,7 @@ int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 	int rc;
 
 	/* The maintenance thread is who frees slots: it must not wait. */
+	memset(reps, 0, sizeof(reps));
 	rc = slot_get(s, &idx, io != &s->maint_io);
 	if (rc < 0)
 		return rc;

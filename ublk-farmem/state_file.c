@@ -148,7 +148,7 @@ int state_open(struct store *s, char *err, size_t errlen)
 		}
 	}
 	if (!s->cfg.attach)
-		*s->hdr = tmpl;
+		memcpy(s->hdr, &tmpl, sizeof(tmpl));
 	s->segs = (struct seg *)((uint8_t *)s->map_base + s->hdr->seg_off);
 	s->map = (struct pm_entry *)((uint8_t *)s->map_base + s->hdr->map_off);
 	if (s->cfg.attach) {
