@@ -646,8 +646,10 @@ static void on_connect_request(struct ms_rdma *l, struct rdma_cm_id *id,
 			c->sess.peer, strerror(-rc));
 		goto reject;
 	}
-	cp.responder_resources = req->initiator_depth < d->max_rd_atom
-				 ? req->initiator_depth : (uint8_t)d->max_rd_atom;
+	/* The event's fields are already from our side's point of view:
+	 * responder_resources is the RDMA READ depth the client asked for. */
+	cp.responder_resources = req->responder_resources < d->max_rd_atom
+				 ? req->responder_resources : (uint8_t)d->max_rd_atom;
 	if (rdma_accept(id, &cp)) {
 		log_warn("%s: accepting %s failed: %s", l->name, c->sess.peer, strerror(errno));
 		conn_destroy(l, c);   /* also destroys id */

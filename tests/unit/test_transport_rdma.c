@@ -241,7 +241,8 @@ static int t_cm_errors(void)
 	fm_rdma_cm_error("rdma://q:1", "connecting", RDMA_CM_EVENT_REJECTED, 8,
 			 LOG_LVL_DEBUG);
 	text = capture_end(&cap);
-	CHECK(strstr(text, "rdma://q:1") == NULL);
+	if (log_get_level() < LOG_LVL_DEBUG)
+		CHECK(strstr(text, "rdma://q:1") == NULL);
 	return 0;
 }
 
@@ -348,29 +349,42 @@ static struct server *server_start(const char *ip, uint16_t port)
 	struct server *s = calloc(1, sizeof(*s));
 	struct fm_addr a;
 	char text[300];
+	int rc;
 
 	if (!s)
 		return NULL;
 	snprintf(text, sizeof(text), "rdma://%s:%u", ip, port);
-	if (parse_addr(text, 0, &a) < 0 ||
-	    ms_pool_create(&s->pool, POOL_BYTES, MS_HUGE_NO, 1) < 0 ||
-	    ms_segtab_init(&s->ctx.segs, s->pool.base, s->pool.size, SEG_BYTES) < 0) {
+	/* parse_addr() wants a real port; 0 asks the listener to pick. */
+	rc = parse_addr(port ? text : "rdma://0.0.0.0:1", 0, &a);
+	snprintf(a.host, sizeof(a.host), "%s", ip);
+	a.port = port;
+	if (rc == 0)
+		rc = ms_pool_create(&s->pool, POOL_BYTES, MS_HUGE_NO, 1);
+	if (rc == 0) {
+		rc = ms_segtab_init(&s->ctx.segs, s->pool.base, s->pool.size, SEG_BYTES);
+		if (rc)
+			ms_pool_destroy(&s->pool);
+	}
+	if (rc) {
+		printf("# server %s: pool set-up failed: %s\n", text, strerror(-rc));
 		free(s);
 		return NULL;
 	}
 	ms_devtab_init(&s->ctx.devs, 60000);
 	s->ctx.secret = test_secret;
 	s->ctx.now_ms = ms_now_ms;
-	if (ms_rdma_listen(&s->ctx, &a, &s->l) < 0) {
+	rc = ms_rdma_listen(&s->ctx, &a, &s->l);
+	if (rc == 0) {
+		snprintf(s->addr, sizeof(s->addr), "rdma://%s:%u", ip, ms_rdma_port(s->l));
+		rc = -pthread_create(&s->thread, NULL, server_loop, s);
+		if (rc)
+			ms_rdma_close(s->l);
+	}
+	if (rc) {
+		printf("# server %s: %s\n", text, strerror(-rc));
 		ms_devtab_fini(&s->ctx.devs);
 		ms_segtab_fini(&s->ctx.segs);
 		ms_pool_destroy(&s->pool);
-		free(s);
-		return NULL;
-	}
-	snprintf(s->addr, sizeof(s->addr), "rdma://%s:%u", ip, ms_rdma_port(s->l));
-	if (pthread_create(&s->thread, NULL, server_loop, s)) {
-		ms_rdma_close(s->l);
 		free(s);
 		return NULL;
 	}
