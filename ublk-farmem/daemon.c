@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,8 @@
 /* Every thread's stack gets locked and populated by MCL_FUTURE; glibc's
  * 8 MiB default would pin 8 MiB per thread of a swap daemon. */
 #define DAEMON_THREAD_STACK (1u << 20)
+/* Low: above every normal task, below the kernel's own RT threads. */
+#define DAEMON_RT_PRIO 1
 
 static int write_oom_score_adj(void)
 {
@@ -32,6 +35,25 @@ static int write_oom_score_adj(void)
 	n = write(fd, "-1000", 5);
 	close(fd);
 	return n == 5 ? 0 : -EIO;
+}
+
+/* A user-space swap daemon cannot mark its sockets __GFP_MEMALLOC as
+ * the kernel's nbd does, and with PF_MEMALLOC_NOIO its allocations
+ * (socket buffers in sendmsg, under the socket lock) cannot swap out to
+ * make room: near the min watermark they would loop while the kernel
+ * waits for this very daemon.  Real-time tasks may allocate below the
+ * min watermark (ALLOC_MIN_RESERVE), which is the reserve this daemon
+ * needs; its threads block on the network and never spin.  Threads
+ * created later inherit the policy. */
+static void set_realtime(void)
+{
+	struct sched_param sp = { .sched_priority = DAEMON_RT_PRIO };
+
+	if (getenv("FARMEM_NO_RT"))
+		return;
+	if (sched_setscheduler(0, SCHED_RR, &sp) < 0)
+		log_warn("SCHED_RR: %s; under memory pressure the daemon competes "
+			 "for the last free pages like any task", strerror(errno));
 }
 
 int daemon_swap_safety(char *err, size_t errlen)
@@ -56,6 +78,7 @@ int daemon_swap_safety(char *err, size_t errlen)
 	 * its transports (which send and receive for the swap path) inherits
 	 * them, not only the queue threads this program starts itself. */
 	daemon_io_thread_init();
+	set_realtime();
 	ret = write_oom_score_adj();
 	if (ret < 0)
 		log_warn("oom_score_adj -1000: %s; the OOM killer may pick this "

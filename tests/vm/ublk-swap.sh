@@ -8,6 +8,8 @@ echo 7 > /proc/sys/kernel/printk
 echo 30 > /proc/sys/kernel/hung_task_timeout_secs 2>/dev/null
 echo 1 > /proc/sys/kernel/sysrq
 require_add
+# If the swap path stalls, dump blocked tasks and CPU backtraces once.
+( sleep ${FARMEM_DIAG_AFTER:-120}; echo w > /proc/sysrq-trigger; echo l > /proc/sysrq-trigger ) &
 farmem_add --size 1G --replicas 2 ${FARMEM_SWAP_ARGS:-}
 swap_on "$DEV"
 run_workload "$DEV" 0 "" --ram-factor 2 --progress
