@@ -32,11 +32,12 @@ jobs=$(nproc 2>/dev/null || echo 1)
 	dpkg-buildpackage -us -uc -b -j"$jobs")
 
 rm -f "$out"/farmem-*.deb "$out"/farmem-*.ddeb
-found=0
+for p in farmem-memserver farmem-blk; do
+	ls "$tmp/${p}_$version"_*.deb >/dev/null 2>&1 ||
+		pkg_die "dpkg-buildpackage made no $p package"
+done
 for f in "$tmp"/*.deb "$tmp"/*.ddeb; do
 	[ -e "$f" ] || continue
 	cp "$f" "$out/"
 	echo "  PKG     $out/$(basename "$f")"
-	found=$((found + 1))
 done
-[ "$found" -ge 2 ] || pkg_die "dpkg-buildpackage made $found packages, expected 2"
