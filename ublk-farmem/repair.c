@@ -37,33 +37,14 @@ static int needs_repair(const struct store *s, const struct seg *g)
 	return live > 0 && live < s->replicas && can_add_replica(s, g);
 }
 
-static void seal_if_short(struct store *s, struct ioctx *io)
-{
-	int seal;
-
-	if (io->open_seg == SEG_NONE)
-		return;
-	pthread_mutex_lock(&s->lock);
-	seal = needs_repair(s, &s->segs[io->open_seg]);
-	if (seal)
-		s->segs[io->open_seg].state = SEG_SEALED;
-	pthread_mutex_unlock(&s->lock);
-	if (seal)
-		io->open_seg = SEG_NONE;
-}
-
-/* Open segments of idle queues would otherwise stay short of copies.
- * A busy queue is skipped: it checks its open segment itself on every
- * write, and it may be waiting for the cleaner to free a slot. */
+/* Open segments of idle streams would otherwise stay short of copies.
+ * A busy stream is skipped: it checks its segment itself on every
+ * append, and its holder may be waiting for the cleaner. */
 void repair_seal_degraded(struct store *s)
 {
-	for (int i = 0; i < s->nqueues; i++) {
-		if (pthread_mutex_trylock(&s->q[i].lock))
-			continue;
-		seal_if_short(s, &s->q[i]);
-		pthread_mutex_unlock(&s->q[i].lock);
-	}
-	seal_if_short(s, &s->maint_io);
+	for (int i = 0; i < s->nstreams; i++)
+		stream_retire_if(s, &s->streams[i], needs_repair, 0);
+	stream_retire_if(s, &s->maint_stream, needs_repair, 0);
 }
 
 /* Drop replicas on down servers and pick one segment to repair. */

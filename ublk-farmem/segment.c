@@ -80,20 +80,25 @@ void server_failed(struct store *s, int server, int err, const char *what)
 
 void req_submit(struct store *s, struct ioctx *io, struct qreq *q, int server)
 {
+	req_submit_w(s, &io->w, q, server);
+}
+
+void req_submit_w(struct store *s, struct waiter *w, struct qreq *q, int server)
+{
 	struct store_server *v = &s->srv[server];
 	int rc = -ENOTCONN;
 
-	q->w = &io->w;
+	q->w = w;
 	q->server = server;
 	q->status = 0;
 	q->req.done = req_done;
 	q->req.priv = q;
-	waiter_add(&io->w, 1);
+	waiter_add(w, 1);
 	if (v->conn && srv_up(v))
 		rc = fm_conn_submit(v->conn, &q->req);
 	if (rc < 0) {
 		q->status = rc;
-		waiter_done(&io->w);
+		waiter_done(w);
 		return;
 	}
 	if (q->req.op == FM_OP_READ)
@@ -177,17 +182,20 @@ static int slot_get(struct store *s, uint32_t *out, int may_wait)
 }
 
 /* Allocates a segment on up to R distinct up servers (placement decides
- * which), trying other servers when one refuses. */
+ * which), trying other servers when one refuses.  Uses the context's
+ * last STORE_MAX_REPLICAS slots and its control waiter, because the
+ * caller may have appends of the same request in flight. */
 int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 {
 	int usable[STORE_MAX_SERVERS], tried[STORE_MAX_SERVERS], pick[STORE_MAX_REPLICAS];
 	int ntried = 0, got = 0, anyup = 0, nospc = 0;
 	struct seg_rep reps[STORE_MAX_REPLICAS];
+	struct qreq *ctl = &io->reqs[io->nreqs - STORE_MAX_REPLICAS];
 	uint32_t idx;
 	int rc;
 
-	/* The maintenance thread is who frees slots: it must not wait. */
 	memset(reps, 0, sizeof(reps));
+	/* The maintenance thread is who frees slots: it must not wait. */
 	rc = slot_get(s, &idx, io != &s->maint_io);
 	if (rc < 0)
 		return rc;
@@ -210,17 +218,17 @@ int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 		if (n == 0)
 			break;
 		for (int k = 0; k < n; k++) {
-			struct qreq *q = &io->reqs[k];
+			struct qreq *q = &ctl[k];
 
 			memset(&q->req, 0, sizeof(q->req));
 			q->req.op = FM_OP_ALLOC;
 			q->req.arg = s->seg_size;
-			req_submit(s, io, q, pick[k]);
+			req_submit_w(s, &io->cw, q, pick[k]);
 			tried[ntried++] = pick[k];
 		}
-		waiter_wait(&io->w);
+		waiter_wait(&io->cw);
 		for (int k = 0; k < n; k++) {
-			struct qreq *q = &io->reqs[k];
+			struct qreq *q = &ctl[k];
 
 			if (q->status == 0 && q->req.rep.alloc.size >= s->seg_size) {
 				reps[got].server = pick[k];
@@ -249,10 +257,18 @@ int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 	return 0;
 }
 
-void seg_seal(struct store *s, uint32_t idx)
+void seg_retire(struct store *s, uint32_t idx)
 {
 	pthread_mutex_lock(&s->lock);
 	if (s->segs[idx].state == SEG_OPEN)
+		s->segs[idx].state = s->segs[idx].writers ? SEG_FULL : SEG_SEALED;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void seg_write_done(struct store *s, uint32_t idx)
+{
+	pthread_mutex_lock(&s->lock);
+	if (--s->segs[idx].writers == 0 && s->segs[idx].state == SEG_FULL)
 		s->segs[idx].state = SEG_SEALED;
 	pthread_mutex_unlock(&s->lock);
 }

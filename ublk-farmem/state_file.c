@@ -173,6 +173,7 @@ void state_rebuild(struct store *s)
 		struct seg *g = &s->segs[i];
 
 		g->readers = 0;
+		g->writers = 0;
 		g->live = 0;
 		if (g->state == SEG_ALLOCATING) {
 			/* ALLOC replies may have been lost with the old
@@ -180,7 +181,8 @@ void state_rebuild(struct store *s)
 			memset(g, 0, sizeof(*g));
 			for (int r = 0; r < STORE_MAX_REPLICAS; r++)
 				g->rep[r].server = -1;
-		} else if (g->state == SEG_OPEN || g->state == SEG_FREEING) {
+		} else if (g->state == SEG_OPEN || g->state == SEG_FULL ||
+			   g->state == SEG_FREEING) {
 			g->state = SEG_SEALED;
 		}
 	}

@@ -32,6 +32,9 @@ static int config_check(const struct store_config *c, char *err, size_t errlen)
 	else if (seg % STORE_PAGE || seg < 4 * REC_MAX_LEN || seg > (256u << 20))
 		snprintf(err, errlen, "segment size %u: need a multiple of %u between %u and 256 MiB",
 			 seg, STORE_PAGE, 4 * REC_MAX_LEN);
+	else if (c->streams < 0 || c->streams > STORE_MAX_QUEUES)
+		snprintf(err, errlen, "streams %d: need 0 (automatic) to %d", c->streams,
+			 STORE_MAX_QUEUES);
 	else if (c->queues < 1 || c->queues > STORE_MAX_QUEUES)
 		snprintf(err, errlen, "queues %d: need 1 to %d", c->queues, STORE_MAX_QUEUES);
 	else if (max_io % STORE_PAGE || max_io > 4 * FM_MAX_IO)
@@ -84,6 +87,10 @@ static void store_free(struct store *s)
 	free(s->q);
 	if (s->maint_io.buf || s->maint_io.reqs)
 		ioctx_fini(&s->maint_io);
+	for (int i = 0; s->streams && i < s->nstreams; i++)
+		stream_fini(&s->streams[i]);
+	free(s->streams);
+	stream_fini(&s->maint_stream);
 	free(s->maint_seg_buf);
 	state_close(s);
 	free((char *)s->cfg.state_path);
@@ -122,10 +129,15 @@ static int store_setup(struct store *s, const struct store_config *cfg,
 	rc = state_open(s, err, errlen);
 	if (rc < 0)
 		return rc;
+	s->nstreams = cfg->streams ? cfg->streams :
+		      (cfg->queues < cfg->nservers ? cfg->queues : cfg->nservers);
 	s->q = calloc((size_t)s->nqueues, sizeof(*s->q));
+	s->streams = calloc((size_t)s->nstreams, sizeof(*s->streams));
 	s->maint_seg_buf = malloc(s->seg_size);
-	if (!s->q || !s->maint_seg_buf)
+	if (!s->q || !s->streams || !s->maint_seg_buf)
 		return -ENOMEM;
+	for (int i = 0; i < s->nstreams; i++)
+		stream_init(&s->streams[i]);
 	for (int i = 0; i < s->nqueues; i++) {
 		rc = ioctx_init(s, &s->q[i], i);
 		if (rc < 0) {
@@ -133,10 +145,14 @@ static int store_setup(struct store *s, const struct store_config *cfg,
 				 i, strerror(-rc));
 			return rc;
 		}
+		s->q[i].st = &s->streams[i % s->nstreams];
 	}
 	rc = ioctx_init(s, &s->maint_io, -1);
 	if (rc < 0)
 		snprintf(err, errlen, "maintenance buffers: %s", strerror(-rc));
+	/* The cleaner appends to a stream of its own, so moved (cold)
+	 * records do not mix with fresh (hot) ones. */
+	s->maint_io.st = &s->maint_stream;
 	return rc;
 }
 
@@ -159,6 +175,7 @@ int store_open(const struct store_config *cfg, struct store **out,
 	pthread_mutex_init(&s->maint_lock, NULL);
 	pthread_cond_init(&s->maint_cv, NULL);
 	s->state_fd = -1;
+	stream_init(&s->maint_stream);
 	rc = store_setup(s, cfg, err, errlen);
 	if (rc < 0) {
 		if (!err[0])
@@ -198,11 +215,9 @@ void store_close(struct store *s)
 	maint_stop(s);
 	/* A restarted daemon appends to new segments; the old open ones
 	 * are complete as they are. */
-	for (int i = 0; i < s->nqueues; i++)
-		if (s->q[i].open_seg != SEG_NONE)
-			seg_seal(s, s->q[i].open_seg);
-	if (s->maint_io.open_seg != SEG_NONE)
-		seg_seal(s, s->maint_io.open_seg);
+	for (int i = 0; i < s->nstreams; i++)
+		stream_retire_if(s, &s->streams[i], NULL, 1);
+	stream_retire_if(s, &s->maint_stream, NULL, 1);
 	store_free(s);
 }
 
@@ -211,9 +226,9 @@ int store_release(struct store *s)
 	int running = s->maint_running;
 
 	maint_stop(s);
-	for (int i = 0; i < s->nqueues; i++)
-		s->q[i].open_seg = SEG_NONE;
-	s->maint_io.open_seg = SEG_NONE;
+	for (int i = 0; i < s->nstreams; i++)
+		stream_retire_if(s, &s->streams[i], NULL, 1);
+	stream_retire_if(s, &s->maint_stream, NULL, 1);
 	pthread_mutex_lock(&s->lock);
 	for (uint64_t p = 0; p < s->npages; p++) {
 		map_release(s, &s->map[p]);

@@ -46,6 +46,8 @@ struct store_config {
 					 * a restarted daemon can attach */
 	int attach;                     /* 1: state_path holds existing state */
 	const struct fm_transport_ops *transport; /* NULL: by address kind */
+	int streams;                    /* open segments appended to at once;
+					 * 0: min(queues, nservers) */
 	int no_background;              /* 1: no cleaner/repair thread; the
 					 * caller runs store_maintain() (tests) */
 };

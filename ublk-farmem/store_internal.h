@@ -26,8 +26,9 @@
 enum seg_state {
 	SEG_FREE = 0,
 	SEG_ALLOCATING,       /* slot taken, remote ALLOCs in flight */
-	SEG_OPEN,             /* a queue (or the cleaner) appends to it */
-	SEG_SEALED,           /* full and immutable: cleaner/repair may act */
+	SEG_OPEN,             /* a stream appends to it */
+	SEG_FULL,             /* no more appends; writes still in flight */
+	SEG_SEALED,           /* complete and immutable: cleaner/repair may act */
 	SEG_FREEING,          /* cleaner moved its records; waiting for readers */
 };
 
@@ -45,7 +46,7 @@ struct seg {
 	uint32_t flags;       /* SEGF_* */
 	struct seg_rep rep[STORE_MAX_REPLICAS];
 	uint32_t readers;     /* reads in flight (reset on attach) */
-	uint32_t pad;
+	uint32_t writers;     /* appends in flight (reset on attach) */
 };
 
 #define SEGF_DEGRADED  1u     /* lost a replica; seal and repair */
@@ -109,11 +110,19 @@ struct wchunk {
 	int req0, nreq;       /* slots used, one per replica */
 };
 
+/* An append stream: one open segment that several queues append to
+ * concurrently.  The lock serialises only choosing (and opening) the
+ * segment; space is reserved under s->lock and written in parallel. */
+struct stream {
+	pthread_mutex_t lock;
+	uint32_t open_seg;    /* SEG_NONE when none */
+};
+
 /* A thread's I/O context: a frontend queue, or the maintenance thread. */
 struct ioctx {
 	pthread_mutex_t lock;
 	int id;
-	uint32_t open_seg;    /* SEG_NONE when none */
+	struct stream *st;    /* where its writes append */
 	uint8_t *buf;         /* staging (write) / landing (read): npages * REC_MAX_LEN */
 	size_t buf_len;
 	struct page_io *pio;  /* npages */
@@ -122,6 +131,7 @@ struct ioctx {
 	unsigned nreqs;
 	unsigned npages;
 	struct waiter w;
+	struct waiter cw;     /* control requests (ALLOC) while data is in flight */
 	struct fm_codec codec;
 };
 
@@ -161,6 +171,9 @@ struct store {
 
 	int nqueues;
 	struct ioctx *q;
+	int nstreams;
+	struct stream *streams;
+	struct stream maint_stream;
 	struct ioctx maint_io;
 	uint8_t *maint_seg_buf;   /* one whole segment, for the cleaner */
 
@@ -196,10 +209,14 @@ void waiter_wait(struct waiter *w);
 /* Submit a prepared slot to server idx (counts it in the waiter).  A
  * submit error is recorded as the slot's status; returns nothing. */
 void req_submit(struct store *s, struct ioctx *io, struct qreq *q, int server);
+void req_submit_w(struct store *s, struct waiter *w, struct qreq *q, int server);
 int is_conn_error(int err);
 void server_failed(struct store *s, int server, int err, const char *what);
 int seg_open(struct store *s, struct ioctx *io, uint32_t *out);
-void seg_seal(struct store *s, uint32_t idx);
+/* No more appends; sealed once the appends in flight are done. */
+void seg_retire(struct store *s, uint32_t idx);
+/* An append to idx finished. */
+void seg_write_done(struct store *s, uint32_t idx);
 int seg_live_replicas(const struct store *s, const struct seg *g);
 void seg_drop_replica(struct store *s, uint32_t idx, int server);
 void seg_free_remote(struct store *s, struct ioctx *io, uint32_t idx);
@@ -208,6 +225,20 @@ int seg_read_range(struct store *s, struct ioctx *io, const struct seg_rep *r,
 		   uint32_t off, uint32_t len, void *buf);
 /* Account a map entry's record as dead (entry being replaced).  Lock held. */
 void map_release(struct store *s, const struct pm_entry *e);
+
+/* stream.c */
+void stream_init(struct stream *st);
+void stream_fini(struct stream *st);
+/* Reserve room for up to want bytes of records starting at pio[first]
+ * (only whole records, at least one): opens a segment when needed.
+ * Fills *c (seg, seg_off, len, first, last) and counts a writer. */
+int stream_reserve(struct store *s, struct ioctx *io, unsigned first, unsigned n,
+		   struct wchunk *c);
+/* Retire the stream's open segment when it is no longer fit for appends
+ * or pred says so (always when pred is NULL).  A busy stream is skipped
+ * unless wait. */
+void stream_retire_if(struct store *s, struct stream *st,
+		      int (*pred)(const struct store *, const struct seg *), int wait);
 
 /* store_io.c */
 int ioctx_init(struct store *s, struct ioctx *io, int id);

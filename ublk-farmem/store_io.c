@@ -21,7 +21,6 @@ int ioctx_init(struct store *s, struct ioctx *io, int id)
 
 	memset(io, 0, sizeof(*io));
 	io->id = id;
-	io->open_seg = SEG_NONE;
 	io->npages = s->max_io / STORE_PAGE;
 	io->buf_len = (size_t)io->npages * REC_MAX_LEN;
 	/* One spare record at the end: the landing area for one-page
@@ -33,6 +32,7 @@ int ioctx_init(struct store *s, struct ioctx *io, int id)
 	io->reqs = calloc(io->nreqs, sizeof(*io->reqs));
 	pthread_mutex_init(&io->lock, NULL);
 	waiter_init(&io->w);
+	waiter_init(&io->cw);
 	if (!io->buf || !io->pio || !io->chunks || !io->reqs) {
 		ioctx_fini(io);
 		return -ENOMEM;
@@ -54,6 +54,7 @@ void ioctx_fini(struct ioctx *io)
 	free(io->reqs);
 	pthread_mutex_destroy(&io->lock);
 	waiter_destroy(&io->w);
+	waiter_destroy(&io->cw);
 	memset(io, 0, sizeof(*io));
 }
 
@@ -113,28 +114,6 @@ static void encode_pages(struct store *s, struct ioctx *io, uint64_t first,
 	}
 }
 
-/* Seal the queue's open segment if it lost a replica, so new records
- * go to a segment with every copy. */
-static void check_open_seg(struct store *s, struct ioctx *io)
-{
-	struct seg *g;
-	int bad = 0;
-
-	if (io->open_seg == SEG_NONE)
-		return;
-	pthread_mutex_lock(&s->lock);
-	g = &s->segs[io->open_seg];
-	bad = (g->flags & SEGF_DEGRADED) != 0;
-	for (int r = 0; r < STORE_MAX_REPLICAS; r++)
-		if (g->rep[r].server >= 0 && !srv_up(&s->srv[g->rep[r].server]))
-			bad = 1;
-	if (bad && g->state == SEG_OPEN)
-		g->state = SEG_SEALED;
-	pthread_mutex_unlock(&s->lock);
-	if (bad)
-		io->open_seg = SEG_NONE;
-}
-
 static void chunk_submit(struct store *s, struct ioctx *io, struct wchunk *c,
 			 unsigned *nreq)
 {
@@ -142,7 +121,6 @@ static void chunk_submit(struct store *s, struct ioctx *io, struct wchunk *c,
 
 	pthread_mutex_lock(&s->lock);
 	memcpy(reps, s->segs[c->seg].rep, sizeof(reps));
-	s->segs[c->seg].used = c->seg_off + c->len;
 	pthread_mutex_unlock(&s->lock);
 	c->req0 = (int)*nreq;
 	c->nreq = 0;
@@ -165,9 +143,9 @@ static void chunk_submit(struct store *s, struct ioctx *io, struct wchunk *c,
 	}
 }
 
-/* Wait for a batch of chunks; a record is written when at least one
- * replica took it (every replica that failed is dropped from the
- * segment, so "every live replica has it" holds). */
+/* Wait for every chunk; a record is written when at least one replica
+ * took it (every replica that failed is dropped from the segment, so
+ * "every live replica has it" holds). */
 static void chunks_reap(struct store *s, struct ioctx *io, int nchunks)
 {
 	waiter_wait(&io->w);
@@ -186,67 +164,39 @@ static void chunks_reap(struct store *s, struct ioctx *io, int nchunks)
 			seg_drop_replica(s, c->seg, q->server);
 		}
 		for (int i = c->first; i <= c->last; i++)
-			if (io->pio[i].rec_len)
+			if (io->pio[i].rec_len && !io->pio[i].ok) {
 				io->pio[i].ok = good > 0;
+				io->pio[i].seg = c->seg;
+				io->pio[i].seg_off = c->seg_off +
+					(io->pio[i].rec_off - c->buf_off);
+			}
+		seg_write_done(s, c->seg);
 	}
 }
 
-/* Append every not-yet-written record to the queue's open segment(s):
- * contiguous records become one WRITE per replica. */
+/* Append every not-yet-written record: runs of records that fit the
+ * stream's open segment become one WRITE per replica, all in flight at
+ * once, even across a segment change. */
 int records_append(struct store *s, struct ioctx *io, unsigned n)
 {
 	unsigned nreq = 0;
 	int nchunks = 0, rc = 0;
-	struct wchunk *cur = NULL;
 
-	check_open_seg(s, io);
-	for (unsigned i = 0; i < n; i++) {
-		struct page_io *p = &io->pio[i];
-		uint32_t used;
+	for (unsigned i = 0; i < n; ) {
+		struct wchunk *c;
 
-		if (!p->rec_len || p->ok)
+		if (!io->pio[i].rec_len || io->pio[i].ok) {
+			i++;
 			continue;
-		used = io->open_seg == SEG_NONE ? 0 : s->segs[io->open_seg].used;
-		if (cur)
-			used = cur->seg_off + cur->len;
-		if (io->open_seg == SEG_NONE || used + p->rec_len > s->seg_size) {
-			/* Finish writes to the old segment before sealing it:
-			 * sealed segments are immutable for cleaner and repair. */
-			if (cur)
-				chunk_submit(s, io, cur, &nreq);
-			if (nchunks) {
-				chunks_reap(s, io, nchunks);
-				nchunks = 0;
-				nreq = 0;
-			}
-			cur = NULL;
-			if (io->open_seg != SEG_NONE)
-				seg_seal(s, io->open_seg);
-			io->open_seg = SEG_NONE;
-			rc = seg_open(s, io, &io->open_seg);
-			if (rc < 0)
-				break;
-			used = 0;
 		}
-		if (cur && cur->seg == io->open_seg && cur->len + p->rec_len <= FM_MAX_IO &&
-		    cur->buf_off + cur->len == p->rec_off) {
-			cur->len += p->rec_len;
-			cur->last = (int)i;
-		} else {
-			if (cur)
-				chunk_submit(s, io, cur, &nreq);
-			cur = &io->chunks[nchunks++];
-			cur->seg = io->open_seg;
-			cur->seg_off = used;
-			cur->len = p->rec_len;
-			cur->buf_off = p->rec_off;
-			cur->first = cur->last = (int)i;
-		}
-		p->seg = io->open_seg;
-		p->seg_off = used;
+		c = &io->chunks[nchunks];
+		rc = stream_reserve(s, io, i, n, c);
+		if (rc < 0)
+			break;
+		nchunks++;
+		chunk_submit(s, io, c, &nreq);
+		i = (unsigned)c->last + 1;
 	}
-	if (cur)
-		chunk_submit(s, io, cur, &nreq);
 	if (nchunks)
 		chunks_reap(s, io, nchunks);
 	return rc;
@@ -302,9 +252,9 @@ int store_write(struct store *s, int queue, uint64_t off, uint32_t len, const vo
 				rc = -EIO;
 		if (rc == 0)
 			break;
-		/* Some chunk reached no replica: retry those records on a
-		 * fresh segment, placed on servers that are still up. */
-		check_open_seg(s, io);
+		/* Some chunk reached no replica: its failed replicas were
+		 * dropped, so the retry appends to a fresh segment placed on
+		 * servers that are still up. */
 	}
 	map_apply(s, io, off / STORE_PAGE, n);
 	pthread_mutex_unlock(&io->lock);

@@ -1,6 +1,7 @@
 /* test_store.c — store round trips, overwrite and discard accounting,
  * metadata size, state file attach; on in-process fault servers. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -27,7 +28,8 @@ static int read_check(struct store *s, int q, uint64_t first, unsigned n,
 	if (store_read(s, q, first * STORE_PAGE, n * STORE_PAGE, rbuf) < 0)
 		return -1;
 	for (unsigned i = 0; i < n; i++) {
-		fix_fill(want, first + i, gen, kind < 0 ? (int)((first + i) % 3) : kind);
+		fix_fill(want, first + i, gen, kind == -2 ? 1 + (int)((first + i) % 2) :
+			 kind < 0 ? (int)((first + i) % 3) : kind);
 		if (memcmp(want, rbuf + i * STORE_PAGE, STORE_PAGE)) {
 			printf("#   page %llu differs\n", (unsigned long long)(first + i));
 			return -1;
@@ -253,7 +255,62 @@ static int test_release_frees_everything(void)
 	return 0;
 }
 
+struct qwriter {
+	struct store *s;
+	int q;
+	int rc;
+};
+
+static void *qwriter_main(void *arg)
+{
+	struct qwriter *w = arg;
+	uint8_t page[STORE_PAGE];
+
+	for (uint64_t p = (uint64_t)w->q; p < 512 && !w->rc; p += 8) {
+		fix_fill(page, p, 5, 1 + (int)(p % 2));
+		if (store_write(w->s, w->q, p * STORE_PAGE, STORE_PAGE, page) < 0)
+			w->rc = -1;
+	}
+	return NULL;
+}
+
+static int test_queues_share_streams(void)
+{
+	struct store_config c;
+	struct store_stats st;
+	struct qwriter w[8];
+	pthread_t t[8];
+	struct store *s;
+
+	fault_reset();
+	fix_config(&c, 3, 2, 2u << 20);
+	c.queues = 8;
+	c.segment_size = 1u << 20;
+	s = fix_open(&c);
+	CHECK(s);
+	CHECK(s->nstreams == 3);
+	for (int i = 0; i < 8; i++) {
+		w[i] = (struct qwriter){ .s = s, .q = i };
+		CHECK(pthread_create(&t[i], NULL, qwriter_main, &w[i]) == 0);
+	}
+	for (int i = 0; i < 8; i++)
+		pthread_join(t[i], NULL);
+	for (int i = 0; i < 8; i++)
+		CHECK(w[i].rc == 0);
+	/* Eight busy queues, yet at most one partly filled segment per
+	 * stream: remote memory does not grow with the queue count. */
+	store_get_stats(s, &st);
+	CHECK(st.segments <= (st.bytes_stored + (1u << 20) - 1) / (1u << 20) + 3);
+	CHECK(st.bytes_remote <= 2ull * (st.segments) * (1u << 20));
+	for (uint64_t p = 0; p < 512; p += 16)
+		CHECK(read_check(s, (int)(p % 8), p, 16, 5, -2) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
 static const struct tap_case cases[] = {
+	{ "eight queues append through three streams, in parallel", test_queues_share_streams },
 	{ "write/read of zero, text and random pages, R=2 over 3 servers", test_write_read },
 	{ "unwritten pages read as zero", test_unwritten_reads_zero },
 	{ "misaligned and out-of-range requests are -EINVAL", test_bad_requests },
