@@ -287,6 +287,8 @@ int cmd_add(int argc, char **argv)
 		cfg->store.max_io = ADD_MAX_IO;
 	if (cfg->frontend == BLK_FRONTEND_NBD)
 		cfg->store.queues = nbd_kernel_store_queues(cfg);
+	else
+		cfg->store.queues = cfg->queues * ublk_workers(cfg->queues, cfg->depth);
 	/* Servers first: their errors hold on any kernel, and the kernel
 	 * check then names the last missing piece. */
 	if (preflight_servers(cfg, o.overcommit) < 0 || check_frontend(cfg, "add") < 0 ||
@@ -348,7 +350,7 @@ static int recover_geometry(const char *name, int id, struct blk_config *cfg)
 	}
 	cfg->queues = q;
 	cfg->depth = depth;
-	cfg->store.queues = q;
+	cfg->store.queues = q * ublk_workers(q, depth);
 	cfg->store.max_io = max_io;
 	return 0;
 }

@@ -82,6 +82,7 @@ static int frontend_start(struct devd *d, int recover_id, char *err, size_t errl
 		.dev_id = recover_id >= 0 ? recover_id : -1,
 		.queues = cfg->queues,
 		.depth = cfg->depth,
+		.workers = cfg->store.queues / (cfg->queues > 0 ? cfg->queues : 1),
 		.max_io = cfg->store.max_io,
 		.size = cfg->store.size,
 	};

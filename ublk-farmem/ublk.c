@@ -30,6 +30,25 @@ struct ublk_dev {
 	struct ublk_queue q[STORE_MAX_QUEUES];
 };
 
+/* Swap reads come one page fault at a time but readahead and writeback
+ * send many at once: a few store requests in flight per queue hide the
+ * network round trip without much memory (each store queue preallocates
+ * its buffers). */
+#define UBLK_DEFAULT_WORKERS 4
+
+int ublk_workers(int queues, int depth)
+{
+	int w = UBLK_DEFAULT_WORKERS;
+
+	if (w > depth)
+		w = depth;
+	if (queues > 0 && w > STORE_MAX_QUEUES / queues)
+		w = STORE_MAX_QUEUES / queues;
+	if (w > UBLK_QUEUE_MAX_WORKERS)
+		w = UBLK_QUEUE_MAX_WORKERS;
+	return w < 1 ? 1 : w;
+}
+
 static void sleep_ms(int ms)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
@@ -94,7 +113,8 @@ static int cdev_open(struct ublk_dev *d, char *err, size_t errlen)
 
 /* Start one thread per queue and wait until each has fetched all its
  * tags (or failed). */
-static int queues_start(struct ublk_dev *d, struct store *s, char *err, size_t errlen)
+static int queues_start(struct ublk_dev *d, struct store *s, int workers,
+			char *err, size_t errlen)
 {
 	int ret = 0;
 
@@ -109,6 +129,7 @@ static int queues_start(struct ublk_dev *d, struct store *s, char *err, size_t e
 		q->cdev_fd = d->cdev_fd;
 		q->ioctl_encode = d->ctrl.ioctl_encode;
 		q->store = s;
+		q->workers = workers;
 		q->ready = &d->ready;
 		ret = ublk_queue_start(q);
 		if (ret < 0) {
@@ -185,7 +206,7 @@ int ublk_dev_start(const struct ublk_dev_opts *o, struct store *s,
 	ret = cdev_open(d, err, errlen);
 	if (ret < 0)
 		goto fail_del;
-	ret = queues_start(d, s, err, errlen);
+	ret = queues_start(d, s, o->workers, err, errlen);
 	if (ret < 0)
 		goto fail_started;
 	ret = ublk_ctrl_start_dev(&d->ctrl, d->info.dev_id, getpid());
@@ -194,8 +215,9 @@ int ublk_dev_start(const struct ublk_dev_opts *o, struct store *s,
 			 strerror(-ret));
 		goto fail_started;
 	}
-	log_info("ublk %u: live, %d queues x %d tags, max_io %u, %s commands",
-		 d->info.dev_id, d->nq, d->info.queue_depth, d->info.max_io_buf_bytes,
+	log_info("ublk %u: live, %d queues x %d tags (%d workers each), max_io %u, "
+		 "%s commands", d->info.dev_id, d->nq, d->info.queue_depth,
+		 o->workers, d->info.max_io_buf_bytes,
 		 d->ctrl.ioctl_encode ? "ioctl-encoded" : "legacy");
 	*out = d;
 	return 0;
@@ -263,7 +285,8 @@ int ublk_dev_recover(const struct ublk_dev_opts *o, struct store *s,
 	ret = cdev_open(d, err, errlen);
 	if (ret < 0)
 		goto fail;
-	ret = queues_start(d, s, err, errlen);
+	ret = queues_start(d, s, ublk_workers(d->info.nr_hw_queues, d->info.queue_depth),
+			   err, errlen);
 	if (ret < 0) {
 		log_err("ublk %d: recovery failed with queues running", o->dev_id);
 		return ret;

@@ -22,9 +22,16 @@ struct ublk_dev_opts {
 	int dev_id;            /* start: -1 for any free id; recover: the device */
 	int queues;            /* start only (recover takes the kernel's) */
 	int depth;
+	int workers;           /* store queues per ublk queue (ublk_workers()) */
 	uint32_t max_io;       /* largest request bytes (per-tag buffer) */
 	uint64_t size;         /* bytes, multiple of 4096 */
 };
+
+/* Worker threads per ublk queue, each with its own store queue, so a
+ * queue has that many store requests in flight; the store then needs
+ * queues * ublk_workers() queues.  Depends only on its arguments, so
+ * `recover` computes the same as `add`. */
+int ublk_workers(int queues, int depth);
 
 /* Why ublk cannot be used here: 0 when /dev/ublk-control is usable, else
  * -errno with a message naming the fix (module, kernel, root). */
