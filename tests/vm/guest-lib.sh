@@ -112,3 +112,51 @@ swap_on() {
 	grep -q "^$1 " /proc/swaps || fail "$1 not in /proc/swaps"
 	say "swap on $1: $(grep "^$1 " /proc/swaps)"
 }
+
+# daemon_pid DEVICE: pid of the farmem-blk daemon serving DEVICE (its pid
+# file in the run directory).
+daemon_pid() {
+	local name pid
+	name=$(basename "$1")
+	pid=$(cat "${FARMEM_RUN_DIR:-/run/farmem}/$name.pid" 2>/dev/null)
+	[ -n "$pid" ] || pid=$(pidof farmem-blk | tr ' ' '\n' | head -n 1)
+	echo "$pid"
+}
+
+# dev_write_sectors DEVICE: sectors the block layer wrote to DEVICE.
+dev_write_sectors() {
+	awk '{ print $7 }' "/sys/block/$(basename "$1")/stat"
+}
+
+# memservers_used: "used_bytes" of each memserver, space-separated
+# (authenticated --stat from inside the guest).
+memservers_used() {
+	local s out
+	for s in $(echo "$FARMEM_SERVERS" | tr , ' '); do
+		out=$(farmem-memserver --stat "$s" --secret-file "$FARMEM_SECRET" --json 2>/dev/null)
+		echo "$out" | sed -n 's/.*"used_bytes":\([0-9]*\).*/\1/p'
+	done | tr '\n' ' '
+}
+
+# swap_scenario HOOK_KB HOOK ADD-ARGS...: the farmem swap scenario: a
+# 1 GiB device on the memservers (R=2 unless ADD-ARGS say otherwise),
+# mkswap, swapon, the verified workload of twice the guest's RAM (HOOK at
+# HOOK_KB of swap use, see run_workload), swap use seen in /proc/swaps,
+# writes seen on the device, status printed, swapoff, del.
+swap_scenario() {
+	local hook_kb=$1 hook=$2 rc
+	shift 2
+	require_add
+	farmem_add --size 1G --replicas 2 "$@"
+	swap_on "$DEV"
+	run_workload "$DEV" "$hook_kb" "$hook" --ram-factor 2 --progress
+	rc=$?
+	say "device writes: $(dev_write_sectors "$DEV") sectors"
+	farmem-blk status "$DEV" || say "farmem-blk status $DEV failed"
+	[ $rc -eq 0 ] || fail "workload failed (status $rc)"
+	[ "$PEAK_SWAP_KB" -gt 0 ] || fail "no swap use of $DEV seen in /proc/swaps"
+	[ "$(dev_write_sectors "$DEV")" -gt 0 ] || fail "nothing was written to $DEV"
+	swapoff "$DEV" || fail "swapoff $DEV"
+	farmem-blk del "$DEV" || fail "farmem-blk del $DEV"
+	say "ok: ${WORKLOAD_SECONDS}s, peak swap ${PEAK_SWAP_KB} kB"
+}
