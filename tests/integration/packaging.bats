@@ -12,7 +12,13 @@
 
 bats_require_minimum_version 1.5.0
 
+load helpers
+
 TOP=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+
+teardown() {
+	stop_all
+}
 
 setup_file() {
 	export PKG_OUT="$BATS_FILE_TMPDIR/pkg"
@@ -215,6 +221,7 @@ conf_value() { # KEY FILE
 @test "memserver unit: restart on failure, lockable pool, hardened" {
 	local u="$TOP/packaging/systemd/farmem-memserver.service"
 	grep -qx 'ExecStart=/usr/sbin/farmem-memserver --config /etc/farmem/memserver.conf --foreground' "$u"
+	grep -qx 'Type=notify' "$u"
 	grep -qx 'Restart=on-failure' "$u"
 	grep -qx 'LimitMEMLOCK=infinity' "$u"
 	grep -qx 'ProtectSystem=strict' "$u"
@@ -248,6 +255,29 @@ conf_value() { # KEY FILE
 	[ "$output" = /etc/farmem/farmem.conf ]
 	run -0 rpm -qp --scripts "$RPM_BLK"
 	[[ "$output" == *"systemctl stop 'farmem-swap@*.service'"* ]]
+}
+
+@test "farmem-memserver sends READY=1 only once it accepts connections (Type=notify)" {
+	fm_setup
+	require_file "$FM_MEMSERVER"
+	local recv="$FARMEM_BUILD/tests/tools/sd_notify_recv" port rpid rc=0
+	require_file "$recv"
+	"$recv" "$FM_DIR/notify" "$FM_START_TIMEOUT" >"$FM_DIR/notify.out" 2>&1 &
+	rpid=$!
+	track_pid "$rpid"
+	wait_until 10 test -S "$FM_DIR/notify"
+	port=$(free_port)
+	NOTIFY_SOCKET="$FM_DIR/notify" "$FM_MEMSERVER" --listen "tcp://127.0.0.1:$port" \
+		--size 16M --secret-file "$FM_SECRET" --allow-unlocked \
+		>"$FM_DIR/ms.log" 2>&1 &
+	track_pid "$!"
+	# The receiver exits 0 on READY=1 (1 after its bound without it).
+	wait_exit "$rpid" || rc=$?
+	cat "$FM_DIR/notify.out" "$FM_DIR/ms.log"
+	[ "$rc" -eq 0 ]
+	grep -qx 'READY=1' "$FM_DIR/notify.out"
+	# No polling here: READY=1 promises the server already listens.
+	accepts 127.0.0.1 "$port"
 }
 
 # ---- the swap helper, against fake commands that log their arguments ----
