@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "metrics_http.h"
+#include "metrics_pool.h"
 #include "tap.h"
 
 static char mem[4096];
@@ -273,6 +274,36 @@ static int test_bad_listen_address(void)
 	return 0;
 }
 
+static int test_pool_snapshot(void)
+{
+	struct metrics_pool_snap snap;
+	struct fm_stat st = {
+		.pool_bytes = 1 << 30, .used_bytes = 8 << 20,
+		.free_bytes = (1 << 30) - (8 << 20), .reads = 3, .writes = 5,
+		.bytes_read = 12288, .bytes_written = 20480, .segments = 2,
+		.segment_max = 4 << 20, .clients = 1, .devices = 1, .locked = 1,
+	};
+	struct metrics_buf b;
+
+	metrics_pool_snap_init(&snap);
+	metrics_buf_init(&b, mem, sizeof(mem));
+	metrics_pool_provide(&b, &snap);
+	CHECK(b.len == 0);              /* nothing published yet */
+	metrics_pool_publish(&snap, &st);
+	st.reads = 999;                 /* the snapshot is a copy */
+	metrics_pool_provide(&b, &snap);
+	CHECK(!b.overflow);
+	CHECK(strstr(b.p, "# TYPE farmem_memserver_pool_bytes gauge\n"
+		      "farmem_memserver_pool_bytes 1073741824\n"));
+	CHECK(strstr(b.p, "\nfarmem_memserver_pool_used_bytes 8388608\n"));
+	CHECK(strstr(b.p, "\nfarmem_memserver_pool_locked 1\n"));
+	CHECK(strstr(b.p, "# TYPE farmem_memserver_reads_total counter\n"
+		      "farmem_memserver_reads_total 3\n"));
+	CHECK(strstr(b.p, "\nfarmem_memserver_written_bytes_total 20480\n"));
+	metrics_pool_snap_destroy(&snap);
+	return 0;
+}
+
 static const struct tap_case cases[] = {
 	{ "buffer overflow drops the partial line", test_buf_overflow_drops_partial_line },
 	{ "counter and gauge families", test_counter_and_gauge },
@@ -285,6 +316,7 @@ static const struct tap_case cases[] = {
 	{ "server round trip on loopback", test_server_round_trip },
 	{ "oversized request gets 431", test_oversized_request },
 	{ "bad listen address", test_bad_listen_address },
+	{ "memserver pool snapshot", test_pool_snapshot },
 };
 
 TAP_MAIN(cases)

@@ -1,0 +1,78 @@
+/* metrics_pool.c — farmem_memserver_* metrics from a published fm_stat. */
+#include <string.h>
+
+#include "metrics_pool.h"
+
+void metrics_pool_snap_init(struct metrics_pool_snap *s)
+{
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->lock, NULL);
+}
+
+void metrics_pool_snap_destroy(struct metrics_pool_snap *s)
+{
+	pthread_mutex_destroy(&s->lock);
+}
+
+void metrics_pool_publish(struct metrics_pool_snap *s, const struct fm_stat *st)
+{
+	pthread_mutex_lock(&s->lock);
+	s->st = *st;
+	s->valid = 1;
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void gauge_u64(struct metrics_buf *b, const char *name,
+		      const char *help, uint64_t v)
+{
+	metrics_family(b, name, "gauge", help);
+	metrics_sample_u64(b, name, NULL, v);
+}
+
+void metrics_pool_write(struct metrics_buf *b, const struct fm_stat *st)
+{
+	gauge_u64(b, "farmem_memserver_pool_bytes",
+		  "Size of the memory pool.", st->pool_bytes);
+	gauge_u64(b, "farmem_memserver_pool_used_bytes",
+		  "Pool bytes held by clients' segments.", st->used_bytes);
+	gauge_u64(b, "farmem_memserver_pool_free_bytes",
+		  "Pool bytes free for new segments.", st->free_bytes);
+	gauge_u64(b, "farmem_memserver_pool_locked",
+		  "1 when the pool is locked in memory (mlock).", st->locked);
+	gauge_u64(b, "farmem_memserver_segments",
+		  "Segments allocated, all devices.", st->segments);
+	gauge_u64(b, "farmem_memserver_segment_max_bytes",
+		  "Largest segment the server hands out.", st->segment_max);
+	gauge_u64(b, "farmem_memserver_clients",
+		  "Authenticated client connections.", st->clients);
+	gauge_u64(b, "farmem_memserver_devices",
+		  "Device identities holding segments.", st->devices);
+	gauge_u64(b, "farmem_memserver_leased_devices",
+		  "Devices without a connection whose segments are kept until their lease ends.",
+		  st->leased);
+	metrics_counter(b, "farmem_memserver_reads_total",
+			"Read requests served.", st->reads);
+	metrics_counter(b, "farmem_memserver_writes_total",
+			"Write requests served.", st->writes);
+	metrics_counter(b, "farmem_memserver_read_bytes_total",
+			"Bytes read by clients.", st->bytes_read);
+	metrics_counter(b, "farmem_memserver_written_bytes_total",
+			"Bytes written by clients.", st->bytes_written);
+}
+
+void metrics_pool_provide(struct metrics_buf *b, void *arg)
+{
+	struct metrics_pool_snap *s = arg;
+	struct fm_stat st;
+	int valid;
+
+	pthread_mutex_lock(&s->lock);
+	st = s->st;
+	valid = s->valid;
+	pthread_mutex_unlock(&s->lock);
+	/* Before the first publish there is nothing true to say; an empty
+	 * scrape is valid and better than zeros that look like an empty
+	 * pool. */
+	if (valid)
+		metrics_pool_write(b, &st);
+}
