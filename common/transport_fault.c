@@ -437,6 +437,21 @@ void fault_reset(void)
 	pthread_mutex_unlock(&g_lock);
 }
 
+void fault_reset_server(uint16_t port)
+{
+	pthread_mutex_lock(&g_lock);
+	struct fault_server *s = server_get(port, 0);
+	for (int j = 0; s && j < FAULT_MAX_SEGS; j++) {
+		free(s->segs[j].data);
+		memset(&s->segs[j], 0, sizeof(s->segs[j]));
+	}
+	if (s) {
+		s->st.segments = 0;
+		s->st.bytes = 0;
+	}
+	pthread_mutex_unlock(&g_lock);
+}
+
 void fault_set_mode(uint16_t port, enum fault_mode mode)
 {
 	struct fault_conn *conns[FAULT_MAX_CONNS];

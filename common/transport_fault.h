@@ -28,6 +28,8 @@ struct fault_stats {
 
 /* Frees every fault server and its segments (no connection may be open). */
 void fault_reset(void);
+/* Forgets every segment a server holds, as a restarted memserver would. */
+void fault_reset_server(uint16_t port);
 /* Changes a server's mode; state callbacks of its connections run. */
 void fault_set_mode(uint16_t port, enum fault_mode mode);
 /* The next n READ/WRITE/ALLOC/FREE requests fail with err (< 0). */

@@ -86,7 +86,11 @@ static int load_segment(struct store *s, uint32_t idx, uint32_t *used)
 
 		if (reps[r].server < 0 || !srv_up(&s->srv[reps[r].server]))
 			continue;
-		if (seg_read_range(s, &s->maint_io, &reps[r], 0, *used, s->maint_seg_buf) < 0)
+		int rc = seg_read_range(s, &s->maint_io, &reps[r], 0, *used, s->maint_seg_buf);
+
+		if (rc == -ENOENT)
+			seg_drop_replica(s, idx, reps[r].server);
+		if (rc < 0)
 			continue;
 		while (off < *used) {
 			struct rec_hdr h;

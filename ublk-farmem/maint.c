@@ -29,6 +29,8 @@ void store_server_state_cb(void *arg, int up)
 
 	if (was != (up ? 1 : 0))
 		log_info("server %s: %s", v->addr, up ? "up" : "down");
+	if (!up)
+		__atomic_store_n(&v->need_sweep, 1, __ATOMIC_RELEASE);
 	maint_kick(v->s);
 }
 
@@ -61,6 +63,10 @@ static void servers_check(struct store *s)
 		up = fm_conn_is_up(v->conn) ? 1 : 0;
 		if (__atomic_exchange_n(&v->up, up, __ATOMIC_ACQ_REL) != up)
 			log_info("server %s: %s", v->addr, up ? "back up" : "down");
+		if (!up)
+			v->need_sweep = 1;
+		else if (v->need_sweep && sweep_server(s, i) == 0)
+			v->need_sweep = 0;
 	}
 }
 

@@ -72,6 +72,7 @@ void server_failed(struct store *s, int server, int err, const char *what)
 		log_warn("server %s: %s: %s", v->addr, what, strerror(-err));
 		return;
 	}
+	__atomic_store_n(&v->need_sweep, 1, __ATOMIC_RELEASE);
 	if (__atomic_exchange_n(&v->up, 0, __ATOMIC_ACQ_REL)) {
 		log_warn("server %s: %s: %s; marked down", v->addr, what, strerror(-err));
 		maint_kick(s);
@@ -249,6 +250,7 @@ int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 	for (int r = 0; r < got; r++)
 		s->segs[idx].rep[r] = reps[r];
 	s->segs[idx].state = SEG_OPEN;
+	s->alloc_gen++;
 	pthread_mutex_unlock(&s->lock);
 	if (got < s->replicas)
 		log_warn("store: segment %u opened with %d of %d replicas", idx, got,

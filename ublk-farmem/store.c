@@ -92,6 +92,9 @@ static void store_free(struct store *s)
 	free(s->streams);
 	stream_fini(&s->maint_stream);
 	free(s->maint_seg_buf);
+	free(s->sweep_ids);
+	free(s->sweep_sizes);
+	free(s->sweep_ref);
 	state_close(s);
 	free((char *)s->cfg.state_path);
 	pthread_mutex_destroy(&s->lock);
@@ -124,6 +127,7 @@ static int store_setup(struct store *s, const struct store_config *cfg,
 		s->srv[i].fa = cfg->servers[i];
 		s->srv[i].s = s;
 		s->srv[i].idx = i;
+		s->srv[i].need_sweep = 1;
 		addr_str(&cfg->servers[i], s->srv[i].addr, sizeof(s->srv[i].addr));
 	}
 	rc = state_open(s, err, errlen);
@@ -134,7 +138,12 @@ static int store_setup(struct store *s, const struct store_config *cfg,
 	s->q = calloc((size_t)s->nqueues, sizeof(*s->q));
 	s->streams = calloc((size_t)s->nstreams, sizeof(*s->streams));
 	s->maint_seg_buf = malloc(s->seg_size);
-	if (!s->q || !s->streams || !s->maint_seg_buf)
+	s->sweep_cap = s->hdr->nsegs + FM_LIST_MAX;
+	s->sweep_ids = calloc(s->sweep_cap, sizeof(uint64_t));
+	s->sweep_sizes = calloc(FM_LIST_MAX, sizeof(uint32_t));
+	s->sweep_ref = calloc(s->hdr->nsegs, sizeof(uint64_t));
+	if (!s->q || !s->streams || !s->maint_seg_buf || !s->sweep_ids ||
+	    !s->sweep_sizes || !s->sweep_ref)
 		return -ENOMEM;
 	for (int i = 0; i < s->nstreams; i++)
 		stream_init(&s->streams[i]);

@@ -144,6 +144,7 @@ struct store_server {
 	struct store *s;
 	int idx;
 	uint64_t retry_ns;    /* maint: next connect attempt when conn is NULL */
+	int need_sweep;       /* maint: look for orphaned segments when up */
 };
 
 struct store {
@@ -165,6 +166,7 @@ struct store {
 	pthread_mutex_t lock;
 	pthread_cond_t seg_cv;    /* readers dropped / a slot was freed */
 	unsigned place_cursor;
+	uint64_t alloc_gen;       /* bumped when a new segment gets replicas (lock) */
 
 	int nservers;
 	struct store_server srv[STORE_MAX_SERVERS];
@@ -176,6 +178,10 @@ struct store {
 	struct stream maint_stream;
 	struct ioctx maint_io;
 	uint8_t *maint_seg_buf;   /* one whole segment, for the cleaner */
+	uint64_t *sweep_ids;      /* sweep_cap: LIST results */
+	uint32_t *sweep_sizes;    /* FM_LIST_MAX */
+	uint64_t *sweep_ref;      /* nsegs: ids the table references */
+	uint32_t sweep_cap;
 
 	/* Background thread. */
 	pthread_t maint;
@@ -255,6 +261,9 @@ int cleaner_wanted(struct store *s);
 /* repair.c */
 int repair_run(struct store *s);         /* 1 when a segment was repaired */
 void repair_seal_degraded(struct store *s);
+
+/* sweep.c */
+int sweep_server(struct store *s, int i);
 
 /* maint.c */
 int maint_start(struct store *s);

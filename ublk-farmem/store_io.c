@@ -349,6 +349,8 @@ static int read_page_slow(struct store *s, struct ioctx *io, uint64_t page,
 			if (reps[r].server < 0 || reps[r].server == skip_server)
 				continue;
 			rc = seg_read_range(s, io, &reps[r], e.off, rec_len(pm_plen(&e)), landing);
+			if (rc == -ENOENT)
+				seg_drop_replica(s, e.seg, reps[r].server);
 			if (rc < 0)
 				continue;
 			if (record_decode(io, landing, page, &e, out) == 0) {
@@ -480,6 +482,8 @@ int store_read(struct store *s, int queue, uint64_t off, uint32_t len, void *buf
 				 p->e.seg, p->e.off);
 		} else if (p->server >= 0) {
 			server_failed(s, p->server, p->status, "read");
+			if (p->status == -ENOENT)  /* server lost it (restart) */
+				seg_drop_replica(s, p->e.seg, p->server);
 		}
 		readers_put(s, p->e.seg);
 		r = read_page_slow(s, io, first + i, io->buf + io->buf_len, out,

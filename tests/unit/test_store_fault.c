@@ -56,6 +56,21 @@ static int locate(struct store *s, uint64_t page, int r, uint16_t *port,
 	return 0;
 }
 
+/* The server holds exactly the segments the table says it does. */
+static int same_as_server(struct store *s, int i)
+{
+	struct store_stats st;
+	struct fault_stats fs;
+
+	store_get_stats(s, &st);
+	fault_get_stats((uint16_t)(FIX_PORT0 + i), &fs);
+	if (fs.segments == st.server[i].segments)
+		return 1;
+	printf("#   server %d holds %llu segments, table says %llu\n", i,
+	       (unsigned long long)fs.segments, (unsigned long long)st.server[i].segments);
+	return 0;
+}
+
 static struct store *open3(int nservers, int replicas)
 {
 	struct store_config c;
@@ -156,6 +171,8 @@ static int test_server_loss_and_repair(void)
 	/* The server comes back and gets new segments again. */
 	fault_set_mode(FIX_PORT0 + 1, FAULT_UP);
 	store_maintain(s);
+	/* Its stale copies (replaced by repair) were freed on its return. */
+	CHECK(same_as_server(s, 1));
 	CHECK(write_all(s, 3) == 0);
 	CHECK(write_all(s, 4) == 0);
 	store_get_stats(s, &st);
@@ -249,6 +266,9 @@ static int test_write_error_drops_replica_then_repairs(void)
 	store_get_stats(s, &st);
 	CHECK(st.degraded_segments == 0);
 	CHECK(verify_all(s, 2) == 0);
+	/* The dropped copies are not left behind on the server. */
+	for (int i = 0; i < 3; i++)
+		CHECK(same_as_server(s, i));
 	store_close(s);
 	fault_reset();
 	return 0;
@@ -300,7 +320,36 @@ static int test_single_server_r1(void)
 	return 0;
 }
 
+static int test_server_restart_lost_segments(void)
+{
+	struct store_stats st;
+	struct store *s = open3(3, 2);
+
+	CHECK(s);
+	CHECK(write_all(s, 1) == 0);
+	/* A server restarts empty: its copies answer -ENOENT. */
+	fault_set_mode(FIX_PORT0 + 2, FAULT_DOWN);
+	fault_reset_server(FIX_PORT0 + 2);
+	fault_set_mode(FIX_PORT0 + 2, FAULT_UP);
+	CHECK(verify_all(s, 1) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.read_errors == 0);
+	for (int round = 0; round < 3; round++)
+		store_maintain(s);
+	store_get_stats(s, &st);
+	CHECK(st.degraded_segments == 0);
+	for (int i = 0; i < 3; i++)
+		CHECK(same_as_server(s, i));
+	/* Lose another: still everything readable. */
+	fault_set_mode(FIX_PORT0 + 0, FAULT_DOWN);
+	CHECK(verify_all(s, 1) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
 static const struct tap_case cases[] = {
+	{ "server restarted empty: lost copies dropped and re-replicated", test_server_restart_lost_segments },
 	{ "corrupted copy is detected, counted, served from the other replica, rewritten", test_corrupt_copy_served_from_other },
 	{ "no good copy left is -EIO, counted", test_all_copies_bad_is_eio },
 	{ "server loss: reads/writes continue, repair restores R copies, server rejoins", test_server_loss_and_repair },
