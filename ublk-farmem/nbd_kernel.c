@@ -152,6 +152,9 @@ static void *serve_thread(void *arg)
 
 	daemon_io_thread_init();
 	nbd_server_serve_fd(k->srv, k->sv[1]);
+	/* After NBD_CMD_DISC (or an error) the kernel's receiver waits for
+	 * the socket to end: give it EOF, so NBD_DO_IT returns. */
+	shutdown(k->sv[1], SHUT_RDWR);
 	return NULL;
 }
 
