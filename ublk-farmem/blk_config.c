@@ -386,8 +386,12 @@ static const char *serve_intro =
 "                        --nbd unix:/PATH|tcp://HOST:PORT [OPTIONS]\n"
 "\n"
 "Export a farmem store over the NBD protocol in the foreground until\n"
-"SIGTERM or SIGINT.  Clients: nbdinfo, nbdcopy, qemu-img, fio (nbd engine),\n"
-"nbd-client.  The export name is ignored (any name is accepted).\n";
+"SIGTERM or SIGINT (in-flight requests finish first).  SIGUSR1 prints the\n"
+"store's counters on stderr.  Clients: nbdinfo, nbdcopy, qemu-img, fio (nbd\n"
+"engine), nbd-client.  Any export name is accepted.  Example:\n"
+"  farmem-blk serve --servers tcp://10.0.0.2:7070,tcp://10.0.0.3:7070 \\\n"
+"      --secret-file /etc/farmem/secret --size 8G --nbd unix:/run/farmem/nbd0.sock\n"
+"  nbdinfo 'nbd+unix:///?socket=/run/farmem/nbd0.sock'\n";
 
 static const char *add_intro =
 "usage: farmem-blk add --servers LIST --secret-file FILE --size SIZE [OPTIONS]\n"

@@ -20,6 +20,22 @@
 
 #define HANDSHAKE_TIMEOUT_S 30
 
+/* /run/farmem may not exist yet after a reboot (it is a tmpfs): make the
+ * socket's directory, one level only. */
+static void make_parent_dir(const char *path)
+{
+	char dir[ADDR_PATH_MAX];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return;
+	*slash = '\0';
+	if (mkdir(dir, 0755) == 0)
+		log_info("nbd: created %s", dir);
+}
+
 static int listen_unix(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -27,6 +43,7 @@ static int listen_unix(const char *path)
 
 	if (fd < 0)
 		return -errno;
+	make_parent_dir(path);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
 	/* A stale socket from an earlier run would make bind fail. */
 	if (unlink(path) < 0 && errno != ENOENT)
