@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "metrics_text.h"
 
@@ -159,6 +160,21 @@ void metrics_hist_observe_ns(struct metrics_hist *h, uint64_t ns)
 		i++;
 	__atomic_fetch_add(&h->bucket[i], 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&h->sum_ns, ns, __ATOMIC_RELAXED);
+}
+
+void metrics_hist_snapshot(const struct metrics_hist *h, struct metrics_hist *out)
+{
+	for (int i = 0; i <= METRICS_HIST_BUCKETS; i++)
+		out->bucket[i] = __atomic_load_n(&h->bucket[i], __ATOMIC_RELAXED);
+	out->sum_ns = __atomic_load_n(&h->sum_ns, __ATOMIC_RELAXED);
+}
+
+uint64_t metrics_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 void metrics_hist_write(struct metrics_buf *b, const char *name,

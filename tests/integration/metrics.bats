@@ -6,6 +6,9 @@
 
 bats_require_minimum_version 1.5.0
 
+load helpers
+load nbd_helpers
+
 setup_file() {
 	: "${FARMEM_BUILD:=$BATS_TEST_DIRNAME/../../build}"
 	export FARMEM_BUILD
@@ -15,13 +18,13 @@ setup_file() {
 setup() {
 	command -v curl >/dev/null || skip "curl not installed"
 	command -v perl >/dev/null || skip "perl not installed"
-	DEMO="$FARMEM_BUILD/tests/tools/metrics_demo"
-	[ -x "$DEMO" ] || skip "$DEMO not built (make all)"
 	PIDS=()
+	DEMO="$FARMEM_BUILD/tests/tools/metrics_demo"
 }
 
 teardown() {
 	local p
+	stop_all
 	for p in "${PIDS[@]}"; do
 		kill "$p" 2>/dev/null || true
 	done
@@ -45,6 +48,7 @@ wait_port_file() {
 }
 
 start_demo() {
+	[ -x "$DEMO" ] || skip "$DEMO not built (make all)"
 	"$DEMO" "${1:-127.0.0.1:0}" "$BATS_TEST_TMPDIR/port" \
 		2>"$BATS_TEST_TMPDIR/demo.log" &
 	PIDS+=($!)
@@ -98,6 +102,7 @@ start_demo() {
 }
 
 @test "a bad listen address is refused with a message" {
+	[ -x "$DEMO" ] || skip "$DEMO not built (make all)"
 	run -1 "$DEMO" "localhost" "$BATS_TEST_TMPDIR/port"
 	[[ "$output" == *"bad listen address 'localhost'"* ]]
 	[ ! -e "$BATS_TEST_TMPDIR/port" ]
@@ -139,4 +144,80 @@ start_demo() {
 	run -1 "$VALIDATE" "$bad"                         # duplicate series
 	printf '# TYPE h histogram\nh_bucket{le="1"} 1\nh_bucket{le="+Inf"} 1\nh_sum 0.5\nh_count 1\n# TYPE x gauge\nx{a="q\\"\\\\"} NaN 1700000000000\n' >"$bad"
 	run -0 "$VALIDATE" "$bad"                         # and accepts good text
+}
+
+# ---- the real programs ------------------------------------------------
+
+# scrape PORT FILE: one scrape into FILE (fails on HTTP errors).
+scrape() {
+	curl -fsS --max-time 10 "http://127.0.0.1:$1/metrics" >"$2"
+}
+
+# metric FILE NAME: the value of an unlabelled sample.
+metric() {
+	awk -v n="$2" '$1 == n { print $2 }' "$1"
+}
+
+# metric_at_least PORT NAME MIN: a fresh scrape shows NAME >= MIN.
+metric_at_least() {
+	scrape "$1" "$FM_DIR/poll" || return 1
+	local v
+	v=$(metric "$FM_DIR/poll" "$2")
+	[ -n "$v" ] && [ "$v" -ge "$3" ]
+}
+
+has_metrics_flag() {
+	"$@" --help 2>&1 | grep -q -- '--metrics'
+}
+
+@test "farmem-memserver --metrics: pool use and I/O counts" {
+	fm_setup
+	require_file "$FM_MEMSERVER"
+	has_metrics_flag "$FM_MEMSERVER" || skip "farmem-memserver has no --metrics yet"
+	local mport
+	mport=$(free_port)
+	start_memserver a --size 32M --metrics "127.0.0.1:$mport"
+	scrape "$mport" "$FM_DIR/s1"
+	run -0 "$VALIDATE" "$FM_DIR/s1"
+	[ "$(metric "$FM_DIR/s1" farmem_memserver_pool_bytes)" -eq 33554432 ]
+	[ "$(metric "$FM_DIR/s1" farmem_memserver_writes_total)" -eq 0 ]
+	fm_client a pipeline 50
+	# The loop publishes after each batch of events: poll, bounded.
+	wait_until 10 metric_at_least "$mport" farmem_memserver_writes_total 50
+	wait_until 10 metric_at_least "$mport" farmem_memserver_reads_total 50
+	run -0 "$VALIDATE" "$FM_DIR/poll"
+}
+
+@test "farmem-memserver --check-config rejects a bad --metrics address" {
+	fm_setup
+	require_file "$FM_MEMSERVER"
+	has_metrics_flag "$FM_MEMSERVER" || skip "farmem-memserver has no --metrics yet"
+	run ! "$FM_MEMSERVER" --check-config --listen tcp://127.0.0.1:1 --size 16M \
+		--secret-file "$FM_SECRET" --metrics nonsense
+	[[ "$output" == *"nonsense"* ]]
+}
+
+@test "farmem-blk serve --metrics: pages stored, compression ratio, servers" {
+	fm_setup
+	require_file "$FM_BLK"
+	require_cmd nbdcopy nbdinfo
+	has_metrics_flag "$FM_BLK" serve || skip "farmem-blk serve has no --metrics yet"
+	local mport
+	mport=$(free_port)
+	start_memservers 2 --size 64M
+	start_serve --size 16M --metrics "127.0.0.1:$mport"
+	scrape "$mport" "$FM_DIR/s1"
+	run -0 "$VALIDATE" "$FM_DIR/s1"
+	[ "$(metric "$FM_DIR/s1" farmem_blk_size_bytes)" -eq 16777216 ]
+	[ "$(metric "$FM_DIR/s1" farmem_blk_pages_stored)" -eq 0 ]
+	# 1 MiB of compressible, non-zero data: 256 pages.
+	yes farmem | head -c 1048576 >"$FM_DIR/data"
+	nbdcopy "$FM_DIR/data" "$NBD_URI"
+	wait_until 10 metric_at_least "$mport" farmem_blk_pages_stored 256
+	run -0 "$VALIDATE" "$FM_DIR/poll"
+	local ratio
+	ratio=$(metric "$FM_DIR/poll" farmem_blk_compression_ratio)
+	awk -v r="$ratio" 'BEGIN { exit !(r > 1) }'   # text compresses
+	grep -q '^farmem_blk_server_up{server="tcp://127.0.0.1:[0-9]*"} 1$' "$FM_DIR/poll"
+	[ "$(grep -c '^farmem_blk_server_up{' "$FM_DIR/poll")" -eq 2 ]
 }

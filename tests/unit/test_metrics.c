@@ -101,6 +101,22 @@ static int test_histogram_cumulative(void)
 	return 0;
 }
 
+static int test_histogram_snapshot_and_clock(void)
+{
+	struct metrics_hist h, copy;
+	uint64_t t0 = metrics_now_ns(), t1;
+
+	memset(&h, 0, sizeof(h));
+	metrics_hist_observe_ns(&h, 7000);
+	metrics_hist_snapshot(&h, &copy);
+	CHECK(memcmp(&h, &copy, sizeof(h)) == 0);
+	metrics_hist_observe_ns(&h, 7000);
+	CHECK(copy.bucket[1] == 1 && h.bucket[1] == 2); /* 7 us: le 1e-05 */
+	t1 = metrics_now_ns();
+	CHECK(t1 >= t0);
+	return 0;
+}
+
 static int test_histogram_no_labels(void)
 {
 	struct metrics_hist h;
@@ -311,6 +327,7 @@ static const struct tap_case cases[] = {
 	{ "label value escaping", test_label_escape },
 	{ "histogram buckets are cumulative", test_histogram_cumulative },
 	{ "histogram without labels", test_histogram_no_labels },
+	{ "histogram snapshot and clock", test_histogram_snapshot_and_clock },
 	{ "request classification", test_classify },
 	{ "listen address parsing", test_parse_listen },
 	{ "server round trip on loopback", test_server_round_trip },
