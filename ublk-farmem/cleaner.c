@@ -32,7 +32,7 @@ static int pressure(const struct store *s)
 	}
 	if (used <= live)
 		return 0;
-	if (nfree < 2 * (uint32_t)s->nqueues + 8)
+	if (nfree < 2 * (uint32_t)s->nqueues + 8 || s->clean_urgent)
 		return 1;
 	uint64_t slack = live / 4 > 2ull * s->seg_size ? live / 4 : 2ull * s->seg_size;
 	return used - live > slack;
@@ -211,8 +211,12 @@ int cleaner_run(struct store *s)
 {
 	uint32_t victim, used;
 
-	if (!pick_victim(s, &victim))
+	if (!pick_victim(s, &victim)) {
+		pthread_mutex_lock(&s->lock);
+		s->clean_urgent = 0;
+		pthread_mutex_unlock(&s->lock);
 		return 0;
+	}
 	if (s->segs[victim].live) {
 		if (load_segment(s, victim, &used) < 0) {
 			pthread_mutex_lock(&s->lock);

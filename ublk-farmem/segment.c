@@ -242,6 +242,13 @@ int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 		}
 	}
 	if (got == 0) {
+		if (nospc) {
+			/* Make the cleaner give back whatever dead space it can. */
+			pthread_mutex_lock(&s->lock);
+			s->clean_urgent = 1;
+			pthread_mutex_unlock(&s->lock);
+			maint_kick(s);
+		}
 		slot_put(s, idx);
 		log_err("store: no server could allocate a %u-byte segment", s->seg_size);
 		return anyup && nospc ? -ENOSPC : -EIO;

@@ -167,6 +167,7 @@ struct store {
 	pthread_cond_t seg_cv;    /* readers dropped / a slot was freed */
 	unsigned place_cursor;
 	uint64_t alloc_gen;       /* bumped when a new segment gets replicas (lock) */
+	int clean_urgent;         /* servers refused ALLOC: clean any dead bytes (lock) */
 
 	int nservers;
 	struct store_server srv[STORE_MAX_SERVERS];
