@@ -200,6 +200,8 @@ stop_all() {
 	[ -n "${FM_DIR:-}" ] && [ -f "$FM_DIR/pids" ] || return 0
 	while read -r pid; do
 		kill -TERM "$pid" 2>/dev/null || true
+		# A test may have left it stopped (SIGSTOP): let it see TERM.
+		kill -CONT "$pid" 2>/dev/null || true
 	done <"$FM_DIR/pids"
 	while read -r pid; do
 		wait_exit "$pid" >/dev/null 2>&1

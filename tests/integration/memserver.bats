@@ -291,6 +291,24 @@ used_is_zero() {
 	grep -q "pong after reconnect" "$FM_DIR/watch.out"
 }
 
+@test "a frozen memserver times requests out; the client reconnects after" {
+	fm_client a --uuid "$DEV_A" --reconnect --timeout 300 watch 60s \
+		>"$FM_DIR/watch.out" 2>&1 &
+	watcher=$!
+	track_pid "$watcher"
+	wait_until 20 grep -q watching "$FM_DIR/watch.out"
+	kill -STOP "$(ms_pid a)"
+	wait_until 20 grep -q "state down" "$FM_DIR/watch.out"
+	kill -CONT "$(ms_pid a)"
+	rc=0
+	wait_exit "$watcher" || rc=$?
+	cat "$FM_DIR/watch.out"
+	[ "$rc" -eq 0 ]
+	grep -q "ping: ETIMEDOUT" "$FM_DIR/watch.out"
+	grep -q "pong after reconnect" "$FM_DIR/watch.out"
+	server_alive a
+}
+
 @test "SIGTERM: the memserver exits 0" {
 	rc=0
 	stop_memserver a TERM || rc=$?
