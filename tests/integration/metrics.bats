@@ -197,7 +197,7 @@ has_metrics_flag() {
 	[[ "$output" == *"nonsense"* ]]
 }
 
-@test "farmem-blk serve --metrics: pages stored, compression ratio, servers" {
+@test "farmem-blk serve --metrics: pages stored, compression ratio, servers, latency" {
 	fm_setup
 	require_file "$FM_BLK"
 	require_cmd nbdcopy nbdinfo
@@ -220,4 +220,11 @@ has_metrics_flag() {
 	awk -v r="$ratio" 'BEGIN { exit !(r > 1) }'   # text compresses
 	grep -q '^farmem_blk_server_up{server="tcp://127.0.0.1:[0-9]*"} 1$' "$FM_DIR/poll"
 	[ "$(grep -c '^farmem_blk_server_up{' "$FM_DIR/poll")" -eq 2 ]
+	# nbdcopy wrote in requests of at most 1 MiB: at least one write was
+	# timed, and the histogram's count matches the request counter.
+	local writes count
+	writes=$(metric "$FM_DIR/poll" farmem_blk_writes_total)
+	count=$(awk '$1 == "farmem_blk_io_latency_seconds_count{op=\"write\"}" { print $2 }' "$FM_DIR/poll")
+	[ "$writes" -ge 1 ]
+	[ "$count" = "$writes" ]
 }
