@@ -2,6 +2,7 @@
 #include "codec.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,6 +111,28 @@ int fm_codec_decompress(struct fm_codec *c, enum fm_codec_algo algo,
 	default:
 		return -EBADMSG;
 	}
+}
+
+int fm_codec_check_level(enum fm_codec_algo algo, int level, char *err, size_t errlen)
+{
+	switch (algo) {
+	case FM_CODEC_ZSTD:
+		if (level >= ZSTD_minCLevel() && level <= ZSTD_maxCLevel())
+			return 0;
+		snprintf(err, errlen, "zstd level %d: need %d..%d (0 = default %d)", level,
+			 ZSTD_minCLevel(), ZSTD_maxCLevel(), ZSTD_CLEVEL_DEFAULT);
+		return -EINVAL;
+	case FM_CODEC_LZ4:
+		if (level >= 0 && level <= 65537)
+			return 0;
+		snprintf(err, errlen, "lz4 level %d: need 0..65537 (acceleration; 0 = default)",
+			 level);
+		return -EINVAL;
+	case FM_CODEC_NONE:
+		return 0;
+	}
+	snprintf(err, errlen, "unknown compression %d", (int)algo);
+	return -EINVAL;
 }
 
 const char *fm_codec_name(enum fm_codec_algo algo)

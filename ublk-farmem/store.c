@@ -12,6 +12,11 @@
 #include "log.h"
 #include "store_internal.h"
 
+/* The store's compression names are the codec's. */
+_Static_assert((int)STORE_COMPRESS_NONE == (int)FM_CODEC_NONE &&
+	       (int)STORE_COMPRESS_ZSTD == (int)FM_CODEC_ZSTD &&
+	       (int)STORE_COMPRESS_LZ4 == (int)FM_CODEC_LZ4, "compress enums differ");
+
 #define DEFAULT_SEGMENT (4u << 20)
 #define DEFAULT_MAX_IO  (1u << 20)
 #define DEFAULT_TIMEOUT 5000u
@@ -40,10 +45,8 @@ static int config_check(const struct store_config *c, char *err, size_t errlen)
 	else if (max_io % STORE_PAGE || max_io > 4 * FM_MAX_IO)
 		snprintf(err, errlen, "max_io %u: need a multiple of %u up to %u", max_io,
 			 STORE_PAGE, 4 * FM_MAX_IO);
-	else if ((unsigned)c->compress > STORE_COMPRESS_LZ4)
-		snprintf(err, errlen, "unknown compression %d", (int)c->compress);
 	else
-		return 0;
+		return fm_codec_check_level((enum fm_codec_algo)c->compress, c->level, err, errlen);
 	return -EINVAL;
 }
 
