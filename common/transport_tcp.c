@@ -13,6 +13,16 @@
  * Slots, the receive buffer and the reply scratch are allocated at open:
  * nothing is allocated per request.
  *
+ * Contract details transport.h leaves open, as this file settles them:
+ *  - submit returning 0 means done() runs exactly once, possibly before
+ *    submit returns; a nonzero return means it never runs.
+ *  - With every slot busy, submit waits up to timeout_ms for one, then
+ *    fails with -ETIMEDOUT (-ENOTCONN at once if the connection drops).
+ *  - A request's deadline counts from the moment it gets its slot.
+ *  - state_cb reports changes after open (the open's own success is its
+ *    return value), from the receiver thread.
+ *  - PING sends iov/len and, when buf is set, lands the echo there.
+ *
  * Lock order: `lock` and `send_lock` are never held together.  The
  * receiver closes the socket only while holding `send_lock`, after
  * shutdown() has kicked out any sender blocked in sendmsg, so a sender
