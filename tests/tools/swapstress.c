@@ -2,11 +2,12 @@
  * comes back intact.
  *
  *   swapstress [--mib N | --ram-factor F] [--passes P] [--random-pct R]
- *              [--progress] [--corrupt-one]
+ *              [--scatter] [--progress] [--corrupt-one]
  *
  * Allocates N MiB of anonymous memory (or F times MemTotal), and for each
  * pass p = 1..P writes every 4 KiB page with content derived from
- * (page index, p), then reads every page back in a scattered order and
+ * (page index, p), then reads every page back (in order, or with
+ * --scatter in a scattered order that defeats swap readahead) and
  * compares it with the content regenerated from (index, p).  Each page
  * starts with a header (magic, index, pass, checksum of the rest) so a
  * mismatch says what came back instead: a stale page (older pass), a
@@ -51,6 +52,7 @@ struct opts {
 	unsigned passes;
 	unsigned random_pct;
 	int progress;
+	int scatter;
 	int corrupt_one; /* self-test: flip a bit after writing, expect exit 1 */
 };
 
@@ -145,14 +147,15 @@ static void write_pass(const struct opts *o, uint8_t *mem, uint64_t n, uint64_t 
 	}
 }
 
-/* Read every page back in a scattered order (a stride coprime with n), so
- * swap-in is not just sequential readahead.  Returns the mismatch count. */
+/* Read every page back, in order or (--scatter) with a stride coprime
+ * with n, so that swap-in is one synchronous read per page instead of
+ * sequential readahead.  Returns the mismatch count. */
 static uint64_t verify_pass(const struct opts *o, uint8_t *mem, uint64_t n, uint64_t pass)
 {
 	static uint64_t want[WORDS];
 	/* Both primes: a prime stride visits every page unless it divides n,
 	 * and n (a multiple of 256 pages) cannot be a multiple of both. */
-	uint64_t stride = n % 7919 ? 7919 : 7907, bad = 0, idx = 0;
+	uint64_t stride = !o->scatter ? 1 : n % 7919 ? 7919 : 7907, bad = 0, idx = 0;
 
 	for (uint64_t k = 0; k < n; k++) {
 		const uint64_t *got = (const uint64_t *)(mem + idx * PAGE);
@@ -193,6 +196,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "random-pct", required_argument, NULL, 'r' },
 		{ "progress", no_argument, NULL, 'P' },
 		{ "corrupt-one", no_argument, NULL, 'C' },
+		{ "scatter", no_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 },
 	};
 	char *end;
@@ -220,6 +224,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case 'C':
 			o->corrupt_one = 1;
 			continue;
+		case 'S':
+			o->scatter = 1;
+			continue;
 		default:
 			return -EINVAL;
 		}
@@ -239,7 +246,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	}
 	if (!o->mib || !o->passes || o->random_pct > 100 || optind != argc) {
 		fprintf(stderr, "usage: swapstress [--mib N | --ram-factor F] [--passes P]"
-			" [--random-pct R] [--progress] [--corrupt-one]\n");
+			" [--random-pct R] [--scatter] [--progress] [--corrupt-one]\n");
 		return -EINVAL;
 	}
 	return 0;
@@ -264,8 +271,9 @@ int main(int argc, char **argv)
 	}
 	/* Swap is the point: keep THP from making 2 MiB units of it. */
 	madvise(mem, n * PAGE, MADV_NOHUGEPAGE);
-	printf("swapstress: %" PRIu64 " MiB, %" PRIu64 " pages, %u passes, %u%% random\n",
-	       o.mib, n, o.passes, o.random_pct);
+	printf("swapstress: %" PRIu64 " MiB, %" PRIu64 " pages, %u passes, %u%% random,"
+	       " %s reads\n", o.mib, n, o.passes, o.random_pct,
+	       o.scatter ? "scattered" : "sequential");
 	fflush(stdout);
 	for (unsigned p = 1; p <= o.passes; p++) {
 		uint64_t bad;
