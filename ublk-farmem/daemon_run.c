@@ -176,10 +176,12 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 	    ctl_server_start(path, ctl_handle, &d, &ctl) < 0)
 		log_warn("%s: no control socket; status and del will not reach "
 			 "this daemon", d.name);
-	snprintf(path, sizeof(path), "/dev/%s", d.name);
-	daemon_ready(&ready_fd, 1, path);
+	/* Let go of the caller's terminal or pipe before it returns, so a
+	 * `$(farmem-blk add ...)` ends as soon as add does. */
 	if (detached && run_path(path, sizeof(path), d.name, ".log") == 0)
 		daemon_redirect_output(path);
+	snprintf(path, sizeof(path), "/dev/%s", d.name);
+	daemon_ready(&ready_fd, 1, path);
 
 	if (d.ublk)
 		ublk_dev_wait(d.ublk);
