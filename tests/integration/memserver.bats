@@ -194,6 +194,18 @@ server_alive() {
 	server_alive a
 }
 
+@test "a nonzero reserved field or an unknown op is refused by closing" {
+	run fm_client a --after-auth raw-reserved
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *closed* ]]
+	run fm_client a --after-auth raw-unknown-op
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *closed* ]]
+	server_alive a
+}
+
 @test "requests before HELLO or before AUTH are never served" {
 	seg=$(alloc_seg a "$DEV_A")
 	run fm_client a --uuid "$DEV_A" raw-no-hello

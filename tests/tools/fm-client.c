@@ -96,6 +96,7 @@ static void usage(void)
 		"  watch DURATION    with --reconnect: ping until a pong comes back\n"
 		"                    after the connection was lost and remade\n"
 		"  raw-garbage | raw-truncated | raw-oversized | raw-badversion\n"
+		"  raw-reserved | raw-unknown-op\n"
 		"  raw-no-hello | raw-before-auth   (hostile frames on a bare socket)\n");
 }
 
@@ -857,6 +858,18 @@ static int raw_attack(int fd, const char *cmd)
 	if (strcmp(cmd, "raw-badversion") == 0) {
 		fm_hdr_encode(h, &hd);
 		h[4] = FM_PROTO_VERSION + 1;
+		put_le32(h + 16, 0);
+		return raw_send(fd, h, sizeof(h));
+	}
+	if (strcmp(cmd, "raw-reserved") == 0) {
+		fm_hdr_encode(h, &hd);
+		put_le32(h + 16, 0);
+		put_le32(h + 20, 1);           /* reserved must be 0 */
+		return raw_send(fd, h, sizeof(h));
+	}
+	if (strcmp(cmd, "raw-unknown-op") == 0) {
+		fm_hdr_encode(h, &hd);
+		h[5] = 0x42;
 		put_le32(h + 16, 0);
 		return raw_send(fd, h, sizeof(h));
 	}
