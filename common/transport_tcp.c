@@ -1041,8 +1041,15 @@ static int tcp_open(const struct fm_conn_params *p, struct fm_conn **out)
 	int fd, rc;
 
 	*out = NULL;
-	if (p->addr.kind != ADDR_TCP || !p->secret || p->max_inflight > TCP_MAX_INFLIGHT)
+	if (p->addr.kind != ADDR_TCP || !p->secret) {
+		log_err("tcp transport: needs a tcp:// address and a secret");
 		return -EINVAL;
+	}
+	if (p->max_inflight > TCP_MAX_INFLIGHT) {
+		log_err("tcp transport: max_inflight %u is above %u (tags carry 16 bits of slot)",
+			p->max_inflight, TCP_MAX_INFLIGHT);
+		return -EINVAL;
+	}
 	c = conn_alloc(p);
 	if (!c) {
 		log_err("tcp transport: out of memory opening a connection");

@@ -473,7 +473,7 @@ static int pipeline_setup(struct fm_conn *c, struct pipeline *p)
 	p->nsegs = (p->n + p->per_seg - 1) / p->per_seg;
 	p->segs = calloc(p->nsegs, sizeof(*p->segs));
 	p->src = malloc((size_t)p->n * p->io);
-	p->dst = calloc(p->n, p->io);
+	p->dst = malloc((size_t)p->n * p->io);
 	p->iov = calloc(p->n, sizeof(*p->iov));
 	p->reqs = calloc(p->n, sizeof(*p->reqs));
 	if (!p->segs || !p->src || !p->dst || !p->iov || !p->reqs) {
@@ -481,6 +481,8 @@ static int pipeline_setup(struct fm_conn *c, struct pipeline *p)
 		return EXIT_USAGE;
 	}
 	fm_random(p->src, (size_t)p->n * p->io);
+	/* Fault the read buffer in now, so the timed reads measure I/O. */
+	memset(p->dst, 0xa5, (size_t)p->n * p->io);
 	for (unsigned s = 0; s < p->nsegs; s++) {
 		uint32_t pages = p->n - s * p->per_seg < p->per_seg ?
 				 p->n - s * p->per_seg : p->per_seg;
