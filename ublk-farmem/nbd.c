@@ -169,7 +169,7 @@ static struct nbd_conn *free_conn(struct nbd_server *srv)
 static void start_conn(struct nbd_server *srv, int fd)
 {
 	struct nbd_conn *c;
-	unsigned id = srv->next_id++;
+	unsigned id = __atomic_fetch_add(&srv->next_id, 1, __ATOMIC_RELAXED);
 	int one = 1, rc;
 
 	if (srv->p.listen.kind == ADDR_TCP)
@@ -189,7 +189,7 @@ static void start_conn(struct nbd_server *srv, int fd)
 	pthread_mutex_lock(&srv->lock);
 	c->fd = fd;
 	pthread_mutex_unlock(&srv->lock);
-	rc = pthread_create(&c->thread, NULL, conn_main, c);
+	rc = pthread_create(&c->thread, &srv->thread_attr, conn_main, c);
 	if (rc) {
 		log_err("nbd conn %u: cannot start thread: %s", id, strerror(rc));
 		c->fd = -1;
@@ -253,7 +253,7 @@ void nbd_server_stop(struct nbd_server *srv)
 
 int nbd_server_serve_fd(struct nbd_server *srv, int fd)
 {
-	serve_conn(srv, fd, srv->next_id++);
+	serve_conn(srv, fd, __atomic_fetch_add(&srv->next_id, 1, __ATOMIC_RELAXED));
 	return 0;
 }
 
@@ -310,6 +310,10 @@ int nbd_server_create(const struct nbd_server_params *p,
 		      NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES |
 		      NBD_FLAG_CAN_MULTI_CONN; /* acked writes are durable everywhere */
 	pthread_mutex_init(&srv->lock, NULL);
+	/* Small stacks: a daemon that mlockall()s would otherwise pin 8 MiB
+	 * for each of its many threads. */
+	pthread_attr_init(&srv->thread_attr);
+	pthread_attr_setstacksize(&srv->thread_attr, NBD_THREAD_STACK);
 	/* Writer preference: an edge RMW must not starve behind a stream of
 	 * aligned writes. */
 	pthread_rwlockattr_init(&ra);
@@ -357,5 +361,6 @@ void nbd_server_destroy(struct nbd_server *srv)
 	free(srv->conns);
 	pthread_rwlock_destroy(&srv->rmw_lock);
 	pthread_mutex_destroy(&srv->lock);
+	pthread_attr_destroy(&srv->thread_attr);
 	free(srv);
 }

@@ -63,8 +63,11 @@ struct nbd_conn {
 	unsigned id;
 };
 
+#define NBD_THREAD_STACK (512u << 10)
+
 struct nbd_server {
 	struct nbd_server_params p;
+	pthread_attr_t thread_attr;  /* connection and worker threads */
 	struct nbd_backend be;
 	int listen_fd;
 	int stop_fd[2];             /* self-pipe: nbd_server_stop() writes */

@@ -73,7 +73,7 @@ static int worker_init(struct nbd_slot *slot, struct nbd_worker *w, int queue)
 			bufsz, queue);
 		return -ENOMEM;
 	}
-	rc = pthread_create(&w->thread, NULL, worker_main, w);
+	rc = pthread_create(&w->thread, &slot->srv->thread_attr, worker_main, w);
 	if (rc) {
 		log_err("nbd: queue %d: cannot start worker thread: %s", queue,
 			strerror(rc));
