@@ -23,15 +23,21 @@ teardown() {
 setup_file() {
 	export PKG_OUT="$BATS_FILE_TMPDIR/pkg"
 	mkdir -p "$PKG_OUT"
-	# Build once for the whole file; each test looks at the outcome.
+	# Build once for the whole file, both at once (each is mostly one
+	# compiler run); each test looks at the outcome.
+	local pids=()
 	if command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null; then
-		FARMEM_PKG_OUT="$PKG_OUT" "$TOP/packaging/build-deb.sh" \
-			>"$PKG_OUT/make-deb.out" 2>&1 && touch "$PKG_OUT/deb.ok" || true
+		(FARMEM_PKG_OUT="$PKG_OUT" "$TOP/packaging/build-deb.sh" \
+			>"$PKG_OUT/make-deb.out" 2>&1 && touch "$PKG_OUT/deb.ok") &
+		pids+=($!)
 	fi
 	if command -v rpmbuild >/dev/null; then
-		FARMEM_PKG_OUT="$PKG_OUT" "$TOP/packaging/build-rpm.sh" \
-			>"$PKG_OUT/make-rpm.out" 2>&1 && touch "$PKG_OUT/rpm.ok" || true
+		(FARMEM_PKG_OUT="$PKG_OUT" "$TOP/packaging/build-rpm.sh" \
+			>"$PKG_OUT/make-rpm.out" 2>&1 && touch "$PKG_OUT/rpm.ok") &
+		pids+=($!)
 	fi
+	# Each build ends on its own (no daemon); wait for both.
+	wait "${pids[@]}" || true
 }
 
 need_debs() {
