@@ -16,8 +16,10 @@
 #   FM_SECRET      a fresh secret file every memserver and client shares
 
 : "${FARMEM_BUILD:=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)/build}"
+# shellcheck disable=SC2034  # used by the .bats files that load this
 FM_MEMSERVER="$FARMEM_BUILD/farmem-memserver"
 FM_CLIENT="$FARMEM_BUILD/tests/tools/fm-client"
+# shellcheck disable=SC2034
 FM_BLK="$FARMEM_BUILD/farmem-blk"
 
 # Bounds (seconds) for waits; generous because the machine may be busy.
