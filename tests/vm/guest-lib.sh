@@ -140,7 +140,8 @@ memservers_used() {
 
 # swap_scenario HOOK_KB HOOK ADD-ARGS...: the farmem swap scenario: a
 # 1 GiB device on the memservers (R=2 unless ADD-ARGS say otherwise),
-# mkswap, swapon, the verified workload of twice the guest's RAM (HOOK at
+# mkswap, swapon, the verified workload of twice the guest's RAM
+# (WORKLOAD_PASSES passes, default 2: write+verify, rewrite+verify; HOOK at
 # HOOK_KB of swap use, see run_workload), swap use seen in /proc/swaps,
 # writes seen on the device, status printed, swapoff, del.
 swap_scenario() {
@@ -149,7 +150,8 @@ swap_scenario() {
 	require_add
 	farmem_add --size 1G --replicas 2 "$@"
 	swap_on "$DEV"
-	run_workload "$DEV" "$hook_kb" "$hook" --ram-factor 2 --progress
+	run_workload "$DEV" "$hook_kb" "$hook" --ram-factor 2 --progress \
+		--passes "${WORKLOAD_PASSES:-2}"
 	rc=$?
 	say "device writes: $(dev_write_sectors "$DEV") sectors"
 	farmem-blk status "$DEV" || say "farmem-blk status $DEV failed"

@@ -31,7 +31,8 @@ HL_MS_PIDS=() HL_MS_PORTS=()
 
 # hl_start_memservers N SIZE: N memservers with SIZE pools on free
 # loopback ports, sharing the secret $HL_DIR/secret.  Sets HL_MS_PORTS,
-# HL_MS_PIDS and HL_SERVERS_GUEST (their addresses as the guest sees them).
+# HL_MS_PIDS, HL_SERVERS (their addresses on this host) and
+# HL_SERVERS_GUEST (as a QEMU guest with user networking sees them).
 hl_start_memservers() {
 	local n=$1 size=$2 i try port pid
 	local bin=${FARMEM_BUILD:-$HL_ROOT/build}/farmem-memserver
@@ -40,7 +41,7 @@ hl_start_memservers() {
 		head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$HL_DIR/secret"
 		chmod 600 "$HL_DIR/secret"
 	}
-	HL_SERVERS_GUEST=
+	HL_SERVERS_GUEST= HL_SERVERS=
 	for ((i = 0; i < n; i++)); do
 		for try in 1 2 3 4 5; do
 			port=$(hl_free_port) || return 1
@@ -64,6 +65,7 @@ hl_start_memservers() {
 		HL_MS_PIDS[i]=$pid
 		HL_MS_PORTS[i]=$port
 		HL_SERVERS_GUEST="${HL_SERVERS_GUEST:+$HL_SERVERS_GUEST,}tcp://10.0.2.2:$port"
+		HL_SERVERS="${HL_SERVERS:+$HL_SERVERS,}tcp://127.0.0.1:$port"
 	done
 }
 
