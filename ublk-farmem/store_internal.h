@@ -1,8 +1,10 @@
 /* store_internal.h — what the store's files share; not for frontends.
  *
  * Files: store.c (open/close/stats), state_file.c (the mapped metadata),
- * store_io.c (read/write/discard), segment.c (segment life cycle and the
- * request waiter), cleaner.c, repair.c, maint.c (the background thread).
+ * ioctx.c (per-queue contexts), store_write.c and store_read.c (the I/O
+ * path), stream.c (shared append streams), segment.c (segment life cycle
+ * and the request waiter), cleaner.c, repair.c, sweep.c (orphans and
+ * lost copies), maint.c (the background thread running those three).
  *
  * Locking: s->lock guards the page map, the segment table and the
  * accounting in the state header.  It is held only for short in-memory
@@ -247,13 +249,16 @@ int stream_reserve(struct store *s, struct ioctx *io, unsigned first, unsigned n
 void stream_retire_if(struct store *s, struct stream *st,
 		      int (*pred)(const struct store *, const struct seg *), int wait);
 
-/* store_io.c */
+/* ioctx.c */
 int ioctx_init(struct store *s, struct ioctx *io, int id);
+void ioctx_fini(struct ioctx *io);
+int io_check_range(struct store *s, int queue, uint64_t off, uint64_t len, uint64_t maxlen);
+
+/* store_write.c */
 /* Append records pio[0..n) not yet ok (rec_len > 0) from io->buf to
  * io's open segment(s), writing every replica; sets pio[].ok/seg/seg_off.
  * Returns 0 or the error that stopped it (seg_open). */
 int records_append(struct store *s, struct ioctx *io, unsigned n);
-void ioctx_fini(struct ioctx *io);
 
 /* cleaner.c */
 int cleaner_run(struct store *s);        /* 1 when a segment was cleaned */

@@ -1,0 +1,251 @@
+/* store_write.c — the write path: encode pages into records, append
+ * them through the queue's stream to every replica, then point the map
+ * at them; discard and flush.
+ *
+ * Everything uses the queue's preallocated context; nothing allocates.
+ * The store lock is taken only for short map and segment updates.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "store_internal.h"
+
+/* A compressed page must save at least this much to be stored
+ * compressed; otherwise the raw page is cheaper to decode. */
+#define RAW_THRESHOLD (STORE_PAGE - STORE_PAGE / 32)
+
+static int page_is_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+
+	for (unsigned i = 0; i < STORE_PAGE / 8; i++)
+		if (w[i])
+			return 0;
+	return 1;
+}
+
+/* Compress and frame every non-zero page into the staging buffer. */
+static void encode_pages(struct store *s, struct ioctx *io, uint64_t first,
+			 unsigned n, const uint8_t *buf)
+{
+	uint64_t ver = __atomic_fetch_add(&s->hdr->next_version, n, __ATOMIC_RELAXED);
+	uint32_t pos = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		const uint8_t *page = buf + (size_t)i * STORE_PAGE;
+		struct page_io *p = &io->pio[i];
+		uint8_t *payload = io->buf + pos + REC_HDR_SIZE;
+		uint8_t algo = FM_CODEC_NONE;
+		ssize_t c = 0;
+
+		p->version = ver + i;
+		p->ok = 0;
+		p->rec_off = pos;
+		p->rec_len = 0;
+		if (page_is_zero(page)) {
+			p->ok = 1;
+			continue;
+		}
+		if (io->codec.algo != FM_CODEC_NONE)
+			c = fm_codec_compress(&io->codec, page, STORE_PAGE, payload, RAW_THRESHOLD);
+		if (c > 0) {
+			algo = (uint8_t)io->codec.algo;
+		} else {
+			memcpy(payload, page, STORE_PAGE);
+			c = STORE_PAGE;
+		}
+		p->rec_len = rec_seal(io->buf + pos, first + i, p->version, algo, (uint16_t)c);
+		pos += p->rec_len;
+	}
+}
+
+static void chunk_submit(struct store *s, struct ioctx *io, struct wchunk *c,
+			 unsigned *nreq)
+{
+	struct seg_rep reps[STORE_MAX_REPLICAS];
+
+	pthread_mutex_lock(&s->lock);
+	memcpy(reps, s->segs[c->seg].rep, sizeof(reps));
+	pthread_mutex_unlock(&s->lock);
+	c->req0 = (int)*nreq;
+	c->nreq = 0;
+	for (int r = 0; r < STORE_MAX_REPLICAS; r++) {
+		if (reps[r].server < 0)
+			continue;
+		struct qreq *q = &io->reqs[(*nreq)++];
+
+		memset(&q->req, 0, sizeof(q->req));
+		q->iov.iov_base = io->buf + c->buf_off;
+		q->iov.iov_len = c->len;
+		q->req.op = FM_OP_WRITE;
+		q->req.seg_id = reps[r].remote_id;
+		q->req.offset = c->seg_off;
+		q->req.len = c->len;
+		q->req.iov = &q->iov;
+		q->req.iovcnt = 1;
+		c->nreq++;
+		req_submit(s, io, q, reps[r].server);
+	}
+}
+
+/* Wait for every chunk; a record is written when at least one replica
+ * took it (every replica that failed is dropped from the segment, so
+ * "every live replica has it" holds). */
+static void chunks_reap(struct store *s, struct ioctx *io, int nchunks)
+{
+	waiter_wait(&io->w);
+	for (int k = 0; k < nchunks; k++) {
+		struct wchunk *c = &io->chunks[k];
+		int good = 0;
+
+		for (int j = 0; j < c->nreq; j++) {
+			struct qreq *q = &io->reqs[c->req0 + j];
+
+			if (q->status == 0) {
+				good++;
+				continue;
+			}
+			server_failed(s, q->server, q->status, "write");
+			seg_drop_replica(s, c->seg, q->server);
+		}
+		for (int i = c->first; i <= c->last; i++)
+			if (io->pio[i].rec_len && !io->pio[i].ok) {
+				io->pio[i].ok = good > 0;
+				io->pio[i].seg = c->seg;
+				io->pio[i].seg_off = c->seg_off +
+					(io->pio[i].rec_off - c->buf_off);
+			}
+		seg_write_done(s, c->seg);
+	}
+}
+
+/* Append every not-yet-written record: runs of records that fit the
+ * stream's open segment become one WRITE per replica, all in flight at
+ * once, even across a segment change. */
+int records_append(struct store *s, struct ioctx *io, unsigned n)
+{
+	unsigned nreq = 0;
+	int nchunks = 0, rc = 0;
+
+	for (unsigned i = 0; i < n; ) {
+		struct wchunk *c;
+
+		if (!io->pio[i].rec_len || io->pio[i].ok) {
+			i++;
+			continue;
+		}
+		c = &io->chunks[nchunks];
+		rc = stream_reserve(s, io, i, n, c);
+		if (rc < 0)
+			break;
+		nchunks++;
+		chunk_submit(s, io, c, &nreq);
+		i = (unsigned)c->last + 1;
+	}
+	if (nchunks)
+		chunks_reap(s, io, nchunks);
+	return rc;
+}
+
+/* Point the map at the new records; a page whose entry already carries
+ * a newer version (a later write or discard finished first) keeps it. */
+static void map_apply(struct store *s, struct ioctx *io, uint64_t first, unsigned n)
+{
+	struct state_hdr *h = s->hdr;
+
+	pthread_mutex_lock(&s->lock);
+	for (unsigned i = 0; i < n; i++) {
+		struct page_io *p = &io->pio[i];
+		struct pm_entry *e = &s->map[first + i];
+
+		if (!p->ok || !pm_newer(e, p->version))
+			continue;
+		map_release(s, e);
+		if (!p->rec_len) {
+			*e = pm_make(PM_ZERO, 0, 0, 0, p->version);
+			h->zero_pages++;
+			continue;
+		}
+		*e = pm_make(PM_STORED, p->seg, p->seg_off, p->rec_len - REC_HDR_SIZE, p->version);
+		s->segs[p->seg].live += p->rec_len;
+		h->pages_stored++;
+		h->bytes_stored += p->rec_len;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+int store_write(struct store *s, int queue, uint64_t off, uint32_t len, const void *buf)
+{
+	struct ioctx *io;
+	unsigned n;
+	int rc;
+
+	rc = io_check_range(s, queue, off, len, s->max_io);
+	if (rc < 0)
+		return rc;
+	io = &s->q[queue];
+	n = len / STORE_PAGE;
+	pthread_mutex_lock(&io->lock);
+	encode_pages(s, io, off / STORE_PAGE, n, buf);
+	for (int attempt = 0; attempt < 3; attempt++) {
+		rc = records_append(s, io, n);
+		if (rc < 0)
+			break;
+		rc = 0;
+		for (unsigned i = 0; i < n; i++)
+			if (!io->pio[i].ok)
+				rc = -EIO;
+		if (rc == 0)
+			break;
+		/* Some chunk reached no replica: its failed replicas were
+		 * dropped, so the retry appends to a fresh segment placed on
+		 * servers that are still up. */
+	}
+	map_apply(s, io, off / STORE_PAGE, n);
+	pthread_mutex_unlock(&io->lock);
+	atomic_add64(&s->writes, 1);
+	if (rc < 0) {
+		atomic_add64(&s->write_errors, 1);
+		log_err("store: write %llu+%u: %s", (unsigned long long)off, len, strerror(-rc));
+	}
+	return rc;
+}
+
+int store_discard(struct store *s, int queue, uint64_t off, uint64_t len)
+{
+	uint64_t first = off / STORE_PAGE, n = len / STORE_PAGE, ver;
+	int rc;
+
+	rc = io_check_range(s, queue, off, len, s->cfg.size);
+	if (rc < 0)
+		return rc;
+	ver = __atomic_fetch_add(&s->hdr->next_version, 1, __ATOMIC_RELAXED);
+	/* Batches keep the lock hold short on a whole-device discard. */
+	for (uint64_t b = 0; b < n; b += 4096) {
+		uint64_t end = b + 4096 < n ? b + 4096 : n;
+
+		pthread_mutex_lock(&s->lock);
+		for (uint64_t i = b; i < end; i++) {
+			struct pm_entry *e = &s->map[first + i];
+
+			if (!pm_newer(e, ver))
+				continue;
+			map_release(s, e);
+			*e = pm_make(PM_UNMAPPED, 0, 0, 0, ver);
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
+	atomic_add64(&s->discards, 1);
+	if (n)
+		maint_kick(s);
+	return 0;
+}
+
+int store_flush(struct store *s, int queue)
+{
+	if (queue < 0 || queue >= s->nqueues)
+		return -EINVAL;
+	return 0;
+}
