@@ -30,6 +30,7 @@ struct fault_server {
 	int fail_err;
 	int nospc;
 	unsigned delay_ms;
+	uint32_t segment_max;
 	uint64_t next_id;
 	struct fault_seg *segs;     /* FAULT_MAX_SEGS slots, id 0 = empty */
 	struct fault_stats st;
@@ -81,6 +82,7 @@ static struct fault_server *server_get(uint16_t port, int create)
 		return NULL;
 	}
 	s->port = port;
+	s->segment_max = 64u << 20;
 	s->next_id = 1000 + port * 7ull;
 	g_servers[freeslot] = s;
 	return s;
@@ -107,7 +109,7 @@ static int serve(struct fault_conn *c, struct fm_req *r)
 	}
 	switch (r->op) {
 	case FM_OP_ALLOC:
-		if (s->nospc || r->arg == 0 || r->arg % FM_PAGE || r->arg > (64u << 20))
+		if (s->nospc || r->arg == 0 || r->arg % FM_PAGE || r->arg > s->segment_max)
 			return s->nospc ? -ENOSPC : -EINVAL;
 		for (int i = 0; i < FAULT_MAX_SEGS; i++) {
 			if (s->segs[i].id)
@@ -170,7 +172,7 @@ static int serve(struct fault_conn *c, struct fm_req *r)
 		memset(&r->rep.stat, 0, sizeof(r->rep.stat));
 		r->rep.stat.used_bytes = s->st.bytes;
 		r->rep.stat.segments = (uint32_t)s->st.segments;
-		r->rep.stat.segment_max = 64u << 20;
+		r->rep.stat.segment_max = s->segment_max;
 		return 0;
 	case FM_OP_LIST: {
 		uint32_t n = 0, idx = 0;
@@ -496,6 +498,15 @@ void fault_set_nospc(uint16_t port, int on)
 	struct fault_server *s = server_get(port, 1);
 	if (s)
 		s->nospc = on;
+	pthread_mutex_unlock(&g_lock);
+}
+
+void fault_set_segment_max(uint16_t port, uint32_t bytes)
+{
+	pthread_mutex_lock(&g_lock);
+	struct fault_server *s = server_get(port, 1);
+	if (s)
+		s->segment_max = bytes;
 	pthread_mutex_unlock(&g_lock);
 }
 

@@ -36,6 +36,8 @@ void fault_set_mode(uint16_t port, enum fault_mode mode);
 void fault_fail_next(uint16_t port, unsigned n, int err);
 /* ALLOC answers -ENOSPC while on. */
 void fault_set_nospc(uint16_t port, int on);
+/* Largest segment ALLOC hands out (STAT reports it); default 64 MiB. */
+void fault_set_segment_max(uint16_t port, uint32_t bytes);
 /* Each reply is delayed by ms. */
 void fault_set_delay(uint16_t port, unsigned ms);
 /* Flips the bits of one stored byte; -ENOENT when there is no such byte. */

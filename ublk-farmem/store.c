@@ -168,6 +168,29 @@ static int store_setup(struct store *s, const struct store_config *cfg,
 	return rc;
 }
 
+/* A segment larger than a server hands out would fail every ALLOC;
+ * say so now, naming the server and both sizes. */
+static int check_segment_max(struct store *s, char *err, size_t errlen)
+{
+	for (int i = 0; i < s->nservers; i++) {
+		struct fm_req r;
+
+		if (!s->srv[i].conn)
+			continue;
+		memset(&r, 0, sizeof(r));
+		r.op = FM_OP_STAT;
+		if (fm_conn_call(s->srv[i].conn, &r) < 0)
+			continue;   /* it will be marked down on use */
+		if (r.rep.stat.segment_max && r.rep.stat.segment_max < s->seg_size) {
+			snprintf(err, errlen, "server %s hands out segments of at most %u bytes; "
+				 "the segment size is %u", s->srv[i].addr,
+				 r.rep.stat.segment_max, s->seg_size);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 int store_open(const struct store_config *cfg, struct store **out,
 	       char *err, size_t errlen)
 {
@@ -202,6 +225,11 @@ int store_open(const struct store_config *cfg, struct store **out,
 			 up, s->nservers, s->replicas, s->replicas);
 		store_free(s);
 		return -EHOSTUNREACH;
+	}
+	rc = check_segment_max(s, err, errlen);
+	if (rc < 0) {
+		store_free(s);
+		return rc;
 	}
 	if (!cfg->no_background) {
 		rc = maint_start(s);

@@ -165,6 +165,12 @@ static int test_open_rejects(void)
 	CHECK(store_open(&c, &s, err, sizeof(err)) == -EHOSTUNREACH);
 	CHECK(strstr(err, "servers answered"));
 	fault_reset();
+	/* A server that hands out smaller segments is named at open. */
+	fix_config(&c, 2, 2, 1u << 20);
+	fault_set_segment_max(FIX_PORT0 + 1, 32u << 10);
+	CHECK(store_open(&c, &s, err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "at most 32768 bytes"));
+	fault_reset();
 	return 0;
 }
 
