@@ -14,9 +14,10 @@
  *    violation or failed work request, and reconnects with backoff.
  *
  * Every buffer the NIC touches is allocated at open and registered once
- * per established connection: per slot a small bounce buffer (pages and
- * control frames), a few large ones for reads/writes above that, and the
- * receive buffers for control replies.  Nothing is allocated per request.
+ * per established connection: bounce units of RD_UNIT bytes that requests
+ * borrow as their length needs (a page takes one, FM_MAX_IO takes
+ * RD_MAX_SGE, listed in one scatter/gather work request) and the receive
+ * buffers for control replies.  Nothing is allocated per request.
  *
  * A READ/WRITE of a segment whose (remote_addr, rkey) this connection
  * does not know yet first sends GRANT (transport_rdma.h); the completion
@@ -53,8 +54,12 @@
 #define RD_DEFAULT_CONNECT_MS   3000u
 #define RD_DEFAULT_INFLIGHT     256u
 #define RD_MAX_INFLIGHT         4096u   /* tag = generation << 16 | slot */
-#define RD_SLOT_BUF             (16u * 1024)  /* a page record, batched records */
-#define RD_NBIG                 2u      /* bounce buffers of FM_MAX_IO */
+/* Registered bounce memory comes in units; a request takes as many as
+ * its length needs and the work request lists them (scatter/gather), so
+ * a page costs one unit and FM_MAX_IO fits RD_MAX_SGE of them. */
+#define RD_UNIT                 (64u * 1024)
+#define RD_MAX_SGE              (FM_MAX_IO / RD_UNIT)
+#define RD_UNITS_SHARED         128u    /* units beyond this many slots wait */
 #define RD_RECV_BUF             (64u * 1024)
 #define RD_GRANT_CAP            4096u
 #define RD_BACKOFF_MIN_MS       100u
@@ -64,7 +69,8 @@
 #define RD_RD_ATOMIC            16      /* outstanding RDMA READs we ask for */
 
 _Static_assert(RD_RECV_BUF >= FM_RDMA_MSG_MAX, "receive buffer holds a LIST reply");
-_Static_assert(RD_SLOT_BUF >= FM_HDR_SIZE + FM_PING_MAX, "slot buffer holds a request frame");
+_Static_assert(RD_UNIT >= FM_HDR_SIZE + FM_PING_MAX, "a unit holds a request frame");
+_Static_assert(RD_MAX_SGE * RD_UNIT >= FM_MAX_IO && RD_MAX_SGE <= 16, "FM_MAX_IO in few units");
 
 /* What a work request is, in the top byte of its wr_id; the low 32 bits
  * are the slot's tag (or the receive buffer's index). */
@@ -79,7 +85,8 @@ struct rd_slot {
 	struct fm_req *req;   /* NULL when free */
 	uint16_t gen;         /* bumped per use, so a stale tag never matches */
 	uint8_t state;        /* enum slot_state */
-	int8_t big;           /* large bounce buffer in use, or -1 */
+	uint8_t nu;           /* bounce units held */
+	uint16_t u[RD_MAX_SGE];
 };
 
 /* One established connection's verbs objects; rebuilt on every connect. */
@@ -89,7 +96,7 @@ struct rd_ep {
 	struct ibv_pd *pd;
 	struct ibv_comp_channel *cch;
 	struct ibv_cq *cq;
-	struct ibv_mr *mr_small, *mr_big, *mr_recv;
+	struct ibv_mr *mr_units, *mr_recv;
 	unsigned cq_unacked;
 	int has_qp;
 };
@@ -110,10 +117,10 @@ struct rd_conn {
 	void *state_arg;
 	int wake_fd;                  /* eventfd: close() kicks the thread */
 	pthread_t thread;
-	uint8_t *small_mem;           /* nslots x RD_SLOT_BUF */
-	uint8_t *big_mem;             /* RD_NBIG x FM_MAX_IO */
+	uint8_t *units_mem;           /* nunits x RD_UNIT */
 	uint8_t *recv_mem;            /* FM_RDMA_CTRL_DEPTH x RD_RECV_BUF */
-	size_t small_len, big_len, recv_len;
+	size_t units_len, recv_len;
+	unsigned nunits;
 
 	/* Under lock. */
 	pthread_mutex_t lock;
@@ -121,13 +128,14 @@ struct rd_conn {
 	struct rd_slot *slots;
 	uint32_t *free_idx;
 	unsigned nfree;
-	unsigned big_free;            /* bit i: big buffer i is free */
+	uint16_t *unit_free;          /* stack of free unit indexes */
+	unsigned nunit_free;
 	unsigned ctrl_used;           /* control messages awaiting a reply */
 	int up;
 	int stop;
 	struct fm_rdma_grants grants;
 	struct ibv_qp *qp;            /* valid while up */
-	uint32_t lkey_small, lkey_big;
+	uint32_t lkey_units;
 
 	/* Completion thread (or open, before the thread exists) only. */
 	struct rd_ep ep;
@@ -410,10 +418,8 @@ static void ep_destroy(struct rd_ep *ep)
 	}
 	if (ep->cch)
 		ibv_destroy_comp_channel(ep->cch);
-	if (ep->mr_small)
-		ibv_dereg_mr(ep->mr_small);
-	if (ep->mr_big)
-		ibv_dereg_mr(ep->mr_big);
+	if (ep->mr_units)
+		ibv_dereg_mr(ep->mr_units);
 	if (ep->mr_recv)
 		ibv_dereg_mr(ep->mr_recv);
 	if (ep->pd)
@@ -490,7 +496,7 @@ static int ep_verbs(struct rd_conn *c, struct rd_ep *ep)
 	unsigned sq = 2 * c->nslots + 8;   /* a GRANT's SEND and its data op */
 	struct ibv_qp_init_attr qa = {
 		.cap = { .max_send_wr = sq, .max_recv_wr = FM_RDMA_CTRL_DEPTH,
-			 .max_send_sge = 1, .max_recv_sge = 1 },
+			 .max_send_sge = RD_MAX_SGE, .max_recv_sge = 1 },
 		.qp_type = IBV_QPT_RC,
 		.sq_sig_all = 1,
 	};
@@ -514,10 +520,9 @@ static int ep_verbs(struct rd_conn *c, struct rd_ep *ep)
 		goto fail;
 	ep->has_qp = 1;
 	what = "registering buffers";
-	ep->mr_small = ibv_reg_mr(ep->pd, c->small_mem, c->small_len, IBV_ACCESS_LOCAL_WRITE);
-	ep->mr_big = ibv_reg_mr(ep->pd, c->big_mem, c->big_len, IBV_ACCESS_LOCAL_WRITE);
+	ep->mr_units = ibv_reg_mr(ep->pd, c->units_mem, c->units_len, IBV_ACCESS_LOCAL_WRITE);
 	ep->mr_recv = ibv_reg_mr(ep->pd, c->recv_mem, c->recv_len, IBV_ACCESS_LOCAL_WRITE);
-	if (!ep->mr_small || !ep->mr_big || !ep->mr_recv)
+	if (!ep->mr_units || !ep->mr_recv)
 		goto fail;
 	for (uint32_t i = 0; i < FM_RDMA_CTRL_DEPTH; i++) {
 		what = "posting receives";
@@ -598,14 +603,14 @@ static int hs_send(struct rd_conn *c, struct rd_ep *ep, uint8_t op,
 		   const uint8_t *payload, uint32_t len)
 {
 	struct fm_hdr h = { .op = op, .tag = 0, .len = len };
-	struct ibv_sge sge = { .addr = (uintptr_t)c->small_mem,
-			       .length = FM_HDR_SIZE + len, .lkey = ep->mr_small->lkey };
+	struct ibv_sge sge = { .addr = (uintptr_t)c->units_mem,
+			       .length = FM_HDR_SIZE + len, .lkey = ep->mr_units->lkey };
 	struct ibv_send_wr wr = { .wr_id = WR_ID(WR_SEND, 0), .sg_list = &sge,
 				  .num_sge = 1, .opcode = IBV_WR_SEND,
 				  .send_flags = IBV_SEND_SIGNALED }, *bad;
 
-	fm_hdr_encode(c->small_mem, &h);
-	memcpy(c->small_mem + FM_HDR_SIZE, payload, len);
+	fm_hdr_encode(c->units_mem, &h);
+	memcpy(c->units_mem + FM_HDR_SIZE, payload, len);
 	return -ibv_post_send(ep->id->qp, &wr, &bad);
 }
 
@@ -749,30 +754,66 @@ static uint32_t slot_tag(const struct rd_conn *c, uint32_t idx)
 	return (uint32_t)c->slots[idx].gen << 16 | idx;
 }
 
-static uint8_t *slot_buf(struct rd_conn *c, uint32_t idx, uint32_t *lkey)
+static int is_data(const struct fm_req *r)
 {
-	const struct rd_slot *s = &c->slots[idx];
-
-	if (s->big >= 0) {
-		*lkey = c->lkey_big;
-		return c->big_mem + (size_t)s->big * FM_MAX_IO;
-	}
-	*lkey = c->lkey_small;
-	return c->small_mem + (size_t)idx * RD_SLOT_BUF;
+	return r->op == FM_OP_READ || r->op == FM_OP_WRITE;
 }
 
-/* Under lock: give the slot (and its big buffer) back. */
+static uint8_t *unit_addr(const struct rd_conn *c, uint16_t u)
+{
+	return c->units_mem + (size_t)u * RD_UNIT;
+}
+
+static unsigned units_for(const struct fm_req *r)
+{
+	return is_data(r) ? (r->len + RD_UNIT - 1) / RD_UNIT : 1;
+}
+
+/* Copy between the caller's bytes and the slot's units. */
+static void units_gather(struct rd_conn *c, const struct rd_slot *s, const struct fm_req *r)
+{
+	size_t pos = 0;
+
+	for (int i = 0; i < r->iovcnt; i++) {
+		const uint8_t *src = r->iov[i].iov_base;
+		size_t left = r->iov[i].iov_len;
+
+		while (left) {
+			size_t off = pos % RD_UNIT, n = RD_UNIT - off;
+
+			if (n > left)
+				n = left;
+			memcpy(unit_addr(c, s->u[pos / RD_UNIT]) + off, src, n);
+			src += n;
+			pos += n;
+			left -= n;
+		}
+	}
+}
+
+static void units_scatter(struct rd_conn *c, const struct rd_slot *s, uint8_t *dst,
+			  uint32_t len)
+{
+	for (unsigned i = 0; len; i++) {
+		uint32_t n = len > RD_UNIT ? RD_UNIT : len;
+
+		memcpy(dst, unit_addr(c, s->u[i]), n);
+		dst += n;
+		len -= n;
+	}
+}
+
+/* Under lock: give the slot (and its bounce units) back. */
 static void slot_release(struct rd_conn *c, uint32_t idx)
 {
 	struct rd_slot *s = &c->slots[idx];
 
 	if (s->state == SLOT_CTRL || s->state == SLOT_GRANT)
 		c->ctrl_used--;
-	if (s->big >= 0)
-		c->big_free |= 1u << s->big;
+	while (s->nu)
+		c->unit_free[c->nunit_free++] = s->u[--s->nu];
 	s->req = NULL;
 	s->state = SLOT_FREE;
-	s->big = -1;
 	c->free_idx[c->nfree++] = idx;
 	pthread_cond_broadcast(&c->slot_cv);
 }
@@ -780,18 +821,25 @@ static void slot_release(struct rd_conn *c, uint32_t idx)
 /* Under lock: the one-sided transfer of a granted READ or WRITE. */
 static int post_data(struct rd_conn *c, uint32_t idx, const struct fm_rdma_grant *g)
 {
-	struct fm_req *r = c->slots[idx].req;
-	struct ibv_sge sge = { .length = r->len };
+	struct rd_slot *s = &c->slots[idx];
+	struct fm_req *r = s->req;
+	struct ibv_sge sge[RD_MAX_SGE];
 	struct ibv_send_wr wr = { .wr_id = WR_ID(WR_DATA, slot_tag(c, idx)),
-				  .sg_list = &sge, .num_sge = 1,
+				  .sg_list = sge, .num_sge = s->nu,
 				  .send_flags = IBV_SEND_SIGNALED }, *bad;
+	uint32_t left = r->len;
 	uint64_t remote;
 	int rc;
 
 	rc = fm_rdma_grant_range(g, r->offset, r->len, &remote);
 	if (rc)
 		return rc;
-	sge.addr = (uintptr_t)slot_buf(c, idx, &sge.lkey);
+	for (unsigned i = 0; i < s->nu; i++) {
+		sge[i].addr = (uintptr_t)unit_addr(c, s->u[i]);
+		sge[i].length = left > RD_UNIT ? RD_UNIT : left;
+		sge[i].lkey = c->lkey_units;
+		left -= sge[i].length;
+	}
 	wr.opcode = r->op == FM_OP_WRITE ? IBV_WR_RDMA_WRITE : IBV_WR_RDMA_READ;
 	wr.wr.rdma.remote_addr = remote;
 	wr.wr.rdma.rkey = g->rkey;
@@ -809,10 +857,10 @@ static int post_data(struct rd_conn *c, uint32_t idx, const struct fm_rdma_grant
 static int post_ctrl(struct rd_conn *c, uint32_t idx, uint8_t op)
 {
 	struct fm_req *r = c->slots[idx].req;
-	uint8_t *buf = c->small_mem + (size_t)idx * RD_SLOT_BUF;
+	uint8_t *buf = unit_addr(c, c->slots[idx].u[0]);
 	uint8_t *p = buf + FM_HDR_SIZE;
 	struct fm_hdr h = { .op = op, .tag = slot_tag(c, idx) };
-	struct ibv_sge sge = { .addr = (uintptr_t)buf, .lkey = c->lkey_small };
+	struct ibv_sge sge = { .addr = (uintptr_t)buf, .lkey = c->lkey_units };
 	struct ibv_send_wr wr = { .wr_id = WR_ID(WR_SEND, h.tag), .sg_list = &sge,
 				  .num_sge = 1, .opcode = IBV_WR_SEND,
 				  .send_flags = IBV_SEND_SIGNALED }, *bad;
@@ -884,13 +932,8 @@ static int req_check(const struct fm_req *r)
 	}
 }
 
-static int is_data(const struct fm_req *r)
-{
-	return r->op == FM_OP_READ || r->op == FM_OP_WRITE;
-}
-
 /* Under lock: wait (at most one request timeout) until the request can
- * go: a slot, a big buffer when it needs one, a control credit when it
+ * go: a slot, the bounce units its length needs, a control credit when it
  * needs a control message.  Returns 0, or -ENOTCONN/-ECANCELED/-ETIMEDOUT. */
 static int wait_resources(struct rd_conn *c, const struct fm_req *r,
 			  const struct fm_rdma_grant **g)
@@ -898,7 +941,7 @@ static int wait_resources(struct rd_conn *c, const struct fm_req *r,
 	uint64_t limit = now_ns() + (uint64_t)c->timeout_ms * 1000000ull;
 	struct timespec ts = { .tv_sec = (time_t)(limit / 1000000000ull),
 			       .tv_nsec = (long)(limit % 1000000000ull) };
-	int big = is_data(r) && r->len > RD_SLOT_BUF;
+	unsigned need = units_for(r);
 	int timed_out = 0;
 
 	for (;;) {
@@ -910,7 +953,7 @@ static int wait_resources(struct rd_conn *c, const struct fm_req *r,
 			return -ENOTCONN;
 		*g = is_data(r) ? fm_rdma_grants_find(&c->grants, r->seg_id) : NULL;
 		need_ctrl = !*g;
-		if (c->nfree && (!big || c->big_free) &&
+		if (c->nfree && c->nunit_free >= need &&
 		    (!need_ctrl || c->ctrl_used < FM_RDMA_CTRL_DEPTH))
 			return 0;
 		if (timed_out) {
@@ -927,7 +970,7 @@ static int rd_submit(struct fm_conn *base, struct fm_req *r)
 	struct rd_conn *c = (struct rd_conn *)base;
 	const struct fm_rdma_grant *g;
 	struct rd_slot *s;
-	uint32_t idx, lkey;
+	uint32_t idx;
 	int rc;
 
 	rc = req_check(r);
@@ -949,22 +992,13 @@ static int rd_submit(struct fm_conn *base, struct fm_req *r)
 	s = &c->slots[idx];
 	s->gen++;
 	s->req = r;
-	s->big = -1;
-	if (is_data(r) && r->len > RD_SLOT_BUF) {
-		s->big = (int8_t)__builtin_ctz(c->big_free);
-		c->big_free &= ~(1u << s->big);
-	}
+	for (s->nu = 0; s->nu < units_for(r); s->nu++)
+		s->u[s->nu] = c->unit_free[--c->nunit_free];
 	r->t_tag = slot_tag(c, idx);
 	r->t_deadline_ns = now_ns() + (uint64_t)c->timeout_ms * 1000000ull;
 	r->t_next = NULL;
-	if (r->op == FM_OP_WRITE) {
-		uint8_t *dst = slot_buf(c, idx, &lkey);
-
-		for (int i = 0; i < r->iovcnt; i++) {
-			memcpy(dst, r->iov[i].iov_base, r->iov[i].iov_len);
-			dst += r->iov[i].iov_len;
-		}
-	}
+	if (r->op == FM_OP_WRITE)
+		units_gather(c, s, r);
 	if (!is_data(r))
 		rc = post_ctrl(c, idx, r->op);
 	else if (!g)
@@ -1120,7 +1154,7 @@ static int on_recv(struct rd_conn *c, uint32_t ridx, uint32_t byte_len, struct f
 static int on_wc(struct rd_conn *c, const struct ibv_wc *wc, struct fm_req **done)
 {
 	unsigned kind = WR_KIND(wc->wr_id);
-	uint32_t tag = WR_TAG(wc->wr_id), idx = tag & 0xffff, lkey;
+	uint32_t tag = WR_TAG(wc->wr_id), idx = tag & 0xffff;
 	struct rd_slot *s;
 
 	if (wc->status != IBV_WC_SUCCESS) {
@@ -1139,7 +1173,7 @@ static int on_wc(struct rd_conn *c, const struct ibv_wc *wc, struct fm_req **don
 		return -EPROTO;
 	s = &c->slots[idx];
 	if (s->req->op == FM_OP_READ)
-		memcpy(s->req->buf, slot_buf(c, idx, &lkey), s->req->len);
+		units_scatter(c, s, s->req->buf, s->req->len);
 	finish(c, idx, 0, done);
 	return 0;
 }
@@ -1150,8 +1184,7 @@ static void conn_install(struct rd_conn *c)
 {
 	pthread_mutex_lock(&c->lock);
 	c->qp = c->ep.id->qp;
-	c->lkey_small = c->ep.mr_small->lkey;
-	c->lkey_big = c->ep.mr_big->lkey;
+	c->lkey_units = c->ep.mr_units->lkey;
 	fm_rdma_grants_clear(&c->grants);
 	c->up = 1;
 	pthread_cond_broadcast(&c->slot_cv);
@@ -1329,10 +1362,9 @@ static void conn_free(struct rd_conn *c)
 	pthread_mutex_destroy(&c->lock);
 	free(c->slots);
 	free(c->free_idx);
-	if (c->small_mem)
-		munmap(c->small_mem, c->small_len);
-	if (c->big_mem)
-		munmap(c->big_mem, c->big_len);
+	free(c->unit_free);
+	if (c->units_mem)
+		munmap(c->units_mem, c->units_len);
 	if (c->recv_mem)
 		munmap(c->recv_mem, c->recv_len);
 	fm_rdma_grants_fini(&c->grants);
@@ -1360,32 +1392,33 @@ static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
 	c->state_cb = p->state_cb;
 	c->state_arg = p->state_arg;
 	c->wake_fd = -1;
-	c->big_free = (1u << RD_NBIG) - 1;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&c->slot_cv, &ca);
 	pthread_condattr_destroy(&ca);
 
-	c->small_len = (size_t)c->nslots * RD_SLOT_BUF;
-	c->big_len = (size_t)RD_NBIG * FM_MAX_IO;
+	c->nunits = (c->nslots < RD_UNITS_SHARED ? c->nslots : RD_UNITS_SHARED) + RD_MAX_SGE;
+	c->units_len = (size_t)c->nunits * RD_UNIT;
 	c->recv_len = (size_t)FM_RDMA_CTRL_DEPTH * RD_RECV_BUF;
 	c->slots = calloc(c->nslots, sizeof(*c->slots));
 	c->free_idx = calloc(c->nslots, sizeof(*c->free_idx));
-	c->small_mem = alloc_pinned(c->small_len);
-	c->big_mem = alloc_pinned(c->big_len);
+	c->units_mem = alloc_pinned(c->units_len);
+	c->unit_free = calloc(c->nunits, sizeof(*c->unit_free));
 	c->recv_mem = alloc_pinned(c->recv_len);
 	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (!c->slots || !c->free_idx || !c->small_mem || !c->big_mem || !c->recv_mem ||
+	if (!c->slots || !c->free_idx || !c->units_mem || !c->unit_free || !c->recv_mem ||
 	    c->wake_fd < 0 || fm_rdma_grants_init(&c->grants, RD_GRANT_CAP)) {
 		conn_free(c);
 		return NULL;
 	}
 	for (unsigned i = 0; i < c->nslots; i++) {
-		c->slots[i].big = -1;
 		c->free_idx[i] = c->nslots - 1 - i;
 	}
 	c->nfree = c->nslots;
+	for (unsigned i = 0; i < c->nunits; i++)
+		c->unit_free[i] = (uint16_t)(c->nunits - 1 - i);
+	c->nunit_free = c->nunits;
 	return c;
 }
 

@@ -609,8 +609,7 @@ static int t_loop_large(void)
 	CHECK(do_rw(c, FM_OP_WRITE, seg.seg_id, 0, big, FM_MAX_IO) == 0);
 	CHECK(do_rw(c, FM_OP_READ, seg.seg_id, 0, back, FM_MAX_IO) == 0);
 	CHECK(memcmp(big, back, FM_MAX_IO) == 0);
-	/* More big requests than big buffers, in flight together: they wait
-	 * for one another, none fails. */
+	/* Several multi-unit requests in flight together. */
 	for (unsigned i = 0; i < 6; i++) {
 		iov[i] = (struct iovec){ big + i * 65536, 65536 };
 		reqs[i] = (struct fm_req){ .op = FM_OP_WRITE, .seg_id = seg.seg_id,
@@ -622,6 +621,24 @@ static int t_loop_large(void)
 		CHECK(do_rw(c, FM_OP_READ, seg.seg_id, i * 131072, back, 65536) == 0);
 		CHECK(memcmp(back, big + i * 65536, 65536) == 0);
 	}
+	fm_conn_close(c);
+
+	/* Few slots, so bounce memory for one FM_MAX_IO at a time: three
+	 * of them in flight wait for one another, none fails. */
+	p.max_inflight = 4;
+	CHECK(fm_conn_open(&p, &c) == 0);
+	for (unsigned i = 0; i < 3; i++) {
+		iov[i] = (struct iovec){ big, FM_MAX_IO };
+		reqs[i] = (struct fm_req){ .op = FM_OP_WRITE, .seg_id = seg.seg_id,
+					   .offset = 0, .len = FM_MAX_IO,
+					   .iov = &iov[i], .iovcnt = 1 };
+	}
+	CHECK(batch_run(c, reqs, 3) == 0);
+	for (unsigned i = 0; i < 3; i++)
+		reqs[i] = (struct fm_req){ .op = FM_OP_READ, .seg_id = seg.seg_id,
+					   .offset = 0, .len = FM_MAX_IO, .buf = back };
+	CHECK(batch_run(c, reqs, 3) == 0);
+	CHECK(memcmp(big, back, FM_MAX_IO) == 0);
 	fm_conn_close(c);
 	server_stop(s);
 	return 0;
@@ -807,7 +824,7 @@ static const struct tcase cases[] = {
 	{ "listener without an RDMA device: -ENODEV naming the address", t_listener_no_device },
 	{ "rdma loop: alloc, pipelined one-sided write/read verify, control ops, free",
 	  t_loop_basic },
-	{ "rdma loop: transfers above the small buffers, up to FM_MAX_IO", t_loop_large },
+	{ "rdma loop: multi-unit transfers up to FM_MAX_IO, waiting for bounce units", t_loop_large },
 	{ "rdma loop: GRANT for another connection, isolation between devices",
 	  t_loop_grant_isolation },
 	{ "rdma loop: wrong secret is -EACCES", t_loop_wrong_secret },
