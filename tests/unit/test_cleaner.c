@@ -108,6 +108,9 @@ static int test_sustained_overwrite(void)
 		CHECK(bounded(s, &st));
 	}
 	store_get_stats(s, &st);
+	printf("# after 9000 overwrites: remote %llu bytes for %llu live x %d replicas (%.2fx)\n",
+	       (unsigned long long)st.bytes_remote, (unsigned long long)st.bytes_stored,
+	       st.replicas, (double)st.bytes_remote / ((double)st.bytes_stored * st.replicas));
 	CHECK(st.cleaned_segments > 0);
 	CHECK(st.checksum_errors == 0);
 	CHECK(consistent(s));
