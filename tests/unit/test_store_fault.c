@@ -223,6 +223,35 @@ static int test_hung_server_times_out(void)
 	return 0;
 }
 
+static int test_slow_server(void)
+{
+	struct store_stats st;
+	struct store *s = open3(3, 2);
+
+	CHECK(s);
+	CHECK(write_all(s, 1) == 0);
+	/* Slow but within the timeout (300 ms): nothing fails. */
+	fault_set_delay(FIX_PORT0 + 1, 5);
+	CHECK(verify_all(s, 1) == 0);
+	CHECK(write_all(s, 2) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.server[1].up == 1 && st.server[1].errors == 0);
+	/* Slower than the timeout: requests time out, the server is marked
+	 * down and the others serve. */
+	fault_set_delay(FIX_PORT0 + 1, 1000);
+	CHECK(verify_all(s, 2) == 0);
+	CHECK(write_all(s, 3) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.server[1].up == 0);
+	CHECK(st.read_errors == 0 && st.write_errors == 0);
+	fault_set_delay(FIX_PORT0 + 1, 0);
+	store_maintain(s);
+	CHECK(verify_all(s, 3) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
 static int test_all_down_is_eio_not_hang(void)
 {
 	struct store_stats st;
@@ -355,6 +384,7 @@ static const struct tap_case cases[] = {
 	{ "server loss: reads/writes continue, repair restores R copies, server rejoins", test_server_loss_and_repair },
 	{ "after repair a second loss loses nothing", test_second_loss_after_repair_loses_nothing },
 	{ "hung server: requests time out, fall back, server marked down", test_hung_server_times_out },
+	{ "slow server: fine within the timeout, marked down beyond it", test_slow_server },
 	{ "all servers down: -EIO (bounded by timeouts), data back when they return", test_all_down_is_eio_not_hang },
 	{ "replica write errors drop the copy; repair restores it", test_write_error_drops_replica_then_repairs },
 	{ "server without space skipped; none with space is -ENOSPC", test_nospc_server_skipped },
