@@ -47,6 +47,7 @@ struct fault_conn {
 	struct fm_req *head, *tail;
 	int up;
 	int stop;
+	uint64_t down_ns;     /* when it dropped, for the reconnect backoff */
 };
 
 /* One lock for every server's state; tests are not about speed. */
@@ -218,6 +219,8 @@ static void set_conn_up(struct fault_conn *c, int up)
 	changed = c->up != up;
 	c->up = up;
 	if (!up)
+		c->down_ns = now_ns();
+	if (!up)
 		fail_queued(c, -ECONNRESET);
 	pthread_mutex_unlock(&c->lock);
 	if (changed && c->p.state_cb)
@@ -273,7 +276,9 @@ static void *worker(void *arg)
 		uint64_t deadline = r->t_deadline_ns;
 		int status;
 
-		if (m == FAULT_HANG || (delay && now_ns() + delay * 1000000ull > deadline)) {
+		/* Whether a slow reply times out depends only on the delay
+		 * and the timeout, not on how busy the test machine is. */
+		if (m == FAULT_HANG || (delay && delay >= c->p.timeout_ms)) {
 			/* No reply in time: the request times out and, as the
 			 * transport contract says, the connection drops. */
 			sleep_until_ns(c, deadline);
@@ -384,14 +389,24 @@ static int fault_submit(struct fm_conn *base, struct fm_req *r)
 	return 0;
 }
 
+#define RECONNECT_NS 100000000ull
+
+/* Like the tcp transport's background reconnect: a connection with
+ * reconnect set comes back (state_cb(1)) once its server is UP again,
+ * noticed here lazily, at least 100 ms after the drop. */
 static int fault_is_up(struct fm_conn *base)
 {
 	struct fault_conn *c = (struct fault_conn *)base;
-	int up;
+	int up, retry;
 
 	pthread_mutex_lock(&c->lock);
 	up = c->up;
+	retry = !up && !c->stop && c->p.reconnect && now_ns() >= c->down_ns + RECONNECT_NS;
 	pthread_mutex_unlock(&c->lock);
+	if (retry && server_mode(c, NULL) == FAULT_UP) {
+		set_conn_up(c, 1);
+		up = 1;
+	}
 	return up;
 }
 

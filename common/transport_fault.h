@@ -4,7 +4,10 @@
  * Servers are keyed by addr.port and created on first connect; their
  * segments outlive connections (like a memserver's lease) until
  * fault_reset().  Replies come from one worker thread per connection, so
- * done() never runs inside submit(), as with the real transports.
+ * done() never runs inside submit(), as with the real transports.  A
+ * dropped connection with reconnect set comes back when is_up() is asked
+ * at least 100 ms later and its server is UP (or at once on
+ * fault_set_mode(FAULT_UP)).
  */
 #ifndef FARMEM_TRANSPORT_FAULT_H
 #define FARMEM_TRANSPORT_FAULT_H
@@ -38,7 +41,8 @@ void fault_fail_next(uint16_t port, unsigned n, int err);
 void fault_set_nospc(uint16_t port, int on);
 /* Largest segment ALLOC hands out (STAT reports it); default 64 MiB. */
 void fault_set_segment_max(uint16_t port, uint32_t bytes);
-/* Each reply is delayed by ms. */
+/* Each reply is delayed by ms; ms >= the connection's timeout makes
+ * every request time out. */
 void fault_set_delay(uint16_t port, unsigned ms);
 /* Flips the bits of one stored byte; -ENOENT when there is no such byte. */
 int fault_corrupt(uint16_t port, uint64_t seg_id, uint32_t off);
