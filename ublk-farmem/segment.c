@@ -122,28 +122,23 @@ int seg_live_replicas(const struct store *s, const struct seg *g)
  * segment to move live records into before it can free any. */
 #define MAINT_RESERVE 4u
 
-static int slot_take(struct store *s, uint32_t *out, uint32_t reserve)
+static int slot_take_locked(struct store *s, uint32_t *out, uint32_t reserve)
 {
 	uint32_t nfree = 0, pick = SEG_NONE;
+	struct seg *g;
 
-	pthread_mutex_lock(&s->lock);
 	for (uint32_t i = 0; i < s->hdr->nsegs; i++)
 		if (s->segs[i].state == SEG_FREE && nfree++ == 0)
 			pick = i;
-	if (nfree > reserve) {
-		uint32_t i = pick;
-		struct seg *g = &s->segs[i];
-
-		memset(g, 0, sizeof(*g));
-		for (int r = 0; r < STORE_MAX_REPLICAS; r++)
-			g->rep[r].server = -1;
-		g->state = SEG_ALLOCATING;
-		*out = i;
-		pthread_mutex_unlock(&s->lock);
-		return 0;
-	}
-	pthread_mutex_unlock(&s->lock);
-	return -ENOSPC;
+	if (nfree <= reserve)
+		return -ENOSPC;
+	g = &s->segs[pick];
+	memset(g, 0, sizeof(*g));
+	for (int r = 0; r < STORE_MAX_REPLICAS; r++)
+		g->rep[r].server = -1;
+	g->state = SEG_ALLOCATING;
+	*out = pick;
+	return 0;
 }
 
 static void slot_put(struct store *s, uint32_t idx)
@@ -154,30 +149,31 @@ static void slot_put(struct store *s, uint32_t idx)
 	pthread_mutex_unlock(&s->lock);
 }
 
-/* A free table slot; when none is left, let the cleaner make one,
- * waiting at most a few request timeouts. */
+/* A free table slot; when none is left, let the cleaner make one.  We
+ * wait as long as the cleaner keeps freeing slots (others may win
+ * them), and give up after a few request timeouts without any. */
 static int slot_get(struct store *s, uint32_t *out, int may_wait)
 {
+	uint32_t reserve = may_wait ? MAINT_RESERVE : 0;
 	struct timespec deadline;
 	int rc;
 
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += 2 * (s->timeout_ms / 1000 + 1);
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
-		pthread_mutex_unlock(&s->lock);
-		rc = slot_take(s, out, may_wait ? MAINT_RESERVE : 0);
-		if (rc == 0)
+		rc = slot_take_locked(s, out, reserve);
+		if (rc == 0) {
+			pthread_mutex_unlock(&s->lock);
 			return 0;
+		}
 		maint_kick(s);
 		if (!s->maint_running || !may_wait)
 			break;
-		pthread_mutex_lock(&s->lock);
-		if (pthread_cond_timedwait(&s->seg_cv, &s->lock, &deadline) == ETIMEDOUT) {
-			pthread_mutex_unlock(&s->lock);
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_sec += 2 * (s->timeout_ms / 1000 + 1);
+		if (pthread_cond_timedwait(&s->seg_cv, &s->lock, &deadline) == ETIMEDOUT)
 			break;
-		}
 	}
+	pthread_mutex_unlock(&s->lock);
 	log_err("store: segment table full (%u segments)", s->hdr->nsegs);
 	return -ENOSPC;
 }
