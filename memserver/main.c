@@ -266,6 +266,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (a.check) {
+		/* A warning only: the service may run with other limits. */
+		if (!s.allow_unlocked &&
+		    ms_pool_lock_check(s.size, err, sizeof(err)) < 0)
+			fprintf(stderr, "farmem-memserver: warning: %s\n", err);
 		printf("farmem-memserver: configuration OK\n");
 		return 0;
 	}

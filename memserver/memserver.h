@@ -32,6 +32,8 @@ struct ms_pool {
 int ms_pool_create(struct ms_pool *p, uint64_t size, enum ms_huge huge,
 		   int allow_unlocked);
 void ms_pool_destroy(struct ms_pool *p);
+/* Would mlock of size bytes succeed here?  0, or -ENOMEM with why. */
+int ms_pool_lock_check(uint64_t size, char *why, size_t len);
 
 /* ---- segtab.c: fixed-size slots of the pool, owned by devices ----
  *

@@ -130,6 +130,37 @@ int ms_pool_create(struct ms_pool *p, uint64_t size, enum ms_huge huge,
 	return 0;
 }
 
+/* CAP_IPC_LOCK lifts RLIMIT_MEMLOCK; read it from our own status rather
+ * than link libcap for one bit. */
+static int have_ipc_lock(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	unsigned long long caps = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "CapEff: %llx", &caps) == 1)
+			break;
+	fclose(f);
+	return (caps >> 14) & 1; /* CAP_IPC_LOCK */
+}
+
+int ms_pool_lock_check(uint64_t size, char *why, size_t len)
+{
+	struct rlimit rl;
+
+	if (have_ipc_lock() || getrlimit(RLIMIT_MEMLOCK, &rl) < 0 ||
+	    rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= size)
+		return 0;
+	snprintf(why, len, "RLIMIT_MEMLOCK here is %llu KiB, less than the "
+		 "pool, and there is no CAP_IPC_LOCK: the pool could not be "
+		 "locked (the systemd unit sets LimitMEMLOCK=infinity)",
+		 (unsigned long long)rl.rlim_cur / 1024);
+	return -ENOMEM;
+}
+
 void ms_pool_destroy(struct ms_pool *p)
 {
 	if (p->base)

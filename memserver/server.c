@@ -239,6 +239,9 @@ static int conn_process(struct server *sv, struct conn *c)
 		rc = ms_session_frame(sv->ctx, &c->sess, &h, p + FM_HDR_SIZE,
 				      &c->out);
 		c->rpos += FM_HDR_SIZE + h.len;
+		if (rc == -ENOMEM)
+			log_err("%s: closing: no memory for a %s reply",
+				c->sess.peer, fm_op_name(h.op));
 		if (rc < 0)
 			return rc;
 		if (rc == MS_CLOSE_AFTER_FLUSH)

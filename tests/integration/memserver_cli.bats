@@ -244,6 +244,11 @@ no_lock() {
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"RLIMIT_MEMLOCK"* ]]
 	[[ "$output" == *"--allow-unlocked"* ]]
+	# --check-config foresees it (a warning: the service's limits may differ).
+	run no_lock "$FM_MEMSERVER" --check-config --listen "tcp://127.0.0.1:$port" \
+		--size 64M --secret-file "$FM_SECRET"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"warning"*"RLIMIT_MEMLOCK"* ]]
 
 	mkdir -p "$FM_DIR/nl"
 	no_lock "$FM_MEMSERVER" --listen "tcp://127.0.0.1:$port" --size 64M \
