@@ -22,12 +22,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_CONNS        4096
+#define MAX_UNAUTH       256          /* handshakes in progress at once */
 #define OUT_HIGH         (4u << 20)   /* stop reading above this many queued bytes */
 #define RBUF_SMALL       4096         /* before authentication */
 #define RBUF_READY       (256u << 10) /* after: room for a pipelined burst */
@@ -383,6 +385,28 @@ static int conn_add(struct server *sv, int fd, const struct sockaddr_storage *ss
 	return 0;
 }
 
+/* Peers still in the handshake are cheap to open and hold (10 s each),
+ * so they get a quota of their own: beyond it the oldest is dropped,
+ * and a flood of idle sockets cannot lock real clients out. */
+static void limit_unauthenticated(struct server *sv)
+{
+	struct conn *oldest = NULL;
+	unsigned n = 0;
+
+	for (struct conn *c = sv->conns; c; c = c->next) {
+		if (c->sess.state == MS_READY)
+			continue;
+		n++;
+		if (!oldest || c->auth_deadline < oldest->auth_deadline)
+			oldest = c;
+	}
+	if (n <= MAX_UNAUTH || !oldest)
+		return;
+	log_warn("%s: closing: %u connections are not authenticated yet; "
+		 "dropping the oldest", oldest->sess.peer, n);
+	conn_close(sv, oldest);
+}
+
 static void accept_all(struct server *sv, struct listener *l)
 {
 	for (;;) {
@@ -414,7 +438,9 @@ static void accept_all(struct server *sv, struct listener *l)
 		if (conn_add(sv, fd, &ss, len) < 0) {
 			log_err("%s: cannot set up a connection", l->name);
 			close(fd);
+			continue;
 		}
+		limit_unauthenticated(sv);
 	}
 }
 
@@ -533,12 +559,27 @@ static void server_teardown(struct server *sv)
 		close(sv->ep);
 }
 
+/* Room for MAX_CONNS sockets: the usual soft limit of 1024 is lower. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	rlim_t want = MAX_CONNS + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < want)
+		log_warn("open files limited to %llu: fewer than %d clients "
+			 "can connect", (unsigned long long)rl.rlim_cur, MAX_CONNS);
+}
+
 int ms_server_run(struct ms_ctx *ctx, const struct ms_resolved *r,
 		  const char *pid_file)
 {
 	struct server sv = { .ctx = ctx, .ep = -1, .sigfd = -1 };
 	int rc;
 
+	raise_fd_limit();
 	sv.ep = epoll_create1(EPOLL_CLOEXEC);
 	if (sv.ep < 0) {
 		log_err("epoll_create1: %s", strerror(errno));

@@ -267,3 +267,21 @@ no_lock() {
 	accepts 127.0.0.1 "$(ms_port a)"
 	! grep -q "listening on" "$FM_DIR/ms-a/log"
 }
+
+@test "a flood of idle unauthenticated sockets cannot lock clients out" {
+	require_file "$FM_CLIENT"
+	start_memserver a --size 16M --segment-size 1M
+	port=$(ms_port a)
+	# 300 sockets that never say HELLO: more than the handshake quota.
+	fds=()
+	for i in $(seq 300); do
+		exec {fd}<>"/dev/tcp/127.0.0.1/$port"
+		fds+=("$fd")
+	done
+	run fm_client a ping
+	for fd in "${fds[@]}"; do exec {fd}>&-; done
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == pong* ]]
+	grep -q "not authenticated yet; dropping the oldest" "$FM_DIR/ms-a/log"
+}
