@@ -48,7 +48,7 @@ rm -f "$probe"
 
 FLAGS="-g -O1 -std=gnu11 -D_GNU_SOURCE -I. -Icommon -I/usr/include/iniparser
  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
- -DFARMEM_VERSION=\"fuzz\" $(pkg-config --cflags libsodium)"
+ $(pkg-config --cflags libsodium)"
 SODIUM=$(pkg-config --libs libsodium)
 
 echo "  FUZZ    $OUT/fuzz_frame"
