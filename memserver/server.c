@@ -210,6 +210,28 @@ static int conn_room(struct conn *c, size_t need)
 	return 0;
 }
 
+/* Which rule a refused header broke, for the log. */
+static const char *hdr_problem(const uint8_t *p, int rc)
+{
+	static char why[96];
+
+	if (rc == -EMSGSIZE)
+		snprintf(why, sizeof(why), "payload length %u above %u",
+			 get_le32(p + 16), FM_MAX_PAYLOAD);
+	else if (get_le32(p) != FM_MAGIC)
+		snprintf(why, sizeof(why), "bad magic %08x", get_le32(p));
+	else if (p[4] != FM_PROTO_VERSION)
+		snprintf(why, sizeof(why), "protocol version %u, we speak %u",
+			 p[4], FM_PROTO_VERSION);
+	else if (get_le16(p + 6) || get_le32(p + 20))
+		snprintf(why, sizeof(why), "reserved fields not zero");
+	else if (get_le32(p + 12))
+		snprintf(why, sizeof(why), "status set in a request");
+	else
+		snprintf(why, sizeof(why), "unknown op %u", p[5]);
+	return why;
+}
+
 /* Handle every complete frame buffered, until backpressure says stop. */
 static int conn_process(struct server *sv, struct conn *c)
 {
@@ -223,10 +245,8 @@ static int conn_process(struct server *sv, struct conn *c)
 			break;
 		rc = fm_hdr_decode(p, avail, &h);
 		if (rc < 0) {
-			log_warn("%s: closing: bad frame header (%s; magic %08x "
-				 "version %u op %u)", c->sess.peer,
-				 rc == -EMSGSIZE ? "payload too long" : "malformed",
-				 get_le32(p), p[4], p[5]);
+			log_warn("%s: closing: bad frame header: %s",
+				 c->sess.peer, hdr_problem(p, rc));
 			return rc;
 		}
 		if (h.len > ms_session_max_payload(&c->sess)) {
@@ -269,7 +289,13 @@ static int conn_read(struct server *sv, struct conn *c)
 			return -ENOMEM;
 		n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
 		if (n == 0) {
-			log_debug("%s: peer closed the connection", c->sess.peer);
+			if (c->rlen > c->rpos)
+				log_warn("%s: closing: connection ended inside a "
+					 "frame (%zu bytes of it received)",
+					 c->sess.peer, c->rlen - c->rpos);
+			else
+				log_debug("%s: peer closed the connection",
+					  c->sess.peer);
 			return -ECONNRESET;
 		}
 		if (n < 0) {

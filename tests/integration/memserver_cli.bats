@@ -286,3 +286,31 @@ no_lock() {
 	[[ "$output" == pong* ]]
 	grep -q "not authenticated yet; dropping the oldest" "$FM_DIR/ms-a/log"
 }
+
+@test "each hostile frame is logged with its reason" {
+	require_file "$FM_CLIENT"
+	start_memserver a --size 16M --segment-size 1M
+	log="$FM_DIR/ms-a/log"
+	# raw-KIND: the reason the server must log for it.
+	while IFS='|' read -r kind reason; do
+		run fm_client a --after-auth "raw-$kind"
+		[ "$status" -eq 0 ]
+		[[ "$output" == *closed* ]]
+		wait_until 10 grep -q "closing: .*$reason" "$log" ||
+			{ echo "no '$reason' logged for raw-$kind"; cat "$log"; false; }
+	done <<-'TABLE'
+		garbage|bad magic
+		oversized|payload length
+		badversion|protocol version 2
+		reserved|reserved fields not zero
+		unknown-op|unknown op
+		truncated|ended inside a frame
+	TABLE
+	run fm_client a raw-no-hello
+	wait_until 10 grep -q "closing: READ before HELLO" "$log"
+	run fm_client a raw-before-auth
+	wait_until 10 grep -q "closing: READ before authentication" "$log"
+	# And the server still serves.
+	run fm_client a ping
+	[ "$status" -eq 0 ]
+}
