@@ -194,6 +194,8 @@ static int run(struct ms_settings *s, const struct ms_resolved *r,
 	struct ms_pool pool;
 	int rc;
 
+	if (ms_signals_block() < 0)
+		log_warn("cannot hold SIGTERM/SIGINT during start-up");
 	rc = ms_pool_create(&pool, s->size, r->huge, s->allow_unlocked);
 	if (rc < 0)
 		return 1;

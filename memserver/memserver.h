@@ -224,6 +224,9 @@ int ms_settings_complete(struct ms_settings *s, struct ms_resolved *r,
 int ms_server_run(struct ms_ctx *ctx, const struct ms_resolved *r,
 		  const char *pid_file);
 uint64_t ms_now_ms(void);
+/* Hold SIGTERM/SIGINT from the start (locking a big pool takes a while):
+ * one that arrives early stops the server cleanly once it runs. */
+int ms_signals_block(void);
 
 /* ---- stat_client.c: farmem-memserver --stat ---- */
 

@@ -490,17 +490,31 @@ static void sweep(struct server *sv, uint64_t now)
 		listeners_watch(sv, 1);
 }
 
+static void stop_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+}
+
+int ms_signals_block(void)
+{
+	sigset_t set;
+
+	signal(SIGPIPE, SIG_IGN);
+	stop_signals(&set);
+	return sigprocmask(SIG_BLOCK, &set, NULL) < 0 ? -errno : 0;
+}
+
 static int signals_open(struct server *sv)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &sv->sig_src };
 	sigset_t set;
+	int rc = ms_signals_block();
 
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-		return -errno;
+	if (rc < 0)
+		return rc;
+	stop_signals(&set);
 	sv->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sv->sigfd < 0)
 		return -errno;
