@@ -535,7 +535,33 @@ static int t_buf(void)
 	return 0;
 }
 
+/* ---- pool.c ---- */
+
+static int t_pool(void)
+{
+	struct ms_pool p;
+	char why[256];
+	int rc;
+
+	/* allow_unlocked: whatever the limits here, a pool comes back. */
+	CHECK(ms_pool_create(&p, 8u << 20, MS_HUGE_AUTO, 1) == 0);
+	CHECK(p.base != NULL && p.size == 8u << 20 && p.map_size >= p.size);
+	for (size_t i = 0; i < p.size; i += 4096)
+		CHECK(p.base[i] == 0);
+	p.base[p.size - 1] = 1;                  /* writable to the end */
+	/* Locked exactly when the lock check says it can be. */
+	rc = ms_pool_lock_check(p.map_size, why, sizeof(why));
+	CHECK(rc == 0 ? p.locked == 1 : 1);
+	ms_pool_destroy(&p);
+	CHECK(p.base == NULL);
+	CHECK(ms_pool_create(&p, 4u << 20, MS_HUGE_NO, 1) == 0 && p.huge == 0);
+	ms_pool_destroy(&p);
+	CHECK(ms_pool_create(&p, 0, MS_HUGE_NO, 1) == -EINVAL);
+	return 0;
+}
+
 static const struct tap_case cases[] = {
+	{ "pool: mapped, zeroed, locked when allowed", t_pool },
 	{ "segtab: free bumps the generation, old ids die", t_alloc_free_generation },
 	{ "segtab: alloc sizes checked", t_alloc_sizes },
 	{ "segtab: full pool is ENOSPC, freeing makes room", t_full_pool },
