@@ -51,12 +51,14 @@ static const struct option options[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
+#define MAX_SET 32
+
 struct args {
 	const char *config;
 	char listen[2048];        /* every --listen, comma-joined */
-	const char *set_key[16];  /* other flags, applied after the file */
-	const char *set_val[16];
-	const char *set_flag[16];
+	const char *set_key[MAX_SET];  /* other flags, applied after the file */
+	const char *set_val[MAX_SET];
+	const char *set_flag[MAX_SET];
 	int nset;
 	int check, json, verbose, allow_unlocked;
 	const char *stat_addr;
@@ -113,8 +115,10 @@ static int add_set(struct args *a, const char *flag, const char *val)
 	for (size_t i = 0; i < sizeof(flag_keys) / sizeof(flag_keys[0]); i++) {
 		if (strcmp(flag_keys[i].flag, flag) == 0) {
 			/* A repeated flag: the last one wins (applied last). */
-			if (a->nset == 16)
+			if (a->nset == MAX_SET) {
+				fprintf(stderr, "farmem-memserver: too many flags\n");
 				return -1;
+			}
 			a->set_key[a->nset] = flag_keys[i].key;
 			a->set_flag[a->nset] = flag;
 			a->set_val[a->nset++] = val;
@@ -122,6 +126,14 @@ static int add_set(struct args *a, const char *flag, const char *val)
 		}
 	}
 	return -1;
+}
+
+static const char *flag_of(int opt)
+{
+	for (const struct option *o = options; o->name; o++)
+		if (o->val == opt)
+			return o->name;
+	return "?";
 }
 
 /* Returns -1 to continue, else the exit status. */
@@ -136,13 +148,11 @@ static int parse_args(int argc, char **argv, struct args *a)
 			if (add_listen(a, optarg) < 0)
 				return 2;
 			break;
-		case 's': add_set(a, "size", optarg); break;
-		case 'k': add_set(a, "secret-file", optarg); break;
-		case 'S': add_set(a, "segment-size", optarg); break;
-		case 'L': add_set(a, "lease", optarg); break;
-		case 'H': add_set(a, "hugepages", optarg); break;
-		case 'g': add_set(a, "log", optarg); break;
-		case 'p': add_set(a, "pid-file", optarg); break;
+		case 's': case 'k': case 'S': case 'L': case 'H': case 'g': case 'p':
+			/* options[idx] is only set for long options. */
+			if (add_set(a, flag_of(opt), optarg) < 0)
+				return 2;
+			break;
 		case OPT_ALLOW_UNLOCKED: a->allow_unlocked = 1; break;
 		case OPT_CHECK: a->check = 1; break;
 		case OPT_STAT: a->stat_addr = optarg; break;
@@ -167,7 +177,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 static int build_settings(const struct args *a, struct ms_settings *s,
 			  char *err, size_t errlen)
 {
-	static char flagname[16][32];
+	static char flagname[MAX_SET][32];
 
 	ms_settings_defaults(s);
 	if (a->config && ms_settings_load(s, a->config, err, errlen) < 0)
