@@ -79,6 +79,13 @@ int store_maintain(struct store *s)
 	repair_seal_degraded(s);
 	for (int i = 0; i < MAX_STEPS_PER_RUN && (n = repair_run(s)) > 0; i++)
 		done += n;
+	if (done) {
+		struct store_stats st;
+
+		store_get_stats(s, &st);
+		log_info("store: re-replicated %d segment(s); %llu still short of %d copies",
+			 done, (unsigned long long)st.degraded_segments, s->replicas);
+	}
 	for (int i = 0; i < MAX_STEPS_PER_RUN && (n = cleaner_run(s)) > 0; i++)
 		done += n;
 	pthread_mutex_unlock(&s->maint_run);

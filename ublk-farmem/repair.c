@@ -193,7 +193,7 @@ int repair_run(struct store *s)
 		s->segs[idx].flags &= ~SEGF_DEGRADED;
 	s->hdr->rereplicated_segments++;
 	pthread_mutex_unlock(&s->lock);
-	log_info("store: segment %u: new copy on %s (%d of %d)", idx, s->srv[to.server].addr,
+	log_debug("store: segment %u: new copy on %s (%d of %d)", idx, s->srv[to.server].addr,
 		 live, s->replicas);
 	return 1;
 }
