@@ -90,11 +90,11 @@ static void usage(FILE *f)
 "      --stat ADDR          print a running server's statistics (--json)\n"
 "  -v, --verbose            debug logging\n"
 "  -h, --help               this text\n"
-"      --version            print the version\n"
-"\n"
-"config keys:\n");
-	if (f == stdout)
+"      --version            print the version\n");
+	if (f == stdout) {
+		printf("\nconfig keys (--config FILE):\n");
 		cfg_print_keys(ms_cfg_keys, ms_cfg_nkeys);
+	}
 }
 
 static int add_listen(struct args *a, const char *addr)
