@@ -311,7 +311,61 @@ static int test_racing_writers_keep_accounting(void)
 	return 0;
 }
 
+static int test_cleaner_reads_around_a_bad_copy(void)
+{
+	static uint8_t buf[STORE_PAGE];
+	struct store_config c;
+	struct store_stats st;
+	struct store *s;
+	uint32_t victim = SEG_NONE;
+	uint64_t bad_id = 0;
+	uint16_t bad_port = 0;
+
+	fault_reset();
+	memset(gen_of, 0, sizeof(gen_of));
+	fix_config(&c, 3, 2, NPAGES * STORE_PAGE);
+	s = fix_open(&c);
+	CHECK(s);
+	for (uint64_t p = 0; p < NPAGES; p++) {
+		CHECK(write_page(s, 0, p, 1, buf) == 0);
+		gen_of[p] = 1;
+	}
+	/* Overwrite every other page: old segments become half dead. */
+	for (uint64_t p = 0; p < NPAGES; p += 2) {
+		CHECK(write_page(s, 0, p, 2, buf) == 0);
+		gen_of[p] = 2;
+	}
+	/* Damage a live record in the first copy of a sealed segment. */
+	for (uint32_t i = 0; i < s->hdr->nsegs && victim == SEG_NONE; i++)
+		if (s->segs[i].state == SEG_SEALED && s->segs[i].live)
+			victim = i;
+	CHECK(victim != SEG_NONE);
+	for (uint64_t p = 1; p < NPAGES; p += 2)
+		if (s->map[p].seg == victim) {
+			const struct seg_rep *r = &s->segs[victim].rep[0];
+
+			bad_port = (uint16_t)(FIX_PORT0 + r->server);
+			bad_id = r->remote_id;
+			CHECK(fault_corrupt(bad_port, bad_id, s->map[p].off + REC_HDR_SIZE + 7) == 0);
+			break;
+		}
+	for (int i = 0; i < 4; i++)
+		store_maintain(s);
+	store_get_stats(s, &st);
+	/* The cleaner noticed, used the good copy, and freed the segment
+	 * (the damaged remote copy is gone from its server). */
+	CHECK(bad_id != 0);
+	CHECK(st.checksum_errors >= 1);
+	CHECK(fault_corrupt(bad_port, bad_id, 0) == -ENOENT);
+	CHECK(consistent(s));
+	CHECK(verify_all(s, 1) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
 static const struct tap_case cases[] = {
+	{ "cleaner reads around a corrupted copy and loses nothing", test_cleaner_reads_around_a_bad_copy },
 	{ "racing writers, zeroes and discards on the same pages keep the accounting exact", test_racing_writers_keep_accounting },
 	{ "sustained random overwrite: remote bytes stay bounded, data intact", test_sustained_overwrite },
 	{ "background cleaner racing two writers and readers", test_background_cleaner_with_writers },
