@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -85,11 +86,26 @@ static int map_file(struct store *s, struct state_hdr *tmpl, char *err, size_t e
 	struct stat st;
 	int fd, rc;
 
-	fd = open(path, s->cfg.attach ? O_RDWR | O_CLOEXEC :
-		  O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* Open without truncating, then lock: a state file a live daemon
+	 * still uses must be neither emptied nor attached twice.  The lock
+	 * dies with its holder, so `recover` after a crash gets it. */
+	fd = open(path, s->cfg.attach ? O_RDWR | O_CLOEXEC : O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		rc = -errno;
 		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+		return rc;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		snprintf(err, errlen, "%s: %s", path, rc == -EBUSY ?
+			 "in use by another running farmem-blk" : strerror(-rc));
+		close(fd);
+		return rc;
+	}
+	if (!s->cfg.attach && ftruncate(fd, 0) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: truncate: %s", path, strerror(-rc));
+		close(fd);
 		return rc;
 	}
 	if (!s->cfg.attach && ftruncate(fd, (off_t)tmpl->total_len) < 0) {

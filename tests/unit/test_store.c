@@ -254,6 +254,18 @@ static int test_attach_state_file(void)
 	CHECK(s);
 	for (uint64_t p = 0; p < 256; p += 16)
 		CHECK(write_pattern(s, 0, p, 16, 3, -1) == 0);
+	/* While it runs, nobody else may attach (or recreate) its state. */
+	{
+		struct store *other = NULL;
+		char err[256];
+
+		c.attach = 1;
+		CHECK(store_open(&c, &other, err, sizeof(err)) == -EBUSY && !other);
+		CHECK(strstr(err, "in use"));
+		c.attach = 0;
+		CHECK(store_open(&c, &other, err, sizeof(err)) == -EBUSY && !other);
+	}
+	CHECK(read_check(s, 0, 0, 16, 3, -1) == 0);
 	store_close(s);
 	/* A new "daemon" attaches: same data, same accounting. */
 	c.attach = 1;
