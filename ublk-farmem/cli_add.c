@@ -376,6 +376,11 @@ int cmd_recover(int argc, char **argv)
 	}
 	if (need_root("recover") < 0)
 		return 1;
+	/* The device holds the swap path until we are done: allocate from
+	 * the reserve and never wait on swap writeback (both inherited by
+	 * the daemon). */
+	daemon_io_thread_init();
+	daemon_set_realtime();
 	id = dev_name_ublk_id(name);
 	if (id < 0) {
 		fprintf(stderr, "farmem-blk recover: %s: only ublk devices can be "

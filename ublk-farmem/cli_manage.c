@@ -511,6 +511,10 @@ int cmd_del(int argc, char **argv)
 		status = del_orphan(d);
 	}
 	if (status == 0) {
+		pid_t keeper;
+
+		if (keeperfile_read(name, &keeper) == 0 && pid_alive(keeper))
+			keeper_stop_pid(keeper);
 		if (d->have_conf && d->cfg.store.state_path)
 			unlink(d->cfg.store.state_path);
 		dev_files_remove(name);

@@ -45,7 +45,7 @@ static int write_oom_score_adj(void)
  * min watermark (ALLOC_MIN_RESERVE), which is the reserve this daemon
  * needs; its threads block on the network and never spin.  Threads
  * created later inherit the policy. */
-static void set_realtime(void)
+void daemon_set_realtime(void)
 {
 	struct sched_param sp = { .sched_priority = DAEMON_RT_PRIO };
 
@@ -78,7 +78,7 @@ int daemon_swap_safety(char *err, size_t errlen)
 	 * its transports (which send and receive for the swap path) inherits
 	 * them, not only the queue threads this program starts itself. */
 	daemon_io_thread_init();
-	set_realtime();
+	daemon_set_realtime();
 	ret = write_oom_score_adj();
 	if (ret < 0)
 		log_warn("oom_score_adj -1000: %s; the OOM killer may pick this "
@@ -201,4 +201,21 @@ void daemon_redirect_output(const char *logfile)
 	}
 	if (log >= 0)
 		close(log);
+}
+
+void daemon_tune_queue(const char *name)
+{
+	char path[128];
+	int fd;
+
+	/* Writeback throttling would make every reclaiming task sleep on
+	 * this device's latency, and on nothing at all while the daemon is
+	 * being recovered; the store has its own limits (tags, workers). */
+	snprintf(path, sizeof(path), "/sys/block/%s/queue/wbt_lat_usec", name);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (write(fd, "0", 1) < 0)
+		log_debug("%s: %s", path, strerror(errno));
+	close(fd);
 }

@@ -21,6 +21,14 @@ int daemon_swap_safety(char *err, size_t errlen);
  * created afterwards inherit it. */
 void daemon_io_thread_init(void);
 
+/* SCHED_RR: real-time tasks may allocate below the min watermark, the
+ * reserve a swap daemon needs; also for `recover`, which must start while
+ * the device holds the swap path.  FARMEM_NO_RT=1 leaves the policy. */
+void daemon_set_realtime(void);
+/* Queue settings of a live device /sys/block/NAME: no writeback
+ * throttling. */
+void daemon_tune_queue(const char *name);
+
 /* Fork a detached daemon (fork, setsid, fork).  In the caller (the CLI)
  * returns the daemon's readiness pipe read end (> 0) after the
  * intermediate child was reaped; in the daemon returns 0 with *ready_fd
@@ -54,10 +62,13 @@ int dev_name_ublk_id(const char *name);
 int pidfile_write(const char *name, pid_t pid);
 /* 0 and *pid, or -ENOENT. */
 int pidfile_read(const char *name, pid_t *pid);
+/* The same for the keeper (<name>.keeper). */
+int keeperfile_write(const char *name, pid_t pid);
+int keeperfile_read(const char *name, pid_t *pid);
 /* 1 when pid is a live process. */
 int pid_alive(pid_t pid);
 
-/* Remove every run-dir file of a device (conf, pid, sock, log). */
+/* Remove every run-dir file of a device (conf, pid, keeper, sock, log). */
 void dev_files_remove(const char *name);
 /* Names of the devices that have a .conf in the run directory, sorted.
  * Returns the count (<= max) or -errno. */
@@ -75,5 +86,16 @@ struct blk_config;
  * ready_fd (-1 in the foreground), serve until the device is stopped.
  * Returns the process exit status. */
 int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd);
+
+/* --- daemon_keeper.c: what must stay resident across a daemon crash -- */
+struct keeper {
+	pid_t pid;
+	int wfd;
+};
+/* Fork the keeper (call while the process is still small).  0 or -errno. */
+int keeper_start(struct keeper *k);
+/* Tell it the page map file to lock too (NULL: none); closes the pipe. */
+void keeper_lock_state(struct keeper *k, const char *state_path);
+void keeper_stop_pid(pid_t pid);
 
 #endif

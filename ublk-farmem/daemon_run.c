@@ -24,6 +24,7 @@ struct devd {
 	struct store *store;
 	struct ublk_dev *ublk;
 	struct nbd_kernel *nbd;
+	struct keeper keeper;
 	char name[32];
 	pthread_mutex_t lock;
 	int del_fd;              /* the `del` client waiting for its answer */
@@ -113,6 +114,16 @@ static int publish(struct devd *d, int recover, char *err, size_t errlen)
 	}
 	if (ret == 0)
 		ret = pidfile_write(d->name, getpid());
+	if (ret == 0 && d->keeper.pid > 0) {
+		pid_t old;
+
+		/* After recover the previous keeper is redundant: the new one
+		 * holds the same pages. */
+		if (keeperfile_read(d->name, &old) == 0 && old != d->keeper.pid &&
+		    pid_alive(old))
+			keeper_stop_pid(old);
+		ret = keeperfile_write(d->name, d->keeper.pid);
+	}
 	if (ret < 0)
 		snprintf(err, errlen, "%s: writing %s/%s.*: %s", d->name, run_dir(),
 			 d->name, strerror(-ret));
@@ -138,6 +149,7 @@ static int finish(struct devd *d)
 	else
 		nbd_kernel_close(d->nbd);
 	store_close(d->store);
+	keeper_stop_pid(d->keeper.pid);
 	dev_files_remove(d->name);
 	log_info("%s: removed%s", d->name, del_fd >= 0 ? ", remote memory released" : "");
 	if (del_fd >= 0) {
@@ -163,14 +175,20 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 
 	pthread_mutex_init(&d.lock, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* First, while this process is small (the keeper is a fork). */
+	if (keeper_start(&d.keeper) < 0)
+		log_warn("no keeper process: after a crash, recover may wait for "
+			 "pages swapped out to this device");
 	ret = daemon_swap_safety(err, sizeof(err));
 	if (ret == 0)
 		ret = store_open(&cfg->store, &d.store, err, sizeof(err));
 	if (ret < 0)
 		goto fail;
+	keeper_lock_state(&d.keeper, cfg->store.state_path);
 	ret = frontend_start(&d, recover_id, err, sizeof(err));
 	if (ret < 0)
 		goto fail;
+	daemon_tune_queue(d.name);
 	ret = publish(&d, recover_id >= 0, err, sizeof(err));
 	if (ret == 0 && run_path(path, sizeof(path), d.name, ".sock") == 0 &&
 	    ctl_server_start(path, ctl_handle, &d, &ctl) < 0)
@@ -191,6 +209,7 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 	return finish(&d);
 
 fail:
+	keeper_stop_pid(d.keeper.pid);
 	/* No store_close(): queue threads may still hold kernel commands
 	 * and the store; the caller exits, which returns both. */
 	log_err("%s", err);

@@ -111,10 +111,10 @@ static int write_atomic(const char *path, const char *text)
 	return ret;
 }
 
-int pidfile_write(const char *name, pid_t pid)
+static int pid_write(const char *name, const char *suffix, pid_t pid)
 {
 	char path[PATH_MAX], text[32];
-	int ret = run_path(path, sizeof(path), name, ".pid");
+	int ret = run_path(path, sizeof(path), name, suffix);
 
 	if (ret < 0)
 		return ret;
@@ -122,12 +122,12 @@ int pidfile_write(const char *name, pid_t pid)
 	return write_atomic(path, text);
 }
 
-int pidfile_read(const char *name, pid_t *pid)
+static int pid_read(const char *name, const char *suffix, pid_t *pid)
 {
 	char path[PATH_MAX], text[32] = "";
 	uint64_t v;
 	FILE *f;
-	int ret = run_path(path, sizeof(path), name, ".pid");
+	int ret = run_path(path, sizeof(path), name, suffix);
 
 	if (ret < 0)
 		return ret;
@@ -144,6 +144,26 @@ int pidfile_read(const char *name, pid_t *pid)
 	return 0;
 }
 
+int pidfile_write(const char *name, pid_t pid)
+{
+	return pid_write(name, ".pid", pid);
+}
+
+int pidfile_read(const char *name, pid_t *pid)
+{
+	return pid_read(name, ".pid", pid);
+}
+
+int keeperfile_write(const char *name, pid_t pid)
+{
+	return pid_write(name, ".keeper", pid);
+}
+
+int keeperfile_read(const char *name, pid_t *pid)
+{
+	return pid_read(name, ".keeper", pid);
+}
+
 int pid_alive(pid_t pid)
 {
 	return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
@@ -151,7 +171,7 @@ int pid_alive(pid_t pid)
 
 void dev_files_remove(const char *name)
 {
-	static const char *const suffixes[] = { ".conf", ".pid", ".sock", ".log" };
+	static const char *const suffixes[] = { ".conf", ".pid", ".keeper", ".sock", ".log" };
 	char path[PATH_MAX];
 
 	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++)
