@@ -101,6 +101,12 @@ static int load_segment(struct store *s, uint32_t idx, uint32_t *used)
 		}
 		if (off == *used)
 			return 0;
+		/* Zeroes where a record should start: space reserved for an
+		 * append that reached no replica, not damage. */
+		if (off + 4 <= *used && get_le32(s->maint_seg_buf + off) == 0) {
+			log_debug("store: segment %u: unwritten hole at %u", idx, off);
+			return -ENODATA;
+		}
 		atomic_add64(&s->hdr->checksum_errors, 1);
 		log_warn("server %s: segment %u: bad record at %u while cleaning",
 			 s->srv[reps[r].server].addr, idx, off);
@@ -178,6 +184,72 @@ static int move_live(struct store *s, uint32_t victim, uint32_t used)
 	return 0;
 }
 
+/* Fetch one live record from whichever replica has a good copy. */
+static int fetch_record(struct store *s, uint32_t victim, const struct page_io *p,
+			uint8_t *dst)
+{
+	struct seg_rep reps[STORE_MAX_REPLICAS];
+	struct rec_hdr h;
+
+	pthread_mutex_lock(&s->lock);
+	memcpy(reps, s->segs[victim].rep, sizeof(reps));
+	pthread_mutex_unlock(&s->lock);
+	for (int r = 0; r < STORE_MAX_REPLICAS; r++) {
+		if (reps[r].server < 0 || !srv_up(&s->srv[reps[r].server]))
+			continue;
+		if (seg_read_range(s, &s->maint_io, &reps[r], p->e.off, p->rec_len, dst) < 0)
+			continue;
+		if (rec_check(dst, p->rec_len, &h) == 0 && h.page == p->page &&
+		    (h.version & PM_VERSION_MASK) == pm_version(&p->e) &&
+		    h.plen == pm_plen(&p->e))
+			return 0;
+		atomic_add64(&s->hdr->checksum_errors, 1);
+	}
+	log_err("store: segment %u: page %llu has no good copy to move",
+		victim, (unsigned long long)p->page);
+	return -EIO;
+}
+
+/* Fallback when no replica scans clean end to end (a hole left by an
+ * append that reached no replica, or damage somewhere on every copy):
+ * take the live records from the page map instead, each verified on its
+ * own.  -EIO when a live record has no good copy: the segment stays. */
+static int move_live_by_map(struct store *s, uint32_t victim)
+{
+	struct ioctx *io = &s->maint_io;
+	uint64_t page = 0;
+	int lost = 0;
+
+	while (page < s->npages) {
+		unsigned n = 0;
+		uint32_t pos = 0;
+
+		pthread_mutex_lock(&s->lock);
+		for (; page < s->npages && n < io->npages; page++) {
+			const struct pm_entry *e = &s->map[page];
+
+			if (pm_state(e) == PM_STORED && e->seg == victim)
+				io->pio[n++] = (struct page_io){ .e = *e, .page = page,
+					.rec_len = rec_len(pm_plen(e)),
+					.version = pm_version(e) };
+		}
+		pthread_mutex_unlock(&s->lock);
+		for (unsigned k = 0; k < n; k++) {
+			struct page_io *p = &io->pio[k];
+
+			if (fetch_record(s, victim, p, io->buf + pos) < 0) {
+				p->rec_len = 0;   /* neither appended nor switched */
+				lost++;
+				continue;
+			}
+			p->rec_off = pos;
+			pos += p->rec_len;
+		}
+		flush_moves(s, victim, n);
+	}
+	return lost ? -EIO : 0;
+}
+
 /* Wait (bounded) for reads pinned on the segment to finish. */
 static int drain_readers(struct store *s, uint32_t victim)
 {
@@ -218,13 +290,14 @@ int cleaner_run(struct store *s)
 		return 0;
 	}
 	if (s->segs[victim].live) {
-		if (load_segment(s, victim, &used) < 0) {
+		if (load_segment(s, victim, &used) == 0) {
+			move_live(s, victim, used);
+		} else if (move_live_by_map(s, victim) < 0) {
 			pthread_mutex_lock(&s->lock);
 			s->segs[victim].flags |= SEGF_NOCLEAN;
 			pthread_mutex_unlock(&s->lock);
 			return 0;
 		}
-		move_live(s, victim, used);
 	}
 	/* A record that could not be moved (no segment or no replica
 	 * took it) keeps the segment: it still holds the only copy.  The

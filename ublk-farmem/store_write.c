@@ -91,7 +91,7 @@ static void chunk_submit(struct store *s, struct ioctx *io, struct wchunk *c,
 }
 
 /* Wait for every chunk; a record is written when at least one replica
- * took it (every replica that failed is dropped from the segment, so
+ * took it (a replica that failed it is dropped from the segment, so
  * "every live replica has it" holds). */
 static void chunks_reap(struct store *s, struct ioctx *io, int nchunks)
 {
@@ -100,15 +100,23 @@ static void chunks_reap(struct store *s, struct ioctx *io, int nchunks)
 		struct wchunk *c = &io->chunks[k];
 		int good = 0;
 
+		for (int j = 0; j < c->nreq; j++)
+			if (io->reqs[c->req0 + j].status == 0)
+				good++;
 		for (int j = 0; j < c->nreq; j++) {
 			struct qreq *q = &io->reqs[c->req0 + j];
 
-			if (q->status == 0) {
-				good++;
+			if (q->status == 0)
 				continue;
-			}
 			server_failed(s, q->server, q->status, "write");
-			seg_drop_replica(s, c->seg, q->server);
+			/* A copy that missed records others have is dropped;
+			 * but when every copy missed them, each still holds
+			 * everything acknowledged before: keep them all, and
+			 * stop appending to the segment. */
+			if (good)
+				seg_drop_replica(s, c->seg, q->server);
+			else
+				seg_retire(s, c->seg);
 		}
 		for (int i = c->first; i <= c->last; i++)
 			if (io->pio[i].rec_len && !io->pio[i].ok) {

@@ -364,7 +364,66 @@ static int test_cleaner_reads_around_a_bad_copy(void)
 	return 0;
 }
 
+static int test_append_missing_every_copy(void)
+{
+	static uint8_t buf[STORE_PAGE];
+	struct store_config c;
+	struct store_stats st;
+	struct store *s;
+	const struct seg *g;
+	uint64_t id0;
+	uint32_t idx;
+	uint16_t port0;
+
+	fault_reset();
+	memset(gen_of, 0, sizeof(gen_of));
+	fix_config(&c, 3, 2, NPAGES * STORE_PAGE);
+	s = fix_open(&c);
+	CHECK(s);
+	for (uint64_t p = 0; p < 8; p++) {
+		CHECK(write_page(s, 0, p, 1, buf) == 0);
+		gen_of[p] = 1;
+	}
+	idx = s->streams[0].open_seg;
+	CHECK(idx != SEG_NONE);
+	g = &s->segs[idx];
+	port0 = (uint16_t)(FIX_PORT0 + g->rep[0].server);
+	id0 = g->rep[0].remote_id;
+	/* The next append fails on both copies of the open segment. */
+	fault_fail_next(port0, 1, -EIO);
+	fault_fail_next((uint16_t)(FIX_PORT0 + g->rep[1].server), 1, -EIO);
+	CHECK(write_page(s, 0, 8, 1, buf) == 0);   /* retried elsewhere */
+	gen_of[8] = 1;
+	/* Both copies still hold what was acknowledged before. */
+	CHECK(seg_live_replicas(s, g) == 2);
+	CHECK(g->state == SEG_SEALED);
+	CHECK(verify_all(s, 0) == 0);
+	/* Make the segment (with its hole) a cleaning victim. */
+	for (int round = 2; round < 12; round++) {
+		for (uint64_t p = 0; p < NPAGES; p += (p < 8 ? 2 : 1)) {
+			CHECK(write_page(s, 1, p, (uint32_t)round, buf) == 0);
+			gen_of[p] = (uint32_t)round;
+		}
+		store_maintain(s);
+	}
+	/* Clean every segment worth it (as when servers run out of room). */
+	pthread_mutex_lock(&s->lock);
+	s->clean_urgent = 1;
+	pthread_mutex_unlock(&s->lock);
+	for (int i = 0; i < 4; i++)
+		store_maintain(s);
+	store_get_stats(s, &st);
+	CHECK(fault_corrupt(port0, id0, 0) == -ENOENT);   /* cleaned and freed */
+	CHECK(st.checksum_errors == 0);                   /* a hole is not damage */
+	CHECK(consistent(s));
+	CHECK(verify_all(s, 0) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
 static const struct tap_case cases[] = {
+	{ "an append that misses every copy keeps the segment; the cleaner handles the hole", test_append_missing_every_copy },
 	{ "cleaner reads around a corrupted copy and loses nothing", test_cleaner_reads_around_a_bad_copy },
 	{ "racing writers, zeroes and discards on the same pages keep the accounting exact", test_racing_writers_keep_accounting },
 	{ "sustained random overwrite: remote bytes stay bounded, data intact", test_sustained_overwrite },
