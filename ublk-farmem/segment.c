@@ -280,6 +280,8 @@ void seg_write_done(struct store *s, uint32_t idx)
 
 void seg_drop_replica(struct store *s, uint32_t idx, int server)
 {
+	/* If the server still has the copy, the next sweep frees it. */
+	__atomic_store_n(&s->srv[server].need_sweep, 1, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&s->lock);
 	for (int r = 0; r < STORE_MAX_REPLICAS; r++)
 		if (s->segs[idx].rep[r].server == server) {
