@@ -70,6 +70,17 @@ static void servers_check(struct store *s)
 	}
 }
 
+/* store_close() is waiting: leave the rest for the next daemon. */
+static int stopping(struct store *s)
+{
+	int stop;
+
+	pthread_mutex_lock(&s->maint_lock);
+	stop = s->maint_stop;
+	pthread_mutex_unlock(&s->maint_lock);
+	return stop;
+}
+
 int store_maintain(struct store *s)
 {
 	int done = 0, n;
@@ -77,7 +88,7 @@ int store_maintain(struct store *s)
 	pthread_mutex_lock(&s->maint_run);
 	servers_check(s);
 	repair_seal_degraded(s);
-	for (int i = 0; i < MAX_STEPS_PER_RUN && (n = repair_run(s)) > 0; i++)
+	for (int i = 0; i < MAX_STEPS_PER_RUN && !stopping(s) && (n = repair_run(s)) > 0; i++)
 		done += n;
 	if (done) {
 		struct store_stats st;
@@ -86,7 +97,7 @@ int store_maintain(struct store *s)
 		log_info("store: re-replicated %d segment(s); %llu still short of %d copies",
 			 done, (unsigned long long)st.degraded_segments, s->replicas);
 	}
-	for (int i = 0; i < MAX_STEPS_PER_RUN && (n = cleaner_run(s)) > 0; i++)
+	for (int i = 0; i < MAX_STEPS_PER_RUN && !stopping(s) && (n = cleaner_run(s)) > 0; i++)
 		done += n;
 	pthread_mutex_unlock(&s->maint_run);
 	return done;
