@@ -42,6 +42,30 @@ static void keeper_lock_file(const char *path)
 	close(fd);
 }
 
+/* Lock every file this program maps (itself, ld.so, its libraries) as
+ * a whole: the pages behind a mapping's copy-on-write data are not
+ * locked by mlockall(), yet the next exec of farmem-blk reads them. */
+static void keeper_lock_program(void)
+{
+	char line[PATH_MAX + 128], last[PATH_MAX] = "";
+	FILE *f = fopen("/proc/self/maps", "re");
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char *path = strchr(line, '/');
+
+		if (!path)
+			continue;
+		path[strcspn(path, "\n")] = '\0';
+		if (!strcmp(path, last))
+			continue;
+		snprintf(last, sizeof(last), "%s", path);
+		keeper_lock_file(path);
+	}
+	fclose(f);
+}
+
 /* The keeper's life: lock, wait for the state file's name, lock it,
  * then sleep until a signal ends it. */
 static void keeper_main(int rfd)
@@ -72,6 +96,7 @@ static void keeper_main(int rfd)
 			close(i);
 	if (mlockall(MCL_CURRENT) < 0)
 		log_warn("keeper: mlockall: %s", strerror(errno));
+	keeper_lock_program();
 	n = read(rfd, path, sizeof(path) - 1);
 	if (n > 0) {
 		path[n] = '\0';
