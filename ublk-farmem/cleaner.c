@@ -72,48 +72,6 @@ static int pick_victim(struct store *s, uint32_t *out)
 	return found;
 }
 
-/* Read the whole segment from a replica whose records all verify. */
-static int load_segment(struct store *s, uint32_t idx, uint32_t *used)
-{
-	struct seg_rep reps[STORE_MAX_REPLICAS];
-
-	pthread_mutex_lock(&s->lock);
-	memcpy(reps, s->segs[idx].rep, sizeof(reps));
-	*used = s->segs[idx].used;
-	pthread_mutex_unlock(&s->lock);
-	for (int r = 0; r < STORE_MAX_REPLICAS; r++) {
-		uint32_t off = 0;
-
-		if (reps[r].server < 0 || !srv_up(&s->srv[reps[r].server]))
-			continue;
-		int rc = seg_read_range(s, &s->maint_io, &reps[r], 0, *used, s->maint_seg_buf);
-
-		if (rc == -ENOENT)
-			seg_drop_replica(s, idx, reps[r].server);
-		if (rc < 0)
-			continue;
-		while (off < *used) {
-			struct rec_hdr h;
-
-			if (rec_check(s->maint_seg_buf + off, *used - off, &h) < 0)
-				break;
-			off += rec_len(h.plen);
-		}
-		if (off == *used)
-			return 0;
-		/* Zeroes where a record should start: space reserved for an
-		 * append that reached no replica, not damage. */
-		if (off + 4 <= *used && get_le32(s->maint_seg_buf + off) == 0) {
-			log_debug("store: segment %u: unwritten hole at %u", idx, off);
-			return -ENODATA;
-		}
-		atomic_add64(&s->hdr->checksum_errors, 1);
-		log_warn("server %s: segment %u: bad record at %u while cleaning",
-			 s->srv[reps[r].server].addr, idx, off);
-	}
-	return -EIO;
-}
-
 /* Write the staged records, then move map entries still at the old home. */
 static void flush_moves(struct store *s, uint32_t victim, unsigned n)
 {
@@ -290,7 +248,7 @@ int cleaner_run(struct store *s)
 		return 0;
 	}
 	if (s->segs[victim].live) {
-		if (load_segment(s, victim, &used) == 0) {
+		if (seg_load(s, victim, &used) == 0) {
 			move_live(s, victim, used);
 		} else if (move_live_by_map(s, victim) < 0) {
 			pthread_mutex_lock(&s->lock);

@@ -131,22 +131,27 @@ static int write_range(struct store *s, struct ioctx *io, const struct seg_rep *
 	return q->status;
 }
 
-/* Copy used bytes from any live replica to the target. */
-static int copy_segment(struct store *s, struct ioctx *io, const struct seg_rep *reps,
-			uint32_t used, const struct seg_rep *to)
+/* Copy the segment to the target from a replica whose records verify,
+ * so a damaged copy is not what gets multiplied; only when none scans
+ * clean (a hole, or damage everywhere) are raw bytes copied. */
+static int copy_segment(struct store *s, struct ioctx *io, uint32_t idx,
+			const struct seg_rep *reps, const struct seg_rep *to)
 {
 	uint8_t *buf = s->maint_seg_buf;
+	uint32_t used;
+	int rc = seg_load(s, idx, &used);
 
-	for (uint32_t off = 0; off < used; ) {
-		uint32_t n = used - off > FM_MAX_IO ? FM_MAX_IO : used - off;
-		int rc = -EIO;
-
+	if (rc == -EIO) {
 		for (int r = 0; r < STORE_MAX_REPLICAS && rc < 0; r++)
 			if (reps[r].server >= 0 && srv_up(&s->srv[reps[r].server]))
-				rc = seg_read_range(s, io, &reps[r], off, n, buf);
+				rc = seg_read_range(s, io, &reps[r], 0, used, buf);
 		if (rc < 0)
 			return rc;
-		rc = write_range(s, io, to, off, buf, n);
+	}
+	for (uint32_t off = 0; off < used; ) {
+		uint32_t n = used - off > FM_MAX_IO ? FM_MAX_IO : used - off;
+
+		rc = write_range(s, io, to, off, buf + off, n);
 		if (rc < 0)
 			return rc;
 		off += n;
@@ -158,7 +163,7 @@ int repair_run(struct store *s)
 {
 	struct ioctx *io = &s->maint_io;
 	struct seg_rep reps[STORE_MAX_REPLICAS], to;
-	uint32_t idx, used;
+	uint32_t idx;
 	int rc, live;
 
 	if (!find_victim(s, &idx))
@@ -166,12 +171,11 @@ int repair_run(struct store *s)
 	memset(&to, 0, sizeof(to));
 	pthread_mutex_lock(&s->lock);
 	memcpy(reps, s->segs[idx].rep, sizeof(reps));
-	used = s->segs[idx].used;
 	pthread_mutex_unlock(&s->lock);
 	rc = alloc_target(s, io, reps, &to);
 	if (rc < 0)
 		return 0;
-	rc = copy_segment(s, io, reps, used, &to);
+	rc = copy_segment(s, io, idx, reps, &to);
 	if (rc < 0) {
 		log_warn("store: segment %u: repair copy failed: %s", idx, strerror(-rc));
 		struct qreq *q = &io->reqs[0];

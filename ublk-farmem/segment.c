@@ -370,3 +370,48 @@ void map_release(struct store *s, const struct pm_entry *e)
 		break;
 	}
 }
+
+/* Read the whole segment into s->maint_seg_buf from a replica whose
+ * records all verify.  -ENODATA: the scan met a hole (zeroes where a
+ * record should start, left by an append that reached no replica); the
+ * buffer holds that replica's bytes.  -EIO: no replica read and verified. */
+int seg_load(struct store *s, uint32_t idx, uint32_t *used)
+{
+	struct seg_rep reps[STORE_MAX_REPLICAS];
+
+	pthread_mutex_lock(&s->lock);
+	memcpy(reps, s->segs[idx].rep, sizeof(reps));
+	*used = s->segs[idx].used;
+	pthread_mutex_unlock(&s->lock);
+	for (int r = 0; r < STORE_MAX_REPLICAS; r++) {
+		uint32_t off = 0;
+
+		if (reps[r].server < 0 || !srv_up(&s->srv[reps[r].server]))
+			continue;
+		int rc = seg_read_range(s, &s->maint_io, &reps[r], 0, *used, s->maint_seg_buf);
+
+		if (rc == -ENOENT)
+			seg_drop_replica(s, idx, reps[r].server);
+		if (rc < 0)
+			continue;
+		while (off < *used) {
+			struct rec_hdr h;
+
+			if (rec_check(s->maint_seg_buf + off, *used - off, &h) < 0)
+				break;
+			off += rec_len(h.plen);
+		}
+		if (off == *used)
+			return 0;
+		/* Zeroes where a record should start: space reserved for an
+		 * append that reached no replica, not damage. */
+		if (off + 4 <= *used && get_le32(s->maint_seg_buf + off) == 0) {
+			log_debug("store: segment %u: unwritten hole at %u", idx, off);
+			return -ENODATA;
+		}
+		atomic_add64(&s->hdr->checksum_errors, 1);
+		log_warn("server %s: segment %u: bad record at %u while cleaning",
+			 s->srv[reps[r].server].addr, idx, off);
+	}
+	return -EIO;
+}

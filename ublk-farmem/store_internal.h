@@ -229,6 +229,8 @@ void seg_write_done(struct store *s, uint32_t idx);
 int seg_live_replicas(const struct store *s, const struct seg *g);
 void seg_drop_replica(struct store *s, uint32_t idx, int server);
 void seg_free_remote(struct store *s, struct ioctx *io, uint32_t idx);
+/* Whole segment into s->maint_seg_buf, verified (maintenance thread). */
+int seg_load(struct store *s, uint32_t idx, uint32_t *used);
 /* Read len bytes at off from replica r of segment idx into buf. */
 int seg_read_range(struct store *s, struct ioctx *io, const struct seg_rep *r,
 		   uint32_t off, uint32_t len, void *buf);

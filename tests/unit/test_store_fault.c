@@ -387,7 +387,36 @@ static int test_server_restart_lost_segments(void)
 	return 0;
 }
 
+static int test_repair_copies_a_good_replica(void)
+{
+	struct store *s = open3(4, 3);
+	uint16_t port_bad, port_good, port_lost;
+	uint64_t id;
+	uint32_t off;
+	const struct seg *g;
+
+	CHECK(s);
+	CHECK(write_all(s, 1) == 0);
+	g = &s->segs[s->map[1].seg];
+	/* Copy 0 of page 1's segment is damaged; copy 2's server dies. */
+	CHECK(locate(s, 1, 0, &port_bad, &id, &off) == 0);
+	CHECK(fault_corrupt(port_bad, id, off + REC_HDR_SIZE + 3) == 0);
+	port_good = (uint16_t)(FIX_PORT0 + g->rep[1].server);
+	port_lost = (uint16_t)(FIX_PORT0 + g->rep[2].server);
+	fault_set_mode(port_lost, FAULT_DOWN);
+	store_maintain(s);
+	/* Repair must have copied from the good replica: with the good one
+	 * gone too, the bad copy and the new one remain, and the new one
+	 * serves the page. */
+	fault_set_mode(port_good, FAULT_DOWN);
+	CHECK(verify_all(s, 1) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
 static const struct tap_case cases[] = {
+	{ "repair copies from a replica that verifies, not a damaged one", test_repair_copies_a_good_replica },
 	{ "server restarted empty: lost copies dropped and re-replicated", test_server_restart_lost_segments },
 	{ "corrupted copy is detected, counted, served from the other replica, rewritten", test_corrupt_copy_served_from_other },
 	{ "no good copy left is -EIO, counted", test_all_copies_bad_is_eio },
