@@ -95,12 +95,13 @@ ms_holds_more_than() {
 
 @test "overwrite churn keeps memserver usage bounded" {
 	start_memservers 3 --size 256M
-	start_serve --size 64M --replicas 2
+	# Each store queue appends to its own open segment: 4 workers keep
+	# at most 4 open segments (x2 replicas) besides the live data.
+	start_serve --size 64M --replicas 2 --depth 4
 	head -c 16M /dev/urandom >"$FM_DIR/live"
 	nbdcopy "$FM_DIR/live" "$NBD_URI"
 	# 16 MiB of random data lives on the device; overwrite it 12 times
 	# (384 MiB written, 768 MiB with replicas: more than the 768 MiB pool).
-	# One connection, few requests: few open segments (one per busy queue).
 	for i in $(seq 12); do
 		head -c 16M /dev/urandom >"$FM_DIR/live"
 		nbdcopy --connections=1 --requests=4 "$FM_DIR/live" "$NBD_URI"
