@@ -64,9 +64,10 @@ static void servers_check(struct store *s)
 		if (__atomic_exchange_n(&v->up, up, __ATOMIC_ACQ_REL) != up)
 			log_info("server %s: %s", v->addr, up ? "back up" : "down");
 		if (!up)
-			v->need_sweep = 1;
-		else if (v->need_sweep && sweep_server(s, i) == 0)
-			v->need_sweep = 0;
+			__atomic_store_n(&v->need_sweep, 1, __ATOMIC_RELEASE);
+		else if (__atomic_exchange_n(&v->need_sweep, 0, __ATOMIC_ACQ_REL) &&
+			 sweep_server(s, i) < 0)
+			__atomic_store_n(&v->need_sweep, 1, __ATOMIC_RELEASE);
 	}
 }
 

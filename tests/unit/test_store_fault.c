@@ -1,6 +1,8 @@
 /* test_store_fault.c — the store under server loss, hangs, refused
  * allocations and corrupted copies (fault-injecting transport). */
 #include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -415,7 +417,95 @@ static int test_repair_copies_a_good_replica(void)
 	return 0;
 }
 
+static uint32_t gen_of[NPAGES];
+
+struct churner {
+	struct store *s;
+	int q;
+	int rounds;
+	int rc;
+};
+
+/* Each queue owns half the pages, so the last generation is known. */
+static void *churn_main(void *arg)
+{
+	struct churner *w = arg;
+	uint8_t page[STORE_PAGE];
+	unsigned seed = (unsigned)w->q + 11;
+
+	for (int k = 0; k < w->rounds && !w->rc; k++) {
+		uint64_t p = (uint64_t)w->q * (NPAGES / 2) + (uint64_t)rand_r(&seed) % (NPAGES / 2);
+		uint32_t g = (uint32_t)k + 2;
+
+		fix_fill(page, p, g, 1 + (int)(p % 2));
+		if (store_write(w->s, w->q, p * STORE_PAGE, STORE_PAGE, page) < 0)
+			w->rc = -1;
+		gen_of[p] = g;
+	}
+	return NULL;
+}
+
+static int test_loss_under_load_background(void)
+{
+	struct store_config c;
+	struct store_stats st;
+	struct churner w[2];
+	pthread_t t[2];
+	uint8_t want[STORE_PAGE], got[STORE_PAGE];
+	struct store *s;
+
+	fault_reset();
+	fix_config(&c, 3, 2, NPAGES * STORE_PAGE);
+	c.no_background = 0;
+	s = fix_open(&c);
+	CHECK(s);
+	for (uint64_t p = 0; p < NPAGES; p++) {
+		fix_fill(want, p, 1, 1 + (int)(p % 2));
+		CHECK(store_write(s, 0, p * STORE_PAGE, STORE_PAGE, want) == 0);
+		gen_of[p] = 1;
+	}
+	for (int i = 0; i < 2; i++) {
+		w[i] = (struct churner){ .s = s, .q = i, .rounds = 3000 };
+		CHECK(pthread_create(&t[i], NULL, churn_main, &w[i]) == 0);
+	}
+	/* A server dies and comes back while both queues write and the
+	 * cleaner and repair run in the background. */
+	for (int k = 0; k < 200; k++) {
+		if (k == 20)
+			fault_set_mode(FIX_PORT0 + 1, FAULT_DOWN);
+		if (k == 120)
+			fault_set_mode(FIX_PORT0 + 1, FAULT_UP);
+		store_read(s, 0, (uint64_t)(k % NPAGES) * STORE_PAGE, STORE_PAGE, got);
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	CHECK(w[0].rc == 0 && w[1].rc == 0);
+	for (int i = 0; i < 50; i++) {
+		int sweeps = 0;
+
+		store_maintain(s);
+		store_get_stats(s, &st);
+		for (int k = 0; k < 3; k++)
+			sweeps += __atomic_load_n(&s->srv[k].need_sweep, __ATOMIC_ACQUIRE);
+		if (!st.degraded_segments && !sweeps)
+			break;
+	}
+	CHECK(st.degraded_segments == 0);
+	CHECK(st.read_errors == 0 && st.write_errors == 0);
+	for (uint64_t p = 0; p < NPAGES; p++) {
+		fix_fill(want, p, gen_of[p], 1 + (int)(p % 2));
+		CHECK(store_read(s, 1, p * STORE_PAGE, STORE_PAGE, got) == 0);
+		CHECK(memcmp(want, got, STORE_PAGE) == 0);
+	}
+	for (int i = 0; i < 3; i++)
+		CHECK(same_as_server(s, i));
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
 static const struct tap_case cases[] = {
+	{ "server lost and back under two writers with background cleaner and repair", test_loss_under_load_background },
 	{ "repair copies from a replica that verifies, not a damaged one", test_repair_copies_a_good_replica },
 	{ "server restarted empty: lost copies dropped and re-replicated", test_server_restart_lost_segments },
 	{ "corrupted copy is detected, counted, served from the other replica, rewritten", test_corrupt_copy_served_from_other },
