@@ -409,7 +409,7 @@ static int t_hostile_closes(void)
 {
 	struct peer p;
 	uint8_t junk[28] = { 1, 2, 3 };
-	uint8_t big[16];
+	uint8_t big[20];
 
 	/* Bad request magic. */
 	CHECK(peer_start(&p, srv1) == 0);
