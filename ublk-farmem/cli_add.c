@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -207,6 +209,17 @@ static int prepare_dirs(const struct blk_config *cfg, const char *cmd)
 	return ret;
 }
 
+/* recover's device lock: held by the CLI until the daemon is ready,
+ * never by the daemon or its keeper (flock follows forks). */
+static int recover_lock_fd = -1;
+
+static void drop_recover_lock(void)
+{
+	if (recover_lock_fd >= 0)
+		close(recover_lock_fd);
+	recover_lock_fd = -1;
+}
+
 /* Run the daemon detached (or here, with foreground) and report. */
 static int launch(struct blk_config *cfg, int recover_id, int foreground,
 		  const char *cmd)
@@ -214,15 +227,19 @@ static int launch(struct blk_config *cfg, int recover_id, int foreground,
 	char msg[1024];
 	int ready_fd = -1, fd;
 
-	if (foreground)
+	if (foreground) {
+		drop_recover_lock();
 		return daemon_run_device(cfg, recover_id, -1);
+	}
 	fd = daemon_detach(&ready_fd);
 	if (fd < 0) {
 		fprintf(stderr, "farmem-blk %s: fork: %s\n", cmd, strerror(-fd));
 		return 1;
 	}
-	if (fd == 0)
+	if (fd == 0) {
+		drop_recover_lock();
 		_exit(daemon_run_device(cfg, recover_id, ready_fd));
+	}
 	if (daemon_wait_ready(fd, msg, sizeof(msg)) < 0) {
 		fprintf(stderr, "farmem-blk %s: %s\n", cmd, msg);
 		return 1;
@@ -355,9 +372,31 @@ static int recover_geometry(const char *name, int id, struct blk_config *cfg)
 	return 0;
 }
 
+/* Exclusive lock on <run dir>/<name>.lock; -1 if it cannot be had
+ * (recover then goes on unlocked). */
+static int recover_lock(const char *name)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	if (run_path(path, sizeof(path), name, ".conf") < 0 || access(path, F_OK) < 0 ||
+	    run_path(path, sizeof(path), name, ".lock") < 0)
+		return -1; /* no such device: nothing to lock, nothing to create */
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	while (flock(fd, LOCK_EX) < 0) {
+		if (errno != EINTR) {
+			close(fd);
+			return -1;
+		}
+	}
+	return fd;
+}
+
 int cmd_recover(int argc, char **argv)
 {
-	struct blk_config *cfg;
+	struct blk_config *cfg = NULL;
 	char name[32];
 	int id, status = 1, foreground = 0;
 	pid_t pid;
@@ -387,19 +426,23 @@ int cmd_recover(int argc, char **argv)
 			"recovered (the kernel's nbd fails I/O when its server dies)\n", name);
 		return 1;
 	}
+	/* One recovery at a time (the keeper may have started one): the
+	 * second waits here and then finds the device live. */
+	recover_lock_fd = recover_lock(name);
 	if (pidfile_read(name, &pid) == 0 && pid_alive(pid)) {
-		fprintf(stderr, "farmem-blk recover: %s: its daemon (pid %d) is "
-			"running; nothing to recover\n", name, (int)pid);
-		return 1;
+		fprintf(stderr, "farmem-blk recover: %s is served by a running "
+			"daemon (pid %d); nothing to recover\n", name, (int)pid);
+		status = 0;
+		goto out;
 	}
 	cfg = calloc(1, sizeof(*cfg));
-	if (!cfg || fm_auth_init() < 0) {
-		free(cfg);
-		return 1;
-	}
+	if (!cfg || fm_auth_init() < 0)
+		goto out;
 	if (recover_config(name, cfg) == 0 && check_frontend(cfg, "recover") == 0 &&
 	    recover_geometry(name, id, cfg) == 0)
 		status = launch(cfg, id, foreground, "recover");
+out:
 	free(cfg);
+	drop_recover_lock();
 	return status;
 }

@@ -94,8 +94,12 @@ struct keeper {
 };
 /* Fork the keeper (call while the process is still small).  0 or -errno. */
 int keeper_start(struct keeper *k);
-/* Tell it the page map file to lock too (NULL: none); closes the pipe. */
+/* Tell it the page map file to lock too (NULL: none). */
 void keeper_lock_state(struct keeper *k, const char *state_path);
+/* The device is live: should this daemon die without `del`, the keeper
+ * runs `farmem-blk recover NAME` at once (ublk only; not with
+ * FARMEM_NO_AUTO_RECOVER set). */
+void keeper_device_live(struct keeper *k, const char *name);
 void keeper_stop_pid(pid_t pid);
 
 #endif

@@ -11,6 +11,12 @@
  * it, the page map file, and sleeps until `del` (or a newer keeper after
  * `recover`) ends it.  It shares those pages with the daemon: its only
  * own memory is the little that existed at fork time.
+ *
+ * It also notices the crash itself (its pipe from the daemon ends) and
+ * runs `farmem-blk recover` at once, like a service manager's restart,
+ * while the memory the dead daemon held is still free: under heavy swap
+ * the rest of the system takes it within seconds, and a new daemon
+ * started later may find none left to start with.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +27,8 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -66,11 +74,41 @@ static void keeper_lock_program(void)
 	fclose(f);
 }
 
-/* The keeper's life: lock, wait for the state file's name, lock it,
- * then sleep until a signal ends it. */
+/* The daemon died (its end of the pipe closed without `del` stopping
+ * us first): attach a new daemon right away, while the memory the dead
+ * one held is still free.  `recover` run by hand meanwhile waits on the
+ * device lock and then finds the device live. */
+static void keeper_recover(const char *exe, const char *name)
+{
+	char log[PATH_MAX];
+	pid_t pid;
+	int fd;
+
+	if (getenv("FARMEM_NO_AUTO_RECOVER"))
+		return;
+	pid = fork();
+	if (pid == 0) {
+		if (run_path(log, sizeof(log), name, ".log") == 0) {
+			fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+			if (fd >= 0) {
+				dup2(fd, STDOUT_FILENO);
+				dup2(fd, STDERR_FILENO);
+			}
+		}
+		execl(exe, "farmem-blk", "recover", name, (char *)NULL);
+		_exit(127);
+	}
+	if (pid > 0)
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+}
+
+/* The keeper's life: lock, then follow the daemon's messages on the
+ * pipe ("STATE <path>", "NAME <device>"); EOF means the daemon is gone. */
 static void keeper_main(int rfd)
 {
-	char path[PATH_MAX];
+	char buf[2 * PATH_MAX], name[64] = "", exe[PATH_MAX] = "";
+	size_t got = 0;
 	ssize_t n;
 	int fd;
 
@@ -78,6 +116,8 @@ static void keeper_main(int rfd)
 	signal(SIGINT, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
 	prctl(PR_SET_NAME, "farmem-keeper", 0, 0, 0);
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	exe[n > 0 ? n : 0] = '\0';
 	fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
 	if (fd >= 0) {
 		if (write(fd, "-1000", 5) < 0)
@@ -92,20 +132,40 @@ static void keeper_main(int rfd)
 		dup2(fd, STDERR_FILENO);
 	}
 	for (int i = 3; i < 1024; i++)
-		if (i != rfd)
+		if (i != rfd && i != fd)
 			close(i);
 	if (mlockall(MCL_CURRENT) < 0)
 		log_warn("keeper: mlockall: %s", strerror(errno));
 	keeper_lock_program();
-	n = read(rfd, path, sizeof(path) - 1);
-	if (n > 0) {
-		path[n] = '\0';
-		keeper_lock_file(path);
+	for (;;) {
+		char *nl;
+
+		n = read(rfd, buf + got, sizeof(buf) - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		buf[got] = '\0';
+		while ((nl = strchr(buf, '\n'))) {
+			*nl = '\0';
+			if (!strncmp(buf, "STATE ", 6))
+				keeper_lock_file(buf + 6);
+			else if (!strncmp(buf, "NAME ", 5) && strlen(buf + 5) < sizeof(name))
+				memcpy(name, buf + 5, strlen(buf + 5) + 1);
+			got -= (size_t)(nl + 1 - buf);
+			memmove(buf, nl + 1, got + 1);
+		}
+		if (got == sizeof(buf) - 1)
+			got = 0; /* a line that long is not ours */
 	}
-	/* EOF (the daemon died or is done telling) changes nothing. */
 	close(rfd);
-	for (;;)
-		pause();
+	/* Only a device that was live is recovered: a daemon that died
+	 * starting up reported its error and must not be restarted in a
+	 * loop. */
+	if (name[0] && exe[0] && dev_name_ublk_id(name) >= 0)
+		keeper_recover(exe, name);
+	_exit(0);
 }
 
 int keeper_start(struct keeper *k)
@@ -136,14 +196,28 @@ int keeper_start(struct keeper *k)
 	return 0;
 }
 
+static void keeper_send(struct keeper *k, const char *what, const char *value)
+{
+	char line[PATH_MAX + 16];
+	int n;
+
+	if (k->wfd < 0 || !value)
+		return;
+	n = snprintf(line, sizeof(line), "%s %s\n", what, value);
+	if (n > 0 && n < (int)sizeof(line) && write(k->wfd, line, (size_t)n) != n)
+		log_warn("keeper: %s", strerror(errno));
+}
+
 void keeper_lock_state(struct keeper *k, const char *state_path)
 {
-	if (k->wfd < 0)
-		return;
-	if (state_path && write(k->wfd, state_path, strlen(state_path)) < 0)
-		log_warn("keeper: %s", strerror(errno));
-	close(k->wfd);
-	k->wfd = -1;
+	keeper_send(k, "STATE", state_path);
+}
+
+/* The write end stays open for the daemon's life: its closing is how the
+ * keeper learns of a crash. */
+void keeper_device_live(struct keeper *k, const char *name)
+{
+	keeper_send(k, "NAME", name);
 }
 
 void keeper_stop_pid(pid_t pid)

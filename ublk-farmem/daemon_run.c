@@ -198,6 +198,7 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 	 * `$(farmem-blk add ...)` ends as soon as add does. */
 	if (detached && run_path(path, sizeof(path), d.name, ".log") == 0)
 		daemon_redirect_output(path);
+	keeper_device_live(&d.keeper, d.name);
 	snprintf(path, sizeof(path), "/dev/%s", d.name);
 	daemon_ready(&ready_fd, 1, path);
 

@@ -171,7 +171,7 @@ int pid_alive(pid_t pid)
 
 void dev_files_remove(const char *name)
 {
-	static const char *const suffixes[] = { ".conf", ".pid", ".keeper", ".sock", ".log" };
+	static const char *const suffixes[] = { ".conf", ".pid", ".keeper", ".sock", ".log", ".lock" };
 	char path[PATH_MAX];
 
 	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++)
