@@ -94,8 +94,9 @@ struct keeper {
 };
 /* Fork the keeper (call while the process is still small).  0 or -errno. */
 int keeper_start(struct keeper *k);
-/* Tell it the page map file to lock too (NULL: none). */
-void keeper_lock_state(struct keeper *k, const char *state_path);
+/* Have it lock one more file that `recover` needs (the page map, the
+ * device record, the secret); NULL is ignored. */
+void keeper_lock_file_of(struct keeper *k, const char *path);
 /* The device is live: should this daemon die without `del`, the keeper
  * runs `farmem-blk recover NAME` at once (ublk only; not with
  * FARMEM_NO_AUTO_RECOVER set). */

@@ -104,7 +104,7 @@ static void keeper_recover(const char *exe, const char *name)
 }
 
 /* The keeper's life: lock, then follow the daemon's messages on the
- * pipe ("STATE <path>", "NAME <device>"); EOF means the daemon is gone. */
+ * pipe ("LOCK <file>", "NAME <device>"); EOF means the daemon is gone. */
 static void keeper_main(int rfd)
 {
 	char buf[2 * PATH_MAX], name[64] = "", exe[PATH_MAX] = "";
@@ -137,6 +137,8 @@ static void keeper_main(int rfd)
 	if (mlockall(MCL_CURRENT) < 0)
 		log_warn("keeper: mlockall: %s", strerror(errno));
 	keeper_lock_program();
+	/* Read by ld.so at every exec of recover. */
+	keeper_lock_file("/etc/ld.so.cache");
 	for (;;) {
 		char *nl;
 
@@ -149,8 +151,8 @@ static void keeper_main(int rfd)
 		buf[got] = '\0';
 		while ((nl = strchr(buf, '\n'))) {
 			*nl = '\0';
-			if (!strncmp(buf, "STATE ", 6))
-				keeper_lock_file(buf + 6);
+			if (!strncmp(buf, "LOCK ", 5))
+				keeper_lock_file(buf + 5);
 			else if (!strncmp(buf, "NAME ", 5) && strlen(buf + 5) < sizeof(name))
 				memcpy(name, buf + 5, strlen(buf + 5) + 1);
 			got -= (size_t)(nl + 1 - buf);
@@ -208,9 +210,9 @@ static void keeper_send(struct keeper *k, const char *what, const char *value)
 		log_warn("keeper: %s", strerror(errno));
 }
 
-void keeper_lock_state(struct keeper *k, const char *state_path)
+void keeper_lock_file_of(struct keeper *k, const char *path)
 {
-	keeper_send(k, "STATE", state_path);
+	keeper_send(k, "LOCK", state_path);
 }
 
 /* The write end stays open for the daemon's life: its closing is how the

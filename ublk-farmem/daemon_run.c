@@ -184,7 +184,8 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 		ret = store_open(&cfg->store, &d.store, err, sizeof(err));
 	if (ret < 0)
 		goto fail;
-	keeper_lock_state(&d.keeper, cfg->store.state_path);
+	keeper_lock_file_of(&d.keeper, cfg->store.state_path);
+	keeper_lock_file_of(&d.keeper, cfg->set.secret_file);
 	ret = frontend_start(&d, recover_id, err, sizeof(err));
 	if (ret < 0)
 		goto fail;
@@ -198,6 +199,8 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 	 * `$(farmem-blk add ...)` ends as soon as add does. */
 	if (detached && run_path(path, sizeof(path), d.name, ".log") == 0)
 		daemon_redirect_output(path);
+	if (run_path(path, sizeof(path), d.name, ".conf") == 0)
+		keeper_lock_file_of(&d.keeper, path);
 	keeper_device_live(&d.keeper, d.name);
 	snprintf(path, sizeof(path), "/dev/%s", d.name);
 	daemon_ready(&ready_fd, 1, path);
