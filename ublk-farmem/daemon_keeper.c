@@ -212,7 +212,7 @@ static void keeper_send(struct keeper *k, const char *what, const char *value)
 
 void keeper_lock_file_of(struct keeper *k, const char *path)
 {
-	keeper_send(k, "LOCK", state_path);
+	keeper_send(k, "LOCK", path);
 }
 
 /* The write end stays open for the daemon's life: its closing is how the
