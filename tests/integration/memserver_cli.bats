@@ -225,14 +225,15 @@ check_bad() {
 	[[ "$output" == *"not-an-address"* ]]
 }
 
-# Run without CAP_IPC_LOCK and with a 1 MiB RLIMIT_MEMLOCK.
+# Run without CAP_IPC_LOCK and with a 1 MiB RLIMIT_MEMLOCK.  prlimit
+# and setpriv exec the command, so with exec here the command keeps this
+# shell's pid: started in the background, $! is the memserver itself.
 no_lock() {
 	if [ "$(id -u)" -eq 0 ]; then
-		prlimit --memlock=1048576:1048576 \
+		exec prlimit --memlock=1048576:1048576 \
 			setpriv --bounding-set=-ipc_lock --inh-caps=-ipc_lock "$@"
-	else
-		prlimit --memlock=1048576:1048576 "$@"
 	fi
+	exec prlimit --memlock=1048576:1048576 "$@"
 }
 
 @test "a pool that cannot be locked: refused, explained, --allow-unlocked proceeds" {
@@ -251,9 +252,11 @@ no_lock() {
 	[[ "$output" == *"warning"*"RLIMIT_MEMLOCK"* ]]
 
 	mkdir -p "$FM_DIR/nl"
-	no_lock "$FM_MEMSERVER" --listen "tcp://127.0.0.1:$port" --size 64M \
+	# In a subshell that execs: $! is the memserver, which stop_all ends;
+	# fd 3 closed so bats never waits on it.
+	(no_lock "$FM_MEMSERVER" --listen "tcp://127.0.0.1:$port" --size 64M \
 		--secret-file "$FM_SECRET" --allow-unlocked \
-		--pid-file "$FM_DIR/nl/pid" >"$FM_DIR/nl/log" 2>&1 &
+		--pid-file "$FM_DIR/nl/pid" >"$FM_DIR/nl/log" 2>&1 3>&-) &
 	pid=$!
 	track_pid "$pid"
 	wait_until 20 test -s "$FM_DIR/nl/pid"
