@@ -102,5 +102,7 @@ void keeper_lock_file_of(struct keeper *k, const char *path);
  * FARMEM_NO_AUTO_RECOVER set). */
 void keeper_device_live(struct keeper *k, const char *name);
 void keeper_stop_pid(pid_t pid);
+/* Ask a keeper to free the memory it holds for a recovering daemon. */
+void keeper_release_reserve(pid_t pid);
 
 #endif

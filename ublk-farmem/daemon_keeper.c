@@ -34,6 +34,40 @@
 #include "daemon.h"
 #include "log.h"
 
+/* Memory held for the next daemon: a crash frees what the daemon held,
+ * but under swap the rest of the system takes it long before a new
+ * daemon has connected; everything else then waits on the stalled
+ * device while the new daemon needs pages to send its first replies.
+ * The keeper gives this back when the new daemon asks (SIGUSR1). */
+#define KEEPER_RESERVE_DEFAULT (32u << 20)
+
+static void *reserve;
+static size_t reserve_len;
+
+static void keeper_reserve_take(void)
+{
+	const char *env = getenv("FARMEM_RECOVERY_RESERVE_MB");
+	size_t len = env ? (size_t)strtoul(env, NULL, 10) << 20 : KEEPER_RESERVE_DEFAULT;
+	void *p;
+
+	if (!len || reserve)
+		return;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | MAP_LOCKED, -1, 0);
+	if (p == MAP_FAILED)
+		return;
+	reserve = p;
+	reserve_len = len;
+}
+
+static void keeper_reserve_give(int sig)
+{
+	(void)sig;
+	if (reserve)
+		munmap(reserve, reserve_len);
+	reserve = NULL;
+}
+
 static void keeper_lock_file(const char *path)
 {
 	struct stat st;
@@ -115,6 +149,7 @@ static void keeper_main(int rfd)
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGUSR1, keeper_reserve_give);
 	prctl(PR_SET_NAME, "farmem-keeper", 0, 0, 0);
 	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	exe[n > 0 ? n : 0] = '\0';
@@ -153,8 +188,12 @@ static void keeper_main(int rfd)
 			*nl = '\0';
 			if (!strncmp(buf, "LOCK ", 5))
 				keeper_lock_file(buf + 5);
-			else if (!strncmp(buf, "NAME ", 5) && strlen(buf + 5) < sizeof(name))
+			else if (!strncmp(buf, "NAME ", 5) && strlen(buf + 5) < sizeof(name)) {
 				memcpy(name, buf + 5, strlen(buf + 5) + 1);
+				/* Only now: while a recovery is under way
+				 * memory is the scarcest thing there is. */
+				keeper_reserve_take();
+			}
 			got -= (size_t)(nl + 1 - buf);
 			memmove(buf, nl + 1, got + 1);
 		}
@@ -220,6 +259,12 @@ void keeper_lock_file_of(struct keeper *k, const char *path)
 void keeper_device_live(struct keeper *k, const char *name)
 {
 	keeper_send(k, "NAME", name);
+}
+
+void keeper_release_reserve(pid_t pid)
+{
+	if (pid > 0)
+		kill(pid, SIGUSR1);
 }
 
 void keeper_stop_pid(pid_t pid)

@@ -175,6 +175,15 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 
 	pthread_mutex_init(&d.lock, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* A recovering daemon first takes the memory the old keeper saved
+	 * for it, before the rest of the system can. */
+	if (recover_id >= 0) {
+		pid_t old_keeper;
+
+		snprintf(d.name, sizeof(d.name), "ublkb%d", recover_id);
+		if (keeperfile_read(d.name, &old_keeper) == 0)
+			keeper_release_reserve(old_keeper);
+	}
 	/* First, while this process is small (the keeper is a fork). */
 	if (keeper_start(&d.keeper) < 0)
 		log_warn("no keeper process: after a crash, recover may wait for "
