@@ -12,6 +12,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "metrics_http.h"
 
 #define S(field) offsetof(struct blk_settings, field)
 #define SZ(field) sizeof(((struct blk_settings *)0)->field)
@@ -51,8 +52,14 @@ static const struct cfg_key blk_keys[] = {
 	  "where the page map lives (default /run/farmem)" },
 	{ "device:frontend", CFG_STRING, S(frontend), SZ(frontend), 0, 0,
 	  "add: ublk (default) or nbd" },
+	{ "device:metrics", CFG_STRING, S(metrics), SZ(metrics), 0, 0,
+	  "Prometheus metrics at http://HOST:PORT/metrics (default off)" },
 	{ "serve:nbd", CFG_STRING, S(nbd), SZ(nbd), 0, 0,
 	  "serve: NBD listen address, unix:/path or tcp://host:port" },
+	{ "swap:priority", CFG_I64, S(swap_priority), 0, -1, 32767,
+	  "farmem-swap@: swapon priority (default 100)" },
+	{ "swap:discard", CFG_STRING, S(swap_discard), SZ(swap_discard), 0, 0,
+	  "farmem-swap@: pages (default), once, both or none" },
 };
 #define NKEYS (sizeof(blk_keys) / sizeof(blk_keys[0]))
 
@@ -76,6 +83,7 @@ static const struct { const char *flag; const char *key; } flag_keys[] = {
 	{ "state-dir", "device:state-dir" },
 	{ "frontend", "device:frontend" },
 	{ "nbd", "serve:nbd" },
+	{ "metrics", "device:metrics" },
 };
 #define NFLAGS (sizeof(flag_keys) / sizeof(flag_keys[0]))
 #define MAX_EXTRA 32
@@ -96,6 +104,8 @@ void blk_config_defaults(struct blk_config *cfg, enum blk_command command)
 	cfg->command = command;
 	snprintf(cfg->set.compress, sizeof(cfg->set.compress), "zstd");
 	snprintf(cfg->set.state_dir, sizeof(cfg->set.state_dir), "/run/farmem");
+	snprintf(cfg->set.swap_discard, sizeof(cfg->set.swap_discard), "pages");
+	cfg->set.swap_priority = 100;
 }
 
 int blk_config_load_file(struct blk_config *cfg, const char *file,
@@ -337,6 +347,29 @@ static int finish_nbd(struct blk_config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* Keys we only check: [device] metrics (its server is started by the
+ * command) and [swap] (read by the farmem-swap helper). */
+static int finish_extras(struct blk_config *cfg, char *err, size_t errlen)
+{
+	static const char *const discards[] = { "pages", "once", "both", "none" };
+	char o[PATH_MAX + 32], host[ADDR_HOST_MAX];
+	uint16_t port;
+	int ok = 0;
+
+	origin_of(cfg, "metrics", o, sizeof(o));
+	if (cfg->set.metrics[0] &&
+	    metrics_parse_listen(cfg->set.metrics, host, sizeof(host), &port) < 0)
+		return fail(err, errlen, "%s: '%s' is not HOST:PORT", o, cfg->set.metrics);
+	for (size_t i = 0; i < sizeof(discards) / sizeof(discards[0]); i++)
+		ok |= !strcmp(cfg->set.swap_discard, discards[i]);
+	if (!ok)
+		return fail(err, errlen, "%s%s: key 'swap:discard' value '%s': "
+			    "pages, once, both or none",
+			    cfg->config_file[0] ? cfg->config_file : "config",
+			    "", cfg->set.swap_discard);
+	return 0;
+}
+
 static int finish_secret(struct blk_config *cfg, int load, char *err, size_t errlen)
 {
 	char o[PATH_MAX + 32], why[256];
@@ -376,6 +409,7 @@ int blk_config_finish(struct blk_config *cfg, int load_secret,
 	    (rc = finish_queues(cfg, err, errlen)) < 0 ||
 	    (rc = finish_nbd(cfg, err, errlen)) < 0 ||
 	    (rc = finish_uuid(cfg, err, errlen)) < 0 ||
+	    (rc = finish_extras(cfg, err, errlen)) < 0 ||
 	    (rc = finish_secret(cfg, load_secret, err, errlen)) < 0)
 		return rc;
 	return 0;
@@ -421,6 +455,7 @@ void blk_config_usage(FILE *f, enum blk_command command,
 "  --state-dir DIR      page map directory for add/recover (default /run/farmem)\n"
 "  --frontend F         add: ublk (default) or nbd\n"
 "  --nbd ADDR           serve: listen on unix:/path or tcp://host:port\n"
+"  --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
 "  --check-config       check the settings, print them, and exit\n"
 "  --help               this text\n",
 		STORE_MAX_REPLICAS,

@@ -7,6 +7,9 @@
  * fills a struct store_config.  Errors name the file or flag, the key and
  * the value ("--replicas: 3 replicas need at least 3 servers, got 2").
  *
+ * [swap] (priority, discard) belongs to the farmem-swap@ helper: we only
+ * check it, so one file serves both.
+ *
  * Meaning of queues/depth by frontend:
  *   ublk: hardware queues (one thread and one store queue each) and tags
  *         per queue;
@@ -48,6 +51,9 @@ struct blk_settings {
 	char state_dir[PATH_MAX];
 	char frontend[16];                    /* ublk | nbd; empty: by command */
 	char nbd[256];                        /* [serve] nbd: unix:/path | tcp://h:p */
+	char metrics[300];                    /* HOST:PORT for Prometheus; "" = off */
+	int64_t swap_priority;                /* [swap] priority (farmem-swap reads it) */
+	char swap_discard[16];                /* [swap] discard: pages|once|both|none */
 };
 
 /* The checked result. */

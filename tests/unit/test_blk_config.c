@@ -282,7 +282,30 @@ static int t_extra_opts(void)
 	return 0;
 }
 
+/* [swap] and metrics are checked though others act on them. */
+static int t_swap_and_metrics(void)
+{
+	base();
+	CHECK(set("swap:priority", "50") == 0);
+	CHECK(set("swap:discard", "once") == 0);
+	CHECK(set("device:metrics", "127.0.0.1:9481") == 0);
+	CHECK(finish() == 0 && cfg.set.swap_priority == 50);
+	base();
+	CHECK(set("swap:priority", "40000") == -EINVAL);
+	base();
+	set("swap:discard", "sometimes");
+	CHECK(finish() == -EINVAL && has("'sometimes'"));
+	base();
+	set("device:metrics", "nonsense");
+	CHECK(finish() == -EINVAL && has("--metrics") && has("'nonsense'"));
+	base();
+	CHECK(finish() == 0 && cfg.set.swap_priority == 100 &&
+	      !strcmp(cfg.set.swap_discard, "pages") && !cfg.set.metrics[0]);
+	return 0;
+}
+
 static const struct tap_case cases[] = {
+	{ "[swap] keys and metrics address checked", t_swap_and_metrics },
 	{ "defaults: 3 servers give R=2, zstd, nbd frontend", t_defaults },
 	{ "one server gives R=1", t_one_server_one_replica },
 	{ "replicas > servers is an error naming the flag", t_replicas_vs_servers },
