@@ -1,6 +1,8 @@
 /* cli_serve.c — `farmem-blk serve`: the store exported over NBD in the
  * foreground until SIGTERM or SIGINT.  SIGUSR1 prints the store's
- * statistics on stderr; they are printed once more at exit. */
+ * statistics on stderr; they are printed once more at exit.  With
+ * --metrics, the same counters and I/O latency histograms are served
+ * in the Prometheus text format. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -10,29 +12,124 @@
 #include "blk_config.h"
 #include "cli.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "nbd.h"
 #include "store.h"
 
 #define SERVE_MAX_IO (1u << 20)
 
+/* The backend the NBD server calls: the store, timed for --metrics. */
+struct serve_ctx {
+	struct store *st;
+	struct metrics_hist lat_read, lat_write;
+};
+
 static int be_read(void *ctx, int q, uint64_t off, uint32_t len, void *buf)
 {
-	return store_read(ctx, q, off, len, buf);
+	struct serve_ctx *c = ctx;
+	uint64_t t0 = metrics_now_ns();
+	int rc = store_read(c->st, q, off, len, buf);
+
+	metrics_hist_observe_ns(&c->lat_read, metrics_now_ns() - t0);
+	return rc;
 }
 
 static int be_write(void *ctx, int q, uint64_t off, uint32_t len, const void *buf)
 {
-	return store_write(ctx, q, off, len, buf);
+	struct serve_ctx *c = ctx;
+	uint64_t t0 = metrics_now_ns();
+	int rc = store_write(c->st, q, off, len, buf);
+
+	metrics_hist_observe_ns(&c->lat_write, metrics_now_ns() - t0);
+	return rc;
 }
 
 static int be_discard(void *ctx, int q, uint64_t off, uint64_t len)
 {
-	return store_discard(ctx, q, off, len);
+	return store_discard(((struct serve_ctx *)ctx)->st, q, off, len);
 }
 
 static int be_flush(void *ctx, int q)
 {
-	return store_flush(ctx, q);
+	return store_flush(((struct serve_ctx *)ctx)->st, q);
+}
+
+static void metrics_servers(struct metrics_buf *b, const struct store_stats *s)
+{
+	static const struct { const char *name, *type, *help; } fam[] = {
+		{ "farmem_blk_server_up", "gauge", "1 when the memserver answers" },
+		{ "farmem_blk_server_segments", "gauge", "this device's segments on the server" },
+		{ "farmem_blk_server_bytes", "gauge", "remote bytes allocated on the server" },
+		{ "farmem_blk_server_requests_total", "counter", "reads and writes sent to the server" },
+		{ "farmem_blk_server_errors_total", "counter", "failed requests to the server" },
+	};
+
+	for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
+		metrics_family(b, fam[f].name, fam[f].type, fam[f].help);
+		for (int i = 0; i < s->nservers && i < STORE_MAX_SERVERS; i++) {
+			const struct store_server_stats *v = &s->server[i];
+			char esc[700], lbl[760];
+
+			metrics_label_escape(v->addr, esc, sizeof(esc));
+			snprintf(lbl, sizeof(lbl), "server=\"%s\"", esc);
+			if (f == 0)
+				metrics_sample_u64(b, fam[f].name, lbl, (uint64_t)v->up);
+			else if (f == 1)
+				metrics_sample_u64(b, fam[f].name, lbl, v->segments);
+			else if (f == 2)
+				metrics_sample_u64(b, fam[f].name, lbl, v->bytes);
+			else if (f == 3) {
+				snprintf(lbl, sizeof(lbl), "server=\"%s\",op=\"read\"", esc);
+				metrics_sample_u64(b, fam[f].name, lbl, v->reads);
+				snprintf(lbl, sizeof(lbl), "server=\"%s\",op=\"write\"", esc);
+				metrics_sample_u64(b, fam[f].name, lbl, v->writes);
+			} else
+				metrics_sample_u64(b, fam[f].name, lbl, v->errors);
+		}
+	}
+}
+
+/* metrics_provider_fn: counters the store keeps anyway, never a lock the
+ * I/O path holds for long. */
+static void serve_metrics(struct metrics_buf *b, void *arg)
+{
+	struct serve_ctx *c = arg;
+	struct metrics_hist h;
+	struct store_stats s;
+
+	store_get_stats(c->st, &s);
+	metrics_gauge(b, "farmem_blk_size_bytes", "device size", (double)s.size);
+	metrics_gauge(b, "farmem_blk_pages_stored", "non-zero pages held", (double)s.pages_stored);
+	metrics_gauge(b, "farmem_blk_bytes_logical", "pages stored x 4096", (double)s.bytes_logical);
+	metrics_gauge(b, "farmem_blk_bytes_stored", "live compressed record bytes",
+		      (double)s.bytes_stored);
+	metrics_gauge(b, "farmem_blk_bytes_remote", "segment bytes allocated, all replicas",
+		      (double)s.bytes_remote);
+	metrics_gauge(b, "farmem_blk_compression_ratio", "logical / stored bytes (0: none stored)",
+		      s.bytes_stored ? (double)s.bytes_logical / (double)s.bytes_stored : 0.0);
+	metrics_gauge(b, "farmem_blk_segments", "segments of this device", (double)s.segments);
+	metrics_gauge(b, "farmem_blk_degraded_segments", "segments with fewer than R live copies",
+		      (double)s.degraded_segments);
+	metrics_gauge(b, "farmem_blk_replicas", "copies of each page", s.replicas);
+	metrics_counter(b, "farmem_blk_reads_total", "read requests", s.reads);
+	metrics_counter(b, "farmem_blk_writes_total", "write requests", s.writes);
+	metrics_counter(b, "farmem_blk_discards_total", "discard and zero requests", s.discards);
+	metrics_counter(b, "farmem_blk_cleaned_segments_total", "segments freed by the cleaner",
+			s.cleaned_segments);
+	metrics_counter(b, "farmem_blk_rereplicated_segments_total",
+			"segments copied to a new server after a loss", s.rereplicated_segments);
+	metrics_family(b, "farmem_blk_errors_total", "counter",
+		       "bad copies detected (checksum) and requests failed (read, write)");
+	metrics_sample_u64(b, "farmem_blk_errors_total", "kind=\"checksum\"", s.checksum_errors);
+	metrics_sample_u64(b, "farmem_blk_errors_total", "kind=\"read\"", s.read_errors);
+	metrics_sample_u64(b, "farmem_blk_errors_total", "kind=\"write\"", s.write_errors);
+	metrics_servers(b, &s);
+	metrics_family(b, "farmem_blk_io_latency_seconds", "histogram",
+		       "store read and write time per NBD request");
+	metrics_hist_snapshot(&c->lat_read, &h);
+	metrics_hist_write(b, "farmem_blk_io_latency_seconds", "op=\"read\"", &h);
+	metrics_hist_snapshot(&c->lat_write, &h);
+	metrics_hist_write(b, "farmem_blk_io_latency_seconds", "op=\"write\"", &h);
 }
 
 static void print_stats(struct store *st)
@@ -61,6 +158,8 @@ struct sig_ctx {
 	struct store *store;
 };
 
+static struct serve_ctx serve_ctx;   /* histograms: zero-initialised */
+
 /* Signals arrive here only (blocked everywhere else), so the handlers
  * can do ordinary work. */
 static void *signal_main(void *arg)
@@ -86,7 +185,7 @@ static int run_server(const struct blk_config *cfg, struct store *st,
 		      struct sig_ctx *sc)
 {
 	struct nbd_backend be = {
-		.ctx = st, .size = store_size(st), .max_io = SERVE_MAX_IO,
+		.ctx = &serve_ctx, .size = store_size(st), .max_io = SERVE_MAX_IO,
 		.read = be_read, .write = be_write, .discard = be_discard,
 		.flush = be_flush,
 	};
@@ -95,6 +194,7 @@ static int run_server(const struct blk_config *cfg, struct store *st,
 		.max_block = SERVE_MAX_IO, .export_name = "",
 		.description = "farmem store",
 	};
+	struct metrics_server *ms = NULL;
 	struct nbd_server *srv;
 	pthread_t sig_thread;
 	char a[400];
@@ -106,11 +206,20 @@ static int run_server(const struct blk_config *cfg, struct store *st,
 			addr_str(&cfg->nbd, a, sizeof(a)), strerror(-rc));
 		return rc;
 	}
+	serve_ctx.st = st;
+	if (cfg->set.metrics[0]) {
+		rc = metrics_server_start(cfg->set.metrics, serve_metrics, &serve_ctx, &ms);
+		if (rc < 0) {
+			nbd_server_destroy(srv);
+			return rc;
+		}
+	}
 	sc->srv = srv;
 	sc->store = st;
 	rc = pthread_create(&sig_thread, NULL, signal_main, sc);
 	if (rc) {
 		log_err("serve: cannot start signal thread: %s", strerror(rc));
+		metrics_server_stop(ms);
 		nbd_server_destroy(srv);
 		return -rc;
 	}
@@ -126,6 +235,7 @@ static int run_server(const struct blk_config *cfg, struct store *st,
 	/* A stop from elsewhere than a signal still ends the signal thread. */
 	pthread_kill(sig_thread, SIGTERM);
 	pthread_join(sig_thread, NULL);
+	metrics_server_stop(ms);
 	nbd_server_destroy(srv);
 	return rc;
 }
