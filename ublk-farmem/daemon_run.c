@@ -208,7 +208,12 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 	 * `$(farmem-blk add ...)` ends as soon as add does. */
 	if (detached && run_path(path, sizeof(path), d.name, ".log") == 0)
 		daemon_redirect_output(path);
+	/* Everything `recover` reads lives in tmpfs: keep it resident. */
 	if (run_path(path, sizeof(path), d.name, ".conf") == 0)
+		keeper_lock_file_of(&d.keeper, path);
+	if (run_path(path, sizeof(path), d.name, ".pid") == 0)
+		keeper_lock_file_of(&d.keeper, path);
+	if (run_path(path, sizeof(path), d.name, ".keeper") == 0)
 		keeper_lock_file_of(&d.keeper, path);
 	keeper_device_live(&d.keeper, d.name);
 	snprintf(path, sizeof(path), "/dev/%s", d.name);
