@@ -297,10 +297,12 @@ setup_fakes() {
 	FAKE="$BATS_TEST_TMPDIR/fake"
 	LOG="$BATS_TEST_TMPDIR/calls"
 	DEV="$BATS_TEST_TMPDIR/ublkb7"
+	SWAPS="$BATS_TEST_TMPDIR/proc-swaps"
+	echo "Filename Type Size Used Priority" >"$SWAPS"
 	mkdir -p "$FAKE" "$BATS_TEST_TMPDIR/etc"
 	: >"$LOG"
 	local c
-	for c in modprobe mkswap swapoff; do
+	for c in modprobe mkswap; do
 		printf '#!/bin/sh\necho "%s $*" >>"%s"\n' "$c" "$LOG" >"$FAKE/$c"
 	done
 	# add prints the device path, as farmem-blk add does.
@@ -310,28 +312,29 @@ setup_fakes() {
 	[ "\$1" = add ] && echo "$DEV"
 	exit 0
 	EOF
-	# swapon: --show lists what "is swap" (a marker file); else logs.
+	# swapon/swapoff keep a fake /proc/swaps (the helper reads it).
 	cat >"$FAKE/swapon" <<-EOF
 	#!/bin/sh
-	if [ "\$1" = --show=NAME ]; then
-		[ -e "$BATS_TEST_TMPDIR/active" ] && cat "$BATS_TEST_TMPDIR/active"
-		exit 0
-	fi
 	echo "swapon \$*" >>"$LOG"
 	[ -e "$BATS_TEST_TMPDIR/swapon-fails" ] && exit 1
 	for last; do :; done
-	echo "\$last" >"$BATS_TEST_TMPDIR/active"
+	echo "\$last partition 1024 0 5" >>"$SWAPS"
+	EOF
+	cat >"$FAKE/swapoff" <<-EOF
+	#!/bin/sh
+	echo "swapoff \$*" >>"$LOG"
+	grep -v "^\$1 " "$SWAPS" >"$SWAPS.new"; mv "$SWAPS.new" "$SWAPS"
 	EOF
 	cat >"$FAKE/blkid" <<-EOF
 	#!/bin/sh
-	[ -e "$BATS_TEST_TMPDIR/has-swap" ] && echo swap
+	[ -e "$BATS_TEST_TMPDIR/has-swap" ] && echo "\$1: UUID=\"x\" TYPE=\"swap\""
 	exit 0
 	EOF
 	chmod +x "$FAKE"/*
 	mknod "$DEV" b 7 250   # a block node; nothing opens it
 	printf '[device]\nservers = tcp://127.0.0.1:1\n' >"$BATS_TEST_TMPDIR/etc/swap1.conf"
 	export PATH="$FAKE:$PATH" FARMEM_CONF_DIR="$BATS_TEST_TMPDIR/etc" \
-		FARMEM_SWAP_RUN_DIR="$BATS_TEST_TMPDIR/run"
+		FARMEM_SWAP_RUN_DIR="$BATS_TEST_TMPDIR/run" FARMEM_PROC_SWAPS="$SWAPS"
 	HELPER="$TOP/packaging/farmem-swap"
 }
 
@@ -343,7 +346,7 @@ setup_fakes() {
 	[ "${lines[0]}" = "modprobe ublk_drv" ]
 	[ "${lines[1]}" = "farmem-blk add --config $BATS_TEST_TMPDIR/etc/swap1.conf" ]
 	[ "${lines[2]}" = "mkswap -L farmem-swap1 $DEV" ]
-	[ "${lines[3]}" = "swapon -p 100 --discard=pages $DEV" ]
+	[ "${lines[3]}" = "swapon -p 100 -dpages $DEV" ]
 	[ "${#lines[@]}" -eq 4 ]
 	run -0 "$HELPER" status swap1
 	[ "$output" = "swap1: $DEV active swap" ]
@@ -355,6 +358,7 @@ setup_fakes() {
 	[ "${lines[0]}" = "swapoff $DEV" ]
 	[ "${lines[1]}" = "farmem-blk del $DEV" ]
 	[ ! -e "$FARMEM_SWAP_RUN_DIR/swap1" ]
+	! grep -q "^$DEV " "$SWAPS"
 	run -3 "$HELPER" status swap1
 }
 
