@@ -21,15 +21,17 @@ chver=$(dpkg-parsechangelog -l "$top/packaging/debian/changelog" -S Version)
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/farmem-deb.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM HUP
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
 src=$tmp/farmem-$version
 pkg_copy_source "$top" "$src"
 cp -a "$top/packaging/debian" "$src/debian"
 
 echo "  DEB     farmem $version (log: $out/deb-build.log)"
-mkdir -p "$out"
 jobs=$(nproc 2>/dev/null || echo 1)
-(cd "$src" && pkg_run_logged "$out/deb-build.log" \
-	dpkg-buildpackage -us -uc -b -j"$jobs")
+cd "$src"
+pkg_run_logged "$out/deb-build.log" dpkg-buildpackage -us -uc -b -j"$jobs"
 
 rm -f "$out"/farmem-*.deb "$out"/farmem-*.ddeb
 for p in farmem-memserver farmem-blk; do

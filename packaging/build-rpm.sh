@@ -19,6 +19,9 @@ pkg_need rpmbuild rpm
 version=$(cat "$top/VERSION")
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/farmem-rpm.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM HUP
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
 mkdir -p "$tmp/SOURCES" "$tmp/src"
 pkg_copy_source "$top" "$tmp/src/farmem-$version"
 tar -C "$tmp/src" -czf "$tmp/SOURCES/farmem-$version.tar.gz" "farmem-$version"

@@ -26,12 +26,19 @@ pkg_copy_source() {
 	tar -C "$1" --exclude='*.o' --exclude='*.d' -cf - $paths | tar -C "$2" -xf -
 }
 
-# The run's log, shown (tail) when a step fails.
+# pkg_run_logged LOG CMD...: run CMD with its output in LOG (its tail is
+# shown when it fails).  CMD runs in its own process group, which a
+# signal to this script ends too: a build killed by a test's timeout must
+# not go on compiling in the background.
 pkg_run_logged() {
 	log=$1
 	shift
-	if ! "$@" >"$log" 2>&1; then
+	setsid "$@" >"$log" 2>&1 &
+	pkg_child=$!
+	trap 'kill -TERM -- "-$pkg_child" 2>/dev/null; exit 130' INT TERM HUP
+	if ! wait "$pkg_child"; then
 		tail -n 60 "$log" >&2
 		pkg_die "failed: $* (full log: $log)"
 	fi
+	trap - INT TERM HUP
 }
