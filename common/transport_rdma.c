@@ -1385,8 +1385,10 @@ static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
 	c->secret = *p->secret;
 	memcpy(c->uuid, p->uuid, FM_UUID_LEN);
 	c->timeout_ms = p->timeout_ms ? p->timeout_ms : RD_DEFAULT_TIMEOUT_MS;
+	/* A caller that allows slow requests (a loaded or emulated host)
+	 * gets the same patience for the several round trips of a connect. */
 	c->connect_timeout_ms = p->connect_timeout_ms ? p->connect_timeout_ms
-						      : RD_DEFAULT_CONNECT_MS;
+		: c->timeout_ms > RD_DEFAULT_CONNECT_MS ? c->timeout_ms : RD_DEFAULT_CONNECT_MS;
 	c->nslots = p->max_inflight ? p->max_inflight : RD_DEFAULT_INFLIGHT;
 	c->reconnect = p->reconnect;
 	c->state_cb = p->state_cb;

@@ -34,7 +34,9 @@ ms_stat() {  # reads+writes the server's CPU served (tcp only)
 		awk '{ print $1 + $2 }'
 }
 have_vg=0
-if [ -x /test/valgrind ] && [ -f /test/callgrind-amd64-linux ]; then
+vg=/test/valgrind.bin     # Debian's /usr/bin/valgrind is a wrapper of it
+[ -x $vg ] || vg=/test/valgrind
+if [ -x $vg ] && [ -f /test/callgrind-amd64-linux ]; then
 	have_vg=1
 	export VALGRIND_LIB=/test
 fi
@@ -46,15 +48,15 @@ run() {
 	b0=$(cnt $L/tx_bytes)
 	s0=$(ms_stat); t0=$(ms_ticks)
 	if [ $have_vg -eq 1 ]; then
-		/test/valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \
-			fm-client --server "$addr" --secret-file $secret pipeline "$n" \
-			> /tmp/run.out 2> /tmp/vg.err || { cat /tmp/run.out /tmp/vg.err; return 1; }
+		$vg --tool=callgrind --callgrind-out-file=/tmp/cg.out \
+			fm-client --server "$addr" --secret-file $secret --timeout 60000 \
+			pipeline "$n" > /tmp/run.out 2> /tmp/vg.err || { cat /tmp/run.out /tmp/vg.err >&2; return 1; }
 		ir=$(sed -n 's/^summary: *\([0-9]*\).*/\1/p' /tmp/cg.out)
 	else
 		fm-client --server "$addr" --secret-file $secret pipeline "$n" \
-			> /tmp/run.out 2>&1 || { cat /tmp/run.out; return 1; }
+			> /tmp/run.out 2>&1 || { cat /tmp/run.out >&2; return 1; }
 	fi
-	grep -q 'mismatches=0' /tmp/run.out || { cat /tmp/run.out; return 1; }
+	grep -q "mismatches=0" /tmp/run.out || { cat /tmp/run.out >&2; return 1; }
 	p1=$(( $(cnt $C/sent_pkts) + $(cnt $L/tx_packets) ))
 	b1=$(cnt $L/tx_bytes)
 	s1=$(ms_stat); t1=$(ms_ticks)
