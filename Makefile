@@ -83,6 +83,7 @@ integration: all
 check: deps
 	$(Q)$(MAKE) --no-print-directory all $(UNITS)
 	FARMEM_BUILD=$(abspath $(BUILD)) tests/run-all
+	$(Q)tests/fuzz/build.sh --run 10
 
 # ASan+UBSan build in its own directory, running the same tests.
 asan:
