@@ -93,7 +93,7 @@ farmem-blk del "$DEV" || fail "farmem-blk del $DEV"
 FARMEM_SERVERS=rdma://$IP:7101,rdma://$IP:7103
 farmem_add --size 512M --replicas 2 --overcommit
 swap_on "$DEV"
-run_workload "$DEV" 0 : --mib ${RDMA_WORKLOAD_MIB:-700} --passes 1 --progress
+run_workload "$DEV" 0 : --mib ${RDMA_WORKLOAD_MIB:-1000} --passes 1 --progress
 rc=$?
 say "device writes: $(dev_write_sectors "$DEV") sectors"
 [ $rc -eq 0 ] || fail "swap workload over rdma:// failed (status $rc)"
