@@ -211,6 +211,27 @@ static int setup_kernel(struct nbd_kernel *k, uint64_t size, uint16_t flags,
 	return 0;
 }
 
+/* The kernel's nbd allows requests of up to 32 MiB (its own
+ * max_hw_sectors) and the ioctl interface cannot say otherwise; our
+ * server takes max_io at most, so cap the queue through sysfs. */
+static int limit_requests(struct nbd_kernel *k, uint32_t max_io, char *err,
+			  size_t errlen)
+{
+	char path[96], val[32];
+	int fd, n, ret = 0;
+
+	snprintf(path, sizeof(path), "/sys/block/nbd%d/queue/max_sectors_kb", k->index);
+	n = snprintf(val, sizeof(val), "%u", max_io / 1024);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, val, (size_t)n) != n) {
+		ret = -errno;
+		snprintf(err, errlen, "%s = %s: %s", path, val, strerror(errno));
+	}
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
 static int wait_live(struct nbd_kernel *k)
 {
 	struct timespec ts = { 0, 10 * 1000000L };
@@ -268,6 +289,8 @@ int nbd_kernel_start(struct store *s, const struct blk_config *cfg,
 		goto fail;
 	}
 	ret = setup_kernel(k, size, flags, err, errlen);
+	if (ret == 0)
+		ret = limit_requests(k, cfg->store.max_io, err, errlen);
 	if (ret < 0)
 		goto fail;
 	ret = -pthread_create(&k->doit_thread, NULL, doit_thread, k);
