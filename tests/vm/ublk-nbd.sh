@@ -10,7 +10,8 @@ case $name in nbd*) ;; *) fail "want an nbd device, got $DEV" ;; esac
 say "size $(cat /sys/block/$name/size) sectors, lbs $(cat /sys/block/$name/queue/logical_block_size)"
 [ "$(cat /sys/block/$name/size)" = 131072 ] || fail "size"
 dd if=/dev/urandom of=/tmp/a bs=1M count=8 2>/dev/null
-dd if=/tmp/a of="$DEV" bs=64k oflag=direct 2>/dev/null || fail "write"
+dd if=/tmp/a of="$DEV" bs=1M oflag=direct 2>/dev/null || fail "write (1 MiB requests, larger than max_io)"
+[ "$(cat /sys/block/$name/queue/max_sectors_kb)" -le 128 ] || fail "requests not capped at max_io"
 dd if="$DEV" of=/tmp/b bs=64k count=128 iflag=direct 2>/dev/null || fail "read"
 cmp /tmp/a /tmp/b || fail "data differs"
 dd if="$DEV" of=/tmp/z bs=4k skip=4096 count=16 iflag=direct 2>/dev/null || fail "read zeros"
