@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -206,7 +207,9 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 			 "this daemon", d.name);
 	/* Let go of the caller's terminal or pipe before it returns, so a
 	 * `$(farmem-blk add ...)` ends as soon as add does. */
-	if (detached && run_path(path, sizeof(path), d.name, ".log") == 0)
+	if (detached && getenv("FARMEM_LOG") && !strcmp(getenv("FARMEM_LOG"), "kmsg"))
+		daemon_redirect_output("/dev/kmsg"); /* test guests: logs in dmesg */
+	else if (detached && run_path(path, sizeof(path), d.name, ".log") == 0)
 		daemon_redirect_output(path);
 	/* Everything `recover` reads lives in tmpfs: keep it resident. */
 	if (run_path(path, sizeof(path), d.name, ".conf") == 0)
