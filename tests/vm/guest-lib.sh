@@ -72,12 +72,18 @@ farmem_add() {
 	say "device $DEV (id $DEV_ID)"
 }
 
+# io_errors DEVICE: the kernel's I/O error lines for DEVICE (swap write
+# errors keep the page in RAM, so the workload alone would not notice).
+io_errors() {
+	dmesg | grep -E "I/O error, dev $(basename "$1"),|(Read|Write)-error on swap-device" | head -n 5
+}
+
 # run_workload DEVICE HOOK_KB HOOK SWAPSTRESS-ARGS...: run swapstress in
 # the background, watch DEVICE's swap use every 0.5 s, and once it reaches
 # HOOK_KB run HOOK (a shell command; HOOK_KB 0 = no hook).  Sets
 # PEAK_SWAP_KB and WORKLOAD_SECONDS; returns swapstress's status.
 run_workload() {
-	local dev=$1 hook_kb=$2 hook=$3 pid used rc t0 t1 hooked=0
+	local dev=$1 hook_kb=$2 hook=$3 pid used rc t0 t1 hooked=0 n=0 err
 	shift 3
 	PEAK_SWAP_KB=0
 	t0=$(cut -d' ' -f1 /proc/uptime)
@@ -91,6 +97,15 @@ run_workload() {
 			say "swap use ${used} kB >= ${hook_kb} kB: $hook"
 			eval "$hook" || fail "hook failed: $hook"
 		fi
+		n=$((n + 1))
+		if [ $((n % 10)) -eq 0 ]; then
+			err=$(io_errors "$dev")
+			if [ -n "$err" ]; then
+				kill "$pid" 2>/dev/null
+				echo "$err"
+				fail "I/O errors on $dev during the workload"
+			fi
+		fi
 		usleep 500000
 	done
 	wait "$pid"
@@ -98,6 +113,8 @@ run_workload() {
 	t1=$(cut -d' ' -f1 /proc/uptime)
 	WORKLOAD_SECONDS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
 	say "workload exit $rc in ${WORKLOAD_SECONDS}s, peak swap use ${PEAK_SWAP_KB} kB on $dev"
+	err=$(io_errors "$dev")
+	[ -z "$err" ] || { echo "$err"; fail "I/O errors on $dev during the workload"; }
 	if [ "$hook_kb" -gt 0 ] && [ $hooked -eq 0 ]; then
 		say "hook never ran (swap use stayed below ${hook_kb} kB)"
 		return 3
