@@ -1,6 +1,8 @@
 /* main.c — farmem-memserver: parse, validate, run. */
 #include "memserver.h"
 #include "log.h"
+#include "metrics_http.h"
+#include "metrics_pool.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -28,6 +30,7 @@ static const struct {
 	{ "hugepages", "memserver:hugepages" },
 	{ "log", "memserver:log" },
 	{ "pid-file", "memserver:pid-file" },
+	{ "metrics", "memserver:metrics" },
 };
 
 static const struct option options[] = {
@@ -40,6 +43,7 @@ static const struct option options[] = {
 	{ "hugepages", required_argument, NULL, 'H' },
 	{ "log", required_argument, NULL, 'g' },
 	{ "pid-file", required_argument, NULL, 'p' },
+	{ "metrics", required_argument, NULL, 'M' },
 	{ "allow-unlocked", no_argument, NULL, OPT_ALLOW_UNLOCKED },
 	{ "check-config", no_argument, NULL, OPT_CHECK },
 	{ "stat", required_argument, NULL, OPT_STAT },
@@ -85,6 +89,7 @@ static void usage(FILE *f)
 "      --allow-unlocked     run even if the pool cannot be mlock()ed\n"
 "      --log stderr|syslog  where log lines go (default stderr)\n"
 "      --pid-file FILE      write the pid once listening\n"
+"      --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
 "      --foreground         stay in the foreground (always; for unit files)\n"
 "      --check-config       validate the settings and the secret, then exit\n"
 "      --stat ADDR          print a running server's statistics (--json)\n"
@@ -148,7 +153,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 			if (add_listen(a, optarg) < 0)
 				return 2;
 			break;
-		case 's': case 'k': case 'S': case 'L': case 'H': case 'g': case 'p':
+		case 's': case 'k': case 'S': case 'L': case 'H': case 'g': case 'p': case 'M':
 			/* options[idx] is only set for long options. */
 			if (add_set(a, flag_of(opt), optarg) < 0)
 				return 2;
@@ -198,9 +203,27 @@ static int build_settings(const struct args *a, struct ms_settings *s,
 	return 0;
 }
 
+/* --metrics: publish a first snapshot (so no scrape ever shows made-up
+ * zeros), then serve /metrics from its own thread. */
+static int metrics_start(const struct ms_settings *s, struct ms_ctx *ctx,
+			 struct metrics_server **out)
+{
+	static struct metrics_pool_snap snap;
+	struct fm_stat st;
+
+	if (!s->metrics[0])
+		return 0;
+	metrics_pool_snap_init(&snap);
+	ms_ctx_stat(ctx, &st);
+	metrics_pool_publish(&snap, &st);
+	ctx->metrics = &snap;
+	return metrics_server_start(s->metrics, metrics_pool_provide, &snap, out);
+}
+
 static int run(struct ms_settings *s, const struct ms_resolved *r,
 	       struct ms_ctx *ctx)
 {
+	struct metrics_server *metrics = NULL;
 	struct ms_pool pool;
 	int rc;
 
@@ -224,7 +247,10 @@ static int run(struct ms_settings *s, const struct ms_resolved *r,
 		 pool.locked ? "locked" : "NOT locked",
 		 pool.huge == 1 ? "hugetlb" : pool.huge == 2 ? "transparent huge" : "small",
 		 (unsigned long long)s->lease_ms);
-	rc = ms_server_run(ctx, r, s->pid_file);
+	rc = metrics_start(s, ctx, &metrics);
+	if (rc == 0)
+		rc = ms_server_run(ctx, r, s->pid_file);
+	metrics_server_stop(metrics);
 	ms_devtab_fini(&ctx->devs);
 	ms_segtab_fini(&ctx->segs);
 	ms_pool_destroy(&pool);

@@ -17,6 +17,8 @@
 #include "parse.h"
 #include "protocol.h"
 
+struct metrics_pool_snap;
+
 /* ---- pool.c: the memory pool, allocated up front and pinned ---- */
 
 enum ms_huge { MS_HUGE_AUTO, MS_HUGE_YES, MS_HUGE_NO };
@@ -146,6 +148,7 @@ struct ms_ctx {
 	struct ms_stats stats;
 	int pool_locked;
 	uint64_t (*now_ms)(void);
+	struct metrics_pool_snap *metrics; /* --metrics: the loop publishes here */
 };
 
 enum ms_sess_state { MS_HELLO, MS_AUTH, MS_READY };
@@ -190,6 +193,7 @@ struct ms_settings {
 	int allow_unlocked;
 	char log[16];
 	char pid_file[4096];
+	char metrics[300];
 	/* Where each key's value came from (file or flag), by key index;
 	 * NULL: the default. */
 	const char *origin[16];

@@ -10,6 +10,7 @@
  */
 #include "memserver.h"
 #include "log.h"
+#include "metrics_pool.h"
 #include "sdnotify.h"
 
 #include <errno.h>
@@ -565,6 +566,12 @@ static void loop(struct server *sv)
 				accept_all(sv, (struct listener *)s);
 			else
 				conn_event(sv, (struct conn *)s, evs[i].events);
+		}
+		if (sv->ctx->metrics) {
+			struct fm_stat st;
+
+			ms_ctx_stat(sv->ctx, &st);
+			metrics_pool_publish(sv->ctx->metrics, &st);
 		}
 		now = ms_now_ms();
 		if (ms_devtab_next_expiry(&sv->ctx->devs) <= now)

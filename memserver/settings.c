@@ -6,6 +6,7 @@
  * (the file, or the flag that overrode it), the key and the value.
  */
 #include "memserver.h"
+#include "metrics_http.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -35,11 +36,13 @@ const struct cfg_key ms_cfg_keys[] = {
 	    "stderr or syslog"),
 	KEY("pid-file", CFG_STRING, pid_file, sizeof(((struct ms_settings *)0)->pid_file), 0, 0,
 	    "write the process id here once listening"),
+	KEY("metrics", CFG_STRING, metrics, sizeof(((struct ms_settings *)0)->metrics), 0, 0,
+	    "serve Prometheus metrics over HTTP on HOST:PORT (empty: off)"),
 };
 const size_t ms_cfg_nkeys = sizeof(ms_cfg_keys) / sizeof(ms_cfg_keys[0]);
 
 enum { K_LISTEN, K_SIZE, K_SECRET, K_SEGSIZE, K_LEASE, K_HUGE, K_UNLOCKED,
-       K_LOG, K_PID };
+       K_LOG, K_PID, K_METRICS };
 
 void ms_settings_defaults(struct ms_settings *s)
 {
@@ -180,6 +183,13 @@ int ms_settings_complete(struct ms_settings *s, struct ms_resolved *r,
 		rc = complete_sizes(s, err, errlen);
 	if (rc < 0)
 		return rc;
+	if (s->metrics[0]) {
+		char host[ADDR_HOST_MAX];
+		uint16_t port;
+
+		if (metrics_parse_listen(s->metrics, host, sizeof(host), &port) < 0)
+			BAD(K_METRICS, s->metrics, "not HOST:PORT");
+	}
 	if (s->secret_file[0] == '\0')
 		BAD(K_SECRET, "", "no secret file (give --secret-file FILE)");
 	if (fm_secret_load(s->secret_file, secret, why, sizeof(why)) < 0)
