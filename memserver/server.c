@@ -11,6 +11,7 @@
 #include "memserver.h"
 #include "log.h"
 #include "metrics_pool.h"
+#include "rdma_listener.h"
 #include "sdnotify.h"
 
 #include <errno.h>
@@ -47,6 +48,7 @@ struct src {
 struct listener {
 	struct src src;
 	int fd;
+	struct ms_rdma *rdma;     /* rdma:// (fd unused), else NULL */
 	char name[300];
 };
 
@@ -133,12 +135,30 @@ static int listen_one(struct listener *l, const struct fm_addr *a)
 	return 0;
 }
 
+/* rdma:// accepts through its own channels, watched from the start. */
+static int rdma_listen_one(struct server *sv, struct listener *l,
+			   const struct fm_addr *a)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &l->src };
+	int rc;
+
+	addr_str(a, l->name, sizeof(l->name));
+	l->fd = -1;
+	l->src.kind = SRC_LISTEN;
+	rc = ms_rdma_listen(sv->ctx, a, &l->rdma);
+	if (rc == 0 && epoll_ctl(sv->ep, EPOLL_CTL_ADD, ms_rdma_fd(l->rdma), &ev) < 0)
+		rc = -errno;
+	return rc;
+}
+
 static int listeners_watch(struct server *sv, int on)
 {
 	for (int i = 0; i < sv->nlis; i++) {
 		struct epoll_event ev = { .events = EPOLLIN,
 					  .data.ptr = &sv->lis[i].src };
 
+		if (sv->lis[i].rdma)
+			continue;
 		if (epoll_ctl(sv->ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL,
 			      sv->lis[i].fd, &ev) < 0) {
 			log_err("epoll on %s: %s", sv->lis[i].name, strerror(errno));
@@ -562,6 +582,8 @@ static void loop(struct server *sv)
 
 			if (s->kind == SRC_SIGNAL)
 				on_signal(sv);
+			else if (s->kind == SRC_LISTEN && ((struct listener *)s)->rdma)
+				ms_rdma_process(((struct listener *)s)->rdma);
 			else if (s->kind == SRC_LISTEN)
 				accept_all(sv, (struct listener *)s);
 			else
@@ -598,8 +620,12 @@ static void server_teardown(struct server *sv)
 {
 	while (sv->conns)
 		conn_close(sv, sv->conns);
-	for (int i = 0; i < sv->nlis; i++)
-		close(sv->lis[i].fd);
+	for (int i = 0; i < sv->nlis; i++) {
+		if (sv->lis[i].rdma)
+			ms_rdma_close(sv->lis[i].rdma);
+		else
+			close(sv->lis[i].fd);
+	}
 	if (sv->sigfd >= 0)
 		close(sv->sigfd);
 	if (sv->ep >= 0)
@@ -636,7 +662,10 @@ int ms_server_run(struct ms_ctx *ctx, const struct ms_resolved *r,
 	if (rc < 0)
 		log_err("signals: %s", strerror(-rc));
 	for (int i = 0; i < r->nlisten && rc == 0; i++) {
-		rc = listen_one(&sv.lis[i], &r->listen[i]);
+		if (r->listen[i].kind == ADDR_RDMA)
+			rc = rdma_listen_one(&sv, &sv.lis[i], &r->listen[i]);
+		else
+			rc = listen_one(&sv.lis[i], &r->listen[i]);
 		if (rc == 0)
 			sv.nlis++;
 	}

@@ -126,8 +126,8 @@ static int complete_listen(struct ms_settings *s, struct ms_resolved *r,
 			*--end = '\0';
 		if (parse_addr(items[i], 0, &r->listen[i]) < 0)
 			BAD(K_LISTEN, items[i], "not an address (tcp://HOST:PORT)");
-		if (r->listen[i].kind != ADDR_TCP)
-			BAD(K_LISTEN, items[i], "only tcp:// is served so far");
+		if (r->listen[i].kind != ADDR_TCP && r->listen[i].kind != ADDR_RDMA)
+			BAD(K_LISTEN, items[i], "want tcp://HOST:PORT or rdma://HOST:PORT");
 	}
 	r->nlisten = n;
 	return 0;

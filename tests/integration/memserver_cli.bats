@@ -192,6 +192,16 @@ check_bad() {
 	[[ "$output" == *"in use"* ]]
 }
 
+@test "rdma:// without an RDMA device is an error naming the address and what to check" {
+	[ -z "$(ls /sys/class/infiniband 2>/dev/null)" ] || skip "this host has an RDMA device"
+	run "$FM_MEMSERVER" --listen rdma://127.0.0.1:1 --size 16M --segment-size 1M \
+		--secret-file "$FM_SECRET" --allow-unlocked
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"rdma://127.0.0.1:1"* ]]
+	[[ "$output" == *"ibv_devices"* ]]
+}
+
 @test "--stat prints pool, use and clients; --json is valid JSON" {
 	start_memserver a --size 16M --segment-size 1M
 	run "$FM_MEMSERVER" --stat "$(ms_addr a)" --secret-file "$FM_SECRET"
