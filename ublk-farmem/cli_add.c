@@ -3,6 +3,7 @@
  * then start a detached device daemon and return once its device is
  * live, printing the device path. */
 #include <errno.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,8 +87,8 @@ static void human(uint64_t b, char *buf, size_t len)
 		snprintf(buf, len, "%.1f %ciB", v, units[u]);
 }
 
-/* Ask one server for its free pool.  0 or -errno with why set. */
-static int server_free(const struct store_config *sc, int i, uint64_t *free_bytes)
+/* Ask one server for its free pool, from this process.  0 or -errno. */
+static int server_free_here(const struct store_config *sc, int i, uint64_t *free_bytes)
 {
 	struct fm_conn_params p = {
 		.addr = sc->servers[i],
@@ -109,6 +110,38 @@ static int server_free(const struct store_config *sc, int i, uint64_t *free_byte
 		*free_bytes = r.rep.stat.free_bytes;
 	fm_conn_close(c);
 	return ret;
+}
+
+/* RDMA: librdmacm keeps the verbs device open process-wide, and the kernel
+ * refuses its use from a forked child (our daemon), so probe in a child
+ * that exits: the CLI itself never opens an RDMA device. */
+static int server_free(const struct store_config *sc, int i, uint64_t *free_bytes)
+{
+	int64_t res[2] = { -EIO, 0 };
+	int p[2], st;
+	pid_t pid;
+
+	if (sc->servers[i].kind != ADDR_RDMA)
+		return server_free_here(sc, i, free_bytes);
+	if (pipe(p) < 0)
+		return -errno;
+	pid = fork();
+	if (pid == 0) {
+		uint64_t f = 0;
+
+		close(p[0]);
+		res[0] = server_free_here(sc, i, &f);
+		res[1] = (int64_t)f;
+		_exit(write(p[1], res, sizeof(res)) == sizeof(res) ? 0 : 1);
+	}
+	close(p[1]);
+	if (pid > 0 && read(p[0], res, sizeof(res)) != sizeof(res))
+		res[0] = -EIO;
+	close(p[0]);
+	if (pid > 0)
+		waitpid(pid, &st, 0);
+	*free_bytes = (uint64_t)res[1];
+	return pid < 0 ? -errno : (int)res[0];
 }
 
 static const char *conn_error(int ret)
