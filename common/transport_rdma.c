@@ -49,10 +49,8 @@
 #include <rdma/rdma_cma.h>
 
 #include "log.h"
+#include "transport_common.h"
 
-#define RD_DEFAULT_TIMEOUT_MS   5000u
-#define RD_DEFAULT_CONNECT_MS   3000u
-#define RD_DEFAULT_INFLIGHT     256u
 #define RD_MAX_INFLIGHT         4096u   /* tag = generation << 16 | slot */
 /* Registered bounce memory comes in units; a request takes as many as
  * its length needs and the work request lists them (scatter/gather), so
@@ -62,8 +60,6 @@
 #define RD_UNITS_SHARED         128u    /* units beyond this many slots wait */
 #define RD_RECV_BUF             (64u * 1024)
 #define RD_GRANT_CAP            4096u
-#define RD_BACKOFF_MIN_MS       100u
-#define RD_BACKOFF_MAX_MS       5000u
 #define RD_TICK_MS              100u
 #define RD_POLL_BATCH           32
 #define RD_RD_ATOMIC            16      /* outstanding RDMA READs we ask for */
@@ -105,16 +101,7 @@ struct rd_conn {
 	struct fm_conn base;
 
 	/* Fixed at open. */
-	struct fm_addr addr;
-	char name[ADDR_HOST_MAX + 32];
-	struct fm_secret secret;
-	uint8_t uuid[FM_UUID_LEN];
-	uint32_t timeout_ms;
-	uint32_t connect_timeout_ms;
-	unsigned nslots;
-	int reconnect;
-	void (*state_cb)(void *arg, int up);
-	void *state_arg;
+	struct fm_tc_conf cf;
 	int wake_fd;                  /* eventfd: close() kicks the thread */
 	pthread_t thread;
 	uint8_t *units_mem;           /* nunits x RD_UNIT */
@@ -159,26 +146,9 @@ conn_log(const struct rd_conn *c, const char *fmt, ...)
 	va_end(ap);
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int ms_until(uint64_t deadline)
-{
-	uint64_t now = now_ns();
-
-	if (deadline <= now)
-		return 0;
-	return (int)((deadline - now + 999999) / 1000000);
-}
-
 static int conn_stopping(struct rd_conn *c)
 {
-	return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE);
+	return fm_tc_stopping(&c->stop);
 }
 
 /* ---- shared helpers (also used by memserver/rdma_listener.c) ---- */
@@ -383,11 +353,11 @@ static int cm_wait(struct rd_conn *c, struct rd_ep *ep, enum rdma_cm_event_type 
 			break;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return -errno;
-		int ms = ms_until(deadline);
+		int ms = fm_tc_ms_until(deadline);
 
 		if (ms == 0) {
-			conn_log(c, "%s: %s timed out after %u ms", c->name, stage,
-				c->connect_timeout_ms);
+			conn_log(c, "%s: %s timed out after %u ms", c->cf.name, stage,
+				c->cf.connect_timeout_ms);
 			return -ETIMEDOUT;
 		}
 		if (poll(pfd, wake_fd >= 0 ? 2 : 1, ms) < 0 && errno != EINTR)
@@ -400,7 +370,7 @@ static int cm_wait(struct rd_conn *c, struct rd_ep *ep, enum rdma_cm_event_type 
 	rdma_ack_cm_event(ev);
 	if ((int)type == (int)want)
 		return 0;
-	return fm_rdma_cm_error(c->name, stage, type, status,
+	return fm_rdma_cm_error(c->cf.name, stage, type, status,
 				c->quiet ? LOG_LVL_DEBUG : LOG_LVL_ERR);
 }
 
@@ -460,17 +430,18 @@ static int resolve(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int w
 	char port[8];
 	int rc;
 
-	snprintf(port, sizeof(port), "%u", c->addr.port);
-	rc = getaddrinfo(c->addr.host, port, &hints, &ai);
+	snprintf(port, sizeof(port), "%u", c->cf.addr.port);
+	rc = getaddrinfo(c->cf.addr.host, port, &hints, &ai);
 	if (rc) {
-		conn_log(c, "%s: cannot resolve %s: %s", c->name, c->addr.host, gai_strerror(rc));
+		conn_log(c, "%s: cannot resolve %s: %s", c->cf.name, c->cf.addr.host,
+			gai_strerror(rc));
 		return -EHOSTUNREACH;
 	}
-	rc = rdma_resolve_addr(ep->id, NULL, ai->ai_addr, (int)c->connect_timeout_ms);
+	rc = rdma_resolve_addr(ep->id, NULL, ai->ai_addr, (int)c->cf.connect_timeout_ms);
 	freeaddrinfo(ai);
 	if (rc) {
 		rc = -errno;
-		conn_log(c, "%s: resolving the address over RDMA failed: %s (%s)", c->name,
+		conn_log(c, "%s: resolving the address over RDMA failed: %s (%s)", c->cf.name,
 			strerror(-rc), FM_RDMA_CHECK_HINT);
 		return rc == -ENODEV || rc == -EADDRNOTAVAIL ? -EHOSTUNREACH : rc;
 	}
@@ -478,9 +449,9 @@ static int resolve(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int w
 		     deadline, wake_fd);
 	if (rc)
 		return rc;
-	if (rdma_resolve_route(ep->id, (int)c->connect_timeout_ms)) {
+	if (rdma_resolve_route(ep->id, (int)c->cf.connect_timeout_ms)) {
 		rc = -errno;
-		conn_log(c, "%s: resolving the route failed: %s", c->name, strerror(-rc));
+		conn_log(c, "%s: resolving the route failed: %s", c->cf.name, strerror(-rc));
 		return rc;
 	}
 	return cm_wait(c, ep, RDMA_CM_EVENT_ROUTE_RESOLVED, "resolving the route",
@@ -493,7 +464,7 @@ static int resolve(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int w
 static int ep_verbs(struct rd_conn *c, struct rd_ep *ep)
 {
 	struct ibv_context *ctx = ep->id->verbs;
-	unsigned sq = 2 * c->nslots + 8;   /* a GRANT's SEND and its data op */
+	unsigned sq = 2 * c->cf.nslots + 8;   /* a GRANT's SEND and its data op */
 	struct ibv_qp_init_attr qa = {
 		.cap = { .max_send_wr = sq, .max_recv_wr = FM_RDMA_CTRL_DEPTH,
 			 .max_send_sge = RD_MAX_SGE, .max_recv_sge = 1 },
@@ -535,7 +506,7 @@ static int ep_verbs(struct rd_conn *c, struct rd_ep *ep)
 	}
 	return 0;
 fail:
-	conn_log(c, "%s: %s on %s failed: %s", c->name, what,
+	conn_log(c, "%s: %s on %s failed: %s", c->cf.name, what,
 		ctx ? ibv_get_device_name(ctx->device) : "?", strerror(errno ? errno : EIO));
 	return errno ? -errno : -EIO;
 }
@@ -571,7 +542,7 @@ static int ep_poll(struct rd_conn *c, struct rd_ep *ep, struct ibv_wc *wc, int m
 		n = ibv_poll_cq(ep->cq, max, wc);
 		if (n != 0)
 			return n < 0 ? -EIO : n;
-		int ms = ms_until(deadline);
+		int ms = fm_tc_ms_until(deadline);
 
 		if (ms == 0)
 			return -ETIMEDOUT;
@@ -588,7 +559,7 @@ static int ep_poll(struct rd_conn *c, struct rd_ep *ep, struct ibv_wc *wc, int m
 				    type == RDMA_CM_EVENT_DEVICE_REMOVAL ||
 				    type == RDMA_CM_EVENT_TIMEWAIT_EXIT)
 					return -ECONNRESET;
-				log_debug("%s: ignoring rdma_cm event %s", c->name,
+				log_debug("%s: ignoring rdma_cm event %s", c->cf.name,
 					  rdma_event_str((enum rdma_cm_event_type)type));
 			}
 		}
@@ -631,7 +602,7 @@ static int hs_reply(struct rd_conn *c, struct rd_ep *ep, uint8_t op, uint8_t *pa
 			int rc;
 
 			if (wc[i].status != IBV_WC_SUCCESS) {
-				conn_log(c, "%s: %s: work request failed: %s", c->name,
+				conn_log(c, "%s: %s: work request failed: %s", c->cf.name,
 					fm_op_name(op), ibv_wc_status_str(wc[i].status));
 				return -ECONNRESET;
 			}
@@ -644,16 +615,16 @@ static int hs_reply(struct rd_conn *c, struct rd_ep *ep, uint8_t op, uint8_t *pa
 				rc = -EPROTO;
 			if (rc) {
 				conn_log(c, "%s: expected a %s reply, got something else: "
-					"not a farmem memserver?", c->name, fm_op_name(op));
+					"not a farmem memserver?", c->cf.name, fm_op_name(op));
 				return -EPROTO;
 			}
 			if (h.status < 0) {
-				conn_log(c, "%s: %s refused: %s", c->name, fm_op_name(op),
+				conn_log(c, "%s: %s refused: %s", c->cf.name, fm_op_name(op),
 					strerror(-h.status));
 				return h.status;
 			}
 			if (h.len != want) {
-				conn_log(c, "%s: %s reply has %u bytes, want %zu", c->name,
+				conn_log(c, "%s: %s reply has %u bytes, want %zu", c->cf.name,
 					fm_op_name(op), h.len, want);
 				return -EPROTO;
 			}
@@ -670,7 +641,7 @@ static int handshake(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int
 	uint8_t buf[FM_HELLO_REQ_LEN], mac[FM_MAC_LEN];
 	int rc;
 
-	memcpy(hello.uuid, c->uuid, FM_UUID_LEN);
+	memcpy(hello.uuid, c->cf.uuid, FM_UUID_LEN);
 	fm_random(hello.client_nonce, FM_NONCE_LEN);
 	fm_hello_req_encode(buf, &hello);
 	rc = hs_send(c, ep, FM_OP_HELLO, buf, FM_HELLO_REQ_LEN);
@@ -680,24 +651,24 @@ static int handshake(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int
 		return rc;
 	if (fm_hello_rep_decode(buf, FM_HELLO_REP_LEN, &rep) < 0 ||
 	    rep.version != FM_PROTO_VERSION) {
-		conn_log(c, "%s: HELLO reply unusable (version %u, ours %u)", c->name,
+		conn_log(c, "%s: HELLO reply unusable (version %u, ours %u)", c->cf.name,
 			rep.version, FM_PROTO_VERSION);
 		return -EPROTO;
 	}
-	fm_auth_mac(&c->secret, FM_AUTH_CLIENT, hello.client_nonce, rep.server_nonce,
-		    c->uuid, mac);
+	fm_auth_mac(&c->cf.secret, FM_AUTH_CLIENT, hello.client_nonce, rep.server_nonce,
+		    c->cf.uuid, mac);
 	rc = hs_send(c, ep, FM_OP_AUTH, mac, FM_MAC_LEN);
 	if (rc == 0)
 		rc = hs_reply(c, ep, FM_OP_AUTH, mac, FM_MAC_LEN, deadline, wake_fd);
 	if (rc == -ECONNRESET || rc == -EPERM) {
-		conn_log(c, "%s: the server refused us at AUTH: wrong secret?", c->name);
+		conn_log(c, "%s: the server refused us at AUTH: wrong secret?", c->cf.name);
 		return -EACCES;
 	}
 	if (rc)
 		return rc;
-	if (fm_auth_verify(&c->secret, FM_AUTH_SERVER, hello.client_nonce,
-			   rep.server_nonce, c->uuid, mac) < 0) {
-		conn_log(c, "%s: its AUTH proof is wrong: it does not hold our secret", c->name);
+	if (fm_auth_verify(&c->cf.secret, FM_AUTH_SERVER, hello.client_nonce,
+			   rep.server_nonce, c->cf.uuid, mac) < 0) {
+		conn_log(c, "%s: its AUTH proof is wrong: it does not hold our secret", c->cf.name);
 		return -EACCES;
 	}
 	c->segment_max = rep.segment_max;
@@ -707,7 +678,7 @@ static int handshake(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int
 /* Resolve, set up verbs, connect and authenticate within connect_timeout. */
 static int rd_connect(struct rd_conn *c, int wake_fd)
 {
-	uint64_t deadline = now_ns() + (uint64_t)c->connect_timeout_ms * 1000000ull;
+	uint64_t deadline = fm_tc_after_ms(c->cf.connect_timeout_ms);
 	struct rd_ep *ep = &c->ep;
 	struct rdma_conn_param cp = { .retry_count = 7, .rnr_retry_count = 7 };
 	struct ibv_device_attr da;
@@ -718,7 +689,7 @@ static int rd_connect(struct rd_conn *c, int wake_fd)
 	if (!ep->ech) {
 		rc = -errno;
 		conn_log(c, "%s: no RDMA device (cannot open the rdma_cm channel: %s; %s)",
-			c->name, strerror(-rc), FM_RDMA_CHECK_HINT);
+			c->cf.name, strerror(-rc), FM_RDMA_CHECK_HINT);
 		return -ENODEV;
 	}
 	rc = set_nonblock(ep->ech->fd);
@@ -735,7 +706,7 @@ static int rd_connect(struct rd_conn *c, int wake_fd)
 			cp.initiator_depth = (uint8_t)da.max_qp_init_rd_atom;
 		if (rdma_connect(ep->id, &cp)) {
 			rc = -errno;
-			conn_log(c, "%s: rdma_connect: %s", c->name, strerror(-rc));
+			conn_log(c, "%s: rdma_connect: %s", c->cf.name, strerror(-rc));
 		}
 	}
 	if (rc == 0)
@@ -751,7 +722,7 @@ static int rd_connect(struct rd_conn *c, int wake_fd)
 
 static uint32_t slot_tag(const struct rd_conn *c, uint32_t idx)
 {
-	return (uint32_t)c->slots[idx].gen << 16 | idx;
+	return fm_tc_tag(c->slots[idx].gen, idx);
 }
 
 static int is_data(const struct fm_req *r)
@@ -846,7 +817,7 @@ static int post_data(struct rd_conn *c, uint32_t idx, const struct fm_rdma_grant
 	c->slots[idx].state = SLOT_DATA;
 	rc = ibv_post_send(c->qp, &wr, &bad);
 	if (rc) {
-		log_err("%s: posting %s of seg %llu failed: %s", c->name, fm_op_name(r->op),
+		log_err("%s: posting %s of seg %llu failed: %s", c->cf.name, fm_op_name(r->op),
 			(unsigned long long)r->seg_id, strerror(rc));
 		return -EIO;
 	}
@@ -894,7 +865,7 @@ static int post_ctrl(struct rd_conn *c, uint32_t idx, uint8_t op)
 	c->ctrl_used++;
 	rc = ibv_post_send(c->qp, &wr, &bad);
 	if (rc) {
-		log_err("%s: posting %s failed: %s", c->name, fm_op_name(op), strerror(rc));
+		log_err("%s: posting %s failed: %s", c->cf.name, fm_op_name(op), strerror(rc));
 		return -EIO;
 	}
 	return 0;
@@ -938,9 +909,7 @@ static int req_check(const struct fm_req *r)
 static int wait_resources(struct rd_conn *c, const struct fm_req *r,
 			  const struct fm_rdma_grant **g)
 {
-	uint64_t limit = now_ns() + (uint64_t)c->timeout_ms * 1000000ull;
-	struct timespec ts = { .tv_sec = (time_t)(limit / 1000000000ull),
-			       .tv_nsec = (long)(limit % 1000000000ull) };
+	struct timespec ts = fm_tc_abstime(fm_tc_after_ms(c->cf.timeout_ms));
 	unsigned need = units_for(r);
 	int timed_out = 0;
 
@@ -958,7 +927,7 @@ static int wait_resources(struct rd_conn *c, const struct fm_req *r,
 			return 0;
 		if (timed_out) {
 			log_warn("%s: no free request slot in %u ms (%u in flight)",
-				 c->name, c->timeout_ms, c->nslots - c->nfree);
+				 c->cf.name, c->cf.timeout_ms, c->cf.nslots - c->nfree);
 			return -ETIMEDOUT;
 		}
 		timed_out = pthread_cond_timedwait(&c->slot_cv, &c->lock, &ts) == ETIMEDOUT;
@@ -994,9 +963,7 @@ static int rd_submit(struct fm_conn *base, struct fm_req *r)
 	s->req = r;
 	for (s->nu = 0; s->nu < units_for(r); s->nu++)
 		s->u[s->nu] = c->unit_free[--c->nunit_free];
-	r->t_tag = slot_tag(c, idx);
-	r->t_deadline_ns = now_ns() + (uint64_t)c->timeout_ms * 1000000ull;
-	r->t_next = NULL;
+	fm_tc_req_start(r, slot_tag(c, idx), c->cf.timeout_ms);
 	if (r->op == FM_OP_WRITE)
 		units_gather(c, s, r);
 	if (!is_data(r))
@@ -1109,21 +1076,21 @@ static int on_recv(struct rd_conn *c, uint32_t ridx, uint32_t byte_len, struct f
 
 	if (fm_rdma_msg_decode(msg, byte_len, &h)) {
 		log_err("%s: reply message rejected (%u bytes); dropping the connection",
-			c->name, byte_len);
+			c->cf.name, byte_len);
 		return -EPROTO;
 	}
-	idx = h.tag & 0xffff;
-	if (idx < c->nslots && c->slots[idx].gen == (uint16_t)(h.tag >> 16))
+	idx = fm_tc_tag_idx(h.tag);
+	if (idx < c->cf.nslots && c->slots[idx].gen == fm_tc_tag_gen(h.tag))
 		s = &c->slots[idx];
 	if (!s || !s->req || (s->state != SLOT_CTRL && s->state != SLOT_GRANT)) {
 		log_err("%s: reply with unknown tag 0x%08x op 0x%02x; dropping the connection",
-			c->name, h.tag, h.op);
+			c->cf.name, h.tag, h.op);
 		return -EPROTO;
 	}
 	want = s->state == SLOT_GRANT ? FM_OP_RDMA_GRANT : s->req->op;
 	if (h.op != (want | FM_OP_REPLY)) {
 		log_err("%s: reply op 0x%02x to a %s request; dropping the connection",
-			c->name, h.op, fm_op_name(want));
+			c->cf.name, h.op, fm_op_name(want));
 		c->culprit = s->req;
 		return -EPROTO;
 	}
@@ -1142,7 +1109,7 @@ static int on_recv(struct rd_conn *c, uint32_t ridx, uint32_t byte_len, struct f
 	}
 	if (rc == -EPROTO) {
 		log_err("%s: %s reply does not decode (%u bytes); dropping the connection",
-			c->name, fm_op_name(want), h.len);
+			c->cf.name, fm_op_name(want), h.len);
 		c->culprit = s->req;
 	}
 	if (rc == 0)
@@ -1154,13 +1121,13 @@ static int on_recv(struct rd_conn *c, uint32_t ridx, uint32_t byte_len, struct f
 static int on_wc(struct rd_conn *c, const struct ibv_wc *wc, struct fm_req **done)
 {
 	unsigned kind = WR_KIND(wc->wr_id);
-	uint32_t tag = WR_TAG(wc->wr_id), idx = tag & 0xffff;
+	uint32_t tag = WR_TAG(wc->wr_id), idx = fm_tc_tag_idx(tag);
 	struct rd_slot *s;
 
 	if (wc->status != IBV_WC_SUCCESS) {
 		log_err("%s: work request failed: %s (vendor error 0x%x); dropping the "
-			"connection", c->name, ibv_wc_status_str(wc->status), wc->vendor_err);
-		if (kind == WR_DATA && idx < c->nslots && c->slots[idx].req &&
+			"connection", c->cf.name, ibv_wc_status_str(wc->status), wc->vendor_err);
+		if (kind == WR_DATA && idx < c->cf.nslots && c->slots[idx].req &&
 		    slot_tag(c, idx) == tag)
 			c->culprit = c->slots[idx].req;
 		return -EIO;
@@ -1169,7 +1136,7 @@ static int on_wc(struct rd_conn *c, const struct ibv_wc *wc, struct fm_req **don
 		return on_recv(c, tag, wc->byte_len, done);
 	if (kind != WR_DATA)
 		return 0;                 /* a SEND went out; its reply completes it */
-	if (idx >= c->nslots || slot_tag(c, idx) != tag || c->slots[idx].state != SLOT_DATA)
+	if (idx >= c->cf.nslots || slot_tag(c, idx) != tag || c->slots[idx].state != SLOT_DATA)
 		return -EPROTO;
 	s = &c->slots[idx];
 	if (s->req->op == FM_OP_READ)
@@ -1197,7 +1164,7 @@ static void conn_install(struct rd_conn *c)
 static void conn_drop(struct rd_conn *c, int why)
 {
 	struct fm_req *list = NULL;
-	uint64_t now = now_ns();
+	uint64_t now = fm_tc_now_ns();
 	unsigned failed = 0;
 	int was_up;
 
@@ -1205,20 +1172,12 @@ static void conn_drop(struct rd_conn *c, int why)
 	was_up = c->up;
 	c->up = 0;
 	c->qp = NULL;
-	for (uint32_t i = 0; i < c->nslots; i++) {
+	for (uint32_t i = 0; i < c->cf.nslots; i++) {
 		struct fm_req *r = c->slots[i].req;
-		int status = why == -ECANCELED ? -ECANCELED : -ECONNRESET;
 
 		if (!r)
 			continue;
-		if (r == c->culprit)
-			status = why == -EIO ? -EIO : -EPROTO;
-		else if (why == -ETIMEDOUT && r->t_deadline_ns <= now)
-			status = -ETIMEDOUT;
-		if (status == -ETIMEDOUT)
-			log_warn("%s: %s (tag 0x%08x) got no reply in %u ms", c->name,
-				 fm_op_name(r->op), r->t_tag, c->timeout_ms);
-		finish(c, i, status, &list);
+		finish(c, i, fm_tc_drop_status(&c->cf, r, why, c->culprit, now), &list);
 		failed++;
 	}
 	c->ctrl_used = 0;
@@ -1230,22 +1189,17 @@ static void conn_drop(struct rd_conn *c, int why)
 	ep_destroy(&c->ep);
 	run_done(list);
 	c->culprit = NULL;
-	if (was_up && why != -ECANCELED) {
-		log_warn("%s: connection down (%s), %u request(s) failed%s", c->name,
-			 strerror(-why), failed, c->reconnect ? "; reconnecting" : "");
-		if (c->state_cb)
-			c->state_cb(c->state_arg, 0);
-	}
+	fm_tc_report_down(&c->cf, was_up, why, failed);
 }
 
 /* Earliest request deadline has passed? */
 static int deadline_passed(struct rd_conn *c)
 {
-	uint64_t now = now_ns();
+	uint64_t now = fm_tc_now_ns();
 	int expired = 0;
 
 	pthread_mutex_lock(&c->lock);
-	for (uint32_t i = 0; i < c->nslots && !expired; i++)
+	for (uint32_t i = 0; i < c->cf.nslots && !expired; i++)
 		if (c->slots[i].req && c->slots[i].req->t_deadline_ns <= now)
 			expired = 1;
 	pthread_mutex_unlock(&c->lock);
@@ -1259,8 +1213,7 @@ static int serve_once(struct rd_conn *c)
 	struct fm_req *done = NULL;
 	int n, rc = 0;
 
-	n = ep_poll(c, &c->ep, wc, RD_POLL_BATCH, now_ns() + RD_TICK_MS * 1000000ull,
-		    c->wake_fd);
+	n = ep_poll(c, &c->ep, wc, RD_POLL_BATCH, fm_tc_after_ms(RD_TICK_MS), c->wake_fd);
 	if (n == -ETIMEDOUT)
 		n = 0;
 	if (n < 0)
@@ -1272,59 +1225,39 @@ static int serve_once(struct rd_conn *c)
 	run_done(done);
 	/* Deadlines are coarse (a tick): scanning every slot per batch of
 	 * completions would cost more than the completions. */
-	if (rc == 0 && now_ns() >= c->next_scan_ns) {
-		c->next_scan_ns = now_ns() + RD_TICK_MS * 1000000ull;
+	if (rc == 0 && fm_tc_now_ns() >= c->next_scan_ns) {
+		c->next_scan_ns = fm_tc_after_ms(RD_TICK_MS);
 		if (deadline_passed(c))
 			rc = -ETIMEDOUT;
 	}
 	return rc;
 }
 
-static int sleep_or_stop(struct rd_conn *c, unsigned ms)
-{
-	struct pollfd pfd = { .fd = c->wake_fd, .events = POLLIN };
-	uint64_t until = now_ns() + (uint64_t)ms * 1000000ull;
-
-	while (!conn_stopping(c)) {
-		int left = ms_until(until);
-
-		if (left == 0)
-			return 0;
-		poll(&pfd, 1, left);
-	}
-	return 1;
-}
-
-static void conn_reconnect(struct rd_conn *c, unsigned *backoff, unsigned *tries)
+static void conn_reconnect(struct rd_conn *c, struct fm_tc_backoff *b)
 {
 	int rc;
 
-	if (sleep_or_stop(c, *backoff))
+	if (fm_tc_sleep_or_stop(c->wake_fd, &c->stop, b->ms))
 		return;
 	/* rd_connect says why it failed: once, not every 5 s. */
-	c->quiet = *tries > 0;
+	c->quiet = b->tries > 0;
 	rc = rd_connect(c, c->wake_fd);
 	c->quiet = 0;
 	if (rc) {
-		if (*tries == 0)
-			log_warn("%s: reconnect failed: %s; retrying every %u..%u ms",
-				 c->name, strerror(-rc), RD_BACKOFF_MIN_MS, RD_BACKOFF_MAX_MS);
-		(*tries)++;
-		*backoff = *backoff * 2 > RD_BACKOFF_MAX_MS ? RD_BACKOFF_MAX_MS : *backoff * 2;
+		/* rd_connect already logged a retry's cause at debug level. */
+		fm_tc_backoff_failed(b, &c->cf, rc, 0);
 		return;
 	}
 	conn_install(c);
-	log_info("%s: reconnected after %u failed attempt(s)", c->name, *tries);
-	*backoff = RD_BACKOFF_MIN_MS;
-	*tries = 0;
-	if (c->state_cb)
-		c->state_cb(c->state_arg, 1);
+	fm_tc_backoff_succeeded(b, &c->cf);
 }
 
 static void *conn_thread(void *arg)
 {
 	struct rd_conn *c = arg;
-	unsigned backoff = RD_BACKOFF_MIN_MS, tries = 0;
+	struct fm_tc_backoff backoff;
+
+	fm_tc_backoff_init(&backoff);
 
 	while (!conn_stopping(c)) {
 		if (c->ep.id) {
@@ -1334,10 +1267,10 @@ static void *conn_thread(void *arg)
 				break;
 			if (rc)
 				conn_drop(c, rc);
-		} else if (c->reconnect) {
-			conn_reconnect(c, &backoff, &tries);
+		} else if (c->cf.reconnect) {
+			conn_reconnect(c, &backoff);
 		} else {
-			sleep_or_stop(c, 60000);
+			fm_tc_sleep_or_stop(c->wake_fd, &c->stop, 60000);
 		}
 	}
 	conn_drop(c, -ECANCELED);
@@ -1368,43 +1301,31 @@ static void conn_free(struct rd_conn *c)
 	if (c->recv_mem)
 		munmap(c->recv_mem, c->recv_len);
 	fm_rdma_grants_fini(&c->grants);
-	explicit_bzero(&c->secret, sizeof(c->secret));
+	fm_tc_conf_fini(&c->cf);
 	free(c);
 }
 
 static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
 {
 	struct rd_conn *c = calloc(1, sizeof(*c));
-	pthread_condattr_t ca;
 
 	if (!c)
 		return NULL;
 	c->base.ops = &fm_transport_rdma;
-	c->addr = p->addr;
-	addr_str(&p->addr, c->name, sizeof(c->name));
-	c->secret = *p->secret;
-	memcpy(c->uuid, p->uuid, FM_UUID_LEN);
-	c->timeout_ms = p->timeout_ms ? p->timeout_ms : RD_DEFAULT_TIMEOUT_MS;
+	fm_tc_conf_init(&c->cf, p, "");
 	/* A caller that allows slow requests (a loaded or emulated host)
 	 * gets the same patience for the several round trips of a connect. */
-	c->connect_timeout_ms = p->connect_timeout_ms ? p->connect_timeout_ms
-		: c->timeout_ms > RD_DEFAULT_CONNECT_MS ? c->timeout_ms : RD_DEFAULT_CONNECT_MS;
-	c->nslots = p->max_inflight ? p->max_inflight : RD_DEFAULT_INFLIGHT;
-	c->reconnect = p->reconnect;
-	c->state_cb = p->state_cb;
-	c->state_arg = p->state_arg;
+	if (!p->connect_timeout_ms && c->cf.timeout_ms > c->cf.connect_timeout_ms)
+		c->cf.connect_timeout_ms = c->cf.timeout_ms;
 	c->wake_fd = -1;
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->slot_cv, &ca);
-	pthread_condattr_destroy(&ca);
+	fm_tc_cond_init(&c->slot_cv);
 
-	c->nunits = (c->nslots < RD_UNITS_SHARED ? c->nslots : RD_UNITS_SHARED) + RD_MAX_SGE;
+	c->nunits = (c->cf.nslots < RD_UNITS_SHARED ? c->cf.nslots : RD_UNITS_SHARED) + RD_MAX_SGE;
 	c->units_len = (size_t)c->nunits * RD_UNIT;
 	c->recv_len = (size_t)FM_RDMA_CTRL_DEPTH * RD_RECV_BUF;
-	c->slots = calloc(c->nslots, sizeof(*c->slots));
-	c->free_idx = calloc(c->nslots, sizeof(*c->free_idx));
+	c->slots = calloc(c->cf.nslots, sizeof(*c->slots));
+	c->free_idx = calloc(c->cf.nslots, sizeof(*c->free_idx));
 	c->units_mem = alloc_pinned(c->units_len);
 	c->unit_free = calloc(c->nunits, sizeof(*c->unit_free));
 	c->recv_mem = alloc_pinned(c->recv_len);
@@ -1414,10 +1335,8 @@ static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
 		conn_free(c);
 		return NULL;
 	}
-	for (unsigned i = 0; i < c->nslots; i++) {
-		c->free_idx[i] = c->nslots - 1 - i;
-	}
-	c->nfree = c->nslots;
+	fm_tc_free_stack_init(c->free_idx, c->cf.nslots);
+	c->nfree = c->cf.nslots;
 	for (unsigned i = 0; i < c->nunits; i++)
 		c->unit_free[i] = (uint16_t)(c->nunits - 1 - i);
 	c->nunit_free = c->nunits;
@@ -1428,7 +1347,6 @@ static int rd_open(const struct fm_conn_params *p, struct fm_conn **out)
 {
 	char name[ADDR_HOST_MAX + 32];
 	struct rd_conn *c;
-	sigset_t all, old;
 	int rc;
 
 	*out = NULL;
@@ -1445,23 +1363,20 @@ static int rd_open(const struct fm_conn_params *p, struct fm_conn **out)
 	}
 	rc = rd_connect(c, -1);
 	if (rc) {
-		log_err("%s: cannot connect: %s", c->name, strerror(-rc));
+		log_err("%s: cannot connect: %s", c->cf.name, strerror(-rc));
 		conn_free(c);
 		return rc;
 	}
 	conn_install(c);
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = -pthread_create(&c->thread, NULL, conn_thread, c);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	rc = fm_tc_start_thread(&c->thread, conn_thread, c);
 	if (rc) {
-		log_err("%s: cannot start the completion thread: %s", c->name, strerror(-rc));
+		log_err("%s: cannot start the completion thread: %s", c->cf.name, strerror(-rc));
 		ep_destroy(&c->ep);
 		conn_free(c);
 		return rc;
 	}
-	log_debug("%s: connected over RDMA (segment_max %u, %u slots)", c->name,
-		  c->segment_max, c->nslots);
+	log_debug("%s: connected over RDMA (segment_max %u, %u slots)", c->cf.name,
+		  c->segment_max, c->cf.nslots);
 	*out = &c->base;
 	return 0;
 }
@@ -1469,25 +1384,16 @@ static int rd_open(const struct fm_conn_params *p, struct fm_conn **out)
 static int rd_is_up(struct fm_conn *base)
 {
 	struct rd_conn *c = (struct rd_conn *)base;
-	int up;
 
-	pthread_mutex_lock(&c->lock);
-	up = c->up;
-	pthread_mutex_unlock(&c->lock);
-	return up;
+	return fm_tc_locked_flag(&c->lock, &c->up);
 }
 
 static void rd_close(struct fm_conn *base)
 {
 	struct rd_conn *c = (struct rd_conn *)base;
-	uint64_t one = 1;
 
-	pthread_mutex_lock(&c->lock);
-	__atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
-	pthread_cond_broadcast(&c->slot_cv);
-	pthread_mutex_unlock(&c->lock);
-	if (write(c->wake_fd, &one, sizeof(one)) < 0)
-		log_warn("%s: cannot wake the completion thread: %s", c->name, strerror(errno));
+	fm_tc_request_stop(&c->cf, &c->lock, &c->slot_cv, &c->stop, c->wake_fd,
+			   "completion thread");
 	pthread_join(c->thread, NULL);
 	conn_free(c);
 }

@@ -47,10 +47,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "transport_common.h"
 
-#define TCP_DEFAULT_TIMEOUT_MS   5000u
-#define TCP_DEFAULT_CONNECT_MS   3000u
-#define TCP_DEFAULT_INFLIGHT     256u
 #define TCP_MAX_INFLIGHT         65536u  /* tag = generation << 16 | slot */
 #define TCP_IOV_MAX              64      /* data iovecs per WRITE */
 #define TCP_RBUF_SIZE            (64u * 1024)
@@ -58,8 +56,6 @@
 #define TCP_PBUF_SIZE            (4u + FM_LIST_MAX * FM_LIST_ENTRY_LEN)
 /* Reads at least this long go straight into the caller's buffer. */
 #define TCP_DIRECT_MIN           (16u * 1024)
-#define TCP_BACKOFF_MIN_MS       100u
-#define TCP_BACKOFF_MAX_MS       5000u
 /* How often the receiver looks at deadlines while replies keep coming. */
 #define TCP_TICK_MS              100u
 
@@ -72,16 +68,7 @@ struct tcp_conn {
 	struct fm_conn base;
 
 	/* Fixed at open. */
-	struct fm_addr addr;
-	char name[ADDR_HOST_MAX + 32];
-	struct fm_secret secret;
-	uint8_t uuid[FM_UUID_LEN];
-	uint32_t timeout_ms;
-	uint32_t connect_timeout_ms;
-	unsigned nslots;
-	int reconnect;
-	void (*state_cb)(void *arg, int up);
-	void *state_arg;
+	struct fm_tc_conf cf;
 	int wake_fd;                  /* eventfd: close() kicks the receiver */
 	pthread_t thread;
 
@@ -109,26 +96,9 @@ struct tcp_conn {
 	uint32_t segment_max;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int ms_until(uint64_t deadline)
-{
-	uint64_t now = now_ns();
-
-	if (deadline <= now)
-		return 0;
-	return (int)((deadline - now + 999999) / 1000000);
-}
-
 static int conn_stopping(struct tcp_conn *c)
 {
-	return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE);
+	return fm_tc_stopping(&c->stop);
 }
 
 /* ---- blocking-with-deadline socket helpers (dial and handshake) ---- */
@@ -142,7 +112,7 @@ static int wait_fd(int fd, short events, uint64_t deadline, int wake_fd)
 	};
 
 	for (;;) {
-		int ms = ms_until(deadline);
+		int ms = fm_tc_ms_until(deadline);
 		int n;
 
 		if (ms == 0)
@@ -251,11 +221,11 @@ static int tcp_dial(struct tcp_conn *c, uint64_t deadline, int wake_fd, int *out
 	char port[8];
 	int rc = -EHOSTUNREACH, one = 1;
 
-	snprintf(port, sizeof(port), "%u", c->addr.port);
-	int g = getaddrinfo(c->addr.host, port, &hints, &res);
+	snprintf(port, sizeof(port), "%u", c->cf.addr.port);
+	int g = getaddrinfo(c->cf.addr.host, port, &hints, &res);
 
 	if (g) {
-		log_err("server %s: cannot resolve %s: %s", c->name, c->addr.host,
+		log_err("server %s: cannot resolve %s: %s", c->cf.name, c->cf.addr.host,
 			gai_strerror(g));
 		return -EHOSTUNREACH;
 	}
@@ -287,22 +257,22 @@ static int hs_reply(struct tcp_conn *c, int fd, uint8_t op, uint8_t *payload,
 		return rc;
 	if (fm_hdr_decode(hb, sizeof(hb), &h) < 0) {
 		log_err("server %s: %s reply has a bad header: not a farmem memserver?",
-			c->name, fm_op_name(op));
+			c->cf.name, fm_op_name(op));
 		return -EPROTO;
 	}
 	if (h.op != (op | FM_OP_REPLY) || h.tag != 0) {
 		log_err("server %s: expected a %s reply (tag 0), got op 0x%02x tag %u",
-			c->name, fm_op_name(op), h.op, h.tag);
+			c->cf.name, fm_op_name(op), h.op, h.tag);
 		return -EPROTO;
 	}
 	if (h.status < 0) {
-		log_err("server %s: %s refused: %s", c->name, fm_op_name(op),
+		log_err("server %s: %s refused: %s", c->cf.name, fm_op_name(op),
 			strerror(-h.status));
 		return h.status < -4095 ? -EPROTO : h.status;
 	}
 	if (h.status > 0 || h.len != want) {
 		log_err("server %s: %s reply: status %d len %u (want 0, %zu)",
-			c->name, fm_op_name(op), h.status, h.len, want);
+			c->cf.name, fm_op_name(op), h.status, h.len, want);
 		return -EPROTO;
 	}
 	return read_full(fd, payload, want, deadline, wake_fd);
@@ -329,7 +299,7 @@ static int tcp_handshake(struct tcp_conn *c, int fd, uint64_t deadline, int wake
 	uint8_t buf[FM_HELLO_REQ_LEN], mac[FM_MAC_LEN];
 	int rc;
 
-	memcpy(hello.uuid, c->uuid, FM_UUID_LEN);
+	memcpy(hello.uuid, c->cf.uuid, FM_UUID_LEN);
 	fm_random(hello.client_nonce, FM_NONCE_LEN);
 	fm_hello_req_encode(buf, &hello);
 	rc = hs_send(fd, FM_OP_HELLO, buf, FM_HELLO_REQ_LEN, deadline, wake_fd);
@@ -340,29 +310,29 @@ static int tcp_handshake(struct tcp_conn *c, int fd, uint64_t deadline, int wake
 	if (fm_hello_rep_decode(buf, FM_HELLO_REP_LEN, &rep) < 0 ||
 	    rep.version != FM_PROTO_VERSION) {
 		log_err("server %s: HELLO reply unusable (version %u, ours %u)",
-			c->name, rep.version, FM_PROTO_VERSION);
+			c->cf.name, rep.version, FM_PROTO_VERSION);
 		return -EPROTO;
 	}
 
-	fm_auth_mac(&c->secret, FM_AUTH_CLIENT, hello.client_nonce, rep.server_nonce,
-		    c->uuid, mac);
+	fm_auth_mac(&c->cf.secret, FM_AUTH_CLIENT, hello.client_nonce, rep.server_nonce,
+		    c->cf.uuid, mac);
 	rc = hs_send(fd, FM_OP_AUTH, mac, FM_MAC_LEN, deadline, wake_fd);
 	if (rc)
 		return rc;
 	rc = hs_reply(c, fd, FM_OP_AUTH, mac, FM_MAC_LEN, deadline, wake_fd);
 	if (rc == -ECONNRESET || rc == -EPIPE) {
 		/* The server closes on a MAC it does not accept. */
-		log_err("server %s: closed the connection at AUTH: wrong secret?", c->name);
+		log_err("server %s: closed the connection at AUTH: wrong secret?", c->cf.name);
 		return -EACCES;
 	}
 	if (rc == -EPERM)
 		rc = -EACCES;
 	if (rc)
 		return rc;
-	if (fm_auth_verify(&c->secret, FM_AUTH_SERVER, hello.client_nonce,
-			   rep.server_nonce, c->uuid, mac) < 0) {
+	if (fm_auth_verify(&c->cf.secret, FM_AUTH_SERVER, hello.client_nonce,
+			   rep.server_nonce, c->cf.uuid, mac) < 0) {
 		log_err("server %s: its AUTH proof is wrong: it does not hold our secret",
-			c->name);
+			c->cf.name);
 		return -EACCES;
 	}
 	c->segment_max = rep.segment_max;
@@ -373,7 +343,7 @@ static int tcp_handshake(struct tcp_conn *c, int fd, uint64_t deadline, int wake
  * blocking (senders rely on it; the receiver polls and uses MSG_DONTWAIT). */
 static int tcp_connect(struct tcp_conn *c, int wake_fd, int *out)
 {
-	uint64_t deadline = now_ns() + (uint64_t)c->connect_timeout_ms * 1000000ull;
+	uint64_t deadline = fm_tc_after_ms(c->cf.connect_timeout_ms);
 	int fd = -1, rc;
 
 	rc = tcp_dial(c, deadline, wake_fd, &fd);
@@ -395,10 +365,7 @@ static int tcp_connect(struct tcp_conn *c, int wake_fd, int *out)
 static int slot_take(struct tcp_conn *c, struct fm_req *r, uint32_t *tag,
 		     uint64_t *epoch)
 {
-	uint64_t now = now_ns();
-	uint64_t limit = now + (uint64_t)c->timeout_ms * 1000000ull;
-	struct timespec ts = { .tv_sec = (time_t)(limit / 1000000000ull),
-			       .tv_nsec = (long)(limit % 1000000000ull) };
+	struct timespec ts = fm_tc_abstime(fm_tc_after_ms(c->cf.timeout_ms));
 	struct tcp_slot *s;
 	uint32_t idx;
 	int rc = 0;
@@ -418,7 +385,7 @@ static int slot_take(struct tcp_conn *c, struct fm_req *r, uint32_t *tag,
 		/* All slots busy: wait for one, as long as a request may take. */
 		if (rc == ETIMEDOUT) {
 			log_warn("server %s: no free request slot in %u ms (%u in flight)",
-				 c->name, c->timeout_ms, c->nslots);
+				 c->cf.name, c->cf.timeout_ms, c->cf.nslots);
 			rc = -ETIMEDOUT;
 			break;
 		}
@@ -432,10 +399,8 @@ static int slot_take(struct tcp_conn *c, struct fm_req *r, uint32_t *tag,
 	s = &c->slots[idx];
 	s->gen++;
 	s->req = r;
-	*tag = (uint32_t)s->gen << 16 | idx;
-	r->t_tag = *tag;
-	r->t_deadline_ns = now_ns() + (uint64_t)c->timeout_ms * 1000000ull;
-	r->t_next = NULL;
+	*tag = fm_tc_tag(s->gen, idx);
+	fm_tc_req_start(r, *tag, c->cf.timeout_ms);
 	*epoch = c->epoch;
 	pthread_mutex_unlock(&c->lock);
 	return 0;
@@ -462,8 +427,8 @@ static uint64_t slots_earliest(struct tcp_conn *c, uint64_t now, int *expired)
 	uint64_t min = UINT64_MAX;
 
 	pthread_mutex_lock(&c->lock);
-	if (c->nfree < c->nslots) {
-		for (unsigned i = 0; i < c->nslots; i++) {
+	if (c->nfree < c->cf.nslots) {
+		for (unsigned i = 0; i < c->cf.nslots; i++) {
 			struct fm_req *r = c->slots[i].req;
 
 			if (r && r->t_deadline_ns < min)
@@ -571,7 +536,7 @@ static void frame_send(struct tcp_conn *c, uint64_t epoch, struct iovec *iov, in
 	if (c->fd >= 0 && c->fd_epoch == epoch) {
 		rc = send_all(c->fd, iov, n);
 		if (rc) {
-			log_warn("server %s: send failed: %s", c->name, strerror(-rc));
+			log_warn("server %s: send failed: %s", c->cf.name, strerror(-rc));
 			/* A half-written frame poisons the stream: end it. */
 			shutdown(c->fd, SHUT_RDWR);
 		}
@@ -636,11 +601,11 @@ static int rx_wait(struct tcp_conn *c)
 	};
 
 	for (;;) {
-		int rc = rx_deadlines(c, now_ns());
+		int rc = rx_deadlines(c, fm_tc_now_ns());
 
 		if (rc)
 			return rc;
-		int ms = ms_until(c->next_scan_ns);
+		int ms = fm_tc_ms_until(c->next_scan_ns);
 		int k = poll(pfd, 2, ms > 0 ? ms : 1);
 
 		if (k < 0 && errno != EINTR)
@@ -658,7 +623,7 @@ static ssize_t rx_some(struct tcp_conn *c, void *buf, size_t cap)
 	for (;;) {
 		/* Replies may keep coming while one request never gets its
 		 * own: deadlines are looked at here too, not only when idle. */
-		int rc = rx_deadlines(c, now_ns());
+		int rc = rx_deadlines(c, fm_tc_now_ns());
 
 		if (rc)
 			return rc;
@@ -667,7 +632,7 @@ static ssize_t rx_some(struct tcp_conn *c, void *buf, size_t cap)
 		if (n > 0)
 			return n;
 		if (n == 0) {
-			log_warn("server %s: closed the connection", c->name);
+			log_warn("server %s: closed the connection", c->cf.name);
 			return -ECONNRESET;
 		}
 		if (errno == EINTR)
@@ -675,7 +640,7 @@ static ssize_t rx_some(struct tcp_conn *c, void *buf, size_t cap)
 		if (errno != EAGAIN && errno != EWOULDBLOCK) {
 			int e = errno;
 
-			log_warn("server %s: receive failed: %s", c->name, strerror(e));
+			log_warn("server %s: receive failed: %s", c->cf.name, strerror(e));
 			return -e;
 		}
 		rc = rx_wait(c);
@@ -764,7 +729,7 @@ static int rx_protocol_error(struct tcp_conn *c, struct fm_req *r, const char *w
 			     const struct fm_hdr *h)
 {
 	log_err("server %s: bad reply (%s): op 0x%02x tag 0x%08x status %d len %u; "
-		"dropping the connection", c->name, what, h->op, h->tag, h->status, h->len);
+		"dropping the connection", c->cf.name, what, h->op, h->tag, h->status, h->len);
 	c->culprit = r;
 	return -EPROTO;
 }
@@ -784,12 +749,12 @@ static int rx_one(struct tcp_conn *c)
 	rc = fm_hdr_decode(hb, sizeof(hb), &h);
 	if (rc) {
 		log_err("server %s: reply header rejected (%s); dropping the connection",
-			c->name, strerror(-rc));
+			c->cf.name, strerror(-rc));
 		return -EPROTO;
 	}
-	idx = h.tag & 0xffff;
+	idx = fm_tc_tag_idx(h.tag);
 	pthread_mutex_lock(&c->lock);
-	if (idx < c->nslots && c->slots[idx].gen == (uint16_t)(h.tag >> 16))
+	if (idx < c->cf.nslots && c->slots[idx].gen == fm_tc_tag_gen(h.tag))
 		r = c->slots[idx].req;
 	pthread_mutex_unlock(&c->lock);
 	/* Only this thread frees slots, so r stays ours after the unlock. */
@@ -852,14 +817,14 @@ static void conn_install(struct tcp_conn *c, int fd)
 static void conn_drop(struct tcp_conn *c, int why)
 {
 	struct fm_req *list = NULL;
-	uint64_t now = now_ns();
+	uint64_t now = fm_tc_now_ns();
 	unsigned failed = 0;
 	int was_up;
 
 	pthread_mutex_lock(&c->lock);
 	was_up = c->up;
 	c->up = 0;
-	for (unsigned i = 0; i < c->nslots; i++) {
+	for (unsigned i = 0; i < c->cf.nslots; i++) {
 		struct fm_req *r = c->slots[i].req;
 
 		if (!r)
@@ -885,76 +850,38 @@ static void conn_drop(struct tcp_conn *c, int why)
 
 	while (list) {
 		struct fm_req *r = list;
-		int status = why == -ECANCELED ? -ECANCELED : -ECONNRESET;
+		int status = fm_tc_drop_status(&c->cf, r, why, c->culprit, now);
 
 		list = r->t_next;
-		if (r == c->culprit)
-			status = -EPROTO;
-		else if (why == -ETIMEDOUT && r->t_deadline_ns <= now)
-			status = -ETIMEDOUT;
-		if (status == -ETIMEDOUT)
-			log_warn("server %s: %s (tag 0x%08x) got no reply in %u ms",
-				 c->name, fm_op_name(r->op), r->t_tag, c->timeout_ms);
 		failed++;
 		r->done(r, status);
 	}
 	c->culprit = NULL;
-	if (was_up && why != -ECANCELED) {
-		log_warn("server %s: connection down (%s), %u request(s) failed%s",
-			 c->name, strerror(-why), failed,
-			 c->reconnect ? "; reconnecting" : "");
-		if (c->state_cb)
-			c->state_cb(c->state_arg, 0);
-	}
+	fm_tc_report_down(&c->cf, was_up, why, failed);
 }
 
-/* Sleep ms unless woken for close; returns nonzero when closing. */
-static int sleep_or_stop(struct tcp_conn *c, unsigned ms)
-{
-	struct pollfd pfd = { .fd = c->wake_fd, .events = POLLIN };
-	uint64_t until = now_ns() + (uint64_t)ms * 1000000ull;
-
-	while (!conn_stopping(c)) {
-		int left = ms_until(until);
-
-		if (left == 0)
-			return 0;
-		poll(&pfd, 1, left);
-	}
-	return 1;
-}
-
-static void conn_reconnect(struct tcp_conn *c, unsigned *backoff, unsigned *tries)
+static void conn_reconnect(struct tcp_conn *c, struct fm_tc_backoff *b)
 {
 	int fd, rc;
 
-	if (sleep_or_stop(c, *backoff))
+	if (fm_tc_sleep_or_stop(c->wake_fd, &c->stop, b->ms))
 		return;
 	rc = tcp_connect(c, c->wake_fd, &fd);
 	if (rc) {
-		/* First failure says why; the rest are debug noise. */
-		if (*tries == 0)
-			log_warn("server %s: reconnect failed: %s; retrying every %u..%u ms",
-				 c->name, strerror(-rc), TCP_BACKOFF_MIN_MS, TCP_BACKOFF_MAX_MS);
-		else
-			log_debug("server %s: reconnect attempt %u failed: %s",
-				  c->name, *tries + 1, strerror(-rc));
-		(*tries)++;
-		*backoff = *backoff * 2 > TCP_BACKOFF_MAX_MS ? TCP_BACKOFF_MAX_MS : *backoff * 2;
+		/* tcp_connect logs little on its own: retries go to debug. */
+		fm_tc_backoff_failed(b, &c->cf, rc, 1);
 		return;
 	}
 	conn_install(c, fd);
-	log_info("server %s: reconnected after %u failed attempt(s)", c->name, *tries);
-	*backoff = TCP_BACKOFF_MIN_MS;
-	*tries = 0;
-	if (c->state_cb)
-		c->state_cb(c->state_arg, 1);
+	fm_tc_backoff_succeeded(b, &c->cf);
 }
 
 static void *conn_thread(void *arg)
 {
 	struct tcp_conn *c = arg;
-	unsigned backoff = TCP_BACKOFF_MIN_MS, tries = 0;
+	struct fm_tc_backoff backoff;
+
+	fm_tc_backoff_init(&backoff);
 
 	while (!conn_stopping(c)) {
 		if (c->fd >= 0) {
@@ -962,10 +889,10 @@ static void *conn_thread(void *arg)
 
 			if (rc)
 				conn_drop(c, rc);
-		} else if (c->reconnect) {
-			conn_reconnect(c, &backoff, &tries);
+		} else if (c->cf.reconnect) {
+			conn_reconnect(c, &backoff);
 		} else {
-			sleep_or_stop(c, 60000);
+			fm_tc_sleep_or_stop(c->wake_fd, &c->stop, 60000);
 		}
 	}
 	conn_drop(c, -ECANCELED);
@@ -985,41 +912,26 @@ static void conn_free(struct tcp_conn *c)
 	free(c->free_idx);
 	free(c->rbuf);
 	free(c->pbuf);
-	/* The secret copy must not linger in freed memory. */
-	explicit_bzero(&c->secret, sizeof(c->secret));
+	fm_tc_conf_fini(&c->cf);
 	free(c);
 }
 
 static struct tcp_conn *conn_alloc(const struct fm_conn_params *p)
 {
 	struct tcp_conn *c = calloc(1, sizeof(*c));
-	pthread_condattr_t ca;
 
 	if (!c)
 		return NULL;
 	c->base.ops = &fm_transport_tcp;
-	c->addr = p->addr;
-	addr_str(&p->addr, c->name, sizeof(c->name));
-	c->secret = *p->secret;
-	memcpy(c->uuid, p->uuid, FM_UUID_LEN);
-	c->timeout_ms = p->timeout_ms ? p->timeout_ms : TCP_DEFAULT_TIMEOUT_MS;
-	c->connect_timeout_ms = p->connect_timeout_ms ? p->connect_timeout_ms
-						      : TCP_DEFAULT_CONNECT_MS;
-	c->nslots = p->max_inflight ? p->max_inflight : TCP_DEFAULT_INFLIGHT;
-	c->reconnect = p->reconnect;
-	c->state_cb = p->state_cb;
-	c->state_arg = p->state_arg;
+	fm_tc_conf_init(&c->cf, p, "server ");
 	c->fd = -1;
 	c->wake_fd = -1;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->send_lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->slot_cv, &ca);
-	pthread_condattr_destroy(&ca);
+	fm_tc_cond_init(&c->slot_cv);
 
-	c->slots = calloc(c->nslots, sizeof(*c->slots));
-	c->free_idx = calloc(c->nslots, sizeof(*c->free_idx));
+	c->slots = calloc(c->cf.nslots, sizeof(*c->slots));
+	c->free_idx = calloc(c->cf.nslots, sizeof(*c->free_idx));
 	c->rbuf = malloc(TCP_RBUF_SIZE);
 	c->pbuf = malloc(TCP_PBUF_SIZE);
 	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1027,17 +939,14 @@ static struct tcp_conn *conn_alloc(const struct fm_conn_params *p)
 		conn_free(c);
 		return NULL;
 	}
-	/* Hand out low slots first (popped from the top of the stack). */
-	for (unsigned i = 0; i < c->nslots; i++)
-		c->free_idx[i] = c->nslots - 1 - i;
-	c->nfree = c->nslots;
+	fm_tc_free_stack_init(c->free_idx, c->cf.nslots);
+	c->nfree = c->cf.nslots;
 	return c;
 }
 
 static int tcp_open(const struct fm_conn_params *p, struct fm_conn **out)
 {
 	struct tcp_conn *c;
-	sigset_t all, old;
 	int fd, rc;
 
 	*out = NULL;
@@ -1057,25 +966,21 @@ static int tcp_open(const struct fm_conn_params *p, struct fm_conn **out)
 	}
 	rc = tcp_connect(c, -1, &fd);
 	if (rc) {
-		log_err("server %s: cannot connect: %s", c->name, strerror(-rc));
+		log_err("server %s: cannot connect: %s", c->cf.name, strerror(-rc));
 		conn_free(c);
 		return rc;
 	}
 	conn_install(c, fd);
-	/* The receiver must not take the process's signals (SIGTERM etc.). */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = -pthread_create(&c->thread, NULL, conn_thread, c);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	rc = fm_tc_start_thread(&c->thread, conn_thread, c);
 	if (rc) {
-		log_err("server %s: cannot start the receiver thread: %s", c->name,
+		log_err("server %s: cannot start the receiver thread: %s", c->cf.name,
 			strerror(-rc));
 		close(fd);
 		conn_free(c);
 		return rc;
 	}
-	log_debug("server %s: connected (segment_max %u, %u slots)", c->name,
-		  c->segment_max, c->nslots);
+	log_debug("server %s: connected (segment_max %u, %u slots)", c->cf.name,
+		  c->segment_max, c->cf.nslots);
 	*out = &c->base;
 	return 0;
 }
@@ -1083,25 +988,15 @@ static int tcp_open(const struct fm_conn_params *p, struct fm_conn **out)
 static int tcp_is_up(struct fm_conn *base)
 {
 	struct tcp_conn *c = (struct tcp_conn *)base;
-	int up;
 
-	pthread_mutex_lock(&c->lock);
-	up = c->up;
-	pthread_mutex_unlock(&c->lock);
-	return up;
+	return fm_tc_locked_flag(&c->lock, &c->up);
 }
 
 static void tcp_close(struct fm_conn *base)
 {
 	struct tcp_conn *c = (struct tcp_conn *)base;
-	uint64_t one = 1;
 
-	pthread_mutex_lock(&c->lock);
-	__atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
-	pthread_cond_broadcast(&c->slot_cv);
-	pthread_mutex_unlock(&c->lock);
-	if (write(c->wake_fd, &one, sizeof(one)) < 0)
-		log_warn("server %s: cannot wake the receiver: %s", c->name, strerror(errno));
+	fm_tc_request_stop(&c->cf, &c->lock, &c->slot_cv, &c->stop, c->wake_fd, "receiver");
 	pthread_join(c->thread, NULL);
 	conn_free(c);
 }

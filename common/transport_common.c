@@ -1,0 +1,199 @@
+/* transport_common.c — what the client transports (tcp, rdma) share;
+ * see transport_common.h. */
+#include "transport_common.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+void fm_tc_conf_init(struct fm_tc_conf *cf, const struct fm_conn_params *p,
+		     const char *who)
+{
+	cf->addr = p->addr;
+	addr_str(&p->addr, cf->name, sizeof(cf->name));
+	cf->who = who;
+	cf->secret = *p->secret;
+	memcpy(cf->uuid, p->uuid, FM_UUID_LEN);
+	cf->timeout_ms = p->timeout_ms ? p->timeout_ms : FM_TC_DEFAULT_TIMEOUT_MS;
+	cf->connect_timeout_ms = p->connect_timeout_ms ? p->connect_timeout_ms
+						       : FM_TC_DEFAULT_CONNECT_MS;
+	cf->nslots = p->max_inflight ? p->max_inflight : FM_TC_DEFAULT_INFLIGHT;
+	cf->reconnect = p->reconnect;
+	cf->state_cb = p->state_cb;
+	cf->state_arg = p->state_arg;
+}
+
+void fm_tc_conf_fini(struct fm_tc_conf *cf)
+{
+	explicit_bzero(&cf->secret, sizeof(cf->secret));
+}
+
+/* ---- time ---- */
+
+uint64_t fm_tc_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int fm_tc_ms_until(uint64_t deadline)
+{
+	uint64_t now = fm_tc_now_ns();
+
+	if (deadline <= now)
+		return 0;
+	return (int)((deadline - now + 999999) / 1000000);
+}
+
+uint64_t fm_tc_after_ms(uint32_t ms)
+{
+	return fm_tc_now_ns() + (uint64_t)ms * 1000000ull;
+}
+
+struct timespec fm_tc_abstime(uint64_t deadline_ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(deadline_ns / 1000000000ull),
+			       .tv_nsec = (long)(deadline_ns % 1000000000ull) };
+
+	return ts;
+}
+
+void fm_tc_cond_init(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+/* ---- slots ---- */
+
+void fm_tc_free_stack_init(uint32_t *free_idx, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		free_idx[i] = n - 1 - i;
+}
+
+void fm_tc_req_start(struct fm_req *r, uint32_t tag, uint32_t timeout_ms)
+{
+	r->t_tag = tag;
+	r->t_deadline_ns = fm_tc_after_ms(timeout_ms);
+	r->t_next = NULL;
+}
+
+/* ---- dropping the connection ---- */
+
+int fm_tc_drop_status(const struct fm_tc_conf *cf, const struct fm_req *r, int why,
+		      const struct fm_req *culprit, uint64_t now)
+{
+	int status = why == -ECANCELED ? -ECANCELED : -ECONNRESET;
+
+	if (r == culprit)
+		status = why == -EIO ? -EIO : -EPROTO;
+	else if (why == -ETIMEDOUT && r->t_deadline_ns <= now)
+		status = -ETIMEDOUT;
+	if (status == -ETIMEDOUT)
+		log_warn("%s%s: %s (tag 0x%08x) got no reply in %u ms", cf->who, cf->name,
+			 fm_op_name(r->op), r->t_tag, cf->timeout_ms);
+	return status;
+}
+
+void fm_tc_report_down(const struct fm_tc_conf *cf, int was_up, int why,
+		       unsigned failed)
+{
+	if (!was_up || why == -ECANCELED)
+		return;
+	log_warn("%s%s: connection down (%s), %u request(s) failed%s", cf->who, cf->name,
+		 strerror(-why), failed, cf->reconnect ? "; reconnecting" : "");
+	if (cf->state_cb)
+		cf->state_cb(cf->state_arg, 0);
+}
+
+/* ---- the link thread ---- */
+
+int fm_tc_sleep_or_stop(int wake_fd, const int *stop, unsigned ms)
+{
+	struct pollfd pfd = { .fd = wake_fd, .events = POLLIN };
+	uint64_t until = fm_tc_after_ms(ms);
+
+	while (!fm_tc_stopping(stop)) {
+		int left = fm_tc_ms_until(until);
+
+		if (left == 0)
+			return 0;
+		poll(&pfd, 1, left);
+	}
+	return 1;
+}
+
+void fm_tc_backoff_init(struct fm_tc_backoff *b)
+{
+	b->ms = FM_TC_BACKOFF_MIN_MS;
+	b->tries = 0;
+}
+
+void fm_tc_backoff_failed(struct fm_tc_backoff *b, const struct fm_tc_conf *cf, int rc,
+			  int log_retries)
+{
+	/* First failure says why; the rest are debug noise. */
+	if (b->tries == 0)
+		log_warn("%s%s: reconnect failed: %s; retrying every %u..%u ms", cf->who,
+			 cf->name, strerror(-rc), FM_TC_BACKOFF_MIN_MS, FM_TC_BACKOFF_MAX_MS);
+	else if (log_retries)
+		log_debug("%s%s: reconnect attempt %u failed: %s", cf->who, cf->name,
+			  b->tries + 1, strerror(-rc));
+	b->tries++;
+	b->ms = b->ms * 2 > FM_TC_BACKOFF_MAX_MS ? FM_TC_BACKOFF_MAX_MS : b->ms * 2;
+}
+
+void fm_tc_backoff_succeeded(struct fm_tc_backoff *b, const struct fm_tc_conf *cf)
+{
+	log_info("%s%s: reconnected after %u failed attempt(s)", cf->who, cf->name, b->tries);
+	fm_tc_backoff_init(b);
+	if (cf->state_cb)
+		cf->state_cb(cf->state_arg, 1);
+}
+
+void fm_tc_request_stop(const struct fm_tc_conf *cf, pthread_mutex_t *lock,
+			pthread_cond_t *cv, int *stop, int wake_fd, const char *thread)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(lock);
+	__atomic_store_n(stop, 1, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(cv);
+	pthread_mutex_unlock(lock);
+	if (write(wake_fd, &one, sizeof(one)) < 0)
+		log_warn("%s%s: cannot wake the %s: %s", cf->who, cf->name, thread,
+			 strerror(errno));
+}
+
+int fm_tc_start_thread(pthread_t *thread, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = -pthread_create(thread, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
+int fm_tc_locked_flag(pthread_mutex_t *lock, const int *flag)
+{
+	int v;
+
+	pthread_mutex_lock(lock);
+	v = *flag;
+	pthread_mutex_unlock(lock);
+	return v;
+}

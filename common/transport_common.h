@@ -1,0 +1,138 @@
+/* transport_common.h — what the client transports (tcp, rdma) share.
+ *
+ * Both transports implement the same contract (transport.h) the same
+ * way around their wire: a fixed table of request slots whose tags carry
+ * a generation, deadlines counted from when a request gets its slot, one
+ * thread that owns the link and fails every in-flight request when it
+ * drops, and background reconnects with exponential backoff.  The pieces
+ * of that which do not depend on the wire live here, so the two cannot
+ * drift apart (say, in which status a dropped request gets).
+ */
+#ifndef FARMEM_TRANSPORT_COMMON_H
+#define FARMEM_TRANSPORT_COMMON_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "transport.h"
+
+#define FM_TC_DEFAULT_TIMEOUT_MS  5000u
+#define FM_TC_DEFAULT_CONNECT_MS  3000u
+#define FM_TC_DEFAULT_INFLIGHT    256u
+#define FM_TC_BACKOFF_MIN_MS      100u
+#define FM_TC_BACKOFF_MAX_MS      5000u
+
+/* A connection's settings, fixed at open. */
+struct fm_tc_conf {
+	struct fm_addr addr;
+	char name[ADDR_HOST_MAX + 32];
+	const char *who;              /* log prefix before name ("server " or "") */
+	struct fm_secret secret;
+	uint8_t uuid[FM_UUID_LEN];
+	uint32_t timeout_ms;
+	uint32_t connect_timeout_ms;
+	unsigned nslots;
+	int reconnect;
+	void (*state_cb)(void *arg, int up);
+	void *state_arg;
+};
+
+/* Copy p (with the defaults above filled in) into cf. */
+void fm_tc_conf_init(struct fm_tc_conf *cf, const struct fm_conn_params *p,
+		     const char *who);
+/* The secret copy must not linger in freed memory. */
+void fm_tc_conf_fini(struct fm_tc_conf *cf);
+
+/* ---- time ---- */
+
+uint64_t fm_tc_now_ns(void);
+/* Milliseconds until deadline (rounded up), 0 when it has passed. */
+int fm_tc_ms_until(uint64_t deadline);
+/* now + ms, in fm_tc_now_ns() time. */
+uint64_t fm_tc_after_ms(uint32_t ms);
+/* A CLOCK_MONOTONIC deadline as pthread_cond_timedwait() takes it. */
+struct timespec fm_tc_abstime(uint64_t deadline_ns);
+/* A condition variable that waits on CLOCK_MONOTONIC, so a wall-clock
+ * step does not stretch or cut a slot wait. */
+void fm_tc_cond_init(pthread_cond_t *cv);
+
+/* ---- slots ---- */
+
+/* tag = generation << 16 | slot: a reply to a slot's previous use (its
+ * generation since bumped) never matches the request now in it. */
+static inline uint32_t fm_tc_tag(uint16_t gen, uint32_t idx)
+{
+	return (uint32_t)gen << 16 | idx;
+}
+
+static inline uint32_t fm_tc_tag_idx(uint32_t tag)
+{
+	return tag & 0xffff;
+}
+
+static inline uint16_t fm_tc_tag_gen(uint32_t tag)
+{
+	return (uint16_t)(tag >> 16);
+}
+
+/* Fill the free-slot stack so low slots are handed out first (popped
+ * from the top). */
+void fm_tc_free_stack_init(uint32_t *free_idx, unsigned n);
+
+/* Stamp a request that just got a slot: its tag, and its deadline
+ * counted from now. */
+void fm_tc_req_start(struct fm_req *r, uint32_t tag, uint32_t timeout_ms);
+
+/* ---- dropping the connection ---- */
+
+/* The status an in-flight request fails with when the connection drops
+ * for why: closing -ECANCELED; the request whose reply broke the
+ * protocol -EPROTO (-EIO when why is -EIO: its transfer failed); with
+ * why -ETIMEDOUT the expired ones -ETIMEDOUT (logged); the rest
+ * -ECONNRESET. */
+int fm_tc_drop_status(const struct fm_tc_conf *cf, const struct fm_req *r, int why,
+		      const struct fm_req *culprit, uint64_t now);
+
+/* After a drop: say so and tell state_cb, unless it was down already or
+ * the connection is closing. */
+void fm_tc_report_down(const struct fm_tc_conf *cf, int was_up, int why,
+		       unsigned failed);
+
+/* ---- the link thread ---- */
+
+static inline int fm_tc_stopping(const int *stop)
+{
+	return __atomic_load_n(stop, __ATOMIC_ACQUIRE);
+}
+
+/* Sleep ms unless wake_fd fires for close; returns nonzero when closing. */
+int fm_tc_sleep_or_stop(int wake_fd, const int *stop, unsigned ms);
+
+/* Reconnect backoff: 100 ms doubling up to 5 s, reset on success. */
+struct fm_tc_backoff {
+	unsigned ms;
+	unsigned tries;               /* failed attempts since the last success */
+};
+
+void fm_tc_backoff_init(struct fm_tc_backoff *b);
+/* A reconnect failed with rc: the first failure says why (and how often
+ * we retry); later ones only at debug level, when log_retries is set. */
+void fm_tc_backoff_failed(struct fm_tc_backoff *b, const struct fm_tc_conf *cf, int rc,
+			  int log_retries);
+/* A reconnect worked: say so, reset, and tell state_cb. */
+void fm_tc_backoff_succeeded(struct fm_tc_backoff *b, const struct fm_tc_conf *cf);
+
+/* close(): set stop under lock, wake slot waiters and the link thread.
+ * thread names it in the warning when the wake fails. */
+void fm_tc_request_stop(const struct fm_tc_conf *cf, pthread_mutex_t *lock,
+			pthread_cond_t *cv, int *stop, int wake_fd, const char *thread);
+
+/* Start the link thread with every signal blocked: it must not take
+ * the process's signals (SIGTERM etc.).  0 or -errno. */
+int fm_tc_start_thread(pthread_t *thread, void *(*fn)(void *), void *arg);
+
+/* is_up(): `up` read under lock. */
+int fm_tc_locked_flag(pthread_mutex_t *lock, const int *flag);
+
+#endif
