@@ -29,8 +29,14 @@ void store_server_state_cb(void *arg, int up)
 
 	if (was != (up ? 1 : 0))
 		log_info("server %s: %s", v->addr, up ? "up" : "down");
-	if (!up)
+	if (!up) {
 		__atomic_store_n(&v->need_sweep, 1, __ATOMIC_RELEASE);
+	} else {
+		/* I/O waiting to retry may go at once. */
+		pthread_mutex_lock(&v->s->retry_lock);
+		pthread_cond_broadcast(&v->s->retry_cv);
+		pthread_mutex_unlock(&v->s->retry_lock);
+	}
 	maint_kick(v->s);
 }
 

@@ -63,6 +63,68 @@ int is_conn_error(int err)
 	       err == -EHOSTUNREACH;
 }
 
+int is_transient_error(int err)
+{
+	return is_conn_error(err) && err != -ECANCELED;
+}
+
+#define RETRY_BACKOFF_MAX_MS 1000u
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t io_deadline_ns(const struct store *s)
+{
+	return mono_ns() + (uint64_t)s->retry_ms * 1000000ull;
+}
+
+void servers_refresh(struct store *s)
+{
+	for (int i = 0; i < s->nservers; i++) {
+		struct store_server *v = &s->srv[i];
+		struct fm_conn *c = __atomic_load_n(&v->conn, __ATOMIC_ACQUIRE);
+
+		/* need_sweep stays set: maint still sweeps it once up. */
+		if (c && !srv_up(v) && fm_conn_is_up(c) &&
+		    !__atomic_exchange_n(&v->up, 1, __ATOMIC_ACQ_REL))
+			log_info("server %s: back up", v->addr);
+	}
+}
+
+int io_retry_wait(struct store *s, uint64_t deadline_ns, unsigned *backoff_ms)
+{
+	uint64_t now = mono_ns(), wait_ns;
+	struct timespec ts;
+
+	if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE))
+		return -ECANCELED;
+	if (now >= deadline_ns)
+		return -ETIMEDOUT;
+	wait_ns = (uint64_t)*backoff_ms * 1000000ull;
+	if (wait_ns > deadline_ns - now)
+		wait_ns = deadline_ns - now;
+	now += wait_ns;
+	ts.tv_sec = (time_t)(now / 1000000000ull);
+	ts.tv_nsec = (long)(now % 1000000000ull);
+	/* An early wake-up (a server came back, or a spurious one) only
+	 * brings the next round forward. */
+	pthread_mutex_lock(&s->retry_lock);
+	if (!__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE))
+		pthread_cond_timedwait(&s->retry_cv, &s->retry_lock, &ts);
+	pthread_mutex_unlock(&s->retry_lock);
+	*backoff_ms = *backoff_ms * 2 > RETRY_BACKOFF_MAX_MS ? RETRY_BACKOFF_MAX_MS
+							     : *backoff_ms * 2;
+	if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE))
+		return -ECANCELED;
+	servers_refresh(s);
+	return 0;
+}
+
 void server_failed(struct store *s, int server, int err, const char *what)
 {
 	struct store_server *v = &s->srv[server];
@@ -185,7 +247,7 @@ static int slot_get(struct store *s, uint32_t *out, int may_wait)
 int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 {
 	int usable[STORE_MAX_SERVERS], tried[STORE_MAX_SERVERS], pick[STORE_MAX_REPLICAS];
-	int ntried = 0, got = 0, anyup = 0, nospc = 0;
+	int ntried = 0, got = 0, anyup = 0, nospc = 0, hard = 0;
 	struct seg_rep reps[STORE_MAX_REPLICAS];
 	struct qreq *ctl = &io->reqs[io->nreqs - STORE_MAX_REPLICAS];
 	uint32_t idx;
@@ -234,6 +296,7 @@ int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 				continue;
 			}
 			nospc |= q->status == -ENOSPC;
+			hard |= !is_transient_error(q->status);
 			server_failed(s, pick[k], q->status ? q->status : -EPROTO, "alloc");
 		}
 	}
@@ -246,7 +309,14 @@ int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 			maint_kick(s);
 		}
 		slot_put(s, idx);
-		log_err("store: no server could allocate a %u-byte segment", s->seg_size);
+		/* Nobody up, or every ALLOC lost to the transport: a caller
+		 * may wait for the servers to come back. */
+		if (!hard) {
+			io->transient = 1;
+			log_debug("store: no server up to allocate a segment (yet)");
+		} else {
+			log_err("store: no server could allocate a %u-byte segment", s->seg_size);
+		}
 		return anyup && nospc ? -ENOSPC : -EIO;
 	}
 	pthread_mutex_lock(&s->lock);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "store_internal.h"
@@ -20,6 +21,7 @@ _Static_assert((int)STORE_COMPRESS_NONE == (int)FM_CODEC_NONE &&
 #define DEFAULT_SEGMENT (4u << 20)
 #define DEFAULT_MAX_IO  (1u << 20)
 #define DEFAULT_TIMEOUT 5000u
+#define RETRY_MIN_MS    20000u
 
 static int config_check(const struct store_config *c, char *err, size_t errlen)
 {
@@ -102,6 +104,8 @@ static void store_free(struct store *s)
 	free((char *)s->cfg.state_path);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->seg_cv);
+	pthread_mutex_destroy(&s->retry_lock);
+	pthread_cond_destroy(&s->retry_cv);
 	pthread_mutex_destroy(&s->maint_run);
 	pthread_mutex_destroy(&s->maint_lock);
 	pthread_cond_destroy(&s->maint_cv);
@@ -123,6 +127,11 @@ static int store_setup(struct store *s, const struct store_config *cfg,
 	s->seg_size = cfg->segment_size ? cfg->segment_size : DEFAULT_SEGMENT;
 	s->max_io = cfg->max_io ? cfg->max_io : DEFAULT_MAX_IO;
 	s->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : DEFAULT_TIMEOUT;
+	/* I/O that failed on every replica with transport errors retries
+	 * whole rounds this long: a few request timeouts, and never less
+	 * than the transport needs to reconnect at its longest backoff
+	 * (5 s) a few times over.  A swap device's EIO kills a process. */
+	s->retry_ms = 4 * s->timeout_ms > RETRY_MIN_MS ? 4 * s->timeout_ms : RETRY_MIN_MS;
 	s->npages = cfg->size / STORE_PAGE;
 	s->nqueues = cfg->queues;
 	s->nservers = cfg->nservers;
@@ -206,6 +215,15 @@ int store_open(const struct store_config *cfg, struct store **out,
 		return -ENOMEM;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->seg_cv, NULL);
+	pthread_mutex_init(&s->retry_lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&s->retry_cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	pthread_mutex_init(&s->maint_run, NULL);
 	pthread_mutex_init(&s->maint_lock, NULL);
 	pthread_cond_init(&s->maint_cv, NULL);
@@ -252,6 +270,11 @@ void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	/* I/O still waiting to retry gives up now. */
+	pthread_mutex_lock(&s->retry_lock);
+	__atomic_store_n(&s->closing, 1, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&s->retry_cv);
+	pthread_mutex_unlock(&s->retry_lock);
 	maint_stop(s);
 	/* A restarted daemon appends to new segments; the old open ones
 	 * are complete as they are. */

@@ -135,6 +135,8 @@ struct ioctx {
 	struct waiter w;
 	struct waiter cw;     /* control requests (ALLOC) while data is in flight */
 	struct fm_codec codec;
+	int transient;        /* records_append: what failed failed only on
+			       * transport errors (worth another round) */
 };
 
 struct store_server {
@@ -155,6 +157,8 @@ struct store {
 	uint32_t seg_size;
 	uint32_t max_io;
 	uint32_t timeout_ms;
+	uint32_t retry_ms;        /* how long an I/O keeps retrying rounds over
+				   * replicas that all failed transiently */
 	uint64_t npages;
 
 	/* State mapping. */
@@ -194,6 +198,12 @@ struct store {
 	pthread_cond_t maint_cv;
 	int maint_stop, maint_kick;
 
+	/* I/O waiting between retry rounds sleeps here; store_close() and a
+	 * server coming back wake it. */
+	pthread_mutex_t retry_lock;
+	pthread_cond_t retry_cv;  /* CLOCK_MONOTONIC */
+	int closing;              /* atomic: store_close() began; stop retrying */
+
 	/* Counters (atomic). */
 	uint64_t reads, writes, discards, read_errors, write_errors;
 };
@@ -220,6 +230,17 @@ void waiter_wait(struct waiter *w);
 void req_submit(struct store *s, struct ioctx *io, struct qreq *q, int server);
 void req_submit_w(struct store *s, struct waiter *w, struct qreq *q, int server);
 int is_conn_error(int err);
+/* A transport failure that may pass (timeout, reset, reconnecting) —
+ * not -ECANCELED, which means the connection is being closed. */
+int is_transient_error(int err);
+/* Between retry rounds of one I/O: sleeps *backoff_ms (doubling it, up
+ * to a cap; never past deadline_ns), then lifts mark-downs of servers
+ * whose transport is back.  -ETIMEDOUT when the deadline has passed,
+ * -ECANCELED when the store is closing: give up. */
+int io_retry_wait(struct store *s, uint64_t deadline_ns, unsigned *backoff_ms);
+uint64_t io_deadline_ns(const struct store *s);
+/* Mark servers whose connection is up again as up (what maint does). */
+void servers_refresh(struct store *s);
 void server_failed(struct store *s, int server, int err, const char *what);
 int seg_open(struct store *s, struct ioctx *io, uint32_t *out);
 /* No more appends; sealed once the appends in flight are done. */

@@ -71,44 +71,69 @@ static void heal_copy(struct store *s, struct ioctx *io, const struct seg_rep *r
 		log_info("server %s: rewrote bad copy at offset %u", s->srv[rep->server].addr, off);
 }
 
-/* One page, every replica in turn (skipping the one the batched read
- * already found bad), re-reading the map if the record moved meanwhile. */
+/* One page, every replica in turn (skipping the one the batched read of
+ * entry *seen already found bad), re-reading the map if the record moved meanwhile.
+ *
+ * A copy that fails verification is never asked again (for this record),
+ * so wrong data cannot come back and a page whose copies are all bad is
+ * -EIO at once.  But when the copies left could not be read only because
+ * of transport errors (a timeout on an overloaded host, a connection
+ * being re-established), whole rounds are retried with a growing pause
+ * until the request's deadline: a swap device's EIO kills a process. */
 static int read_page_slow(struct store *s, struct ioctx *io, uint64_t page,
-			  uint8_t *landing, void *out, int skip_server)
+			  uint8_t *landing, void *out, const struct pm_entry *seen,
+			  int skip_server, uint64_t deadline_ns)
 {
 	struct seg_rep reps[STORE_MAX_REPLICAS];
-	struct pm_entry e, again;
+	struct pm_entry e, prev = *seen;
+	uint32_t bad = 0, hard = 0;   /* servers: copy bad / failed for good */
+	unsigned backoff_ms = 50;
+	int moved = 0, rounds = 0, rc_wait = 0;
 
-	for (int tries = 0; tries < READ_RETRIES; tries++) {
-		unsigned bad = 0;
+	if (skip_server >= 0)
+		bad = 1u << skip_server;
+	for (;; rounds++) {
+		int transient = 0;
 
 		lookup_pin(s, page, &e, reps);
 		if (pm_state(&e) != PM_STORED) {
 			memset(out, 0, STORE_PAGE);
 			return 0;
 		}
-		for (int r = 0; r < STORE_MAX_REPLICAS; r++)
-			if (reps[r].server >= 0 && reps[r].server == skip_server)
-				bad |= 1u << r;
+		/* The record moved (cleaner, repair) since it was last read:
+		 * what we knew was about the old copies. */
+		if (memcmp(&prev, &e, sizeof(e)))
+			bad = hard = 0;
+		prev = e;
 		for (int r = 0; r < STORE_MAX_REPLICAS; r++) {
 			int rc;
 
-			if (reps[r].server < 0 || reps[r].server == skip_server)
+			if (reps[r].server < 0 ||
+			    ((bad | hard) & (1u << reps[r].server)))
 				continue;
 			rc = seg_read_range(s, io, &reps[r], e.off, rec_len(pm_plen(&e)), landing);
 			if (rc == -ENOENT)
 				seg_drop_replica(s, e.seg, reps[r].server);
-			if (rc < 0)
+			if (rc < 0) {
+				if (is_transient_error(rc))
+					transient = 1;
+				else
+					hard |= 1u << reps[r].server;
 				continue;
+			}
 			if (record_decode(io, landing, page, &e, out) == 0) {
 				for (int b = 0; b < STORE_MAX_REPLICAS; b++)
-					if (bad & (1u << b))
+					if (reps[b].server >= 0 &&
+					    (bad & (1u << reps[b].server)))
 						heal_copy(s, io, &reps[b], e.off, landing,
 							  rec_len(pm_plen(&e)));
 				readers_put(s, e.seg);
+				if (rounds)
+					log_info("store: page %llu: read after %d retry round(s)",
+						 (unsigned long long)page, rounds);
 				return 0;
 			}
-			bad |= 1u << r;
+			bad |= 1u << reps[r].server;
 			atomic_add64(&s->hdr->checksum_errors, 1);
 			atomic_add64(&s->srv[reps[r].server].errors, 1);
 			log_warn("server %s: page %llu: bad copy in segment %u offset %u",
@@ -116,14 +141,20 @@ static int read_page_slow(struct store *s, struct ioctx *io, uint64_t page,
 				 e.seg, e.off);
 		}
 		readers_put(s, e.seg);
-		skip_server = -1;
 		pthread_mutex_lock(&s->lock);
-		again = s->map[page];
+		struct pm_entry again = s->map[page];
 		pthread_mutex_unlock(&s->lock);
-		if (!memcmp(&again, &e, sizeof(e)))
+		if (memcmp(&again, &e, sizeof(e)) && ++moved < READ_RETRIES)
+			continue;
+		if (!transient)
+			break;
+		rc_wait = io_retry_wait(s, deadline_ns, &backoff_ms);
+		if (rc_wait < 0)
 			break;
 	}
-	log_err("store: page %llu: no good copy left", (unsigned long long)page);
+	log_err("store: page %llu: no good copy left%s", (unsigned long long)page,
+		rc_wait == -ETIMEDOUT ? " (replicas unreachable until the retry deadline)" :
+		rc_wait == -ECANCELED ? " (store closing)" : "");
 	return -EIO;
 }
 
@@ -189,6 +220,7 @@ int store_read(struct store *s, int queue, uint64_t off, uint32_t len, void *buf
 	uint64_t first = off / STORE_PAGE;
 	unsigned n, nreq = 0;
 	struct ioctx *io;
+	uint64_t deadline;
 	int rc = 0;
 
 	rc = io_check_range(s, queue, off, len, s->max_io);
@@ -196,6 +228,7 @@ int store_read(struct store *s, int queue, uint64_t off, uint32_t len, void *buf
 		return rc;
 	io = &s->q[queue];
 	n = len / STORE_PAGE;
+	deadline = io_deadline_ns(s);
 	pthread_mutex_lock(&io->lock);
 	for (unsigned i = 0; i < n; i++)
 		lookup_pin(s, first + i, &io->pio[i].e, NULL);
@@ -234,7 +267,7 @@ int store_read(struct store *s, int queue, uint64_t off, uint32_t len, void *buf
 		}
 		readers_put(s, p->e.seg);
 		r = read_page_slow(s, io, first + i, io->buf + io->buf_len, out,
-				   p->status == 0 ? p->server : -1);
+				   &p->e, p->status == 0 ? p->server : -1, deadline);
 		if (r < 0)
 			rc = r;
 	}

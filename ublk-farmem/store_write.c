@@ -98,11 +98,19 @@ static void chunks_reap(struct store *s, struct ioctx *io, int nchunks)
 	waiter_wait(&io->w);
 	for (int k = 0; k < nchunks; k++) {
 		struct wchunk *c = &io->chunks[k];
-		int good = 0;
+		int good = 0, flaky = 0;
 
-		for (int j = 0; j < c->nreq; j++)
+		for (int j = 0; j < c->nreq; j++) {
 			if (io->reqs[c->req0 + j].status == 0)
 				good++;
+			else if (is_transient_error(io->reqs[c->req0 + j].status))
+				flaky++;
+		}
+		/* Reached no replica, each failing only on its transport: the
+		 * caller may try again once they are back.  (No replica at all
+		 * left in the segment is not that.) */
+		if (!good && c->nreq && flaky == c->nreq)
+			io->transient = 1;
 		for (int j = 0; j < c->nreq; j++) {
 			struct qreq *q = &io->reqs[c->req0 + j];
 
@@ -137,6 +145,7 @@ int records_append(struct store *s, struct ioctx *io, unsigned n)
 	unsigned nreq = 0;
 	int nchunks = 0, rc = 0;
 
+	io->transient = 0;
 	for (unsigned i = 0; i < n; ) {
 		struct wchunk *c;
 
@@ -187,7 +196,8 @@ static void map_apply(struct store *s, struct ioctx *io, uint64_t first, unsigne
 int store_write(struct store *s, int queue, uint64_t off, uint32_t len, const void *buf)
 {
 	struct ioctx *io;
-	unsigned n;
+	uint64_t deadline = 0;
+	unsigned n, backoff_ms = 50;
 	int rc;
 
 	rc = io_check_range(s, queue, off, len, s->max_io);
@@ -197,19 +207,31 @@ int store_write(struct store *s, int queue, uint64_t off, uint32_t len, const vo
 	n = len / STORE_PAGE;
 	pthread_mutex_lock(&io->lock);
 	encode_pages(s, io, off / STORE_PAGE, n, buf);
-	for (int attempt = 0; attempt < 3; attempt++) {
+	for (int attempt = 0; ; attempt++) {
+		int appended;
+
 		rc = records_append(s, io, n);
-		if (rc < 0)
-			break;
-		rc = 0;
-		for (unsigned i = 0; i < n; i++)
-			if (!io->pio[i].ok)
-				rc = -EIO;
+		appended = rc == 0;
+		if (appended)
+			for (unsigned i = 0; i < n; i++)
+				if (!io->pio[i].ok)
+					rc = -EIO;
 		if (rc == 0)
 			break;
-		/* Some chunk reached no replica: its failed replicas were
-		 * dropped, so the retry appends to a fresh segment placed on
-		 * servers that are still up. */
+		/* Some chunk reached no replica: the segment was retired (or
+		 * its failed replicas dropped), so the retry appends to a
+		 * fresh segment placed on servers that are still up. */
+		if (appended && attempt < 2)
+			continue;
+		/* Every replica (or every server we could place a segment
+		 * on) failed on its transport: wait for them within the
+		 * deadline, as reads do.  Pages already written stay so. */
+		if (!io->transient)
+			break;
+		if (!deadline)
+			deadline = io_deadline_ns(s);
+		if (io_retry_wait(s, deadline, &backoff_ms) < 0)
+			break;
 	}
 	map_apply(s, io, off / STORE_PAGE, n);
 	pthread_mutex_unlock(&io->lock);

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store_fixture.h"
@@ -271,6 +272,7 @@ static int test_all_down_is_eio_not_hang(void)
 
 	CHECK(s);
 	CHECK(write_all(s, 1) == 0);
+	s->retry_ms = 1000;   /* the production bound is 20 s: keep this short */
 	fault_set_mode(FIX_PORT0 + 0, FAULT_HANG);
 	fault_set_mode(FIX_PORT0 + 1, FAULT_DOWN);
 	CHECK(store_read(s, 0, STORE_PAGE, STORE_PAGE, buf) == -EIO);
@@ -504,7 +506,196 @@ static int test_loss_under_load_background(void)
 	return 0;
 }
 
+static uint64_t ms_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Sets servers' modes after a pause, while the test's I/O retries. */
+struct later {
+	pthread_t t;
+	unsigned delay_ms;
+	int nports;
+	uint16_t ports[4];
+	enum fault_mode mode;
+	struct store *closing;   /* instead: flag the store as closing */
+};
+
+static void *later_main(void *arg)
+{
+	struct later *l = arg;
+
+	usleep(l->delay_ms * 1000);
+	if (l->closing) {
+		pthread_mutex_lock(&l->closing->retry_lock);
+		__atomic_store_n(&l->closing->closing, 1, __ATOMIC_RELEASE);
+		pthread_cond_broadcast(&l->closing->retry_cv);
+		pthread_mutex_unlock(&l->closing->retry_lock);
+	}
+	for (int i = 0; i < l->nports; i++)
+		fault_set_mode(l->ports[i], l->mode);
+	return NULL;
+}
+
+static void later_start(struct later *l, unsigned delay_ms, enum fault_mode mode)
+{
+	l->delay_ms = delay_ms;
+	l->mode = mode;
+	pthread_create(&l->t, NULL, later_main, l);
+}
+
+/* Every replica fails on its transport for a while (one hangs, so its
+ * requests time out and its connection drops; the other is reconnecting
+ * and refuses): reads and writes wait for them within the bound and
+ * return the right data, no error counted. */
+static int test_transient_outage_is_ridden_out(void)
+{
+	struct later l = { .nports = 2, .ports = { FIX_PORT0 + 0, FIX_PORT0 + 1 } };
+	struct store_stats st;
+	struct store *s = open3(2, 2);
+	uint64_t t0;
+
+	CHECK(s);
+	CHECK(s->retry_ms >= 20000);   /* 4 x 300 ms, at least 20 s */
+	CHECK(write_all(s, 1) == 0);
+	fault_set_mode(FIX_PORT0 + 0, FAULT_HANG);
+	fault_set_mode(FIX_PORT0 + 1, FAULT_DOWN);
+	later_start(&l, 1500, FAULT_UP);
+	t0 = ms_now();
+	CHECK(verify_all(s, 1) == 0);
+	CHECK(ms_now() - t0 >= 1000);  /* it did wait for them */
+	pthread_join(l.t, NULL);
+	/* The same for writes: nothing up to place a segment on. */
+	fault_set_mode(FIX_PORT0 + 0, FAULT_DOWN);
+	fault_set_mode(FIX_PORT0 + 1, FAULT_DOWN);
+	later_start(&l, 800, FAULT_UP);
+	CHECK(write_all(s, 2) == 0);
+	pthread_join(l.t, NULL);
+	CHECK(verify_all(s, 2) == 0);
+	/* Injected transport errors on every replica, connections up. */
+	fault_fail_next(FIX_PORT0 + 0, 3, -ETIMEDOUT);
+	fault_fail_next(FIX_PORT0 + 1, 3, -ECONNRESET);
+	CHECK(verify_all(s, 2) == 0);
+	fault_fail_next(FIX_PORT0 + 0, 2, -ETIMEDOUT);
+	fault_fail_next(FIX_PORT0 + 1, 2, -ENOTCONN);
+	CHECK(write_all(s, 3) == 0);
+	CHECK(verify_all(s, 3) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.read_errors == 0 && st.write_errors == 0);
+	CHECK(st.checksum_errors == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+/* Down beyond the bound: -EIO, and within the bound plus slack (a hang
+ * check: the limit is generous). */
+static int test_outage_beyond_bound_is_eio(void)
+{
+	struct store_stats st;
+	struct store *s = open3(2, 2);
+	uint64_t t0, dt;
+
+	CHECK(s);
+	CHECK(write_all(s, 1) == 0);
+	s->retry_ms = 1500;
+	fault_set_mode(FIX_PORT0 + 0, FAULT_HANG);
+	fault_set_mode(FIX_PORT0 + 1, FAULT_DOWN);
+	t0 = ms_now();
+	CHECK(store_read(s, 0, 16 * STORE_PAGE, 16 * STORE_PAGE, buf) == -EIO);
+	dt = ms_now() - t0;
+	printf("#   read gave up after %llu ms (bound %u)\n", (unsigned long long)dt, s->retry_ms);
+	CHECK(dt >= 1400 && dt < 3 * 1500);
+	fix_fill(buf, 1, 9, 2);
+	t0 = ms_now();
+	CHECK(store_write(s, 0, STORE_PAGE, STORE_PAGE, buf) == -EIO);
+	dt = ms_now() - t0;
+	printf("#   write gave up after %llu ms\n", (unsigned long long)dt);
+	CHECK(dt >= 1400 && dt < 3 * 1500);
+	store_get_stats(s, &st);
+	CHECK(st.read_errors == 1 && st.write_errors == 1);
+	/* Closing stops a waiting read at once. */
+	s->retry_ms = 60000;
+	struct later l = { .closing = s };
+	later_start(&l, 300, FAULT_DOWN);
+	t0 = ms_now();
+	CHECK(store_read(s, 0, STORE_PAGE, STORE_PAGE, buf) == -EIO);
+	dt = ms_now() - t0;
+	pthread_join(l.t, NULL);
+	CHECK(dt < 3000);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+/* A bad copy is never returned and never retried: with the good copy's
+ * server away for a while, the read waits for it (not for the bad one);
+ * with every copy bad, -EIO comes at once despite the 20 s bound. */
+static int test_bad_copy_not_retried(void)
+{
+	uint8_t want[STORE_PAGE], page[STORE_PAGE];
+	struct later l = { .nports = 1 };
+	struct store_stats st;
+	struct store *s = open3(2, 2);
+	uint64_t id, t0;
+	uint32_t off;
+	uint16_t port, port1;
+
+	CHECK(s);
+	CHECK(write_all(s, 1) == 0);
+	CHECK(locate(s, 1, 0, &port, &id, &off) == 0);
+	CHECK(fault_corrupt(port, id, off + REC_HDR_SIZE + 5) == 0);
+	CHECK(locate(s, 1, 1, &port1, &id, &off) == 0);
+	fault_set_mode(port1, FAULT_DOWN);
+	l.ports[0] = port1;
+	later_start(&l, 700, FAULT_UP);
+	memset(page, 0x5a, sizeof(page));
+	CHECK(store_read(s, 0, STORE_PAGE, STORE_PAGE, page) == 0);
+	pthread_join(l.t, NULL);
+	fix_fill(want, 1, 1, 1);
+	CHECK(memcmp(page, want, STORE_PAGE) == 0);
+	store_get_stats(s, &st);
+	CHECK(st.checksum_errors == 1);   /* the bad copy was read once */
+	CHECK(st.read_errors == 0);
+	/* It was rewritten from the good one. */
+	fault_set_mode(port1, FAULT_DOWN);
+	CHECK(store_read(s, 0, STORE_PAGE, STORE_PAGE, page) == 0);
+	CHECK(memcmp(page, want, STORE_PAGE) == 0);
+	fault_set_mode(port1, FAULT_UP);
+	/* Every copy bad: -EIO promptly, the bound notwithstanding. */
+	for (int r = 0; r < 2; r++) {
+		CHECK(locate(s, 4, r, &port, &id, &off) == 0);
+		CHECK(fault_corrupt(port, id, off + REC_HDR_SIZE + 100) == 0);
+	}
+	t0 = ms_now();
+	CHECK(store_read(s, 0, 4 * STORE_PAGE, STORE_PAGE, page) == -EIO);
+	CHECK(ms_now() - t0 < 2000);
+	/* One copy bad, the other's server gone past the bound: -EIO (not
+	 * the bad bytes), bounded. */
+	s->retry_ms = 1000;
+	CHECK(locate(s, 7, 0, &port, &id, &off) == 0);
+	CHECK(fault_corrupt(port, id, off + REC_HDR_SIZE + 100) == 0);
+	CHECK(locate(s, 7, 1, &port1, &id, &off) == 0);
+	fault_set_mode(port1, FAULT_HANG);
+	t0 = ms_now();
+	CHECK(store_read(s, 0, 7 * STORE_PAGE, STORE_PAGE, page) == -EIO);
+	CHECK(ms_now() - t0 < 3 * 1000);
+	store_get_stats(s, &st);
+	CHECK(st.read_errors == 2);
+	/* The bad copy was verified once per read, not once per round. */
+	CHECK(st.checksum_errors == 1 + 2 + 1);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
 static const struct tap_case cases[] = {
+	{ "transient outage of every replica: reads and writes wait, data intact", test_transient_outage_is_ridden_out },
+	{ "outage beyond the retry bound: -EIO within it; closing stops retrying", test_outage_beyond_bound_is_eio },
+	{ "bad copies are never returned nor retried, with or without an outage", test_bad_copy_not_retried },
 	{ "server lost and back under two writers with background cleaner and repair", test_loss_under_load_background },
 	{ "repair copies from a replica that verifies, not a damaged one", test_repair_copies_a_good_replica },
 	{ "server restarted empty: lost copies dropped and re-replicated", test_server_restart_lost_segments },
