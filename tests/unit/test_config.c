@@ -334,7 +334,7 @@ static int t_complete_bad(void)
 	static const struct { const char *text, *key, *value; } bad[] = {
 		{ "size = 64M\nlisten = 127.0.0.1:7070\n", "listen", "127.0.0.1:7070" },
 		{ "size = 64M\nlisten = tcp://a:1,tcp://b:0\n", "listen", "tcp://b:0" },
-		{ "size = 64M\nlisten = rdma://a:1\n", "listen", "rdma://a:1" },
+		{ "size = 64M\nlisten = unix:/run/x.sock\n", "listen", "unix:/run/x.sock" },
 		{ "size = 64M\nlisten = tcp://a:1\nhugepages = some\n", "hugepages", "some" },
 		{ "size = 64M\nlisten = tcp://a:1\nlog = journal\n", "log", "journal" },
 		{ "size = 2M\nlisten = tcp://a:1\n", "size", "2097152" },
