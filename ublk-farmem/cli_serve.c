@@ -15,6 +15,7 @@
 #include "metrics_http.h"
 #include "nbd.h"
 #include "store.h"
+#include "store_metrics.h"
 
 #define SERVE_MAX_IO (1u << 20)
 
@@ -52,84 +53,6 @@ static int be_discard(void *ctx, int q, uint64_t off, uint64_t len)
 static int be_flush(void *ctx, int q)
 {
 	return store_flush(((struct serve_ctx *)ctx)->st, q);
-}
-
-static void metrics_servers(struct metrics_buf *b, const struct store_stats *s)
-{
-	static const struct { const char *name, *type, *help; } fam[] = {
-		{ "farmem_blk_server_up", "gauge", "1 when the memserver answers" },
-		{ "farmem_blk_server_segments", "gauge", "this device's segments on the server" },
-		{ "farmem_blk_server_bytes", "gauge", "remote bytes allocated on the server" },
-		{ "farmem_blk_server_requests_total", "counter", "reads and writes sent to the server" },
-		{ "farmem_blk_server_errors_total", "counter", "failed requests to the server" },
-	};
-
-	for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
-		metrics_family(b, fam[f].name, fam[f].type, fam[f].help);
-		for (int i = 0; i < s->nservers && i < STORE_MAX_SERVERS; i++) {
-			const struct store_server_stats *v = &s->server[i];
-			char esc[700], lbl[760];
-
-			metrics_label_escape(v->addr, esc, sizeof(esc));
-			snprintf(lbl, sizeof(lbl), "server=\"%s\"", esc);
-			if (f == 0)
-				metrics_sample_u64(b, fam[f].name, lbl, (uint64_t)v->up);
-			else if (f == 1)
-				metrics_sample_u64(b, fam[f].name, lbl, v->segments);
-			else if (f == 2)
-				metrics_sample_u64(b, fam[f].name, lbl, v->bytes);
-			else if (f == 3) {
-				snprintf(lbl, sizeof(lbl), "server=\"%s\",op=\"read\"", esc);
-				metrics_sample_u64(b, fam[f].name, lbl, v->reads);
-				snprintf(lbl, sizeof(lbl), "server=\"%s\",op=\"write\"", esc);
-				metrics_sample_u64(b, fam[f].name, lbl, v->writes);
-			} else
-				metrics_sample_u64(b, fam[f].name, lbl, v->errors);
-		}
-	}
-}
-
-/* metrics_provider_fn: counters the store keeps anyway, never a lock the
- * I/O path holds for long. */
-static void serve_metrics(struct metrics_buf *b, void *arg)
-{
-	struct serve_ctx *c = arg;
-	struct metrics_hist h;
-	struct store_stats s;
-
-	store_get_stats(c->st, &s);
-	metrics_gauge(b, "farmem_blk_size_bytes", "device size", (double)s.size);
-	metrics_gauge(b, "farmem_blk_pages_stored", "non-zero pages held", (double)s.pages_stored);
-	metrics_gauge(b, "farmem_blk_bytes_logical", "pages stored x 4096", (double)s.bytes_logical);
-	metrics_gauge(b, "farmem_blk_bytes_stored", "live compressed record bytes",
-		      (double)s.bytes_stored);
-	metrics_gauge(b, "farmem_blk_bytes_remote", "segment bytes allocated, all replicas",
-		      (double)s.bytes_remote);
-	metrics_gauge(b, "farmem_blk_compression_ratio", "logical / stored bytes (0: none stored)",
-		      s.bytes_stored ? (double)s.bytes_logical / (double)s.bytes_stored : 0.0);
-	metrics_gauge(b, "farmem_blk_segments", "segments of this device", (double)s.segments);
-	metrics_gauge(b, "farmem_blk_degraded_segments", "segments with fewer than R live copies",
-		      (double)s.degraded_segments);
-	metrics_gauge(b, "farmem_blk_replicas", "copies of each page", s.replicas);
-	metrics_counter(b, "farmem_blk_reads_total", "read requests", s.reads);
-	metrics_counter(b, "farmem_blk_writes_total", "write requests", s.writes);
-	metrics_counter(b, "farmem_blk_discards_total", "discard and zero requests", s.discards);
-	metrics_counter(b, "farmem_blk_cleaned_segments_total", "segments freed by the cleaner",
-			s.cleaned_segments);
-	metrics_counter(b, "farmem_blk_rereplicated_segments_total",
-			"segments copied to a new server after a loss", s.rereplicated_segments);
-	metrics_family(b, "farmem_blk_errors_total", "counter",
-		       "bad copies detected (checksum) and requests failed (read, write)");
-	metrics_sample_u64(b, "farmem_blk_errors_total", "kind=\"checksum\"", s.checksum_errors);
-	metrics_sample_u64(b, "farmem_blk_errors_total", "kind=\"read\"", s.read_errors);
-	metrics_sample_u64(b, "farmem_blk_errors_total", "kind=\"write\"", s.write_errors);
-	metrics_servers(b, &s);
-	metrics_family(b, "farmem_blk_io_latency_seconds", "histogram",
-		       "store read and write time per NBD request");
-	metrics_hist_snapshot(&c->lat_read, &h);
-	metrics_hist_write(b, "farmem_blk_io_latency_seconds", "op=\"read\"", &h);
-	metrics_hist_snapshot(&c->lat_write, &h);
-	metrics_hist_write(b, "farmem_blk_io_latency_seconds", "op=\"write\"", &h);
 }
 
 static void print_stats(struct store *st)
@@ -208,7 +131,14 @@ static int run_server(const struct blk_config *cfg, struct store *st,
 	}
 	serve_ctx.st = st;
 	if (cfg->set.metrics[0]) {
-		rc = metrics_server_start(cfg->set.metrics, serve_metrics, &serve_ctx, &ms);
+		static struct store_metrics sm;
+
+		sm = (struct store_metrics){
+			.st = st, .lat_read = &serve_ctx.lat_read,
+			.lat_write = &serve_ctx.lat_write,
+			.lat_help = "store read and write time per NBD request",
+		};
+		rc = store_metrics_start(cfg->set.metrics, &sm, &ms);
 		if (rc < 0) {
 			nbd_server_destroy(srv);
 			return rc;

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "nbd_kernel.h"
 #include "store.h"
+#include "store_metrics.h"
 #include "ublk.h"
 
 struct devd {
@@ -26,6 +27,8 @@ struct devd {
 	struct ublk_dev *ublk;
 	struct nbd_kernel *nbd;
 	struct keeper keeper;
+	struct store_metrics sm;             /* [device] metrics */
+	struct metrics_server *metrics;      /* NULL: off */
 	char name[32];
 	pthread_mutex_t lock;
 	int del_fd;              /* the `del` client waiting for its answer */
@@ -131,6 +134,27 @@ static int publish(struct devd *d, int recover, char *err, size_t errlen)
 	return ret;
 }
 
+/* [device] metrics: the store's counters over HTTP while the store is
+ * open.  A bad address fails `add`; a recovering daemon goes on without
+ * metrics rather than leave the device's I/O held. */
+static int metrics_start(struct devd *d, int recover, char *err, size_t errlen)
+{
+	const char *addr = d->cfg->set.metrics;
+	int ret;
+
+	if (!addr[0])
+		return 0;
+	d->sm = (struct store_metrics){ .st = d->store };
+	ret = store_metrics_start(addr, &d->sm, &d->metrics);
+	if (ret == 0 || recover) {
+		if (ret < 0)
+			log_warn("recover: no metrics on %s: %s", addr, strerror(-ret));
+		return 0;
+	}
+	snprintf(err, errlen, "metrics on %s: %s", addr, strerror(-ret));
+	return ret;
+}
+
 /* The device was stopped (by `del`, or by anyone through STOP_DEV):
  * release the remote memory if `del` asked, delete the device, answer. */
 static int finish(struct devd *d)
@@ -149,6 +173,8 @@ static int finish(struct devd *d)
 		ublk_dev_close(d->ublk, 1);
 	else
 		nbd_kernel_close(d->nbd);
+	metrics_server_stop(d->metrics);
+	d->metrics = NULL;
 	store_close(d->store);
 	keeper_stop_pid(d->keeper.pid);
 	dev_files_remove(d->name);
@@ -194,6 +220,9 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 		ret = store_open(&cfg->store, &d.store, err, sizeof(err));
 	if (ret < 0)
 		goto fail;
+	ret = metrics_start(&d, recover_id >= 0, err, sizeof(err));
+	if (ret < 0)
+		goto fail;
 	keeper_lock_file_of(&d.keeper, cfg->store.state_path);
 	keeper_lock_file_of(&d.keeper, cfg->set.secret_file);
 	ret = frontend_start(&d, recover_id, err, sizeof(err));
@@ -230,6 +259,7 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 	return finish(&d);
 
 fail:
+	metrics_server_stop(d.metrics);
 	keeper_stop_pid(d.keeper.pid);
 	/* No store_close(): queue threads may still hold kernel commands
 	 * and the store; the caller exits, which returns both. */

@@ -248,6 +248,8 @@ int dev_conf_write(const char *name, const struct blk_settings *set)
 	fprintf(f, "state-dir = \"%s\"\n", set->state_dir);
 	if (set->frontend[0])
 		fprintf(f, "frontend = \"%s\"\n", set->frontend);
+	if (set->metrics[0])
+		fprintf(f, "metrics = \"%s\"\n", set->metrics);
 	if (fclose(f) != 0) {
 		free(text);
 		return -ENOMEM;
