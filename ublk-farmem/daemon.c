@@ -14,6 +14,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "proc_util.h"
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57   /* Linux 5.6; older headers lack it */
@@ -98,18 +99,10 @@ void daemon_io_thread_init(void)
 int daemon_detach(int *ready_fd)
 {
 	int p[2];
-	pid_t pid;
+	pid_t pid = fm_fork_with_pipe(p);
 
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return -errno;
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0) {
-		int e = errno;
-		close(p[0]);
-		close(p[1]);
-		return -e;
-	}
+	if (pid < 0)
+		return (int)pid;
 	if (pid > 0) {
 		/* The CLI: reap the intermediate child, keep the read end. */
 		close(p[1]);

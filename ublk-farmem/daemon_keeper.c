@@ -33,6 +33,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "proc_util.h"
 
 /* Memory held for the next daemon: a crash frees what the daemon held,
  * but under swap the rest of the system takes it long before a new
@@ -216,16 +217,9 @@ int keeper_start(struct keeper *k)
 
 	k->pid = -1;
 	k->wfd = -1;
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return -errno;
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0) {
-		int e = errno;
-		close(p[0]);
-		close(p[1]);
-		return -e;
-	}
+	pid = fm_fork_with_pipe(p);
+	if (pid < 0)
+		return (int)pid;
 	if (pid == 0) {
 		close(p[1]);
 		keeper_main(p[0]);
