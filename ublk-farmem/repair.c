@@ -113,22 +113,11 @@ static int alloc_target(struct store *s, struct ioctx *io, const struct seg_rep 
 static int write_range(struct store *s, struct ioctx *io, const struct seg_rep *to,
 		       uint32_t off, const void *buf, uint32_t len)
 {
-	struct qreq *q = &io->reqs[0];
+	int rc = write_copy_sync(s, io, to, off, buf, len);
 
-	memset(&q->req, 0, sizeof(q->req));
-	q->iov.iov_base = (void *)buf;
-	q->iov.iov_len = len;
-	q->req.op = FM_OP_WRITE;
-	q->req.seg_id = to->remote_id;
-	q->req.offset = off;
-	q->req.len = len;
-	q->req.iov = &q->iov;
-	q->req.iovcnt = 1;
-	req_submit(s, io, q, to->server);
-	waiter_wait(&io->w);
-	if (q->status < 0)
-		server_failed(s, to->server, q->status, "write for repair");
-	return q->status;
+	if (rc < 0)
+		server_failed(s, to->server, rc, "write for repair");
+	return rc;
 }
 
 /* Copy the segment to the target from a replica whose records verify,

@@ -146,6 +146,25 @@ void req_submit(struct store *s, struct ioctx *io, struct qreq *q, int server)
 	req_submit_w(s, &io->w, q, server);
 }
 
+int write_copy_sync(struct store *s, struct ioctx *io, const struct seg_rep *rep,
+		    uint32_t off, const void *buf, uint32_t len)
+{
+	struct qreq *q = &io->reqs[0];
+
+	memset(&q->req, 0, sizeof(q->req));
+	q->iov.iov_base = (void *)buf;
+	q->iov.iov_len = len;
+	q->req.op = FM_OP_WRITE;
+	q->req.seg_id = rep->remote_id;
+	q->req.offset = off;
+	q->req.len = len;
+	q->req.iov = &q->iov;
+	q->req.iovcnt = 1;
+	req_submit(s, io, q, rep->server);
+	waiter_wait(&io->w);
+	return q->status;
+}
+
 void req_submit_w(struct store *s, struct waiter *w, struct qreq *q, int server)
 {
 	struct store_server *v = &s->srv[server];

@@ -229,6 +229,10 @@ void waiter_wait(struct waiter *w);
  * submit error is recorded as the slot's status; returns nothing. */
 void req_submit(struct store *s, struct ioctx *io, struct qreq *q, int server);
 void req_submit_w(struct store *s, struct waiter *w, struct qreq *q, int server);
+/* One WRITE of buf to a replica, waited for, through io's first slot.
+ * Returns the request's status; the caller decides what a failure means. */
+int write_copy_sync(struct store *s, struct ioctx *io, const struct seg_rep *rep,
+		    uint32_t off, const void *buf, uint32_t len);
 int is_conn_error(int err);
 /* A transport failure that may pass (timeout, reset, reconnecting) —
  * not -ECANCELED, which means the connection is being closed. */

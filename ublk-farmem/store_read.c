@@ -54,20 +54,7 @@ static void lookup_pin(struct store *s, uint64_t page, struct pm_entry *e,
 static void heal_copy(struct store *s, struct ioctx *io, const struct seg_rep *rep,
 		      uint32_t off, const uint8_t *rec, uint32_t len)
 {
-	struct qreq *q = &io->reqs[0];
-
-	memset(&q->req, 0, sizeof(q->req));
-	q->iov.iov_base = (void *)rec;
-	q->iov.iov_len = len;
-	q->req.op = FM_OP_WRITE;
-	q->req.seg_id = rep->remote_id;
-	q->req.offset = off;
-	q->req.len = len;
-	q->req.iov = &q->iov;
-	q->req.iovcnt = 1;
-	req_submit(s, io, q, rep->server);
-	waiter_wait(&io->w);
-	if (q->status == 0)
+	if (write_copy_sync(s, io, rep, off, rec, len) == 0)
 		log_info("server %s: rewrote bad copy at offset %u", s->srv[rep->server].addr, off);
 }
 
