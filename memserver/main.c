@@ -74,7 +74,7 @@ static void usage(FILE *f)
 "usage: farmem-memserver --listen tcp://HOST:PORT --size SIZE --secret-file FILE\n"
 "                        [--config FILE] [options]\n"
 "       farmem-memserver --check-config [--config FILE] [options]\n"
-"       farmem-memserver --stat tcp://HOST:PORT --secret-file FILE [--json]\n"
+"       farmem-memserver --stat tcp://HOST:PORT|rdma://HOST:PORT --secret-file FILE [--json]\n"
 "\n"
 "Serves a pinned memory pool to farmem-blk clients.  Flags override the\n"
 "config file (which is read only when --config names it).\n"

@@ -62,9 +62,10 @@ int ms_stat_client(const char *addr, const struct fm_secret *secret, int json)
 	char text[320];
 	int rc;
 
-	if (parse_addr(addr, 0, &p.addr) < 0 || p.addr.kind != ADDR_TCP) {
+	/* The transport follows the address: tcp:// or rdma://. */
+	if (parse_addr(addr, 0, &p.addr) < 0 || p.addr.kind == ADDR_UNIX) {
 		fprintf(stderr, "farmem-memserver: --stat '%s': not an address "
-			"(tcp://HOST:PORT)\n", addr);
+			"(tcp://HOST:PORT or rdma://HOST:PORT)\n", addr);
 		return -EINVAL;
 	}
 	addr_str(&p.addr, text, sizeof(text));

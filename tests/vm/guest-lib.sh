@@ -4,6 +4,7 @@
 #   FARMEM_SERVERS   memservers as the guest sees them (tcp://10.0.2.2:P,...)
 #   FARMEM_SECRET    their shared secret file (/test/secret)
 #   FARMEM_CTL_PORT  the host's control listener (tests/vm/host-control.pl)
+#   FARMEM_CTL_HOST  where that listener is (default 10.0.2.2, the host)
 [ -f /test/env ] && . /test/env
 
 say() { echo "scenario: $*"; }
@@ -22,11 +23,21 @@ wait_for() {
 	done
 }
 
-# host_ctl COMMAND: ask the host (tests/vm/host-control.pl) and print its
-# one-line reply: "ping", "kill9 I", "alive I".
+# host_ctl COMMAND: ask whoever runs the memservers (the host's
+# tests/vm/host-control.pl; in the two-guest rdma test the memserver
+# guest, FARMEM_CTL_HOST) and print its one-line reply: "ping", "kill9 I",
+# "alive I".  A refused connection is retried for up to 5 s (the guest's
+# listener is down for a moment between two commands).
 host_ctl() {
+	local reply i=0
 	[ -n "${FARMEM_CTL_PORT:-}" ] || fail "no host control port (run through tests/vm/check)"
-	echo "$1" | nc -w 10 10.0.2.2 "$FARMEM_CTL_PORT"
+	while [ $i -lt 10 ]; do
+		reply=$(echo "$1" | nc -w 10 "${FARMEM_CTL_HOST:-10.0.2.2}" "$FARMEM_CTL_PORT" 2>/dev/null)
+		[ -n "$reply" ] && { echo "$reply"; return 0; }
+		i=$((i + 1))
+		usleep 500000
+	done
+	return 1
 }
 
 # memserver_dead I: the host says memserver I is gone.

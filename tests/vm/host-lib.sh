@@ -107,5 +107,39 @@ hl_cleanup() {
 	HL_MS_PIDS=() HL_MS_PORTS=() HL_CTL_PID=
 }
 
+# hl_header FILE KEY DEFAULT: the value of "# vm-KEY: VALUE" in a guest
+# scenario FILE, or DEFAULT.
+hl_header() {
+	local v
+	v=$(sed -n "s/^# vm-$2: *\\([^ ]*\\).*/\\1/p" "$1" | head -n 1)
+	echo "${v:-$3}"
+}
+
+# hl_rdma_modules: librdmacm needs the rdma_cm user interface
+# (/dev/infiniband/rdma_cm), which the guest's standard module set leaves
+# out.  Decompress rdma_ucm and what it depends on (busybox insmod reads
+# plain .ko) for tests/vm/rdma-mods.sh to load in this order, and set
+# HL_RDMA_WITH to the tests/vm/run arguments that ship them and it.
+hl_rdma_modules() {
+	local out=${FARMEM_VM_OUT:-$HL_VM_DIR/out}
+	local kdir=${FARMEM_VM_CACHE:-$HL_VM_DIR/cache}/kernel
+	local kver m ko src
+	kver=$(cat "$kdir/version") || return 1
+	mkdir -p "$out/rdma-mods"
+	HL_RDMA_WITH=()
+	for m in fs/configfs/configfs drivers/infiniband/core/iw_cm \
+		 drivers/infiniband/core/ib_cm drivers/infiniband/core/rdma_cm \
+		 drivers/infiniband/core/rdma_ucm; do
+		ko=$out/rdma-mods/$(basename "$m").ko
+		if [ ! -f "$ko" ]; then
+			src=$kdir/lib/modules/$kver/kernel/$m.ko.xz
+			[ -f "$src" ] || { hl_log "$src missing"; return 1; }
+			xz -dc "$src" > "$ko.tmp.$$" && mv "$ko.tmp.$$" "$ko" || return 1
+		fi
+		HL_RDMA_WITH+=(--with "$ko")
+	done
+	HL_RDMA_WITH+=(--with "$HL_VM_DIR/rdma-mods.sh")
+}
+
 HL_VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 HL_ROOT=$(cd "$HL_VM_DIR/../.." && pwd)
