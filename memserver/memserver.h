@@ -141,6 +141,15 @@ struct ms_stats {
 };
 
 /* What sessions share: the server's state minus sockets. */
+/* Told when FREE returned a segment to the pool, whatever transport the
+ * FREE came over: an rdma listener revokes its grants of the segment at
+ * once, before the slot can be handed to another device. */
+struct ms_free_hook {
+	void (*fn)(void *arg, uint64_t seg_id);
+	void *arg;
+	struct ms_free_hook *next;
+};
+
 struct ms_ctx {
 	struct ms_segtab segs;
 	struct ms_devtab devs;
@@ -149,6 +158,7 @@ struct ms_ctx {
 	int pool_locked;
 	uint64_t (*now_ms)(void);
 	struct metrics_pool_snap *metrics; /* --metrics: the loop publishes here */
+	struct ms_free_hook *free_hooks;
 };
 
 enum ms_sess_state { MS_HELLO, MS_AUTH, MS_READY };

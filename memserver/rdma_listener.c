@@ -101,6 +101,7 @@ struct ms_rdma {
 	struct rl_conn *conns;
 	unsigned nconns;
 	struct ms_rdma_stats stats;
+	struct ms_free_hook free_hook; /* in ctx->free_hooks while we live */
 };
 
 static int set_nonblock(int fd)
@@ -511,9 +512,6 @@ static int on_msg(struct rl_conn *c, const uint8_t *msg, uint32_t len)
 		c->close_after_flush = 1;
 	if (h.op == FM_OP_ALLOC)
 		return alloc_patch(c, at);
-	if (h.op == FM_OP_FREE && h.len == FM_FREE_REQ_LEN && c->out.len - at >= FM_HDR_SIZE &&
-	    get_le32(c->out.data + c->out.head + at + 12) == 0)
-		ms_rdma_on_free(c->l, get_le64(pl));
 	return 0;
 }
 
@@ -800,6 +798,12 @@ void ms_rdma_close(struct ms_rdma *l)
 {
 	if (!l)
 		return;
+	for (struct ms_free_hook **pp = &l->ctx->free_hooks; *pp; pp = &(*pp)->next) {
+		if (*pp == &l->free_hook) {
+			*pp = l->free_hook.next;
+			break;
+		}
+	}
 	while (l->conns)
 		conn_destroy(l, l->conns);
 	if (l->listen_id)
@@ -868,6 +872,9 @@ int ms_rdma_listen(struct ms_ctx *ctx, const struct fm_addr *addr, struct ms_rdm
 		return -ENOMEM;
 	l->ctx = ctx;
 	l->epfd = l->timerfd = -1;
+	l->free_hook = (struct ms_free_hook){ .fn = ms_rdma_on_free, .arg = l,
+					      .next = ctx->free_hooks };
+	ctx->free_hooks = &l->free_hook;
 	addr_str(addr, l->name, sizeof(l->name));
 	rc = fm_rdma_device_check(l->name);
 	if (rc)

@@ -22,28 +22,11 @@
  * epoll loop, so the session code needs no locks: the listener exposes
  * one pollable fd (an epoll set of its own channels and a 1 s timer).
  *
- * ---- Wiring it into the memserver (server.c, session.c) ----
- *
- *  1. server.c, listen_one(): rdma addresses are not sockets; at the top
- *         if (a->kind == ADDR_RDMA) return ms_rdma_listen(sv->ctx, a, &l->rdma);
- *     with `struct ms_rdma *rdma;` added to struct listener (NULL for tcp),
- *     after addr_str() so l->name is set.
- *  2. server.c, listeners_watch(): for an rdma listener watch
- *     ms_rdma_fd(l->rdma) (EPOLLIN, data.ptr = &l->src) instead of l->fd,
- *     and always keep it watched (it does its own accepting).
- *  3. server.c, loop(): for SRC_LISTEN with l->rdma set call
- *         ms_rdma_process(l->rdma);
- *     instead of accept_all().
- *  4. server.c, server_teardown(): ms_rdma_close(l->rdma) for rdma
- *     listeners (before the pool goes), close(l->fd) for the others.
- *  5. Optional (revokes at once instead of within 1 s): session.c,
- *     op_free(), after a successful ms_segtab_free():
- *         if (ctx->on_free) ctx->on_free(ctx->on_free_arg, id);
- *     with `void (*on_free)(void *arg, uint64_t seg_id); void *on_free_arg;`
- *     in struct ms_ctx, set in listen_one() to ms_rdma_on_free and the
- *     listener.  FREEs over rdma revoke at once anyway; without this hook
- *     a FREE that arrives over tcp revokes the segment's rdma grants at
- *     the next 1 s sweep.
+ * server.c runs it: ms_rdma_listen() for each rdma:// --listen, its fd
+ * in the main epoll set, ms_rdma_process() when readable, ms_rdma_close()
+ * at teardown before the pool goes.  A FREE over any transport revokes
+ * the segment's grants at once (struct ms_free_hook in ms_ctx); the 1 s
+ * sweep catches anything else that took a granted segment away.
  */
 #ifndef FARMEM_RDMA_LISTENER_H
 #define FARMEM_RDMA_LISTENER_H

@@ -176,8 +176,11 @@ static int op_free(struct ms_ctx *ctx, struct ms_session *s,
 	if (fm_free_req_decode(pl, h->len, &id) < 0)
 		return malformed(s, h);
 	rc = ms_segtab_free(&ctx->segs, s->dev->id, id);
-	if (rc == 0)
+	if (rc == 0) {
 		s->dev->segs--;
+		for (struct ms_free_hook *k = ctx->free_hooks; k; k = k->next)
+			k->fn(k->arg, id);
+	}
 	return reply_status(out, h, rc);
 }
 

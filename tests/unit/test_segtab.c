@@ -386,6 +386,54 @@ static int t_session_isolation(void)
 	return 0;
 }
 
+struct hook_seen {
+	unsigned calls;
+	uint64_t last_id;
+};
+
+static void hook_record(void *arg, uint64_t seg_id)
+{
+	struct hook_seen *h = arg;
+
+	h->calls++;
+	h->last_id = seg_id;
+}
+
+/* The rdma listeners learn of every successful FREE at once (to revoke
+ * grants before the slot is reused), and of nothing else. */
+static int t_session_free_hooks(void)
+{
+	struct hook_seen seen1 = { 0 }, seen2 = { 0 };
+	struct ms_free_hook h1 = { .fn = hook_record, .arg = &seen1 };
+	struct ms_free_hook h2 = { .fn = hook_record, .arg = &seen2, .next = &h1 };
+	struct rig r;
+	struct ms_session a, b;
+	uint64_t id;
+	uint8_t buf[8];
+	struct fm_hdr rh;
+
+	CHECK(rig_init(&r) == 0);
+	r.ctx.free_hooks = &h2;
+	CHECK(handshake(&r, &a, uuid_a, 1) == 0);
+	CHECK(handshake(&r, &b, uuid_b, 1) == 0);
+	CHECK(do_alloc(&r, &a, SEG, &id) == 0);
+	fm_u64_encode(buf, id);
+	CHECK(send_req(&r, &b, FM_OP_FREE, buf, 8, &rh, NULL) == 0);
+	CHECK(rh.status == -ENOENT);
+	CHECK(seen1.calls == 0 && seen2.calls == 0);   /* not b's to free */
+	CHECK(send_req(&r, &a, FM_OP_FREE, buf, 8, &rh, NULL) == 0);
+	CHECK(rh.status == 0);
+	CHECK(seen1.calls == 1 && seen1.last_id == id);
+	CHECK(seen2.calls == 1 && seen2.last_id == id);
+	CHECK(send_req(&r, &a, FM_OP_FREE, buf, 8, &rh, NULL) == 0);
+	CHECK(rh.status == -ENOENT);                  /* already gone */
+	CHECK(seen1.calls == 1 && seen2.calls == 1);
+	ms_session_end(&r.ctx, &a);
+	ms_session_end(&r.ctx, &b);
+	rig_fini(&r);
+	return 0;
+}
+
 static int t_session_full_pool_and_stat(void)
 {
 	struct rig r;
@@ -573,6 +621,7 @@ static const struct tap_case cases[] = {
 	{ "session: HELLO+AUTH, wrong secret refused", t_session_auth },
 	{ "session: nothing before authentication", t_session_needs_auth },
 	{ "session: devices cannot touch each other", t_session_isolation },
+	{ "session: a FREE tells the free hooks, once", t_session_free_hooks },
 	{ "session: full pool and stat", t_session_full_pool_and_stat },
 	{ "session: lease keeps data, expiry frees it", t_session_lease },
 	{ "session: protocol violations close", t_session_violations },
