@@ -15,6 +15,14 @@ hl_free_port() {
 		print $s->sockport, "\n";'
 }
 
+# A free UDP port on the loopback (same caveat).
+hl_free_udp_port() {
+	perl -MIO::Socket::INET -e '
+		my $s = IO::Socket::INET->new(Proto => "udp", LocalAddr => "127.0.0.1",
+			LocalPort => 0) or die "no port: $!\n";
+		print $s->sockport, "\n";'
+}
+
 # hl_wait_log FILE PATTERN PID SECONDS: wait for PATTERN in FILE while PID
 # lives.  Returns non-zero when PID died or the time ran out.
 hl_wait_log() {
