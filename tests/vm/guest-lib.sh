@@ -166,6 +166,43 @@ memservers_used() {
 	done | tr '\n' ' '
 }
 
+# net_counters: "PACKETS BYTES", received plus sent, over every eth* NIC.
+net_counters() {
+	cat /sys/class/net/eth*/statistics/rx_packets /sys/class/net/eth*/statistics/tx_packets \
+		| awk '{ n += $1 } END { printf "%d ", n }'
+	cat /sys/class/net/eth*/statistics/rx_bytes /sys/class/net/eth*/statistics/tx_bytes \
+		| awk '{ n += $1 } END { printf "%d\n", n }'
+}
+
+# swapped_pages: pages swapped in plus out since boot (/proc/vmstat).
+swapped_pages() {
+	awk '$1 == "pswpin" || $1 == "pswpout" { n += $2 } END { print n + 0 }' /proc/vmstat
+}
+
+# wire_per_page "PACKETS BYTES" PAGES: say what the network carried per
+# page swapped since those counts were taken (a count, not a timing).
+wire_per_page() {
+	local pages n
+	pages=$(( $(swapped_pages) - $2 ))
+	n=$(net_counters)
+	[ "$pages" -gt 0 ] || return 0
+	echo "${1% *} ${1#* } ${n% *} ${n#* } $pages" | awk '{
+		p = $3 - $1; b = $4 - $2
+		printf "scenario: network: %d packets, %d bytes for %d pages swapped in+out: %.2f packets, %.0f bytes per page\n", p, b, $5, p / $5, b / $5 }'
+}
+
+# ops_per_page STATUS PAGES: the remote reads and writes in the server
+# table of `farmem-blk status` output STATUS (cleaning and repair
+# included), per page swapped since the count PAGES was taken.
+ops_per_page() {
+	local pages
+	pages=$(( $(swapped_pages) - $2 ))
+	[ "$pages" -gt 0 ] || return 0
+	echo "$1" | awk -v pages="$pages" '
+		$1 ~ /^(tcp|rdma):\/\// && $5 ~ /^[0-9]+$/ { r += $5; w += $6 }
+		END { printf "scenario: remote operations: %d reads, %d writes for %d pages swapped in+out: %.2f per page\n", r, w, pages, (r + w) / pages }'
+}
+
 # swap_scenario HOOK_KB HOOK ADD-ARGS...: the farmem swap scenario: a
 # 1 GiB device on the memservers (R=2 unless ADD-ARGS say otherwise),
 # mkswap, swapon, the verified workload of twice the guest's RAM
@@ -173,16 +210,21 @@ memservers_used() {
 # HOOK_KB of swap use, see run_workload), swap use seen in /proc/swaps,
 # writes seen on the device, status printed, swapoff, del.
 swap_scenario() {
-	local hook_kb=$1 hook=$2 rc
+	local hook_kb=$1 hook=$2 rc net0 pages0 status
 	shift 2
 	require_add
 	farmem_add --size 1G --replicas 2 "$@"
 	swap_on "$DEV"
+	net0=$(net_counters)
+	pages0=$(swapped_pages)
 	run_workload "$DEV" "$hook_kb" "$hook" --ram-factor 2 --progress \
 		--passes "${WORKLOAD_PASSES:-2}"
 	rc=$?
+	wire_per_page "$net0" "$pages0"
 	say "device writes: $(dev_write_sectors "$DEV") sectors"
-	farmem-blk status "$DEV" || say "farmem-blk status $DEV failed"
+	status=$(farmem-blk status "$DEV") || say "farmem-blk status $DEV failed"
+	echo "$status"
+	ops_per_page "$status" "$pages0"
 	[ $rc -eq 0 ] || fail "workload failed (status $rc)"
 	[ "$PEAK_SWAP_KB" -gt 0 ] || fail "no swap use of $DEV seen in /proc/swaps"
 	[ "$(dev_write_sectors "$DEV")" -gt 0 ] || fail "nothing was written to $DEV"
