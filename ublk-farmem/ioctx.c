@@ -1,5 +1,6 @@
 /* ioctx.c — per-thread I/O contexts (every buffer, request slot and
- * codec a queue needs, allocated at open) and request range checks.
+ * codec a queue needs, allocated at open), the pool that lends the
+ * warmest codec out, and request range checks.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -49,6 +50,38 @@ void ioctx_fini(struct ioctx *io)
 	waiter_destroy(&io->w);
 	waiter_destroy(&io->cw);
 	memset(io, 0, sizeof(*io));
+}
+
+int codec_pool_init(struct store *s)
+{
+	s->codec_free = calloc((size_t)s->nqueues, sizeof(*s->codec_free));
+	if (!s->codec_free)
+		return -ENOMEM;
+	for (int i = 0; i < s->nqueues; i++)
+		s->codec_free[s->codec_nfree++] = &s->q[i].codec;
+	return 0;
+}
+
+struct fm_codec *codec_get(struct store *s, struct ioctx *io)
+{
+	struct fm_codec *c;
+
+	/* Maintenance is not a queue: it keeps its own. */
+	if (io->id < 0)
+		return &io->codec;
+	pthread_mutex_lock(&s->codec_lock);
+	c = s->codec_free[--s->codec_nfree];
+	pthread_mutex_unlock(&s->codec_lock);
+	return c;
+}
+
+void codec_put(struct store *s, struct ioctx *io, struct fm_codec *c)
+{
+	if (io->id < 0)
+		return;
+	pthread_mutex_lock(&s->codec_lock);
+	s->codec_free[s->codec_nfree++] = c;
+	pthread_mutex_unlock(&s->codec_lock);
 }
 
 int io_check_range(struct store *s, int queue, uint64_t off, uint64_t len,

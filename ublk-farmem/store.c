@@ -90,6 +90,7 @@ static void store_free(struct store *s)
 		if (s->q[i].buf || s->q[i].reqs)
 			ioctx_fini(&s->q[i]);
 	free(s->q);
+	free(s->codec_free);
 	if (s->maint_io.buf || s->maint_io.reqs)
 		ioctx_fini(&s->maint_io);
 	for (int i = 0; s->streams && i < s->nstreams; i++)
@@ -109,6 +110,7 @@ static void store_free(struct store *s)
 	pthread_mutex_destroy(&s->maint_run);
 	pthread_mutex_destroy(&s->maint_lock);
 	pthread_cond_destroy(&s->maint_cv);
+	pthread_mutex_destroy(&s->codec_lock);
 	free(s);
 }
 
@@ -168,6 +170,9 @@ static int store_setup(struct store *s, const struct store_config *cfg,
 		}
 		s->q[i].st = &s->streams[i % s->nstreams];
 	}
+	rc = codec_pool_init(s);
+	if (rc < 0)
+		return rc;
 	rc = ioctx_init(s, &s->maint_io, -1);
 	if (rc < 0)
 		snprintf(err, errlen, "maintenance buffers: %s", strerror(-rc));
@@ -226,6 +231,7 @@ int store_open(const struct store_config *cfg, struct store **out,
 	}
 	pthread_mutex_init(&s->maint_run, NULL);
 	pthread_mutex_init(&s->maint_lock, NULL);
+	pthread_mutex_init(&s->codec_lock, NULL);
 	pthread_cond_init(&s->maint_cv, NULL);
 	s->state_fd = -1;
 	stream_init(&s->maint_stream);

@@ -204,6 +204,17 @@ struct store {
 	pthread_cond_t retry_cv;  /* CLOCK_MONOTONIC */
 	int closing;              /* atomic: store_close() began; stop retrying */
 
+	/* The queues' compressors, most recently used on top.  Frontends
+	 * hand each request to whichever worker is idle, so requests rotate
+	 * over every queue; a context used a moment ago still has its match
+	 * tables in cache, a queue's own one is cold (a 4 KiB zstd compress
+	 * took ~2x longer).  One per queue, and a queue takes at most one,
+	 * under its lock: never empty.  Only compression is lent: a queue
+	 * decompresses with its own codec's other contexts. */
+	pthread_mutex_t codec_lock;
+	struct fm_codec **codec_free;
+	unsigned codec_nfree;
+
 	/* Counters (atomic). */
 	uint64_t reads, writes, discards, read_errors, write_errors;
 };
@@ -280,6 +291,12 @@ void stream_retire_if(struct store *s, struct stream *st,
 int ioctx_init(struct store *s, struct ioctx *io, int id);
 void ioctx_fini(struct ioctx *io);
 int io_check_range(struct store *s, int queue, uint64_t off, uint64_t len, uint64_t maxlen);
+/* The pool of the queues' compressors (s->q set up); 0 or -ENOMEM. */
+int codec_pool_init(struct store *s);
+/* The warmest free codec to compress with, io->lock held; give it back
+ * with codec_put() before unlocking. */
+struct fm_codec *codec_get(struct store *s, struct ioctx *io);
+void codec_put(struct store *s, struct ioctx *io, struct fm_codec *c);
 
 /* store_write.c */
 /* Append records pio[0..n) not yet ok (rec_len > 0) from io->buf to

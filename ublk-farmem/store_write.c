@@ -31,6 +31,7 @@ static void encode_pages(struct store *s, struct ioctx *io, uint64_t first,
 			 unsigned n, const uint8_t *buf)
 {
 	uint64_t ver = __atomic_fetch_add(&s->hdr->next_version, n, __ATOMIC_RELAXED);
+	struct fm_codec *codec = codec_get(s, io);
 	uint32_t pos = 0;
 
 	for (unsigned i = 0; i < n; i++) {
@@ -48,10 +49,10 @@ static void encode_pages(struct store *s, struct ioctx *io, uint64_t first,
 			p->ok = 1;
 			continue;
 		}
-		if (io->codec.algo != FM_CODEC_NONE)
-			c = fm_codec_compress(&io->codec, page, STORE_PAGE, payload, RAW_THRESHOLD);
+		if (codec->algo != FM_CODEC_NONE)
+			c = fm_codec_compress(codec, page, STORE_PAGE, payload, RAW_THRESHOLD);
 		if (c > 0) {
-			algo = (uint8_t)io->codec.algo;
+			algo = (uint8_t)codec->algo;
 		} else {
 			memcpy(payload, page, STORE_PAGE);
 			c = STORE_PAGE;
@@ -59,6 +60,7 @@ static void encode_pages(struct store *s, struct ioctx *io, uint64_t first,
 		p->rec_len = rec_seal(io->buf + pos, first + i, p->version, algo, (uint16_t)c);
 		pos += p->rec_len;
 	}
+	codec_put(s, io, codec);
 }
 
 static void chunk_submit(struct store *s, struct ioctx *io, struct wchunk *c,
