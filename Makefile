@@ -41,7 +41,7 @@ PROGS := $(BUILD)/farmem-memserver $(BUILD)/farmem-blk
 TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRC))
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 
-.PHONY: all check unit integration asan fuzz valgrind clean deps vmcheck \
+.PHONY: all check unit integration asan fuzz valgrind clean deps vmcheck rdmacheck \
         bench demo deb rpm
 all: $(PROGS) $(TOOLS)
 
@@ -110,6 +110,13 @@ clean:
 vmcheck: deps
 	$(Q)$(MAKE) --no-print-directory all
 	tests/vm/check
+
+# RDMA over Soft-RoCE in guests: the transport and the memserver in one
+# guest, then the swap, kill and fio scenarios between two guests.
+rdmacheck: deps
+	$(Q)$(MAKE) --no-print-directory all
+	tests/vm/rdma-check loop memserver
+	tests/vm/rdma-pair
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
