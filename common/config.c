@@ -4,8 +4,11 @@
 
 #include <errno.h>
 #include <iniparser.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 static const struct cfg_key *find_key(const struct cfg_key *keys, size_t n,
@@ -100,6 +103,66 @@ int cfg_set(const struct cfg_key *keys, size_t nkeys, void *target,
 	return 0;
 }
 
+static char *trim(char *p)
+{
+	char *e;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	e = p + strlen(p);
+	while (e > p && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+		*--e = '\0';
+	return p;
+}
+
+/* The line of file where section sec starts (key NULL) or where key is
+ * set in it ("" = before any section), names compared as iniparser does
+ * (case-insensitively, blanks trimmed, the last setting wins); 0 when not
+ * found.  iniparser keeps no line numbers, and someone fixing a file
+ * wants one. */
+static unsigned line_of(const char *file, const char *sec, const char *key)
+{
+	FILE *f = fopen(file, "r");
+	char *line = NULL, cur[256] = "";
+	size_t cap = 0;
+	unsigned n = 0, found = 0;
+
+	if (!f)
+		return 0;
+	while (getline(&line, &cap, f) >= 0) {
+		char *p = trim(line), *end;
+
+		n++;
+		if (*p == '[' && (end = strchr(p, ']'))) {
+			*end = '\0';
+			snprintf(cur, sizeof(cur), "%s", trim(p + 1));
+			if (!key && strcasecmp(cur, sec) == 0)
+				found = n;
+			continue;
+		}
+		if (!key || *p == ';' || *p == '#' || !(end = strpbrk(p, "=:")))
+			continue;
+		*end = '\0';
+		if (strcasecmp(cur, sec) == 0 && strcasecmp(trim(p), key) == 0)
+			found = n;
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+/* "file:LINE" where sec/key is written, or just "file". */
+static void origin_of(char *out, size_t len, const char *file, const char *sec,
+		      const char *key)
+{
+	unsigned line = line_of(file, sec, key);
+
+	if (line)
+		snprintf(out, len, "%s:%u", file, line);
+	else
+		snprintf(out, len, "%s", file);
+}
+
 static int known_section(const struct cfg_key *keys, size_t n, const char *sec)
 {
 	size_t len = strlen(sec);
@@ -117,9 +180,11 @@ static int load_section(dictionary *d, const char *file, const char *sec,
 {
 	int n = iniparser_getsecnkeys(d, sec);
 	const char *names[256];
+	char origin[PATH_MAX + 16];
 
 	if (!known_section(keys, nkeys, sec)) {
-		snprintf(err, errlen, "%s: unknown section [%s]", file, sec);
+		origin_of(origin, sizeof(origin), file, sec, NULL);
+		snprintf(err, errlen, "%s: unknown section [%s]", origin, sec);
 		return -EINVAL;
 	}
 	if (n < 0)
@@ -132,8 +197,14 @@ static int load_section(dictionary *d, const char *file, const char *sec,
 	for (int i = 0; i < n; i++) {
 		const char *val = iniparser_getstring(d, names[i], "");
 
-		if (cfg_set(keys, nkeys, target, names[i], val, file, err, errlen) < 0)
+		if (cfg_set(keys, nkeys, target, names[i], val, file, err, errlen) < 0) {
+			/* Only now, for the one bad key: read the file again
+			 * for its line. */
+			origin_of(origin, sizeof(origin), file, sec,
+				  names[i] + strlen(sec) + 1);
+			cfg_set(keys, nkeys, target, names[i], val, origin, err, errlen);
 			return -EINVAL;
+		}
 	}
 	return 0;
 }
@@ -146,8 +217,11 @@ static int no_top_level_keys(const dictionary *d, const char *file, char *err,
 {
 	for (ssize_t i = 0; i < d->size; i++) {
 		if (d->key[i] && d->key[i][0] == ':') {
+			char origin[PATH_MAX + 16];
+
+			origin_of(origin, sizeof(origin), file, "", d->key[i] + 1);
 			snprintf(err, errlen, "%s: key '%s' value '%s': outside "
-				 "any [section]", file, d->key[i] + 1,
+				 "any [section]", origin, d->key[i] + 1,
 				 d->val[i] ? d->val[i] : "");
 			return -EINVAL;
 		}

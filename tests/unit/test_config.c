@@ -241,7 +241,11 @@ static int t_cfg_bad_values(void)
 		err[0] = '\0';
 		CHECK(load(text, &s, err) == -EINVAL);
 		CHECK(mentions(err, "ms.conf", bad[i].key, bad[i].value));
+		CHECK(strstr(err, "ms.conf:2: ") != NULL);   /* the line, too */
 	}
+	/* Names match as iniparser reads them: any case, the last wins. */
+	CHECK(load("[memserver]\nsize = 1G\n\n; size = 2G\n  SIZE = lots\n", &s, err) == -EINVAL);
+	CHECK(mentions(err, "ms.conf:5: ", "size", "lots"));
 	return 0;
 }
 
@@ -255,12 +259,12 @@ static int t_cfg_unknown(void)
 	CHECK(load("[device]\nsize = 1G\n", &s, err) == -EINVAL);
 	CHECK(mentions(err, "ms.conf", "[device]", "unknown section"));
 	CHECK(load("[memserver]\nsize = 1G\n[device]\nfoo = 1\n", &s, err) == -EINVAL);
-	CHECK(mentions(err, "ms.conf", "device", "unknown"));
+	CHECK(mentions(err, "ms.conf:3: ", "device", "unknown"));
 	CHECK(load("[memserver]\nsize = 1G\n[extra]\n", &s, err) == -EINVAL);
 	CHECK(mentions(err, "ms.conf", "extra", "section"));
 	/* A key above any section is not silently ignored. */
 	CHECK(load("size = 1G\n[memserver]\n", &s, err) == -EINVAL);
-	CHECK(mentions(err, "ms.conf", "size", "1G"));
+	CHECK(mentions(err, "ms.conf:1: ", "size", "1G"));
 	return 0;
 }
 
