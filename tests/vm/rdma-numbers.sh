@@ -8,7 +8,12 @@
 # server's CPU ticks, and the client's user-space instructions
 # (callgrind, when the host shipped it).  Emulated: counts, not speed.
 . /test/lib.sh
+# MTU 9000 (RDMA_NUMBERS_MTU) before rxe starts: rxe then runs the
+# 4096-byte RDMA MTU, as on the two-guest link (tests/vm/rdma-pair), so a
+# page is one packet, not five of 1024 bytes; lo (tcp) has 65536.
+ip link set eth0 mtu "${RDMA_NUMBERS_MTU:-9000}" || fail "cannot set eth0's MTU"
 . /test/rdma-mods.sh
+say "rxe0 active MTU: $(cat /sys/class/infiniband/rxe0/ports/1/active_mtu 2>/dev/null)"
 
 IP=10.0.2.15
 secret=/tmp/secret
