@@ -2,11 +2,8 @@
  *
  * One connection = one socket + one receiver thread.
  *
- *  - Submitters (any thread) take a request slot and queue its frame
- *    under `lock`.  Whoever finds no sender at work becomes the sender:
- *    it writes every queued frame, several per sendmsg, under
- *    `send_lock`, until the queue is empty.  The others return at once
- *    (see `sending` for why).
+ *  - Submitters (any thread) take a request slot under `lock`, then write
+ *    the whole frame with one sendmsg loop under `send_lock`.
  *  - The receiver thread owns the socket's lifetime and its read side:
  *    it reads replies, matches their tags to slots, lands READ data
  *    straight in the caller's buffer, enforces request deadlines, drops
@@ -61,28 +58,10 @@
 #define TCP_DIRECT_MIN           (16u * 1024)
 /* How often the receiver looks at deadlines while replies keep coming. */
 #define TCP_TICK_MS              100u
-/* Frames and iovecs the sender gathers into one sendmsg. */
-#define TCP_SEND_BATCH           32
-#define TCP_SEND_IOV             128
-#define TCP_NO_SLOT              UINT32_MAX
 
 struct tcp_slot {
 	struct fm_req *req;   /* NULL when free */
 	uint16_t gen;         /* bumped per use, so a stale tag never matches */
-	/* The request's frame head while it waits to be sent (under lock). */
-	uint8_t head[FM_HDR_SIZE + FM_RANGE_LEN];
-	uint32_t head_len;
-	uint64_t epoch;
-	uint32_t next;        /* send queue link */
-};
-
-/* A queued frame as the sender copied it out under lock: the slot may
- * be failed and reused once lock is dropped; this copy stays as it was. */
-struct tcp_out {
-	uint8_t head[FM_HDR_SIZE + FM_RANGE_LEN];
-	uint32_t head_len;
-	uint64_t epoch;
-	struct fm_req *req;
 };
 
 struct tcp_conn {
@@ -102,14 +81,6 @@ struct tcp_conn {
 	int up;
 	int stop;
 	uint64_t epoch;               /* bumped for every new socket */
-	/* Frames waiting to be sent, oldest first (slot indexes linked by
-	 * next, TCP_NO_SLOT ends it); sending: a submitter is writing them.
-	 * On loopback a sendmsg also runs the peer's receive path, so
-	 * submitters taking turns at send_lock formed a convoy, each
-	 * sleeping and waking once per frame; now one writes the frames of
-	 * all the others, batched, and nobody waits for it. */
-	uint32_t sq_head, sq_tail;
-	int sending;
 
 	/* Under send_lock (written by the receiver, read by senders). */
 	pthread_mutex_t send_lock;
@@ -391,14 +362,12 @@ static int tcp_connect(struct tcp_conn *c, int wake_fd, int *out)
 
 /* ---- slots ---- */
 
-/* Take a slot for r and queue its frame (head, tag filled in here).
- * *send: the caller is now the sender and must run send_queued(). */
-static int slot_take(struct tcp_conn *c, struct fm_req *r, const uint8_t *head,
-		     uint32_t head_len, int *send)
+static int slot_take(struct tcp_conn *c, struct fm_req *r, uint32_t *tag,
+		     uint64_t *epoch)
 {
 	struct timespec ts = fm_tc_abstime(fm_tc_after_ms(c->cf.timeout_ms));
 	struct tcp_slot *s;
-	uint32_t idx, tag;
+	uint32_t idx;
 	int rc = 0;
 
 	pthread_mutex_lock(&c->lock);
@@ -430,53 +399,11 @@ static int slot_take(struct tcp_conn *c, struct fm_req *r, const uint8_t *head,
 	s = &c->slots[idx];
 	s->gen++;
 	s->req = r;
-	tag = fm_tc_tag(s->gen, idx);
-	fm_tc_req_start(r, tag, c->cf.timeout_ms);
-	memcpy(s->head, head, head_len);
-	put_le32(s->head + 8, tag);
-	s->head_len = head_len;
-	s->epoch = c->epoch;
-	s->next = TCP_NO_SLOT;
-	if (c->sq_tail == TCP_NO_SLOT)
-		c->sq_head = idx;
-	else
-		c->slots[c->sq_tail].next = idx;
-	c->sq_tail = idx;
-	*send = !c->sending;
-	c->sending = 1;
+	*tag = fm_tc_tag(s->gen, idx);
+	fm_tc_req_start(r, *tag, c->cf.timeout_ms);
+	*epoch = c->epoch;
 	pthread_mutex_unlock(&c->lock);
 	return 0;
-}
-
-/* Move up to TCP_SEND_BATCH queued frames into out; with none left,
- * stop being the sender.  Returns how many. */
-static int queue_take(struct tcp_conn *c, struct tcp_out *out)
-{
-	int n = 0;
-
-	pthread_mutex_lock(&c->lock);
-	while (n < TCP_SEND_BATCH && c->sq_head != TCP_NO_SLOT) {
-		struct tcp_slot *s = &c->slots[c->sq_head];
-
-		memcpy(out[n].head, s->head, s->head_len);
-		out[n].head_len = s->head_len;
-		out[n].epoch = s->epoch;
-		out[n].req = s->req;
-		n++;
-		c->sq_head = s->next;
-	}
-	if (c->sq_head == TCP_NO_SLOT)
-		c->sq_tail = TCP_NO_SLOT;
-	if (n == 0)
-		c->sending = 0;
-	pthread_mutex_unlock(&c->lock);
-	return n;
-}
-
-/* Forget every queued frame: their requests are being failed (lock held). */
-static void queue_clear(struct tcp_conn *c)
-{
-	c->sq_head = c->sq_tail = TCP_NO_SLOT;
 }
 
 /* Receiver only: release the slot and run done() outside the lock. */
@@ -598,71 +525,23 @@ static int send_all(int fd, struct iovec *iov, int n)
 	return 0;
 }
 
-/* Append frame o's iovecs (head, then the request's data) to iov[*n].
- * The request is still in flight on this socket (checked by the caller
- * under send_lock), so its iovecs are still the caller's to read. */
-static void out_iov(struct tcp_out *o, struct iovec *iov, int *n)
+/* Write one frame on the socket of the given epoch.  Failures do not go
+ * back to the caller: the request already has a slot, so the receiver
+ * fails it with the rest when it sees the socket go down. */
+static void frame_send(struct tcp_conn *c, uint64_t epoch, struct iovec *iov, int n)
 {
-	const struct fm_req *r = o->req;
-
-	iov[(*n)++] = (struct iovec){ o->head, o->head_len };
-	if (r->op != FM_OP_WRITE && r->op != FM_OP_PING)
-		return;
-	for (int i = 0; i < r->iovcnt; i++)
-		if (r->iov[i].iov_len)
-			iov[(*n)++] = r->iov[i];
-}
-
-static int out_iovcnt(const struct tcp_out *o)
-{
-	const struct fm_req *r = o->req;
-	int n = 1;
-
-	if (r->op == FM_OP_WRITE || r->op == FM_OP_PING)
-		for (int i = 0; i < r->iovcnt; i++)
-			n += r->iov[i].iov_len != 0;
-	return n;
-}
-
-/* Write frames out[0..n) that belong to the current socket, as few
- * sendmsg calls as the iovec cap allows.  Failures do not go back to
- * anyone: the requests have slots, so the receiver fails them with the
- * rest when it sees the socket go down (it closes the socket, and only
- * then completes them, under send_lock: they stay valid while here). */
-static void frames_send(struct tcp_conn *c, struct tcp_out *out, int n)
-{
-	struct iovec iov[TCP_SEND_IOV];
-	int k = 0, rc = 0;
+	int rc;
 
 	pthread_mutex_lock(&c->send_lock);
-	for (int i = 0; i < n && rc == 0; i++) {
-		if (c->fd < 0 || out[i].epoch != c->fd_epoch)
-			continue;
-		if (k && k + out_iovcnt(&out[i]) > TCP_SEND_IOV) {
-			rc = send_all(c->fd, iov, k);
-			k = 0;
+	if (c->fd >= 0 && c->fd_epoch == epoch) {
+		rc = send_all(c->fd, iov, n);
+		if (rc) {
+			log_warn("server %s: send failed: %s", c->cf.name, strerror(-rc));
+			/* A half-written frame poisons the stream: end it. */
+			shutdown(c->fd, SHUT_RDWR);
 		}
-		out_iov(&out[i], iov, &k);
-	}
-	if (rc == 0 && k)
-		rc = send_all(c->fd, iov, k);
-	if (rc) {
-		log_warn("server %s: send failed: %s", c->cf.name, strerror(-rc));
-		/* A half-written frame poisons the stream: end it. */
-		shutdown(c->fd, SHUT_RDWR);
 	}
 	pthread_mutex_unlock(&c->send_lock);
-}
-
-/* The sender's loop: until the queue is empty.  It ends: submitters
- * queue at most one frame per slot, and each waits for its reply. */
-static void send_queued(struct tcp_conn *c)
-{
-	struct tcp_out out[TCP_SEND_BATCH];
-	int n;
-
-	while ((n = queue_take(c, out)) > 0)
-		frames_send(c, out, n);
 }
 
 static int tcp_submit(struct fm_conn *base, struct fm_req *r)
@@ -670,20 +549,22 @@ static int tcp_submit(struct fm_conn *base, struct fm_req *r)
 	struct tcp_conn *c = (struct tcp_conn *)base;
 	uint8_t head[FM_HDR_SIZE + FM_RANGE_LEN];
 	struct iovec iov[TCP_IOV_MAX + 1];
-	int n, rc, send = 0;
+	uint64_t epoch;
+	uint32_t tag;
+	int n, rc;
 
 	if (!r || !r->done)
 		return -EINVAL;
-	/* Everything is checked before r gets a slot: from then on the
+	/* Everything is read from r before it gets a slot: from then on the
 	 * receiver may complete it at any time. */
 	n = frame_build(r, head, iov, TCP_IOV_MAX + 1);
 	if (n < 0)
 		return n;
-	rc = slot_take(c, r, head, (uint32_t)iov[0].iov_len, &send);
+	rc = slot_take(c, r, &tag, &epoch);
 	if (rc)
 		return rc;
-	if (send)
-		send_queued(c);
+	put_le32(head + 8, tag);
+	frame_send(c, epoch, iov, n);
 	return 0;
 }
 
@@ -943,7 +824,6 @@ static void conn_drop(struct tcp_conn *c, int why)
 	pthread_mutex_lock(&c->lock);
 	was_up = c->up;
 	c->up = 0;
-	queue_clear(c);
 	for (unsigned i = 0; i < c->cf.nslots; i++) {
 		struct fm_req *r = c->slots[i].req;
 
@@ -1046,7 +926,6 @@ static struct tcp_conn *conn_alloc(const struct fm_conn_params *p)
 	fm_tc_conf_init(&c->cf, p, "server ");
 	c->fd = -1;
 	c->wake_fd = -1;
-	c->sq_head = c->sq_tail = TCP_NO_SLOT;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->send_lock, NULL);
 	fm_tc_cond_init(&c->slot_cv);
