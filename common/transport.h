@@ -6,9 +6,9 @@
  * transport's own thread, with 0 or a negative errno.  done() must be
  * short (record the result, wake a waiter): it must not submit on the
  * same connection synchronously or block.  Until done() runs, the
- * request, its iov array and the data they point at stay as they were:
- * the frame may go out after submit has returned (tcp batches frames
- * that several threads queued into one sendmsg).
+ * request, its iov array and the buffers they point at belong to the
+ * transport: a read's data lands there at completion, and rdma posts a
+ * transfer that waited for its GRANT after submit has returned.
  *
  * Transports are pluggable through fm_transport_ops (tcp today, rdma
  * later, a fault-injecting one in unit tests); fm_conn_open() picks one

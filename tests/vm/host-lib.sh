@@ -6,21 +6,15 @@
 
 hl_log() { echo "vm-host: $*" >&2; }
 
-# A free TCP port on the loopback (the kernel picks; a race with another
-# process is handled by the callers retrying).
+# hl_free_port [udp]: a free TCP (or UDP) port on the loopback (the
+# kernel picks; a race with another process is handled by the callers
+# retrying).
 hl_free_port() {
 	perl -MIO::Socket::INET -e '
-		my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1",
-			LocalPort => 0, ReuseAddr => 1) or die "no port: $!\n";
-		print $s->sockport, "\n";'
-}
-
-# A free UDP port on the loopback (same caveat).
-hl_free_udp_port() {
-	perl -MIO::Socket::INET -e '
-		my $s = IO::Socket::INET->new(Proto => "udp", LocalAddr => "127.0.0.1",
-			LocalPort => 0) or die "no port: $!\n";
-		print $s->sockport, "\n";'
+		my %a = (Proto => $ARGV[0], LocalAddr => "127.0.0.1", LocalPort => 0);
+		@a{"Listen", "ReuseAddr"} = (1, 1) if $ARGV[0] eq "tcp";
+		my $s = IO::Socket::INET->new(%a) or die "no port: $!\n";
+		print $s->sockport, "\n";' "${1:-tcp}"
 }
 
 # hl_wait_log FILE PATTERN PID SECONDS: wait for PATTERN in FILE while PID

@@ -1,6 +1,6 @@
 # Guest script, the memserver side of the two-guest rdma test
 # (tests/vm/rdma-pair): Soft-RoCE on the private link eth1 (10.9.0.1),
-# PAIR_MEMSERVERS farmem-memservers (default 3) listening on
+# PAIR_MEMSERVERS farmem-memservers (tests/vm/rdma-pair says how many) on
 # rdma://10.9.0.1:7101..., and the control listener on 10.9.0.1:7200
 # that the farmem-blk guest uses the way scenarios use the host's
 # (tests/vm/host-control.pl): ping, kill9 I, alive I, and "done" to end.
@@ -15,7 +15,7 @@ ip addr add $IP/24 dev eth1 || fail "cannot address eth1"
 RXE_NETDEV=eth1
 . /test/rdma-mods.sh
 
-n=${PAIR_MEMSERVERS:-3}
+n=${PAIR_MEMSERVERS:?tests/vm/rdma-pair sets PAIR_MEMSERVERS}
 pool=${PAIR_POOL:-512M}
 [ -f /test/secret ] || fail "no /test/secret"
 i=0
