@@ -294,7 +294,6 @@ static int open_listener(struct nbd_server *srv)
 int nbd_server_create(const struct nbd_server_params *p,
 		      const struct nbd_backend *be, struct nbd_server **out)
 {
-	pthread_rwlockattr_t ra;
 	struct nbd_server *srv;
 	int rc;
 
@@ -316,10 +315,7 @@ int nbd_server_create(const struct nbd_server_params *p,
 	pthread_attr_setstacksize(&srv->thread_attr, NBD_THREAD_STACK);
 	/* Writer preference: an edge RMW must not starve behind a stream of
 	 * aligned writes. */
-	pthread_rwlockattr_init(&ra);
-	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-	pthread_rwlock_init(&srv->rmw_lock, &ra);
-	pthread_rwlockattr_destroy(&ra);
+	fm_rwlock_init(&srv->rmw_lock);
 	srv->nconns = 2 * p->max_conns;
 	srv->conns = calloc((size_t)srv->nconns, sizeof(*srv->conns));
 	if (pipe2(srv->stop_fd, O_CLOEXEC | O_NONBLOCK) < 0) {
@@ -359,7 +355,7 @@ void nbd_server_destroy(struct nbd_server *srv)
 		close(srv->stop_fd[1]);
 	}
 	free(srv->conns);
-	pthread_rwlock_destroy(&srv->rmw_lock);
+	fm_rwlock_destroy(&srv->rmw_lock);
 	pthread_mutex_destroy(&srv->lock);
 	pthread_attr_destroy(&srv->thread_attr);
 	free(srv);

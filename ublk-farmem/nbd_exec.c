@@ -82,21 +82,21 @@ static int fill_edges(struct nbd_worker *w, uint64_t off, uint32_t len)
 
 static int do_write(struct nbd_worker *w, uint64_t off, uint32_t len)
 {
-	pthread_rwlock_t *l = &w->slot->srv->rmw_lock;
+	struct fm_rwlock *l = &w->slot->srv->rmw_lock;
 	uint64_t first = PAGE_DOWN(off), end = PAGE_UP(off + len);
 	int rc;
 
 	if (off % PAGE == 0 && len % PAGE == 0) {
-		pthread_rwlock_rdlock(l);
+		fm_rwlock_rdlock(l);
 		rc = be_write(w, off, len, w->buf);
-		pthread_rwlock_unlock(l);
+		fm_rwlock_unlock(l);
 		return rc;
 	}
-	pthread_rwlock_wrlock(l);
+	fm_rwlock_wrlock(l);
 	rc = fill_edges(w, off, len);
 	if (rc == 0)
 		rc = be_write(w, first, end - first, w->buf);
-	pthread_rwlock_unlock(l);
+	fm_rwlock_unlock(l);
 	return rc;
 }
 
@@ -120,9 +120,9 @@ static int do_zero(struct nbd_worker *w, uint64_t off, uint64_t len, int trim)
 	if (len == 0)
 		return 0;
 	if (partial)
-		pthread_rwlock_wrlock(&srv->rmw_lock);
+		fm_rwlock_wrlock(&srv->rmw_lock);
 	else
-		pthread_rwlock_rdlock(&srv->rmw_lock);
+		fm_rwlock_rdlock(&srv->rmw_lock);
 	if (partial && PAGE_DOWN(off) == PAGE_DOWN(end - 1)) {
 		/* Inside one page. */
 		rc = zero_in_page(w, PAGE_DOWN(off), (uint32_t)(off % PAGE),
@@ -136,7 +136,7 @@ static int do_zero(struct nbd_worker *w, uint64_t off, uint64_t len, int trim)
 		if (rc == 0 && hi > lo)
 			rc = srv->be.discard(srv->be.ctx, w->queue, lo, hi - lo);
 	}
-	pthread_rwlock_unlock(&srv->rmw_lock);
+	fm_rwlock_unlock(&srv->rmw_lock);
 	return rc;
 }
 

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fiber.h"
 #include "nbd.h"
 
 struct nbd_slot;
@@ -21,34 +22,31 @@ struct nbd_req {
 };
 
 /* A worker takes turns with its slot's other workers reading the next
- * request (under read_lock), then runs it and replies on its own: no
- * hand-off between threads on the I/O path (nbdkit's model). */
+ * request (under read_lock), then runs it and replies on its own.  The
+ * workers are fibers of the connection's thread: one waiting on the
+ * store parks, the others go on; no request is handed between threads. */
 struct nbd_worker {
 	struct nbd_slot *slot;
 	int queue;                  /* backend queue index */
-	pthread_t thread;
 	uint8_t *buf;               /* max_block + 2 pages, page aligned;
 				     * request data sits at buf + (off % 4096) */
 	uint8_t *page;              /* one scratch page for edge RMW */
 };
 
-/* A connection's share of the server: its workers and the socket locks. */
+/* A connection's share of the server: its workers, their event loop
+ * (allocated at server start, run by the connection's thread) and the
+ * socket locks. */
 struct nbd_slot {
 	struct nbd_server *srv;
 	int index;
 	int in_use;                 /* under srv->lock */
 	int fd;                     /* the connection while in use */
 	unsigned conn_id;
-	pthread_mutex_t lock;       /* gen, active, quit */
-	pthread_cond_t wake;        /* workers: a new connection or quit */
-	pthread_cond_t done;        /* transmit: the last worker is out */
-	unsigned gen;               /* bumped for each connection */
-	int active;                 /* workers serving the connection */
-	int quit;                   /* workers exit */
-	pthread_mutex_t read_lock;  /* one reader of the socket at a time */
+	struct fm_loop *loop;
+	struct fm_mutex read_lock;  /* one reader of the socket at a time */
 	int closing;                /* under read_lock: DISC, EOF or error seen */
 	int close_rc;               /* why: 0 (DISC) or -errno */
-	pthread_mutex_t send_lock;  /* one reply at a time on fd */
+	struct fm_mutex send_lock;  /* one reply at a time on fd */
 	int send_failed;
 	uint64_t requests, errors;  /* under send_lock, for the close log */
 	struct nbd_worker *workers;
@@ -78,7 +76,7 @@ struct nbd_server {
 	int nconns;
 	unsigned next_id;
 	volatile int stopping;
-	pthread_rwlock_t rmw_lock;  /* edge read-modify-write vs other writes */
+	struct fm_rwlock rmw_lock;  /* edge read-modify-write vs other writes */
 	uint16_t tflags;            /* transmission flags we advertise */
 };
 
@@ -99,10 +97,9 @@ int nbd_slots_create(struct nbd_server *srv);
 void nbd_slots_destroy(struct nbd_server *srv);
 
 /* nbd_transmit.c: serve requests until DISC, EOF or error with all of
- * the slot's workers; returns once every in-flight request is answered. */
+ * the slot's workers, in the calling thread; returns once every
+ * in-flight request is answered. */
 void nbd_transmit(struct nbd_slot *slot, int fd, unsigned id);
-/* A worker's part of that (called from nbd_slot.c's worker thread). */
-void nbd_worker_serve(struct nbd_worker *w);
 
 /* nbd_exec.c: run one request in a worker; returns 0 or -errno for the
  * reply (read data is left at w->buf + off % 4096). */

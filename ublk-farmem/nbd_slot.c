@@ -1,6 +1,6 @@
-/* nbd_slot.c — connection slots: each owns `workers` worker threads with
+/* nbd_slot.c — connection slots: each owns `workers` worker fibers with
  * their own backend queue and buffers, created once at server start so a
- * new connection costs no allocation and no thread start. */
+ * new connection costs no allocation. */
 #include "nbd_int.h"
 
 #include <errno.h>
@@ -33,37 +33,9 @@ void nbd_slot_release(struct nbd_slot *slot)
 	pthread_mutex_unlock(&slot->srv->lock);
 }
 
-/* Idle until the slot gets a connection, serve it, repeat. */
-static void *worker_main(void *arg)
-{
-	struct nbd_worker *w = arg;
-	struct nbd_slot *slot = w->slot;
-	unsigned seen = 0;
-
-	for (;;) {
-		pthread_mutex_lock(&slot->lock);
-		while (slot->gen == seen && !slot->quit)
-			pthread_cond_wait(&slot->wake, &slot->lock);
-		if (slot->quit) {
-			pthread_mutex_unlock(&slot->lock);
-			return NULL;
-		}
-		seen = slot->gen;
-		pthread_mutex_unlock(&slot->lock);
-
-		nbd_worker_serve(w);
-
-		pthread_mutex_lock(&slot->lock);
-		if (--slot->active == 0)
-			pthread_cond_signal(&slot->done);
-		pthread_mutex_unlock(&slot->lock);
-	}
-}
-
 static int worker_init(struct nbd_slot *slot, struct nbd_worker *w, int queue)
 {
 	size_t bufsz = slot->srv->p.max_block + 2 * PAGE;
-	int rc;
 
 	w->slot = slot;
 	w->queue = queue;
@@ -73,57 +45,43 @@ static int worker_init(struct nbd_slot *slot, struct nbd_worker *w, int queue)
 			bufsz, queue);
 		return -ENOMEM;
 	}
-	rc = pthread_create(&w->thread, &slot->srv->thread_attr, worker_main, w);
-	if (rc) {
-		log_err("nbd: queue %d: cannot start worker thread: %s", queue,
-			strerror(rc));
-		return -rc;
-	}
 	return 0;
 }
 
-static void slot_stop(struct nbd_slot *slot, int nstarted)
+static void slot_fini(struct nbd_slot *slot)
 {
-	pthread_mutex_lock(&slot->lock);
-	slot->quit = 1;
-	pthread_cond_broadcast(&slot->wake);
-	pthread_mutex_unlock(&slot->lock);
-	for (int i = 0; i < nstarted; i++)
-		pthread_join(slot->workers[i].thread, NULL);
-	for (int i = 0; i < slot->srv->p.workers; i++) {
+	for (int i = 0; slot->workers && i < slot->srv->p.workers; i++) {
 		free(slot->workers[i].buf);
 		free(slot->workers[i].page);
 	}
 	free(slot->workers);
 	slot->workers = NULL;
-	pthread_mutex_destroy(&slot->lock);
-	pthread_mutex_destroy(&slot->send_lock);
-	pthread_mutex_destroy(&slot->read_lock);
-	pthread_cond_destroy(&slot->wake);
-	pthread_cond_destroy(&slot->done);
+	fm_loop_destroy(slot->loop);
+	slot->loop = NULL;
+	fm_mutex_destroy(&slot->send_lock);
+	fm_mutex_destroy(&slot->read_lock);
 }
 
 static int slot_init(struct nbd_server *srv, struct nbd_slot *slot, int index)
 {
-	int n = srv->p.workers, rc = 0, started = 0;
+	struct fm_loop_params lp = { .fibers = (unsigned)srv->p.workers };
+	int n = srv->p.workers, rc;
 
 	slot->srv = srv;
 	slot->index = index;
 	slot->fd = -1;
-	pthread_mutex_init(&slot->lock, NULL);
-	pthread_mutex_init(&slot->send_lock, NULL);
-	pthread_mutex_init(&slot->read_lock, NULL);
-	pthread_cond_init(&slot->wake, NULL);
-	pthread_cond_init(&slot->done, NULL);
+	fm_mutex_init(&slot->send_lock);
+	fm_mutex_init(&slot->read_lock);
+	rc = fm_loop_create(&lp, &slot->loop);
+	if (rc < 0)
+		log_err("nbd: slot %d: %d worker fibers: %s", index, n, strerror(-rc));
 	slot->workers = calloc((size_t)n, sizeof(*slot->workers));
-	if (!slot->workers)
+	if (rc == 0 && !slot->workers)
 		rc = -ENOMEM;
-	for (int i = 0; i < n && rc == 0; i++) {
+	for (int i = 0; i < n && rc == 0; i++)
 		rc = worker_init(slot, &slot->workers[i], index * n + i);
-		started += rc == 0;
-	}
-	if (rc < 0 && slot->workers)
-		slot_stop(slot, started);
+	if (rc < 0)
+		slot_fini(slot);
 	return rc;
 }
 
@@ -138,7 +96,7 @@ int nbd_slots_create(struct nbd_server *srv)
 		rc = slot_init(srv, &srv->slots[i], i);
 		if (rc < 0) {
 			for (int j = 0; j < i; j++)
-				slot_stop(&srv->slots[j], srv->p.workers);
+				slot_fini(&srv->slots[j]);
 			free(srv->slots);
 			srv->slots = NULL;
 			return rc;
@@ -152,7 +110,7 @@ void nbd_slots_destroy(struct nbd_server *srv)
 	if (!srv->slots)
 		return;
 	for (int i = 0; i < srv->p.max_conns; i++)
-		slot_stop(&srv->slots[i], srv->p.workers);
+		slot_fini(&srv->slots[i]);
 	free(srv->slots);
 	srv->slots = NULL;
 }

@@ -2,8 +2,22 @@
 #include "nbd_int.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/* A worker fiber's socket is non-blocking: park until it is ready.  In
+ * a plain thread (the handshake) EAGAIN is SO_RCVTIMEO expiring. */
+static int wait_ready(int fd, short events)
+{
+	int ev;
+
+	if (!fm_fiber_self())
+		return -EAGAIN;
+	ev = fm_fiber_poll(fd, events);
+
+	return ev < 0 ? ev : 0;
+}
 
 int nbd_read_full(int fd, void *buf, size_t len)
 {
@@ -17,6 +31,13 @@ int nbd_read_full(int fd, void *buf, size_t len)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN) {
+				int rc = wait_ready(fd, POLLIN);
+
+				if (rc < 0)
+					return rc;
+				continue;
+			}
 			return -errno;
 		}
 		p += n;
@@ -36,6 +57,13 @@ int nbd_write_full(int fd, const void *buf, size_t len)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN) {
+				int rc = wait_ready(fd, POLLOUT);
+
+				if (rc < 0)
+					return rc;
+				continue;
+			}
 			return -errno;
 		}
 		p += n;

@@ -11,6 +11,8 @@
 #include "nbd_proto.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -44,6 +46,13 @@ static int send_iov(int fd, struct iovec *iov, int n)
 		if (sent < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN) {
+				int ev = fm_fiber_poll(fd, POLLOUT);
+
+				if (ev < 0)
+					return ev;
+				continue;
+			}
 			return -errno;
 		}
 		while (m.msg_iovlen && (size_t)sent >= m.msg_iov->iov_len) {
@@ -71,7 +80,7 @@ static int send_reply(struct nbd_slot *slot, uint64_t cookie, int err,
 	nbd_put32(h, NBD_SIMPLE_REPLY_MAGIC);
 	nbd_put32(h + 4, wire_errno(err));
 	nbd_put64(h + 8, cookie);
-	pthread_mutex_lock(&slot->send_lock);
+	fm_mutex_lock(&slot->send_lock);
 	if (!slot->send_failed) {
 		rc = send_iov(slot->fd, iov, data && len ? 2 : 1);
 		if (rc < 0) {
@@ -82,7 +91,7 @@ static int send_reply(struct nbd_slot *slot, uint64_t cookie, int err,
 	}
 	slot->requests++;
 	slot->errors += err != 0;
-	pthread_mutex_unlock(&slot->send_lock);
+	fm_mutex_unlock(&slot->send_lock);
 	return rc;
 }
 
@@ -181,17 +190,18 @@ static int read_request(struct nbd_worker *w, struct nbd_req *r)
 	return 1;
 }
 
-void nbd_worker_serve(struct nbd_worker *w)
+static void worker_serve(void *arg)
 {
+	struct nbd_worker *w = arg;
 	struct nbd_slot *slot = w->slot;
 
 	for (;;) {
 		struct nbd_req r;
 		int rc;
 
-		pthread_mutex_lock(&slot->read_lock);
+		fm_mutex_lock(&slot->read_lock);
 		if (slot->closing) {
-			pthread_mutex_unlock(&slot->read_lock);
+			fm_mutex_unlock(&slot->read_lock);
 			return;
 		}
 		rc = read_request(w, &r);
@@ -199,7 +209,7 @@ void nbd_worker_serve(struct nbd_worker *w)
 			slot->closing = 1;
 			slot->close_rc = rc == -ESHUTDOWN ? 0 : rc;
 		}
-		pthread_mutex_unlock(&slot->read_lock);
+		fm_mutex_unlock(&slot->read_lock);
 		if (rc < 0)
 			return;
 		if (rc == 0)
@@ -209,6 +219,43 @@ void nbd_worker_serve(struct nbd_worker *w)
 			   r.type == NBD_CMD_READ && rc == 0 ? w->buf + r.off % PAGE : NULL,
 			   r.type == NBD_CMD_READ && rc == 0 ? r.len : 0);
 	}
+}
+
+/* The socket does not block while the workers own it: a worker that
+ * would wait parks in the loop instead. */
+static int set_nonblock(int fd, int on)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0)
+		return -errno;
+	fl = on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK;
+	return fcntl(fd, F_SETFL, fl) < 0 ? -errno : 0;
+}
+
+/* Run the slot's workers as fibers of this thread until each is out. */
+static int run_workers(struct nbd_slot *slot)
+{
+	int rc = fm_loop_attach(slot->loop);
+
+	if (rc < 0) {
+		log_err("nbd conn %u: io_uring setup: %s", slot->conn_id, strerror(-rc));
+		return rc;
+	}
+	for (int i = 0; i < slot->srv->p.workers && rc == 0; i++)
+		rc = fm_loop_spawn(slot->loop, worker_serve, &slot->workers[i]);
+	while (fm_loop_busy(slot->loop)) {
+		int trc = fm_loop_turn(slot->loop);
+
+		if (trc < 0) {
+			/* The workers cannot be abandoned mid-request: their
+			 * store calls own buffers.  Keep turning. */
+			log_err("nbd conn %u: io_uring_enter: %s", slot->conn_id,
+				strerror(-trc));
+		}
+	}
+	fm_loop_detach(slot->loop);
+	return rc;
 }
 
 void nbd_transmit(struct nbd_slot *slot, int fd, unsigned id)
@@ -221,14 +268,12 @@ void nbd_transmit(struct nbd_slot *slot, int fd, unsigned id)
 	slot->close_rc = 0;
 	slot->send_failed = 0;
 	slot->requests = slot->errors = 0;
-	pthread_mutex_lock(&slot->lock);
-	slot->active = slot->srv->p.workers;
-	slot->gen++;
-	pthread_cond_broadcast(&slot->wake);
-	/* Each worker finishes its request before it leaves. */
-	while (slot->active)
-		pthread_cond_wait(&slot->done, &slot->lock);
-	pthread_mutex_unlock(&slot->lock);
+	rc = set_nonblock(fd, 1);
+	if (rc == 0)
+		rc = run_workers(slot);
+	if (rc < 0 && !slot->close_rc)
+		slot->close_rc = rc;
+	set_nonblock(fd, 0);
 	rc = slot->close_rc;
 	if (rc < 0 && rc != -EPIPE && rc != -ECONNRESET)
 		log_info("nbd conn %u: closing after error: %s", id, strerror(-rc));

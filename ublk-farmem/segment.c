@@ -14,6 +14,7 @@ void waiter_init(struct waiter *w)
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cv, NULL);
 	w->pending = 0;
+	w->fiber = NULL;
 }
 
 void waiter_destroy(struct waiter *w)
@@ -29,11 +30,17 @@ void waiter_add(struct waiter *w, unsigned n)
 	pthread_mutex_unlock(&w->lock);
 }
 
+/* The wake happens under the lock, so once the waiter sees pending at
+ * 0 (under the same lock) nobody touches it or its fiber any more. */
 static void waiter_done(struct waiter *w)
 {
 	pthread_mutex_lock(&w->lock);
-	if (--w->pending == 0)
+	if (--w->pending == 0) {
+		if (w->fiber)
+			fm_fiber_wake(w->fiber);
+		w->fiber = NULL;
 		pthread_cond_broadcast(&w->cv);
+	}
 	pthread_mutex_unlock(&w->lock);
 }
 
@@ -42,9 +49,20 @@ static void waiter_done(struct waiter *w)
  * reused before it has. */
 void waiter_wait(struct waiter *w)
 {
+	struct fm_fiber *f = fm_fiber_self();
+
 	pthread_mutex_lock(&w->lock);
-	while (w->pending)
-		pthread_cond_wait(&w->cv, &w->lock);
+	while (w->pending) {
+		if (!f) {
+			pthread_cond_wait(&w->cv, &w->lock);
+			continue;
+		}
+		w->fiber = f;
+		pthread_mutex_unlock(&w->lock);
+		fm_fiber_park();
+		pthread_mutex_lock(&w->lock);
+	}
+	w->fiber = NULL;
 	pthread_mutex_unlock(&w->lock);
 }
 
@@ -96,6 +114,14 @@ void servers_refresh(struct store *s)
 	}
 }
 
+static void retry_sleep(struct store *s, const struct timespec *ts)
+{
+	pthread_mutex_lock(&s->retry_lock);
+	if (!__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE))
+		pthread_cond_timedwait(&s->retry_cv, &s->retry_lock, ts);
+	pthread_mutex_unlock(&s->retry_lock);
+}
+
 int io_retry_wait(struct store *s, uint64_t deadline_ns, unsigned *backoff_ms)
 {
 	uint64_t now = mono_ns(), wait_ns;
@@ -112,11 +138,12 @@ int io_retry_wait(struct store *s, uint64_t deadline_ns, unsigned *backoff_ms)
 	ts.tv_sec = (time_t)(now / 1000000000ull);
 	ts.tv_nsec = (long)(now % 1000000000ull);
 	/* An early wake-up (a server came back, or a spurious one) only
-	 * brings the next round forward. */
-	pthread_mutex_lock(&s->retry_lock);
-	if (!__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE))
-		pthread_cond_timedwait(&s->retry_cv, &s->retry_lock, &ts);
-	pthread_mutex_unlock(&s->retry_lock);
+	 * brings the next round forward.  A fiber sleeps its backoff out
+	 * without holding its thread. */
+	if (fm_fiber_self())
+		fm_fiber_sleep_ns(wait_ns);
+	else
+		retry_sleep(s, &ts);
 	*backoff_ms = *backoff_ms * 2 > RETRY_BACKOFF_MAX_MS ? RETRY_BACKOFF_MAX_MS
 							     : *backoff_ms * 2;
 	if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE))
@@ -230,13 +257,27 @@ static void slot_put(struct store *s, uint32_t idx)
 	pthread_mutex_unlock(&s->lock);
 }
 
+#define SLOT_POLL_NS (5u * 1000000u)
+
+/* Wait on seg_cv (s->lock held) at most ns; 0 or ETIMEDOUT. */
+static int seg_cv_wait(struct store *s, uint64_t ns)
+{
+	struct timespec deadline;
+
+	/* seg_cv runs on the realtime clock (the cleaner waits on it too). */
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += (time_t)(ns / 1000000000ull);
+	return pthread_cond_timedwait(&s->seg_cv, &s->lock, &deadline);
+}
+
 /* A free table slot; when none is left, let the cleaner make one.  We
  * wait as long as the cleaner keeps freeing slots (others may win
  * them), and give up after a few request timeouts without any. */
 static int slot_get(struct store *s, uint32_t *out, int may_wait)
 {
 	uint32_t reserve = may_wait ? MAINT_RESERVE : 0;
-	struct timespec deadline;
+	uint64_t limit_ns = 2ull * (s->timeout_ms / 1000 + 1) * 1000000000ull;
+	uint64_t give_up = 0;
 	int rc;
 
 	pthread_mutex_lock(&s->lock);
@@ -249,9 +290,20 @@ static int slot_get(struct store *s, uint32_t *out, int may_wait)
 		maint_kick(s);
 		if (!s->maint_running || !may_wait)
 			break;
-		clock_gettime(CLOCK_REALTIME, &deadline);
-		deadline.tv_sec += 2 * (s->timeout_ms / 1000 + 1);
-		if (pthread_cond_timedwait(&s->seg_cv, &s->lock, &deadline) == ETIMEDOUT)
+		if (fm_fiber_self()) {
+			/* A fiber polls (its thread serves the others); each
+			 * freed slot restarts the wait in the thread version,
+			 * here the overall bound is from the first miss. */
+			if (!give_up)
+				give_up = mono_ns() + limit_ns;
+			else if (mono_ns() >= give_up)
+				break;
+			pthread_mutex_unlock(&s->lock);
+			fm_fiber_sleep_ns(SLOT_POLL_NS);
+			pthread_mutex_lock(&s->lock);
+			continue;
+		}
+		if (seg_cv_wait(s, limit_ns) == ETIMEDOUT)
 			break;
 	}
 	pthread_mutex_unlock(&s->lock);

@@ -19,6 +19,7 @@
 #include <sys/uio.h>
 
 #include "codec.h"
+#include "fiber.h"
 #include "pagemap.h"
 #include "record.h"
 #include "store.h"
@@ -78,10 +79,14 @@ struct state_hdr {
 	uint64_t checksum_errors;
 };
 
+/* Remote requests in flight for one caller.  A fiber waits by parking
+ * (the last done() wakes it, from whichever thread completes it); a
+ * plain thread (tools, tests, maintenance) on the condition variable. */
 struct waiter {
 	pthread_mutex_t lock;
 	pthread_cond_t cv;
 	unsigned pending;
+	struct fm_fiber *fiber;   /* parked in waiter_wait, under lock */
 };
 
 /* A request slot: the transport request plus who waits for it. */
@@ -116,7 +121,7 @@ struct wchunk {
  * concurrently.  The lock serialises only choosing (and opening) the
  * segment; space is reserved under s->lock and written in parallel. */
 struct stream {
-	pthread_mutex_t lock;
+	struct fm_mutex lock;     /* held across a segment's ALLOCs */
 	uint32_t open_seg;    /* SEG_NONE when none */
 };
 

@@ -14,13 +14,13 @@
 
 void stream_init(struct stream *st)
 {
-	pthread_mutex_init(&st->lock, NULL);
+	fm_mutex_init(&st->lock);
 	st->open_seg = SEG_NONE;
 }
 
 void stream_fini(struct stream *st)
 {
-	pthread_mutex_destroy(&st->lock);
+	fm_mutex_destroy(&st->lock);
 }
 
 /* Is the open segment still fit for appends?  s->lock held. */
@@ -41,7 +41,7 @@ int stream_reserve(struct store *s, struct ioctx *io, unsigned first, unsigned n
 	uint32_t need = io->pio[first].rec_len;
 	int rc;
 
-	pthread_mutex_lock(&st->lock);
+	fm_mutex_lock(&st->lock);
 	for (int tries = 0; ; tries++) {
 		uint32_t idx = st->open_seg;
 
@@ -74,7 +74,7 @@ int stream_reserve(struct store *s, struct ioctx *io, unsigned first, unsigned n
 				g->used += len;
 				g->writers++;
 				pthread_mutex_unlock(&s->lock);
-				pthread_mutex_unlock(&st->lock);
+				fm_mutex_unlock(&st->lock);
 				return 0;
 			}
 			pthread_mutex_unlock(&s->lock);
@@ -85,12 +85,12 @@ int stream_reserve(struct store *s, struct ioctx *io, unsigned first, unsigned n
 			break;
 		rc = seg_open(s, io, &idx);
 		if (rc < 0) {
-			pthread_mutex_unlock(&st->lock);
+			fm_mutex_unlock(&st->lock);
 			return rc;
 		}
 		st->open_seg = idx;
 	}
-	pthread_mutex_unlock(&st->lock);
+	fm_mutex_unlock(&st->lock);
 	log_err("store: no segment takes a %u-byte record", need);
 	return -EIO;
 }
@@ -101,8 +101,8 @@ void stream_retire_if(struct store *s, struct stream *st,
 	int retire;
 
 	if (wait)
-		pthread_mutex_lock(&st->lock);
-	else if (pthread_mutex_trylock(&st->lock))
+		fm_mutex_lock(&st->lock);
+	else if (fm_mutex_trylock(&st->lock))
 		return;
 	if (st->open_seg != SEG_NONE) {
 		pthread_mutex_lock(&s->lock);
@@ -114,5 +114,5 @@ void stream_retire_if(struct store *s, struct stream *st,
 			st->open_seg = SEG_NONE;
 		}
 	}
-	pthread_mutex_unlock(&st->lock);
+	fm_mutex_unlock(&st->lock);
 }

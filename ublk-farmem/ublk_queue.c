@@ -1,20 +1,22 @@
-/* ublk_queue.c — the per-queue I/O thread of the ublk frontend. */
+/* ublk_queue.c — the per-queue I/O thread of the ublk frontend: one
+ * event loop, the queue's commands in its ring, worker fibers serving
+ * the fetched tags (ublk_queue.h). */
 #include <errno.h>
 #include <stdlib.h>
-#include <sys/eventfd.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "daemon.h"
+#include "fiber.h"
 #include "log.h"
 #include "store.h"
 #include "ublk_ctrl.h"
 #include "ublk_queue.h"
 
-/* user_data of the eventfd read through which workers hand tags back;
- * real tags are < UBLK_MAX_QUEUE_DEPTH. */
-#define EFD_TAG UINT64_MAX
+/* How long a worker waits before retrying a commit that found no SQE
+ * (it cannot normally happen: the ring has room for every tag). */
+#define COMMIT_RETRY_NS 1000000u
 
 /* The driver lays the queues' descriptor arrays out at a fixed stride
  * sized for the largest possible depth. */
@@ -55,17 +57,11 @@ static int queue_map(struct ublk_queue *q)
 	}
 	q->bufs = p;
 
-	q->results = calloc((size_t)q->depth, sizeof(*q->results));
+	q->ops = calloc((size_t)q->depth, sizeof(*q->ops));
 	q->todo.tags = calloc((size_t)q->depth, sizeof(uint16_t));
-	q->done.tags = calloc((size_t)q->depth, sizeof(uint16_t));
-	if (!q->results || !q->todo.tags || !q->done.tags)
+	if (!q->ops || !q->todo.tags)
 		return -ENOMEM;
-	q->todo.size = q->done.size = (unsigned)q->depth;
-	if (q->workers > 1) {
-		q->efd = eventfd(0, EFD_CLOEXEC);
-		if (q->efd < 0)
-			return -errno;
-	}
+	q->todo.size = (unsigned)q->depth;
 	return 0;
 }
 
@@ -77,14 +73,10 @@ static void queue_unmap(struct ublk_queue *q)
 		munmap(q->bufs, q->bufs_len);
 	q->descs = NULL;
 	q->bufs = NULL;
-	free(q->results);
+	free(q->ops);
 	free(q->todo.tags);
-	free(q->done.tags);
-	q->results = NULL;
-	q->todo.tags = q->done.tags = NULL;
-	if (q->efd >= 0)
-		close(q->efd);
-	q->efd = -1;
+	q->ops = NULL;
+	q->todo.tags = NULL;
 }
 
 static void ring_push(struct ublk_tag_ring *r, int tag)
@@ -101,11 +93,14 @@ static int ring_pop(struct ublk_tag_ring *r)
 	return tag;
 }
 
+static void tag_done(struct fm_loop_op *op, int res, unsigned flags);
+
 /* Queue FETCH (first time) or COMMIT_AND_FETCH (with the result of the
- * request just served) for one tag. */
+ * request just served) for one tag; it leaves with the loop's next
+ * io_uring_enter.  0, or -EBUSY when no SQE could be had. */
 static int queue_prep(struct ublk_queue *q, int tag, uint32_t op, int32_t result)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+	struct io_uring_sqe *sqe = fm_loop_sqe(q->loop);
 	struct ublksrv_io_cmd cmd = {
 		.q_id = (uint16_t)q->q_id,
 		.tag = (uint16_t)tag,
@@ -114,8 +109,6 @@ static int queue_prep(struct ublk_queue *q, int tag, uint32_t op, int32_t result
 	};
 
 	if (!sqe) {
-		/* Cannot happen: the ring has depth entries and each tag has
-		 * at most one command outstanding. */
 		log_err("ublk %u queue %d tag %d: submission ring full",
 			q->dev_id, q->q_id, tag);
 		return -EBUSY;
@@ -124,7 +117,10 @@ static int queue_prep(struct ublk_queue *q, int tag, uint32_t op, int32_t result
 	sqe->opcode = IORING_OP_URING_CMD;
 	sqe->fd = q->cdev_fd;
 	sqe->cmd_op = ublk_io_opcode(q->ioctl_encode, op);
-	sqe->user_data = (uint64_t)tag;
+	q->ops[tag].op.cb = tag_done;
+	q->ops[tag].q = q;
+	q->ops[tag].tag = tag;
+	io_uring_sqe_set_data(sqe, &q->ops[tag].op);
 	memcpy(sqe->cmd, &cmd, sizeof(cmd));
 	q->inflight++;
 	return 0;
@@ -161,159 +157,123 @@ static int32_t queue_serve(struct ublk_queue *q, int tag, int sq)
 	}
 }
 
+/* Hand the result back and fetch the tag's next request.  A lost
+ * commit would hang a kernel request for good, so a worker retries
+ * until the SQE is queued. */
 static void queue_commit(struct ublk_queue *q, int tag, int32_t res)
 {
+	int warned = 0;
+
 	if (res < 0 && res != -EOPNOTSUPP)
 		log_warn("ublk %u queue %d tag %d: op %u sector %llu: %s",
 			 q->dev_id, q->q_id, tag,
 			 (unsigned)ublksrv_get_op(&q->descs[tag]),
 			 (unsigned long long)q->descs[tag].start_sector,
 			 strerror(-res));
-	queue_prep(q, tag, UBLK_IO_COMMIT_AND_FETCH_REQ, res);
+	while (queue_prep(q, tag, UBLK_IO_COMMIT_AND_FETCH_REQ, res) < 0) {
+		if (!warned++)
+			log_err("ublk %u queue %d tag %d: commit deferred", q->dev_id,
+				q->q_id, tag);
+		fm_fiber_sleep_ns(COMMIT_RETRY_NS);
+	}
 }
 
-/* Wait (through the ring) for the next tag a worker finishes. */
-static void queue_arm_efd(struct ublk_queue *q)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
-
-	if (!sqe) {
-		log_err("ublk %u queue %d: no SQE for the worker wake-up", q->dev_id,
-			q->q_id);
-		return;
-	}
-	io_uring_prep_read(sqe, q->efd, &q->efd_val, sizeof(q->efd_val), 0);
-	sqe->user_data = EFD_TAG;
-}
-
-/* Commit every tag the workers finished, then wait for more. */
-static void queue_reap_workers(struct ublk_queue *q)
-{
-	pthread_mutex_lock(&q->lock);
-	while (q->done.count) {
-		int tag = ring_pop(&q->done);
-
-		q->busy--;
-		queue_commit(q, tag, q->results[tag]);
-	}
-	pthread_mutex_unlock(&q->lock);
-	queue_arm_efd(q);
-}
-
-static void queue_complete(struct ublk_queue *q, const struct io_uring_cqe *cqe)
-{
-	int tag;
-
-	if (cqe->user_data == EFD_TAG) {
-		queue_reap_workers(q);
-		return;
-	}
-	tag = (int)cqe->user_data;
-	q->inflight--;
-	if (cqe->res == UBLK_IO_RES_OK) {
-		if (q->workers <= 1) {
-			queue_commit(q, tag, queue_serve(q, tag, q->q_id));
-			return;
-		}
-		pthread_mutex_lock(&q->lock);
-		ring_push(&q->todo, tag);
-		q->busy++;
-		pthread_cond_signal(&q->cv);
-		pthread_mutex_unlock(&q->lock);
-		return;
-	}
-	/* UBLK_IO_RES_ABORT: the device is stopping; this tag is done. */
-	if (cqe->res != UBLK_IO_RES_ABORT)
-		log_warn("ublk %u queue %d tag %d: command failed: %s", q->dev_id,
-			 q->q_id, tag, strerror(-cqe->res));
-}
-
-/* A worker serves fetched tags with its own store queue, so one ublk
- * queue has up to `workers` store requests in flight at once. */
-static void *worker_thread(void *arg)
+/* A worker fiber: serve fetched tags until the queue stops. */
+static void worker_fiber(void *arg)
 {
 	struct ublk_worker *w = arg;
 	struct ublk_queue *q = w->q;
 	int sq = q->q_id * q->workers + w->idx;
-	uint64_t one = 1;
 
-	daemon_io_thread_init();
-	pthread_mutex_lock(&q->lock);
+	w->fiber = fm_fiber_self();
 	for (;;) {
 		int tag;
 
-		while (!q->todo.count && !q->stopping)
-			pthread_cond_wait(&q->cv, &q->lock);
+		while (!q->todo.count && !q->stopping) {
+			if (!w->idle) {
+				w->idle = 1;
+				q->idle[q->nidle++] = w;
+			}
+			fm_fiber_park();
+		}
 		if (!q->todo.count)
 			break;
 		tag = ring_pop(&q->todo);
-		pthread_mutex_unlock(&q->lock);
-		q->results[tag] = queue_serve(q, tag, sq);
-		pthread_mutex_lock(&q->lock);
-		ring_push(&q->done, tag);
-		if (write(q->efd, &one, sizeof(one)) < 0)
-			log_err("ublk %u queue %d: waking the queue thread: %s",
-				q->dev_id, q->q_id, strerror(errno));
+		queue_commit(q, tag, queue_serve(q, tag, sq));
+		q->busy--;
 	}
-	pthread_mutex_unlock(&q->lock);
-	return NULL;
 }
 
-static void workers_stop(struct ublk_queue *q)
+static void wake_one_worker(struct ublk_queue *q)
 {
-	pthread_mutex_lock(&q->lock);
-	q->stopping = 1;
-	pthread_cond_broadcast(&q->cv);
-	pthread_mutex_unlock(&q->lock);
-	for (int i = 0; i < q->nworkers_started; i++)
-		pthread_join(q->worker[i].thread, NULL);
-	q->nworkers_started = 0;
+	struct ublk_worker *w;
+
+	if (!q->nidle)
+		return;     /* every worker is busy; they loop back to todo */
+	w = q->idle[--q->nidle];
+	w->idle = 0;
+	fm_fiber_wake(w->fiber);
 }
 
-static int workers_start(struct ublk_queue *q)
+/* A tag's command completed: a request to serve, or the tag's end. */
+static void tag_done(struct fm_loop_op *op, int res, unsigned flags)
 {
-	for (int i = 0; q->workers > 1 && i < q->workers; i++) {
-		struct ublk_worker *w = &q->worker[i];
-		int ret;
+	struct ublk_tag_op *t = (struct ublk_tag_op *)op;
+	struct ublk_queue *q = t->q;
 
-		w->q = q;
-		w->idx = i;
-		ret = -pthread_create(&w->thread, NULL, worker_thread, w);
-		if (ret < 0) {
-			log_err("ublk %u queue %d: worker %d: %s", q->dev_id, q->q_id,
-				i, strerror(-ret));
-			workers_stop(q);
-			return ret;
-		}
-		q->nworkers_started++;
+	(void)flags;
+	q->inflight--;
+	if (res == UBLK_IO_RES_OK) {
+		ring_push(&q->todo, t->tag);
+		q->busy++;
+		wake_one_worker(q);
+		return;
 	}
-	return 0;
+	/* UBLK_IO_RES_ABORT: the device is stopping; this tag is done. */
+	if (res != UBLK_IO_RES_ABORT)
+		log_warn("ublk %u queue %d tag %d: command failed: %s", q->dev_id,
+			 q->q_id, t->tag, strerror(-res));
 }
 
 static int queue_fetch_all(struct ublk_queue *q)
 {
-	int ret = io_uring_queue_init((unsigned)q->depth + 1, &q->ring, 0);
+	int ret = fm_loop_attach(q->loop);
 
 	if (ret < 0) {
-		log_err("ublk %u queue %d: io_uring_queue_init: %s", q->dev_id,
+		log_err("ublk %u queue %d: io_uring setup: %s", q->dev_id,
 			q->q_id, strerror(-ret));
 		return ret;
 	}
-	q->ring_ok = 1;
+	for (int i = 0; i < q->workers; i++) {
+		q->worker[i].q = q;
+		q->worker[i].idx = i;
+		ret = fm_loop_spawn(q->loop, worker_fiber, &q->worker[i]);
+		if (ret < 0)
+			return ret;
+	}
 	for (int tag = 0; tag < q->depth; tag++) {
 		ret = queue_prep(q, tag, UBLK_IO_FETCH_REQ, -1);
 		if (ret < 0)
 			return ret;
 	}
-	if (q->workers > 1)
-		queue_arm_efd(q);
-	ret = io_uring_submit(&q->ring);
+	ret = io_uring_submit(fm_loop_ring(q->loop));
 	if (ret < 0) {
 		log_err("ublk %u queue %d: submit FETCH_REQ: %s", q->dev_id,
 			q->q_id, strerror(-ret));
 		return ret;
 	}
 	return 0;
+}
+
+/* Let the workers finish and leave, then give the ring back. */
+static void queue_wind_down(struct ublk_queue *q)
+{
+	q->stopping = 1;
+	while (q->nidle)
+		wake_one_worker(q);
+	while (fm_loop_busy(q->loop) && fm_loop_turn(q->loop) == 0)
+		;
+	fm_loop_detach(q->loop);
 }
 
 static void *queue_thread(void *arg)
@@ -324,43 +284,43 @@ static void *queue_thread(void *arg)
 	daemon_io_thread_init();
 	q->err = queue_fetch_all(q);
 	sem_post(q->ready);
-	if (q->err)
+	if (q->err) {
+		queue_wind_down(q);
 		return NULL;
-
+	}
 	while (q->inflight > 0 || q->busy > 0) {
-		struct io_uring_cqe *cqe;
-		unsigned head, n = 0;
-
-		ret = io_uring_submit_and_wait(&q->ring, 1);
-		if (ret < 0 && ret != -EINTR) {
+		ret = fm_loop_turn(q->loop);
+		if (ret < 0) {
 			log_err("ublk %u queue %d: io_uring_submit_and_wait: %s",
 				q->dev_id, q->q_id, strerror(-ret));
 			break;
 		}
-		io_uring_for_each_cqe(&q->ring, head, cqe) {
-			queue_complete(q, cqe);
-			n++;
-		}
-		io_uring_cq_advance(&q->ring, n);
 	}
 	log_debug("ublk %u queue %d: all tags done", q->dev_id, q->q_id);
+	queue_wind_down(q);
 	return NULL;
 }
 
 int ublk_queue_start(struct ublk_queue *q)
 {
+	struct fm_loop_params lp = { 0 };
 	int ret;
 
 	if (q->workers > UBLK_QUEUE_MAX_WORKERS)
 		q->workers = UBLK_QUEUE_MAX_WORKERS;
-	q->efd = -1;
-	pthread_mutex_init(&q->lock, NULL);
-	pthread_cond_init(&q->cv, NULL);
+	if (q->workers < 1)
+		q->workers = 1;
 	ret = queue_map(q);
-	if (ret == 0)
-		ret = workers_start(q);
 	if (ret < 0)
 		goto fail;
+	lp.fibers = (unsigned)q->workers;
+	lp.sq_entries = (unsigned)q->depth + 1;
+	ret = fm_loop_create(&lp, &q->loop);
+	if (ret < 0) {
+		log_err("ublk %u queue %d: %d worker fibers: %s", q->dev_id, q->q_id,
+			q->workers, strerror(-ret));
+		goto fail;
+	}
 	ret = -pthread_create(&q->thread, NULL, queue_thread, q);
 	if (ret < 0) {
 		log_err("ublk %u queue %d: pthread_create: %s", q->dev_id,
@@ -370,7 +330,8 @@ int ublk_queue_start(struct ublk_queue *q)
 	q->started = 1;
 	return 0;
 fail:
-	workers_stop(q);
+	fm_loop_destroy(q->loop);
+	q->loop = NULL;
 	queue_unmap(q);
 	return ret;
 }
@@ -380,9 +341,7 @@ void ublk_queue_join(struct ublk_queue *q)
 	if (q->started)
 		pthread_join(q->thread, NULL);
 	q->started = 0;
-	workers_stop(q);
-	if (q->ring_ok)
-		io_uring_queue_exit(&q->ring);
-	q->ring_ok = 0;
+	fm_loop_destroy(q->loop);
+	q->loop = NULL;
 	queue_unmap(q);
 }

@@ -1,11 +1,13 @@
 /* ublk_queue.h — one ublk hardware queue served by one thread.
  *
- * The thread owns an io_uring, maps the queue's I/O descriptors from
- * /dev/ublkcN, sends FETCH_REQ for every tag, then loops on
- * COMMIT_AND_FETCH_REQ, calling the store with its own queue index.
- * Per-tag buffers are allocated before the first fetch: nothing on the
- * I/O path allocates.  The thread ends when every tag was aborted by the
- * kernel (STOP_DEV, or the device going away).
+ * The thread owns one event loop (fiber.h): its io_uring carries the
+ * queue's FETCH_REQ / COMMIT_AND_FETCH_REQ commands, and `workers`
+ * fibers in the same thread serve fetched tags, each with its own store
+ * queue (q_id * workers + w).  A fiber waiting on a memserver parks and
+ * the thread serves the other tags: nothing is handed between threads.
+ * Per-tag buffers and the fibers' stacks are allocated before the first
+ * fetch: nothing on the I/O path allocates.  The thread ends when every
+ * tag was aborted by the kernel (STOP_DEV, or the device going away).
  */
 #ifndef FARMEM_UBLK_QUEUE_H
 #define FARMEM_UBLK_QUEUE_H
@@ -14,17 +16,29 @@
 #include <semaphore.h>
 #include <stdint.h>
 #include <liburing.h>
+
+#include "fiber.h"
 #include <linux/ublk_cmd.h>
 
 struct store;
 
-#define UBLK_QUEUE_MAX_WORKERS 16
+#define UBLK_QUEUE_MAX_WORKERS 64
 
-/* Tags handed between the queue thread and its workers: each tag is in
- * at most one ring at a time, so depth slots never overflow. */
+struct fm_loop;
+struct ublk_queue;
+
+/* Fetched tags waiting for a worker fiber: each tag is in it at most
+ * once, so depth slots never overflow. */
 struct ublk_tag_ring {
 	uint16_t *tags;
 	unsigned head, count, size;
+};
+
+/* A tag's command in the ring: its completion finds the queue and tag. */
+struct ublk_tag_op {
+	struct fm_loop_op op;
+	struct ublk_queue *q;
+	int tag;
 };
 
 struct ublk_queue {
@@ -36,8 +50,7 @@ struct ublk_queue {
 	int cdev_fd;
 	int ioctl_encode;
 	struct store *store;
-	int workers;             /* 1: serve in the queue thread; else worker
-				  * threads, worker w using store queue
+	int workers;             /* worker fibers; worker w uses store queue
 				  * q_id * workers + w */
 	sem_t *ready;            /* posted once all FETCHes are submitted (or on error) */
 	/* Private. */
@@ -45,33 +58,27 @@ struct ublk_queue {
 	size_t descs_len;
 	uint8_t *bufs;
 	size_t bufs_len;
-	struct io_uring ring;
-	int ring_ok;
+	struct fm_loop *loop;
 	unsigned inflight;       /* commands the kernel holds */
-	unsigned busy;           /* tags being served by workers */
-	int32_t *results;        /* per tag, from the worker that served it */
-	/* Workers: the queue thread pushes fetched tags to `todo`; a worker
-	 * serves one and pushes it to `done`, then kicks `efd`, which the
-	 * queue thread reads through its ring. */
-	pthread_mutex_t lock;
-	pthread_cond_t cv;
-	struct ublk_tag_ring todo, done;
-	int efd;
-	uint64_t efd_val;
+	unsigned busy;           /* tags fetched and not yet committed */
+	struct ublk_tag_op *ops; /* depth */
+	struct ublk_tag_ring todo;
 	int stopping;
 	struct ublk_worker {
 		struct ublk_queue *q;
 		int idx;
-		pthread_t thread;
+		int idle;            /* parked for work, in idle[] */
+		struct fm_fiber *fiber;
 	} worker[UBLK_QUEUE_MAX_WORKERS];
-	int nworkers_started;
+	struct ublk_worker *idle[UBLK_QUEUE_MAX_WORKERS];
+	int nidle;
 	pthread_t thread;
 	int started;
 	int err;                 /* setup failure, reported through ready */
 };
 
-/* Map descriptors and allocate buffers (caller's thread), then start the
- * threads.  Returns 0 or -errno. */
+/* Map descriptors and allocate buffers and fibers (caller's thread),
+ * then start the thread.  Returns 0 or -errno. */
 int ublk_queue_start(struct ublk_queue *q);
 /* Wait for the thread to end and free what start allocated. */
 void ublk_queue_join(struct ublk_queue *q);
