@@ -32,6 +32,7 @@
 #include "protocol.h"
 
 struct fm_conn;
+struct fm_loop;
 struct fm_req;
 
 struct fm_conn_params {
@@ -45,6 +46,12 @@ struct fm_conn_params {
 	void (*state_cb)(void *arg, int up);
 	void *state_arg;
 	const struct fm_transport_ops *ops; /* NULL: chosen by addr.kind */
+	struct fm_loop *loop;          /* tcp: the connection belongs to this
+					* event loop (fiber.h): open, submit
+					* and close only from its thread, and
+					* done() runs there, from the link
+					* fiber that replaces the receiver
+					* thread.  NULL: a receiver thread. */
 };
 
 struct fm_req {

@@ -2,6 +2,8 @@
  * see transport_common.h. */
 #include "transport_common.h"
 
+#include "fiber.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -129,6 +131,15 @@ int fm_tc_sleep_or_stop(int wake_fd, const int *stop, unsigned ms)
 
 		if (left == 0)
 			return 0;
+		/* A link fiber sleeps in slices (close sets stop, then
+		 * waits for it) and leaves its thread to the others. */
+		if (fm_fiber_self()) {
+			unsigned slice = (unsigned)left < FM_TC_FIBER_SLICE_MS ?
+					 (unsigned)left : FM_TC_FIBER_SLICE_MS;
+
+			fm_fiber_sleep_ns((uint64_t)slice * 1000000ull);
+			continue;
+		}
 		poll(&pfd, 1, left);
 	}
 	return 1;

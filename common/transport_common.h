@@ -22,6 +22,9 @@
 #define FM_TC_DEFAULT_INFLIGHT    256u
 #define FM_TC_BACKOFF_MIN_MS      100u
 #define FM_TC_BACKOFF_MAX_MS      5000u
+/* A link fiber (a connection driven by its owner's loop) looks at its
+ * stop flag at least this often while it waits. */
+#define FM_TC_FIBER_SLICE_MS      100u
 
 /* A connection's settings, fixed at open. */
 struct fm_tc_conf {

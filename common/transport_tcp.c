@@ -46,6 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fiber.h"
 #include "log.h"
 #include "transport_common.h"
 
@@ -58,6 +59,8 @@
 #define TCP_DIRECT_MIN           (16u * 1024)
 /* How often the receiver looks at deadlines while replies keep coming. */
 #define TCP_TICK_MS              100u
+/* A fiber waiting for a free slot looks again this often. */
+#define SLOT_POLL_NS             (200u * 1000u)
 
 struct tcp_slot {
 	struct fm_req *req;   /* NULL when free */
@@ -82,8 +85,15 @@ struct tcp_conn {
 	int stop;
 	uint64_t epoch;               /* bumped for every new socket */
 
-	/* Under send_lock (written by the receiver, read by senders). */
-	pthread_mutex_t send_lock;
+	/* With a loop, the receiver is a fiber of the owner's thread (the
+	 * link fiber) instead of a thread; it sets fiber_done as it ends. */
+	struct fm_loop *loop;
+	int fiber_done;
+
+	/* Under send_lock (written by the receiver, read by senders).  An
+	 * fm_mutex: a sender fiber that must wait for room in the socket
+	 * parks holding it. */
+	struct fm_mutex send_lock;
 	int fd;
 	uint64_t fd_epoch;
 
@@ -103,9 +113,35 @@ static int conn_stopping(struct tcp_conn *c)
 
 /* ---- blocking-with-deadline socket helpers (dial and handshake) ---- */
 
+/* A link fiber's wait_fd(): slices through the loop's ring, looking at
+ * the wake fd between them. */
+static int wait_fd_fiber(int fd, short events, uint64_t deadline, int wake_fd)
+{
+	struct pollfd wake = { .fd = wake_fd, .events = POLLIN };
+
+	for (;;) {
+		int ms = fm_tc_ms_until(deadline), n;
+
+		if (ms == 0)
+			return -ETIMEDOUT;
+		if (ms > (int)FM_TC_FIBER_SLICE_MS)
+			ms = FM_TC_FIBER_SLICE_MS;
+		n = fm_fiber_poll_timeout(fd, events, (uint64_t)ms * 1000000ull);
+		if (n < 0)
+			return n;
+		if (wake_fd >= 0 && poll(&wake, 1, 0) > 0)
+			return -ECANCELED;
+		if (n > 0)
+			return 0;
+	}
+}
+
 /* Wait for events on fd until deadline; the wake fd (when >= 0) aborts. */
 static int wait_fd(int fd, short events, uint64_t deadline, int wake_fd)
 {
+	if (fm_fiber_self())
+		return wait_fd_fiber(fd, events, deadline, wake_fd);
+
 	struct pollfd pfd[2] = {
 		{ .fd = fd, .events = events },
 		{ .fd = wake_fd, .events = POLLIN },
@@ -350,7 +386,9 @@ static int tcp_connect(struct tcp_conn *c, int wake_fd, int *out)
 	if (rc)
 		return rc;
 	rc = tcp_handshake(c, fd, deadline, wake_fd);
-	if (rc == 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
+	/* A loop's senders are fibers: they wait for room through the ring. */
+	if (rc == 0 && !c->loop &&
+	    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
 		rc = -errno;
 	if (rc) {
 		close(fd);
@@ -365,7 +403,8 @@ static int tcp_connect(struct tcp_conn *c, int wake_fd, int *out)
 static int slot_take(struct tcp_conn *c, struct fm_req *r, uint32_t *tag,
 		     uint64_t *epoch)
 {
-	struct timespec ts = fm_tc_abstime(fm_tc_after_ms(c->cf.timeout_ms));
+	uint64_t slot_deadline = fm_tc_after_ms(c->cf.timeout_ms);
+	struct timespec ts = fm_tc_abstime(slot_deadline);
 	struct tcp_slot *s;
 	uint32_t idx;
 	int rc = 0;
@@ -388,6 +427,15 @@ static int slot_take(struct tcp_conn *c, struct fm_req *r, uint32_t *tag,
 				 c->cf.name, c->cf.timeout_ms, c->cf.nslots);
 			rc = -ETIMEDOUT;
 			break;
+		}
+		if (fm_fiber_self()) {
+			/* The link fiber that frees slots runs in this very
+			 * thread: give it the thread, then look again. */
+			pthread_mutex_unlock(&c->lock);
+			fm_fiber_sleep_ns(SLOT_POLL_NS);
+			pthread_mutex_lock(&c->lock);
+			rc = fm_tc_now_ns() >= slot_deadline ? ETIMEDOUT : 0;
+			continue;
 		}
 		rc = pthread_cond_timedwait(&c->slot_cv, &c->lock, &ts);
 	}
@@ -509,6 +557,13 @@ static int send_all(int fd, struct iovec *iov, int n)
 
 		if (w < 0 && errno == EINTR)
 			continue;
+		if (w < 0 && errno == EAGAIN && fm_fiber_self()) {
+			int ev = fm_fiber_poll(fd, POLLOUT);
+
+			if (ev < 0)
+				return ev;
+			continue;
+		}
 		if (w < 0)
 			return -errno;
 		/* Partial write: step over what went out. */
@@ -532,7 +587,7 @@ static void frame_send(struct tcp_conn *c, uint64_t epoch, struct iovec *iov, in
 {
 	int rc;
 
-	pthread_mutex_lock(&c->send_lock);
+	fm_mutex_lock(&c->send_lock);
 	if (c->fd >= 0 && c->fd_epoch == epoch) {
 		rc = send_all(c->fd, iov, n);
 		if (rc) {
@@ -541,7 +596,7 @@ static void frame_send(struct tcp_conn *c, uint64_t epoch, struct iovec *iov, in
 			shutdown(c->fd, SHUT_RDWR);
 		}
 	}
-	pthread_mutex_unlock(&c->send_lock);
+	fm_mutex_unlock(&c->send_lock);
 }
 
 static int tcp_submit(struct fm_conn *base, struct fm_req *r)
@@ -606,6 +661,19 @@ static int rx_wait(struct tcp_conn *c)
 		if (rc)
 			return rc;
 		int ms = fm_tc_ms_until(c->next_scan_ns);
+
+		if (c->loop) {
+			/* The stop flag is looked at by rx_deadlines() at
+			 * least every tick. */
+			int ev = fm_fiber_poll_timeout(c->fd, POLLIN,
+						       (uint64_t)(ms > 0 ? ms : 1) * 1000000ull);
+
+			if (ev < 0)
+				return ev;
+			if (ev > 0)
+				return 0;
+			continue;
+		}
 		int k = poll(pfd, 2, ms > 0 ? ms : 1);
 
 		if (k < 0 && errno != EINTR)
@@ -799,10 +867,10 @@ static void conn_install(struct tcp_conn *c, int fd)
 {
 	uint64_t epoch = c->epoch + 1;   /* only this thread writes epoch */
 
-	pthread_mutex_lock(&c->send_lock);
+	fm_mutex_lock(&c->send_lock);
 	c->fd = fd;
 	c->fd_epoch = epoch;
-	pthread_mutex_unlock(&c->send_lock);
+	fm_mutex_unlock(&c->send_lock);
 	c->rpos = c->rlen = 0;
 	c->next_scan_ns = 0;
 	pthread_mutex_lock(&c->lock);
@@ -841,10 +909,10 @@ static void conn_drop(struct tcp_conn *c, int why)
 		/* shutdown() first: it frees a sender stuck in sendmsg, which
 		 * holds send_lock. */
 		shutdown(c->fd, SHUT_RDWR);
-		pthread_mutex_lock(&c->send_lock);
+		fm_mutex_lock(&c->send_lock);
 		close(c->fd);
 		c->fd = -1;
-		pthread_mutex_unlock(&c->send_lock);
+		fm_mutex_unlock(&c->send_lock);
 	}
 	c->rpos = c->rlen = 0;
 
@@ -899,6 +967,15 @@ static void *conn_thread(void *arg)
 	return NULL;
 }
 
+/* The receiver as a fiber of the owner's loop. */
+static void link_fiber(void *arg)
+{
+	struct tcp_conn *c = arg;
+
+	conn_thread(c);
+	c->fiber_done = 1;
+}
+
 /* ---- open / close ---- */
 
 static void conn_free(struct tcp_conn *c)
@@ -907,7 +984,7 @@ static void conn_free(struct tcp_conn *c)
 		close(c->wake_fd);
 	pthread_cond_destroy(&c->slot_cv);
 	pthread_mutex_destroy(&c->lock);
-	pthread_mutex_destroy(&c->send_lock);
+	fm_mutex_destroy(&c->send_lock);
 	free(c->slots);
 	free(c->free_idx);
 	free(c->rbuf);
@@ -923,11 +1000,12 @@ static struct tcp_conn *conn_alloc(const struct fm_conn_params *p)
 	if (!c)
 		return NULL;
 	c->base.ops = &fm_transport_tcp;
+	c->loop = p->loop;
 	fm_tc_conf_init(&c->cf, p, "server ");
 	c->fd = -1;
 	c->wake_fd = -1;
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_mutex_init(&c->send_lock, NULL);
+	fm_mutex_init(&c->send_lock);
 	fm_tc_cond_init(&c->slot_cv);
 
 	c->slots = calloc(c->cf.nslots, sizeof(*c->slots));
@@ -971,7 +1049,10 @@ static int tcp_open(const struct fm_conn_params *p, struct fm_conn **out)
 		return rc;
 	}
 	conn_install(c, fd);
-	rc = fm_tc_start_thread(&c->thread, conn_thread, c);
+	if (c->loop)
+		rc = fm_loop_spawn(c->loop, link_fiber, c);
+	else
+		rc = fm_tc_start_thread(&c->thread, conn_thread, c);
 	if (rc) {
 		log_err("server %s: cannot start the receiver thread: %s", c->cf.name,
 			strerror(-rc));
@@ -997,7 +1078,15 @@ static void tcp_close(struct fm_conn *base)
 	struct tcp_conn *c = (struct tcp_conn *)base;
 
 	fm_tc_request_stop(&c->cf, &c->lock, &c->slot_cv, &c->stop, c->wake_fd, "receiver");
-	pthread_join(c->thread, NULL);
+	if (!c->loop)
+		pthread_join(c->thread, NULL);
+	/* The link fiber sees stop within a tick and fails what is left. */
+	while (c->loop && !c->fiber_done) {
+		if (fm_fiber_self())
+			fm_fiber_sleep_ns(1000000u);
+		else if (fm_loop_turn(c->loop) < 0)
+			break;
+	}
 	conn_free(c);
 }
 

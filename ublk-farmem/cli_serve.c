@@ -14,46 +14,11 @@
 #include "log.h"
 #include "metrics_http.h"
 #include "nbd.h"
+#include "nbd_store.h"
 #include "store.h"
 #include "store_metrics.h"
 
 #define SERVE_MAX_IO (1u << 20)
-
-/* The backend the NBD server calls: the store, timed for --metrics. */
-struct serve_ctx {
-	struct store *st;
-	struct metrics_hist lat_read, lat_write;
-};
-
-static int be_read(void *ctx, int q, uint64_t off, uint32_t len, void *buf)
-{
-	struct serve_ctx *c = ctx;
-	uint64_t t0 = metrics_now_ns();
-	int rc = store_read(c->st, q, off, len, buf);
-
-	metrics_hist_observe_ns(&c->lat_read, metrics_now_ns() - t0);
-	return rc;
-}
-
-static int be_write(void *ctx, int q, uint64_t off, uint32_t len, const void *buf)
-{
-	struct serve_ctx *c = ctx;
-	uint64_t t0 = metrics_now_ns();
-	int rc = store_write(c->st, q, off, len, buf);
-
-	metrics_hist_observe_ns(&c->lat_write, metrics_now_ns() - t0);
-	return rc;
-}
-
-static int be_discard(void *ctx, int q, uint64_t off, uint64_t len)
-{
-	return store_discard(((struct serve_ctx *)ctx)->st, q, off, len);
-}
-
-static int be_flush(void *ctx, int q)
-{
-	return store_flush(((struct serve_ctx *)ctx)->st, q);
-}
 
 static void print_stats(struct store *st)
 {
@@ -81,7 +46,7 @@ struct sig_ctx {
 	struct store *store;
 };
 
-static struct serve_ctx serve_ctx;   /* histograms: zero-initialised */
+static struct nbd_store_glue serve_glue;   /* histograms: zero-initialised */
 
 /* Signals arrive here only (blocked everywhere else), so the handlers
  * can do ordinary work. */
@@ -107,11 +72,7 @@ static void *signal_main(void *arg)
 static int run_server(const struct blk_config *cfg, struct store *st,
 		      struct sig_ctx *sc)
 {
-	struct nbd_backend be = {
-		.ctx = &serve_ctx, .size = store_size(st), .max_io = SERVE_MAX_IO,
-		.read = be_read, .write = be_write, .discard = be_discard,
-		.flush = be_flush,
-	};
+	struct nbd_backend be;
 	struct nbd_server_params p = {
 		.listen = cfg->nbd, .max_conns = cfg->queues, .workers = cfg->depth,
 		.max_block = SERVE_MAX_IO, .export_name = "",
@@ -123,19 +84,19 @@ static int run_server(const struct blk_config *cfg, struct store *st,
 	char a[400];
 	int rc;
 
+	nbd_store_backend(&serve_glue, st, SERVE_MAX_IO, &be);
 	rc = nbd_server_create(&p, &be, &srv);
 	if (rc < 0) {
 		log_err("serve: cannot listen on %s: %s",
 			addr_str(&cfg->nbd, a, sizeof(a)), strerror(-rc));
 		return rc;
 	}
-	serve_ctx.st = st;
 	if (cfg->set.metrics[0]) {
 		static struct store_metrics sm;
 
 		sm = (struct store_metrics){
-			.st = st, .lat_read = &serve_ctx.lat_read,
-			.lat_write = &serve_ctx.lat_write,
+			.st = st, .lat_read = &serve_glue.lat_read,
+			.lat_write = &serve_glue.lat_write,
 			.lat_help = "store read and write time per NBD request",
 		};
 		rc = store_metrics_start(cfg->set.metrics, &sm, &ms);

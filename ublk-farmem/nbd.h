@@ -1,12 +1,12 @@
 /* nbd.h — an NBD server (newstyle fixed handshake, simple replies) over a
  * block backend: `farmem-blk serve` puts the store behind it.
  *
- * Threads: one accept loop (nbd_server_run, the caller's thread), one
- * thread per connection that does the handshake and then reads requests,
- * and per connection slot `workers` worker threads, each owning one
- * backend queue (slot * workers + i) and buffers allocated at create
- * time, so requests of one connection run in parallel and nothing is
- * allocated per request.  Replies go out under a per-connection lock.
+ * Threads: one accept loop (nbd_server_run, the caller's thread) and one
+ * thread per connection that does the handshake and then runs the
+ * connection's event loop: per connection slot `workers` worker fibers,
+ * each owning one backend queue (slot * workers + i) and buffers
+ * allocated at create time, so requests of one connection run in
+ * parallel in that one thread and nothing is allocated per request.
  */
 #ifndef FARMEM_NBD_H
 #define FARMEM_NBD_H
@@ -14,6 +14,8 @@
 #include <stdint.h>
 
 #include "parse.h"
+
+struct fm_loop;
 
 /* What the server serves.  Offsets and lengths handed to these are
  * multiples of 4096 and within size; len of read/write <= max_io. */
@@ -25,6 +27,11 @@ struct nbd_backend {
 	int (*write)(void *ctx, int queue, uint64_t off, uint32_t len, const void *buf);
 	int (*discard)(void *ctx, int queue, uint64_t off, uint64_t len);
 	int (*flush)(void *ctx, int queue);
+	/* Optional: a connection's thread has set up its event loop for
+	 * queues [first, first + n) / is about to tear it down. */
+	int (*attach)(void *ctx, struct fm_loop *loop, int first, int n);
+	void (*detach)(void *ctx, int first, int n);
+	int extra_fibers;       /* fibers attach() needs in the loop */
 };
 
 struct nbd_server_params {

@@ -43,6 +43,7 @@ struct nbd_slot {
 	int fd;                     /* the connection while in use */
 	unsigned conn_id;
 	struct fm_loop *loop;
+	int active;                 /* worker fibers still serving */
 	struct fm_mutex read_lock;  /* one reader of the socket at a time */
 	int closing;                /* under read_lock: DISC, EOF or error seen */
 	int close_rc;               /* why: 0 (DISC) or -errno */

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "nbd.h"
 #include "nbd_kernel.h"
+#include "nbd_store.h"
 #include "store.h"
 
 #define NBD_MAX_DEVS 256
@@ -35,6 +36,7 @@ struct nbd_kernel {
 	int nbd_fd;
 	int index;
 	pthread_t serve_thread, doit_thread;
+	struct nbd_store_glue glue;   /* the server's backend */
 	int serving, doing;
 };
 
@@ -52,27 +54,6 @@ int nbd_kernel_check_available(char *err, size_t errlen)
 	snprintf(err, errlen, "nbd not loaded: run 'modprobe nbd' (needs "
 		 "CONFIG_BLK_DEV_NBD)");
 	return -ENOENT;
-}
-
-/* Backend glue: nbd.h calls these with the store as ctx. */
-static int be_read(void *ctx, int q, uint64_t off, uint32_t len, void *buf)
-{
-	return store_read(ctx, q, off, len, buf);
-}
-
-static int be_write(void *ctx, int q, uint64_t off, uint32_t len, const void *buf)
-{
-	return store_write(ctx, q, off, len, buf);
-}
-
-static int be_discard(void *ctx, int q, uint64_t off, uint64_t len)
-{
-	return store_discard(ctx, q, off, len);
-}
-
-static int be_flush(void *ctx, int q)
-{
-	return store_flush(ctx, q);
 }
 
 static int read_full(int fd, void *buf, size_t len)
@@ -254,11 +235,7 @@ int nbd_kernel_start(struct store *s, const struct blk_config *cfg,
 		.max_block = cfg->store.max_io,
 		.export_name = "farmem",
 	};
-	struct nbd_backend be = {
-		.ctx = s, .size = store_size(s), .max_io = cfg->store.max_io,
-		.read = be_read, .write = be_write, .discard = be_discard,
-		.flush = be_flush,
-	};
+	struct nbd_backend be;
 	struct nbd_kernel *k = calloc(1, sizeof(*k));
 	uint64_t size;
 	uint16_t flags;
@@ -267,6 +244,7 @@ int nbd_kernel_start(struct store *s, const struct blk_config *cfg,
 	if (!k)
 		return -ENOMEM;
 	k->store = s;
+	nbd_store_backend(&k->glue, s, cfg->store.max_io, &be);
 	k->nbd_fd = k->sv[0] = k->sv[1] = -1;
 	ret = nbd_kernel_check_available(err, errlen);
 	if (ret == 0)

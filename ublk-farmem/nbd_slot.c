@@ -64,7 +64,9 @@ static void slot_fini(struct nbd_slot *slot)
 
 static int slot_init(struct nbd_server *srv, struct nbd_slot *slot, int index)
 {
-	struct fm_loop_params lp = { .fibers = (unsigned)srv->p.workers };
+	struct fm_loop_params lp = {
+		.fibers = (unsigned)(srv->p.workers + srv->be.extra_fibers),
+	};
 	int n = srv->p.workers, rc;
 
 	slot->srv = srv;

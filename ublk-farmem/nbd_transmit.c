@@ -190,9 +190,20 @@ static int read_request(struct nbd_worker *w, struct nbd_req *r)
 	return 1;
 }
 
+static void worker_serve_once(struct nbd_worker *w);
+
+/* A worker fiber: serve, then count itself out (the loop also runs the
+ * store's link fibers, which outlive the workers). */
 static void worker_serve(void *arg)
 {
 	struct nbd_worker *w = arg;
+
+	worker_serve_once(w);
+	w->slot->active--;
+}
+
+static void worker_serve_once(struct nbd_worker *w)
+{
 	struct nbd_slot *slot = w->slot;
 
 	for (;;) {
@@ -242,9 +253,18 @@ static int run_workers(struct nbd_slot *slot)
 		log_err("nbd conn %u: io_uring setup: %s", slot->conn_id, strerror(-rc));
 		return rc;
 	}
-	for (int i = 0; i < slot->srv->p.workers && rc == 0; i++)
+	const struct nbd_backend *be = &slot->srv->be;
+	int n = slot->srv->p.workers, first = slot->index * n;
+
+	if (be->attach && be->attach(be->ctx, slot->loop, first, n) < 0)
+		log_warn("nbd conn %u: no connections of its own; using the shared ones",
+			 slot->conn_id);
+	slot->active = 0;
+	for (int i = 0; i < n && rc == 0; i++) {
 		rc = fm_loop_spawn(slot->loop, worker_serve, &slot->workers[i]);
-	while (fm_loop_busy(slot->loop)) {
+		slot->active += rc == 0;
+	}
+	while (slot->active) {
 		int trc = fm_loop_turn(slot->loop);
 
 		if (trc < 0) {
@@ -254,6 +274,8 @@ static int run_workers(struct nbd_slot *slot)
 				strerror(-trc));
 		}
 	}
+	if (be->detach)
+		be->detach(be->ctx, first, n);
 	fm_loop_detach(slot->loop);
 	return rc;
 }

@@ -170,7 +170,7 @@ void server_failed(struct store *s, int server, int err, const char *what)
 
 void req_submit(struct store *s, struct ioctx *io, struct qreq *q, int server)
 {
-	req_submit_w(s, &io->w, q, server);
+	req_submit_w(s, io, &io->w, q, server);
 }
 
 int write_copy_sync(struct store *s, struct ioctx *io, const struct seg_rep *rep,
@@ -192,9 +192,23 @@ int write_copy_sync(struct store *s, struct ioctx *io, const struct seg_rep *rep
 	return q->status;
 }
 
-void req_submit_w(struct store *s, struct waiter *w, struct qreq *q, int server)
+/* The queue's own connection when its loop has one that is up (reply
+ * and wake-up stay in this thread), else the shared one. */
+static struct fm_conn *pick_conn(struct store *s, struct ioctx *io, int server)
+{
+	struct store_lconns *lc = io ? io->lc : NULL;
+
+	if (lc && lc->conn[server] && lc->loop == fm_loop_current() &&
+	    fm_conn_is_up(lc->conn[server]))
+		return lc->conn[server];
+	return __atomic_load_n(&s->srv[server].conn, __ATOMIC_ACQUIRE);
+}
+
+void req_submit_w(struct store *s, struct ioctx *io, struct waiter *w,
+		  struct qreq *q, int server)
 {
 	struct store_server *v = &s->srv[server];
+	struct fm_conn *c = pick_conn(s, io, server);
 	int rc = -ENOTCONN;
 
 	q->w = w;
@@ -203,8 +217,8 @@ void req_submit_w(struct store *s, struct waiter *w, struct qreq *q, int server)
 	q->req.done = req_done;
 	q->req.priv = q;
 	waiter_add(w, 1);
-	if (v->conn && srv_up(v))
-		rc = fm_conn_submit(v->conn, &q->req);
+	if (c && srv_up(v))
+		rc = fm_conn_submit(c, &q->req);
 	if (rc < 0) {
 		q->status = rc;
 		waiter_done(w);
@@ -353,7 +367,7 @@ int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 			memset(&q->req, 0, sizeof(q->req));
 			q->req.op = FM_OP_ALLOC;
 			q->req.arg = s->seg_size;
-			req_submit_w(s, &io->cw, q, pick[k]);
+			req_submit_w(s, io, &io->cw, q, pick[k]);
 			tried[ntried++] = pick[k];
 		}
 		waiter_wait(&io->cw);

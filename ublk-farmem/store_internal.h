@@ -125,11 +125,22 @@ struct stream {
 	uint32_t open_seg;    /* SEG_NONE when none */
 };
 
+/* A frontend loop's own connection to each tcp server (NULL where it
+ * has none): requests, replies and the wake-up stay in the loop's
+ * thread.  The shared connections in store_server stay the fallback and
+ * the source of truth for a server's up/down state. */
+struct store_lconns {
+	struct fm_loop *loop;
+	int first, n;                 /* the store queues that use it */
+	struct fm_conn *conn[STORE_MAX_SERVERS];
+};
+
 /* A thread's I/O context: a frontend queue, or the maintenance thread. */
 struct ioctx {
 	pthread_mutex_t lock;
 	int id;
 	struct stream *st;    /* where its writes append */
+	struct store_lconns *lc; /* its loop's connections, or NULL */
 	uint8_t *buf;         /* staging (write) / landing (read): npages * REC_MAX_LEN */
 	size_t buf_len;
 	struct page_io *pio;  /* npages */
@@ -230,6 +241,8 @@ static inline int srv_up(const struct store_server *v) { return __atomic_load_n(
 
 /* store.c */
 int server_connect(struct store *s, int i);
+/* What every connection to server i is opened with (no state_cb). */
+void server_conn_params(struct store *s, int i, struct fm_conn_params *p);
 
 /* state_file.c */
 int state_open(struct store *s, char *err, size_t errlen);
@@ -244,7 +257,8 @@ void waiter_wait(struct waiter *w);
 /* Submit a prepared slot to server idx (counts it in the waiter).  A
  * submit error is recorded as the slot's status; returns nothing. */
 void req_submit(struct store *s, struct ioctx *io, struct qreq *q, int server);
-void req_submit_w(struct store *s, struct waiter *w, struct qreq *q, int server);
+void req_submit_w(struct store *s, struct ioctx *io, struct waiter *w,
+		  struct qreq *q, int server);
 /* One WRITE of buf to a replica, waited for, through io's first slot.
  * Returns the request's status; the caller decides what a failure means. */
 int write_copy_sync(struct store *s, struct ioctx *io, const struct seg_rep *rep,

@@ -80,6 +80,8 @@ void fm_fiber_wake(struct fm_fiber *f);
 void fm_fiber_sleep_ns(uint64_t ns);
 /* Wait until fd has one of events (POLLIN...): the revents, or -errno. */
 int fm_fiber_poll(int fd, short events);
+/* The same with a bound: 0 when timeout_ns passed first. */
+int fm_fiber_poll_timeout(int fd, short events, uint64_t timeout_ns);
 
 /* A mutex that fibers may hold across a park.  Contended in a fiber, it
  * parks (same thread: the holder wakes it) or sleeps briefly (holder in

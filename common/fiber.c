@@ -400,6 +400,42 @@ int fm_fiber_poll(int fd, short events)
 	return f->poll_res;
 }
 
+int fm_fiber_poll_timeout(int fd, short events, uint64_t timeout_ns)
+{
+	struct fm_fiber *f = fm_fiber_self();
+	struct io_uring *ring = f ? &f->loop->ring : NULL;
+	struct io_uring_sqe *poll_sqe, *tmo_sqe;
+
+	if (!f) {
+		struct pollfd p = { .fd = fd, .events = events };
+		int k = poll(&p, 1, (int)((timeout_ns + 999999u) / 1000000u));
+
+		if (k < 0)
+			return errno == EINTR ? 0 : -errno;
+		return k ? p.revents : 0;
+	}
+	/* The poll and its linked timeout go in one submission. */
+	if (io_uring_sq_space_left(ring) < 2)
+		io_uring_submit(ring);
+	poll_sqe = io_uring_get_sqe(ring);
+	tmo_sqe = poll_sqe ? io_uring_get_sqe(ring) : NULL;
+	if (!tmo_sqe)
+		return -EBUSY;
+	f->ts.tv_sec = (long long)(timeout_ns / 1000000000u);
+	f->ts.tv_nsec = (long long)(timeout_ns % 1000000000u);
+	f->poll_done = f->timer_done = 0;
+	io_uring_prep_poll_add(poll_sqe, fd, (unsigned)events);
+	poll_sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data(poll_sqe, &f->poll_op);
+	io_uring_prep_link_timeout(tmo_sqe, &f->ts, 0);
+	io_uring_sqe_set_data(tmo_sqe, &f->timer_op);
+	/* Both always complete (one of them with -ECANCELED): wait for both
+	 * before the ops may be reused. */
+	while (!f->poll_done || !f->timer_done)
+		fm_fiber_park();
+	return f->poll_res == -ECANCELED ? 0 : f->poll_res;
+}
+
 /* ---- life cycle ------------------------------------------------------ */
 
 static int fiber_init(struct fm_loop *l, struct fm_fiber *f, size_t stack_size)

@@ -1,0 +1,73 @@
+/* store_loop.c — a frontend loop's own connections to the servers.
+ *
+ * A reply that arrives on a shared connection is read by that
+ * connection's receiver thread, which then has to wake the queue's
+ * thread: two threads and a wake-up per remote request.  A loop that
+ * owns its connections reads the reply itself, in a link fiber, and the
+ * request's fiber runs on without the thread ever leaving.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "store_internal.h"
+
+int store_loop_fibers(const struct store *s)
+{
+	return s->nservers;
+}
+
+static int queues_valid(const struct store *s, int first, int n)
+{
+	return first >= 0 && n > 0 && first + n <= s->nqueues;
+}
+
+int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n)
+{
+	struct store_lconns *lc;
+	int opened = 0;
+
+	if (!queues_valid(s, first, n))
+		return -EINVAL;
+	lc = calloc(1, sizeof(*lc));
+	if (!lc)
+		return -ENOMEM;
+	lc->loop = loop;
+	lc->first = first;
+	lc->n = n;
+	for (int i = 0; i < s->nservers; i++) {
+		struct fm_conn_params p;
+
+		if (s->srv[i].fa.kind != ADDR_TCP || s->cfg.transport)
+			continue;   /* rdma (own threads) or a test transport */
+		server_conn_params(s, i, &p);
+		/* Only these queues' requests, plus slack for retries. */
+		p.max_inflight = (unsigned)n * (s->max_io / STORE_PAGE) + 16;
+		p.loop = loop;
+		if (fm_conn_open(&p, &lc->conn[i]) == 0)
+			opened++;
+		else
+			log_warn("server %s: queues %d-%d go through the shared "
+				 "connection", s->srv[i].addr, first, first + n - 1);
+	}
+	for (int q = first; q < first + n; q++)
+		s->q[q].lc = lc;
+	log_debug("store: queues %d-%d: own connections to %d of %d servers",
+		  first, first + n - 1, opened, s->nservers);
+	return 0;
+}
+
+void store_loop_detach(struct store *s, int first, int n)
+{
+	struct store_lconns *lc;
+
+	if (!queues_valid(s, first, n) || !(lc = s->q[first].lc))
+		return;
+	for (int q = first; q < first + n; q++)
+		s->q[q].lc = NULL;
+	for (int i = 0; i < s->nservers; i++)
+		if (lc->conn[i])
+			fm_conn_close(lc->conn[i]);
+	free(lc);
+}
