@@ -42,7 +42,7 @@ TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRC))
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 
 .PHONY: all check unit integration asan fuzz valgrind clean deps vmcheck rdmacheck \
-        bench demo deb rpm
+        swapbench bench demo deb rpm
 all: $(PROGS) $(TOOLS)
 
 $(BUILD)/%.o: %.c
@@ -117,6 +117,12 @@ rdmacheck: deps
 	$(Q)$(MAKE) --no-print-directory all
 	tests/vm/rdma-check loop memserver
 	tests/vm/rdma-pair
+
+# One guest, the same verified swap workload on zram, kernel nbd (nbdkit
+# memory) and farmem: wall times and ratios, nothing judged on speed.
+swapbench: deps
+	$(Q)$(MAKE) --no-print-directory all
+	tests/vm/swapbench
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all

@@ -91,14 +91,22 @@ io_errors() {
 
 # run_workload DEVICE HOOK_KB HOOK SWAPSTRESS-ARGS...: run swapstress in
 # the background, watch DEVICE's swap use every 0.5 s, and once it reaches
-# HOOK_KB run HOOK (a shell command; HOOK_KB 0 = no hook).  Sets
-# PEAK_SWAP_KB and WORKLOAD_SECONDS; returns swapstress's status.
+# HOOK_KB run HOOK (a shell command; HOOK_KB 0 = no hook).  With
+# WORKLOAD_CGROUP set (a cgroup v2 directory), swapstress alone runs in
+# that cgroup.  Sets PEAK_SWAP_KB and WORKLOAD_SECONDS; returns
+# swapstress's status.
 run_workload() {
 	local dev=$1 hook_kb=$2 hook=$3 pid used rc t0 t1 hooked=0 n=0 err
 	shift 3
 	PEAK_SWAP_KB=0
 	t0=$(cut -d' ' -f1 /proc/uptime)
-	swapstress "$@" &
+	if [ -n "${WORKLOAD_CGROUP:-}" ]; then
+		# The same pid once the shell has moved itself and exec'd.
+		sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec swapstress "$@"' \
+			sh "$WORKLOAD_CGROUP" "$@" &
+	else
+		swapstress "$@" &
+	fi
 	pid=$!
 	while kill -0 "$pid" 2>/dev/null; do
 		used=$(swap_used_kb "$dev")
