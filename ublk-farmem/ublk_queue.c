@@ -202,6 +202,7 @@ static void worker_fiber(void *arg)
 		queue_commit(q, tag, queue_serve(q, tag, sq));
 		q->busy--;
 	}
+	q->nworkers--;
 }
 
 static void wake_one_worker(struct ublk_queue *q)
@@ -244,12 +245,17 @@ static int queue_fetch_all(struct ublk_queue *q)
 			q->q_id, strerror(-ret));
 		return ret;
 	}
+	/* The workers' store queues get this loop's own connections. */
+	if (store_loop_attach(q->store, q->loop, q->q_id * q->workers, q->workers) < 0)
+		log_warn("ublk %u queue %d: no connections of its own; using the "
+			 "shared ones", q->dev_id, q->q_id);
 	for (int i = 0; i < q->workers; i++) {
 		q->worker[i].q = q;
 		q->worker[i].idx = i;
 		ret = fm_loop_spawn(q->loop, worker_fiber, &q->worker[i]);
 		if (ret < 0)
 			return ret;
+		q->nworkers++;
 	}
 	for (int tag = 0; tag < q->depth; tag++) {
 		ret = queue_prep(q, tag, UBLK_IO_FETCH_REQ, -1);
@@ -265,14 +271,16 @@ static int queue_fetch_all(struct ublk_queue *q)
 	return 0;
 }
 
-/* Let the workers finish and leave, then give the ring back. */
+/* Let the workers finish and leave, close the loop's connections, then
+ * give the ring back. */
 static void queue_wind_down(struct ublk_queue *q)
 {
 	q->stopping = 1;
 	while (q->nidle)
 		wake_one_worker(q);
-	while (fm_loop_busy(q->loop) && fm_loop_turn(q->loop) == 0)
+	while (q->nworkers && fm_loop_turn(q->loop) == 0)
 		;
+	store_loop_detach(q->store, q->q_id * q->workers, q->workers);
 	fm_loop_detach(q->loop);
 }
 
@@ -313,7 +321,7 @@ int ublk_queue_start(struct ublk_queue *q)
 	ret = queue_map(q);
 	if (ret < 0)
 		goto fail;
-	lp.fibers = (unsigned)q->workers;
+	lp.fibers = (unsigned)(q->workers + store_loop_fibers(q->store));
 	lp.sq_entries = (unsigned)q->depth + 1;
 	ret = fm_loop_create(&lp, &q->loop);
 	if (ret < 0) {

@@ -72,6 +72,7 @@ struct ublk_queue {
 	} worker[UBLK_QUEUE_MAX_WORKERS];
 	struct ublk_worker *idle[UBLK_QUEUE_MAX_WORKERS];
 	int nidle;
+	int nworkers;            /* worker fibers not yet returned */
 	pthread_t thread;
 	int started;
 	int err;                 /* setup failure, reported through ready */
