@@ -27,6 +27,16 @@ void fm_tc_conf_init(struct fm_tc_conf *cf, const struct fm_conn_params *p,
 	cf->state_arg = p->state_arg;
 }
 
+int fm_tc_resolve(struct fm_tc_conf *cf)
+{
+	const char *why = NULL;
+	int rc = fm_resolve(cf->addr.host, cf->addr.port, &cf->peer, &why);
+
+	if (rc)
+		log_err("%s%s: cannot resolve %s: %s", cf->who, cf->name, cf->addr.host, why);
+	return rc;
+}
+
 void fm_tc_conf_fini(struct fm_tc_conf *cf)
 {
 	explicit_bzero(&cf->secret, sizeof(cf->secret));

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "resolve.h"
 #include "transport.h"
 
 #define FM_TC_DEFAULT_TIMEOUT_MS  5000u
@@ -36,11 +37,15 @@ struct fm_tc_conf {
 	int reconnect;
 	void (*state_cb)(void *arg, int up);
 	void *state_arg;
+	struct fm_resolved peer;      /* addr resolved at open; reconnects reuse it */
 };
 
 /* Copy p (with the defaults above filled in) into cf. */
 void fm_tc_conf_init(struct fm_tc_conf *cf, const struct fm_conn_params *p,
 		     const char *who);
+/* Resolve cf->addr into cf->peer, once at open: reconnects must not
+ * wait on DNS or allocate.  0, or -EHOSTUNREACH (logged). */
+int fm_tc_resolve(struct fm_tc_conf *cf);
 /* The secret copy must not linger in freed memory. */
 void fm_tc_conf_fini(struct fm_tc_conf *cf);
 

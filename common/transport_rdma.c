@@ -32,7 +32,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -423,22 +422,15 @@ static int ep_post_recv(struct rd_conn *c, struct rd_ep *ep, uint32_t idx)
 	return -ibv_post_recv(ep->id->qp, &wr, &bad);
 }
 
+/* From the address resolved at open (the first one, as ever) to a route
+ * through an RDMA device. */
 static int resolve(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int wake_fd)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-	struct addrinfo *ai = NULL;
-	char port[8];
+	struct sockaddr_storage dst = c->cf.peer.a[0].ss;   /* rdma_cm takes it non-const */
 	int rc;
 
-	snprintf(port, sizeof(port), "%u", c->cf.addr.port);
-	rc = getaddrinfo(c->cf.addr.host, port, &hints, &ai);
-	if (rc) {
-		conn_log(c, "%s: cannot resolve %s: %s", c->cf.name, c->cf.addr.host,
-			gai_strerror(rc));
-		return -EHOSTUNREACH;
-	}
-	rc = rdma_resolve_addr(ep->id, NULL, ai->ai_addr, (int)c->cf.connect_timeout_ms);
-	freeaddrinfo(ai);
+	rc = rdma_resolve_addr(ep->id, NULL, (struct sockaddr *)&dst,
+			       (int)c->cf.connect_timeout_ms);
 	if (rc) {
 		rc = -errno;
 		conn_log(c, "%s: resolving the address over RDMA failed: %s (%s)", c->cf.name,
@@ -1361,7 +1353,9 @@ static int rd_open(const struct fm_conn_params *p, struct fm_conn **out)
 		log_err("%s: out of memory opening a connection", name);
 		return -ENOMEM;
 	}
-	rc = rd_connect(c, -1);
+	rc = fm_tc_resolve(&c->cf);
+	if (rc == 0)
+		rc = rd_connect(c, -1);
 	if (rc) {
 		log_err("%s: cannot connect: %s", c->cf.name, strerror(-rc));
 		conn_free(c);

@@ -32,7 +32,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -181,16 +180,15 @@ static int write_full(int fd, const void *buf, size_t len, uint64_t deadline, in
 
 /* ---- dial ---- */
 
-static int dial_one(const struct addrinfo *ai, uint64_t deadline, int wake_fd, int *out)
+static int dial_one(const struct fm_sockaddr *a, uint64_t deadline, int wake_fd, int *out)
 {
 	int fd, rc, err = 0;
 	socklen_t elen = sizeof(err);
 
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-		    ai->ai_protocol);
+	fd = socket(a->family, a->socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->protocol);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+	if (connect(fd, fm_sockaddr_ptr(a), a->len) < 0) {
 		if (errno != EINPROGRESS) {
 			rc = -errno;
 			goto fail;
@@ -214,27 +212,16 @@ fail:
 	return rc;
 }
 
+/* Try the addresses resolved at open, in order. */
 static int tcp_dial(struct tcp_conn *c, uint64_t deadline, int wake_fd, int *out)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-	struct addrinfo *res, *ai;
-	char port[8];
 	int rc = -EHOSTUNREACH, one = 1;
 
-	snprintf(port, sizeof(port), "%u", c->cf.addr.port);
-	int g = getaddrinfo(c->cf.addr.host, port, &hints, &res);
-
-	if (g) {
-		log_err("server %s: cannot resolve %s: %s", c->cf.name, c->cf.addr.host,
-			gai_strerror(g));
-		return -EHOSTUNREACH;
-	}
-	for (ai = res; ai; ai = ai->ai_next) {
-		rc = dial_one(ai, deadline, wake_fd, out);
+	for (unsigned i = 0; i < c->cf.peer.n; i++) {
+		rc = dial_one(&c->cf.peer.a[i], deadline, wake_fd, out);
 		if (rc == 0 || rc == -ECANCELED || rc == -ETIMEDOUT)
 			break;
 	}
-	freeaddrinfo(res);
 	if (rc)
 		return rc;
 	/* Small request frames must not wait for Nagle. */
@@ -964,7 +951,9 @@ static int tcp_open(const struct fm_conn_params *p, struct fm_conn **out)
 		log_err("tcp transport: out of memory opening a connection");
 		return -ENOMEM;
 	}
-	rc = tcp_connect(c, -1, &fd);
+	rc = fm_tc_resolve(&c->cf);
+	if (rc == 0)
+		rc = tcp_connect(c, -1, &fd);
 	if (rc) {
 		log_err("server %s: cannot connect: %s", c->cf.name, strerror(-rc));
 		conn_free(c);
