@@ -352,7 +352,7 @@ static int cm_wait(struct rd_conn *c, struct rd_ep *ep, enum rdma_cm_event_type 
 			break;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return -errno;
-		int ms = fm_tc_ms_until(deadline);
+		int ms = fm_mono_ms_until(deadline);
 
 		if (ms == 0) {
 			conn_log(c, "%s: %s timed out after %u ms", c->cf.name, stage,
@@ -534,7 +534,7 @@ static int ep_poll(struct rd_conn *c, struct rd_ep *ep, struct ibv_wc *wc, int m
 		n = ibv_poll_cq(ep->cq, max, wc);
 		if (n != 0)
 			return n < 0 ? -EIO : n;
-		int ms = fm_tc_ms_until(deadline);
+		int ms = fm_mono_ms_until(deadline);
 
 		if (ms == 0)
 			return -ETIMEDOUT;
@@ -670,7 +670,7 @@ static int handshake(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int
 /* Resolve, set up verbs, connect and authenticate within connect_timeout. */
 static int rd_connect(struct rd_conn *c, int wake_fd)
 {
-	uint64_t deadline = fm_tc_after_ms(c->cf.connect_timeout_ms);
+	uint64_t deadline = fm_mono_after_ms(c->cf.connect_timeout_ms);
 	struct rd_ep *ep = &c->ep;
 	struct rdma_conn_param cp = { .retry_count = 7, .rnr_retry_count = 7 };
 	struct ibv_device_attr da;
@@ -901,7 +901,7 @@ static int req_check(const struct fm_req *r)
 static int wait_resources(struct rd_conn *c, const struct fm_req *r,
 			  const struct fm_rdma_grant **g)
 {
-	struct timespec ts = fm_tc_abstime(fm_tc_after_ms(c->cf.timeout_ms));
+	struct timespec ts = fm_mono_abstime_in_ms(c->cf.timeout_ms);
 	unsigned need = units_for(r);
 	int timed_out = 0;
 
@@ -1156,7 +1156,7 @@ static void conn_install(struct rd_conn *c)
 static void conn_drop(struct rd_conn *c, int why)
 {
 	struct fm_req *list = NULL;
-	uint64_t now = fm_tc_now_ns();
+	uint64_t now = fm_mono_ns();
 	unsigned failed = 0;
 	int was_up;
 
@@ -1187,7 +1187,7 @@ static void conn_drop(struct rd_conn *c, int why)
 /* Earliest request deadline has passed? */
 static int deadline_passed(struct rd_conn *c)
 {
-	uint64_t now = fm_tc_now_ns();
+	uint64_t now = fm_mono_ns();
 	int expired = 0;
 
 	pthread_mutex_lock(&c->lock);
@@ -1205,7 +1205,7 @@ static int serve_once(struct rd_conn *c)
 	struct fm_req *done = NULL;
 	int n, rc = 0;
 
-	n = ep_poll(c, &c->ep, wc, RD_POLL_BATCH, fm_tc_after_ms(RD_TICK_MS), c->wake_fd);
+	n = ep_poll(c, &c->ep, wc, RD_POLL_BATCH, fm_mono_after_ms(RD_TICK_MS), c->wake_fd);
 	if (n == -ETIMEDOUT)
 		n = 0;
 	if (n < 0)
@@ -1217,8 +1217,8 @@ static int serve_once(struct rd_conn *c)
 	run_done(done);
 	/* Deadlines are coarse (a tick): scanning every slot per batch of
 	 * completions would cost more than the completions. */
-	if (rc == 0 && fm_tc_now_ns() >= c->next_scan_ns) {
-		c->next_scan_ns = fm_tc_after_ms(RD_TICK_MS);
+	if (rc == 0 && fm_mono_ns() >= c->next_scan_ns) {
+		c->next_scan_ns = fm_mono_after_ms(RD_TICK_MS);
 		if (deadline_passed(c))
 			rc = -ETIMEDOUT;
 	}
@@ -1300,6 +1300,7 @@ static void conn_free(struct rd_conn *c)
 static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
 {
 	struct rd_conn *c = calloc(1, sizeof(*c));
+	int cv_rc;
 
 	if (!c)
 		return NULL;
@@ -1311,7 +1312,7 @@ static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
 		c->cf.connect_timeout_ms = c->cf.timeout_ms;
 	c->wake_fd = -1;
 	pthread_mutex_init(&c->lock, NULL);
-	fm_tc_cond_init(&c->slot_cv);
+	cv_rc = fm_cond_init_mono(&c->slot_cv);
 
 	c->nunits = (c->cf.nslots < RD_UNITS_SHARED ? c->cf.nslots : RD_UNITS_SHARED) + RD_MAX_SGE;
 	c->units_len = (size_t)c->nunits * RD_UNIT;
@@ -1322,7 +1323,7 @@ static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
 	c->unit_free = calloc(c->nunits, sizeof(*c->unit_free));
 	c->recv_mem = alloc_pinned(c->recv_len);
 	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (!c->slots || !c->free_idx || !c->units_mem || !c->unit_free || !c->recv_mem ||
+	if (cv_rc || !c->slots || !c->free_idx || !c->units_mem || !c->unit_free || !c->recv_mem ||
 	    c->wake_fd < 0 || fm_rdma_grants_init(&c->grants, RD_GRANT_CAP)) {
 		conn_free(c);
 		return NULL;

@@ -111,7 +111,7 @@ static int wait_fd(int fd, short events, uint64_t deadline, int wake_fd)
 	};
 
 	for (;;) {
-		int ms = fm_tc_ms_until(deadline);
+		int ms = fm_mono_ms_until(deadline);
 		int n;
 
 		if (ms == 0)
@@ -330,7 +330,7 @@ static int tcp_handshake(struct tcp_conn *c, int fd, uint64_t deadline, int wake
  * blocking (senders rely on it; the receiver polls and uses MSG_DONTWAIT). */
 static int tcp_connect(struct tcp_conn *c, int wake_fd, int *out)
 {
-	uint64_t deadline = fm_tc_after_ms(c->cf.connect_timeout_ms);
+	uint64_t deadline = fm_mono_after_ms(c->cf.connect_timeout_ms);
 	int fd = -1, rc;
 
 	rc = tcp_dial(c, deadline, wake_fd, &fd);
@@ -352,7 +352,7 @@ static int tcp_connect(struct tcp_conn *c, int wake_fd, int *out)
 static int slot_take(struct tcp_conn *c, struct fm_req *r, uint32_t *tag,
 		     uint64_t *epoch)
 {
-	struct timespec ts = fm_tc_abstime(fm_tc_after_ms(c->cf.timeout_ms));
+	struct timespec ts = fm_mono_abstime_in_ms(c->cf.timeout_ms);
 	struct tcp_slot *s;
 	uint32_t idx;
 	int rc = 0;
@@ -588,11 +588,11 @@ static int rx_wait(struct tcp_conn *c)
 	};
 
 	for (;;) {
-		int rc = rx_deadlines(c, fm_tc_now_ns());
+		int rc = rx_deadlines(c, fm_mono_ns());
 
 		if (rc)
 			return rc;
-		int ms = fm_tc_ms_until(c->next_scan_ns);
+		int ms = fm_mono_ms_until(c->next_scan_ns);
 		int k = poll(pfd, 2, ms > 0 ? ms : 1);
 
 		if (k < 0 && errno != EINTR)
@@ -610,7 +610,7 @@ static ssize_t rx_some(struct tcp_conn *c, void *buf, size_t cap)
 	for (;;) {
 		/* Replies may keep coming while one request never gets its
 		 * own: deadlines are looked at here too, not only when idle. */
-		int rc = rx_deadlines(c, fm_tc_now_ns());
+		int rc = rx_deadlines(c, fm_mono_ns());
 
 		if (rc)
 			return rc;
@@ -804,7 +804,7 @@ static void conn_install(struct tcp_conn *c, int fd)
 static void conn_drop(struct tcp_conn *c, int why)
 {
 	struct fm_req *list = NULL;
-	uint64_t now = fm_tc_now_ns();
+	uint64_t now = fm_mono_ns();
 	unsigned failed = 0;
 	int was_up;
 
@@ -906,6 +906,7 @@ static void conn_free(struct tcp_conn *c)
 static struct tcp_conn *conn_alloc(const struct fm_conn_params *p)
 {
 	struct tcp_conn *c = calloc(1, sizeof(*c));
+	int cv_rc;
 
 	if (!c)
 		return NULL;
@@ -915,14 +916,14 @@ static struct tcp_conn *conn_alloc(const struct fm_conn_params *p)
 	c->wake_fd = -1;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->send_lock, NULL);
-	fm_tc_cond_init(&c->slot_cv);
+	cv_rc = fm_cond_init_mono(&c->slot_cv);
 
 	c->slots = calloc(c->cf.nslots, sizeof(*c->slots));
 	c->free_idx = calloc(c->cf.nslots, sizeof(*c->free_idx));
 	c->rbuf = malloc(TCP_RBUF_SIZE);
 	c->pbuf = malloc(TCP_PBUF_SIZE);
 	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (!c->slots || !c->free_idx || !c->rbuf || !c->pbuf || c->wake_fd < 0) {
+	if (cv_rc || !c->slots || !c->free_idx || !c->rbuf || !c->pbuf || c->wake_fd < 0) {
 		conn_free(c);
 		return NULL;
 	}
