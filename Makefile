@@ -41,7 +41,7 @@ PROGS := $(BUILD)/farmem-memserver $(BUILD)/farmem-blk
 TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRC))
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 
-.PHONY: all check unit integration asan fuzz valgrind clean deps vmcheck rdmacheck \
+.PHONY: all check unit integration asan tsan fuzz valgrind clean deps vmcheck rdmacheck \
         swapbench bench demo deb rpm
 all: $(PROGS) $(TOOLS)
 
@@ -93,6 +93,17 @@ asan:
 	  $(patsubst $(BUILD)/%,build-asan/%,$(UNITS))
 	FARMEM_BUILD=$(abspath build-asan) FARMEM_SANITIZED=1 tests/run-all
 
+# ThreadSanitizer build of the C unit tests in its own directory: a race
+# report makes its test exit 66, which prove counts as a failure.
+# tests/tsan.supp lists the known races still waiting for their fix.
+TSAN_UNITS := $(patsubst $(BUILD)/%,build-tsan/%,$(UNITS))
+tsan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build-tsan \
+	  CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" \
+	  LDFLAGS="-fsanitize=thread" $(TSAN_UNITS)
+	TSAN_OPTIONS="suppressions=$(abspath tests/tsan.supp) second_deadlock_stack=1 \
+	  history_size=4 $${TSAN_OPTIONS:-}" prove -f -e '' $(TSAN_UNITS)
+
 valgrind: $(UNITS)
 	$(Q)for t in $(UNITS); do \
 	  valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
@@ -103,7 +114,7 @@ fuzz:
 	$(Q)tests/fuzz/build.sh
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz
 
 
 # Scripts that own these jobs live beside their tests.

@@ -3,8 +3,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "metrics_text.h"
 
 /* Swap-in latency spans ~5 us (RDMA) to ~100 us (TCP) when healthy and up
@@ -171,10 +171,7 @@ void metrics_hist_snapshot(const struct metrics_hist *h, struct metrics_hist *ou
 
 uint64_t metrics_now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return fm_mono_ns();
 }
 
 void metrics_hist_write(struct metrics_buf *b, const char *name,

@@ -67,7 +67,7 @@ struct metrics_hist {
 void metrics_hist_observe_ns(struct metrics_hist *h, uint64_t ns);
 /* Copies h with atomic loads (for a stats struct another thread reads). */
 void metrics_hist_snapshot(const struct metrics_hist *h, struct metrics_hist *out);
-/* CLOCK_MONOTONIC in nanoseconds, for timing what is observed. */
+/* CLOCK_MONOTONIC in nanoseconds, for timing what is observed (fm_mono_ns). */
 uint64_t metrics_now_ns(void);
 /* Writes name_bucket{...,le="..."}, name_sum (seconds) and name_count.
  * The caller writes the family header (type "histogram") once. */

@@ -18,7 +18,9 @@
  * -ETIMEDOUT and the connection is dropped (every in-flight request fails
  * with -ECONNRESET).  With reconnect set, the transport reconnects and
  * re-authenticates in the background with exponential backoff (100 ms up
- * to 5 s); while it is down, submit fails at once with -ENOTCONN.
+ * to 5 s); while it is down, submit fails at once with -ENOTCONN.  The
+ * server's host name is resolved once, at open: reconnects dial the same
+ * addresses and never wait on DNS.
  * state_cb reports each up/down change.
  */
 #ifndef FARMEM_TRANSPORT_H

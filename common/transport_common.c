@@ -29,51 +29,19 @@ void fm_tc_conf_init(struct fm_tc_conf *cf, const struct fm_conn_params *p,
 	cf->state_arg = p->state_arg;
 }
 
+int fm_tc_resolve(struct fm_tc_conf *cf)
+{
+	const char *why = NULL;
+	int rc = fm_resolve(cf->addr.host, cf->addr.port, &cf->peer, &why);
+
+	if (rc)
+		log_err("%s%s: cannot resolve %s: %s", cf->who, cf->name, cf->addr.host, why);
+	return rc;
+}
+
 void fm_tc_conf_fini(struct fm_tc_conf *cf)
 {
 	explicit_bzero(&cf->secret, sizeof(cf->secret));
-}
-
-/* ---- time ---- */
-
-uint64_t fm_tc_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-int fm_tc_ms_until(uint64_t deadline)
-{
-	uint64_t now = fm_tc_now_ns();
-
-	if (deadline <= now)
-		return 0;
-	return (int)((deadline - now + 999999) / 1000000);
-}
-
-uint64_t fm_tc_after_ms(uint32_t ms)
-{
-	return fm_tc_now_ns() + (uint64_t)ms * 1000000ull;
-}
-
-struct timespec fm_tc_abstime(uint64_t deadline_ns)
-{
-	struct timespec ts = { .tv_sec = (time_t)(deadline_ns / 1000000000ull),
-			       .tv_nsec = (long)(deadline_ns % 1000000000ull) };
-
-	return ts;
-}
-
-void fm_tc_cond_init(pthread_cond_t *cv)
-{
-	pthread_condattr_t ca;
-
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(cv, &ca);
-	pthread_condattr_destroy(&ca);
 }
 
 /* ---- slots ---- */
@@ -87,7 +55,7 @@ void fm_tc_free_stack_init(uint32_t *free_idx, unsigned n)
 void fm_tc_req_start(struct fm_req *r, uint32_t tag, uint32_t timeout_ms)
 {
 	r->t_tag = tag;
-	r->t_deadline_ns = fm_tc_after_ms(timeout_ms);
+	r->t_deadline_ns = fm_mono_after_ms(timeout_ms);
 	r->t_next = NULL;
 }
 
@@ -124,10 +92,10 @@ void fm_tc_report_down(const struct fm_tc_conf *cf, int was_up, int why,
 int fm_tc_sleep_or_stop(int wake_fd, const int *stop, unsigned ms)
 {
 	struct pollfd pfd = { .fd = wake_fd, .events = POLLIN };
-	uint64_t until = fm_tc_after_ms(ms);
+	uint64_t until = fm_mono_after_ms(ms);
 
 	while (!fm_tc_stopping(stop)) {
-		int left = fm_tc_ms_until(until);
+		int left = fm_mono_ms_until(until);
 
 		if (left == 0)
 			return 0;

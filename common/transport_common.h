@@ -13,8 +13,9 @@
 
 #include <pthread.h>
 #include <stdint.h>
-#include <time.h>
 
+#include "clock.h"
+#include "resolve.h"
 #include "transport.h"
 
 #define FM_TC_DEFAULT_TIMEOUT_MS  5000u
@@ -39,26 +40,17 @@ struct fm_tc_conf {
 	int reconnect;
 	void (*state_cb)(void *arg, int up);
 	void *state_arg;
+	struct fm_resolved peer;      /* addr resolved at open; reconnects reuse it */
 };
 
 /* Copy p (with the defaults above filled in) into cf. */
 void fm_tc_conf_init(struct fm_tc_conf *cf, const struct fm_conn_params *p,
 		     const char *who);
+/* Resolve cf->addr into cf->peer, once at open: reconnects must not
+ * wait on DNS or allocate.  0, or -EHOSTUNREACH (logged). */
+int fm_tc_resolve(struct fm_tc_conf *cf);
 /* The secret copy must not linger in freed memory. */
 void fm_tc_conf_fini(struct fm_tc_conf *cf);
-
-/* ---- time ---- */
-
-uint64_t fm_tc_now_ns(void);
-/* Milliseconds until deadline (rounded up), 0 when it has passed. */
-int fm_tc_ms_until(uint64_t deadline);
-/* now + ms, in fm_tc_now_ns() time. */
-uint64_t fm_tc_after_ms(uint32_t ms);
-/* A CLOCK_MONOTONIC deadline as pthread_cond_timedwait() takes it. */
-struct timespec fm_tc_abstime(uint64_t deadline_ns);
-/* A condition variable that waits on CLOCK_MONOTONIC, so a wall-clock
- * step does not stretch or cut a slot wait. */
-void fm_tc_cond_init(pthread_cond_t *cv);
 
 /* ---- slots ---- */
 

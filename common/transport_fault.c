@@ -5,8 +5,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
+#include "clock.h"
 #include "log.h"
 
 #define FAULT_MAX_SERVERS 64
@@ -53,14 +52,6 @@ struct fault_conn {
 /* One lock for every server's state; tests are not about speed. */
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fault_server *g_servers[FAULT_MAX_SERVERS];
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static struct fault_server *server_get(uint16_t port, int create)
 {
@@ -219,7 +210,7 @@ static void set_conn_up(struct fault_conn *c, int up)
 	changed = c->up != up;
 	c->up = up;
 	if (!up)
-		c->down_ns = now_ns();
+		c->down_ns = fm_mono_ns();
 	if (!up)
 		fail_queued(c, -ECONNRESET);
 	pthread_mutex_unlock(&c->lock);
@@ -242,15 +233,11 @@ static enum fault_mode server_mode(struct fault_conn *c, unsigned *delay)
 static void sleep_until_ns(struct fault_conn *c, uint64_t until)
 {
 	pthread_mutex_lock(&c->lock);
-	while (!c->stop && now_ns() < until) {
-		struct timespec ts;
+	for (uint64_t now = fm_mono_ns(); !c->stop && now < until; now = fm_mono_ns()) {
+		/* Wake at least every 10 ms to look at stop. */
+		uint64_t step = until - now > 10000000ull ? 10000000ull : until - now;
+		struct timespec ts = fm_mono_abstime(now + step);
 
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		uint64_t left = until - now_ns();
-		uint64_t t = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec +
-			     (left > 10000000 ? 10000000 : left);
-		ts.tv_sec = (time_t)(t / 1000000000ull);
-		ts.tv_nsec = (long)(t % 1000000000ull);
 		pthread_cond_timedwait(&c->cv, &c->lock, &ts);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -298,7 +285,7 @@ static void *worker(void *arg)
 			continue;
 		}
 		if (delay)
-			sleep_until_ns(c, now_ns() + delay * 1000000ull);
+			sleep_until_ns(c, fm_mono_ns() + delay * 1000000ull);
 		pthread_mutex_lock(&c->lock);
 		if (c->head != r) /* failed meanwhile by a drop */
 			continue;
@@ -338,8 +325,9 @@ static int fault_open(const struct fm_conn_params *p, struct fm_conn **out)
 		return -ENOMEM;
 	}
 	c = calloc(1, sizeof(*c));
-	if (!c) {
+	if (!c || fm_cond_init_mono(&c->cv)) {
 		pthread_mutex_unlock(&g_lock);
+		free(c);
 		return -ENOMEM;
 	}
 	c->base.ops = &fm_transport_fault;
@@ -350,11 +338,6 @@ static int fault_open(const struct fm_conn_params *p, struct fm_conn **out)
 		c->p.timeout_ms = 5000;
 	c->up = 1;
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->cv, &ca);
-	pthread_condattr_destroy(&ca);
 	s->conns[slot] = c;
 	pthread_mutex_unlock(&g_lock);
 	if (pthread_create(&c->worker, NULL, worker, c)) {
@@ -378,7 +361,7 @@ static int fault_submit(struct fm_conn *base, struct fm_req *r)
 		return -ENOTCONN;
 	}
 	r->t_next = NULL;
-	r->t_deadline_ns = now_ns() + c->p.timeout_ms * 1000000ull;
+	r->t_deadline_ns = fm_mono_after_ms(c->p.timeout_ms);
 	if (c->tail)
 		c->tail->t_next = r;
 	else
@@ -401,7 +384,7 @@ static int fault_is_up(struct fm_conn *base)
 
 	pthread_mutex_lock(&c->lock);
 	up = c->up;
-	retry = !up && !c->stop && c->p.reconnect && now_ns() >= c->down_ns + RECONNECT_NS;
+	retry = !up && !c->stop && c->p.reconnect && fm_mono_ns() >= c->down_ns + RECONNECT_NS;
 	pthread_mutex_unlock(&c->lock);
 	if (retry && server_mode(c, NULL) == FAULT_UP) {
 		set_conn_up(c, 1);

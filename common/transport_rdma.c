@@ -32,7 +32,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -353,7 +352,7 @@ static int cm_wait(struct rd_conn *c, struct rd_ep *ep, enum rdma_cm_event_type 
 			break;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return -errno;
-		int ms = fm_tc_ms_until(deadline);
+		int ms = fm_mono_ms_until(deadline);
 
 		if (ms == 0) {
 			conn_log(c, "%s: %s timed out after %u ms", c->cf.name, stage,
@@ -423,22 +422,15 @@ static int ep_post_recv(struct rd_conn *c, struct rd_ep *ep, uint32_t idx)
 	return -ibv_post_recv(ep->id->qp, &wr, &bad);
 }
 
+/* From the address resolved at open (the first one, as ever) to a route
+ * through an RDMA device. */
 static int resolve(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int wake_fd)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-	struct addrinfo *ai = NULL;
-	char port[8];
+	struct sockaddr_storage dst = c->cf.peer.a[0].ss;   /* rdma_cm takes it non-const */
 	int rc;
 
-	snprintf(port, sizeof(port), "%u", c->cf.addr.port);
-	rc = getaddrinfo(c->cf.addr.host, port, &hints, &ai);
-	if (rc) {
-		conn_log(c, "%s: cannot resolve %s: %s", c->cf.name, c->cf.addr.host,
-			gai_strerror(rc));
-		return -EHOSTUNREACH;
-	}
-	rc = rdma_resolve_addr(ep->id, NULL, ai->ai_addr, (int)c->cf.connect_timeout_ms);
-	freeaddrinfo(ai);
+	rc = rdma_resolve_addr(ep->id, NULL, (struct sockaddr *)&dst,
+			       (int)c->cf.connect_timeout_ms);
 	if (rc) {
 		rc = -errno;
 		conn_log(c, "%s: resolving the address over RDMA failed: %s (%s)", c->cf.name,
@@ -542,7 +534,7 @@ static int ep_poll(struct rd_conn *c, struct rd_ep *ep, struct ibv_wc *wc, int m
 		n = ibv_poll_cq(ep->cq, max, wc);
 		if (n != 0)
 			return n < 0 ? -EIO : n;
-		int ms = fm_tc_ms_until(deadline);
+		int ms = fm_mono_ms_until(deadline);
 
 		if (ms == 0)
 			return -ETIMEDOUT;
@@ -678,7 +670,7 @@ static int handshake(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int
 /* Resolve, set up verbs, connect and authenticate within connect_timeout. */
 static int rd_connect(struct rd_conn *c, int wake_fd)
 {
-	uint64_t deadline = fm_tc_after_ms(c->cf.connect_timeout_ms);
+	uint64_t deadline = fm_mono_after_ms(c->cf.connect_timeout_ms);
 	struct rd_ep *ep = &c->ep;
 	struct rdma_conn_param cp = { .retry_count = 7, .rnr_retry_count = 7 };
 	struct ibv_device_attr da;
@@ -909,7 +901,7 @@ static int req_check(const struct fm_req *r)
 static int wait_resources(struct rd_conn *c, const struct fm_req *r,
 			  const struct fm_rdma_grant **g)
 {
-	struct timespec ts = fm_tc_abstime(fm_tc_after_ms(c->cf.timeout_ms));
+	struct timespec ts = fm_mono_abstime_in_ms(c->cf.timeout_ms);
 	unsigned need = units_for(r);
 	int timed_out = 0;
 
@@ -1164,7 +1156,7 @@ static void conn_install(struct rd_conn *c)
 static void conn_drop(struct rd_conn *c, int why)
 {
 	struct fm_req *list = NULL;
-	uint64_t now = fm_tc_now_ns();
+	uint64_t now = fm_mono_ns();
 	unsigned failed = 0;
 	int was_up;
 
@@ -1195,7 +1187,7 @@ static void conn_drop(struct rd_conn *c, int why)
 /* Earliest request deadline has passed? */
 static int deadline_passed(struct rd_conn *c)
 {
-	uint64_t now = fm_tc_now_ns();
+	uint64_t now = fm_mono_ns();
 	int expired = 0;
 
 	pthread_mutex_lock(&c->lock);
@@ -1213,7 +1205,7 @@ static int serve_once(struct rd_conn *c)
 	struct fm_req *done = NULL;
 	int n, rc = 0;
 
-	n = ep_poll(c, &c->ep, wc, RD_POLL_BATCH, fm_tc_after_ms(RD_TICK_MS), c->wake_fd);
+	n = ep_poll(c, &c->ep, wc, RD_POLL_BATCH, fm_mono_after_ms(RD_TICK_MS), c->wake_fd);
 	if (n == -ETIMEDOUT)
 		n = 0;
 	if (n < 0)
@@ -1225,8 +1217,8 @@ static int serve_once(struct rd_conn *c)
 	run_done(done);
 	/* Deadlines are coarse (a tick): scanning every slot per batch of
 	 * completions would cost more than the completions. */
-	if (rc == 0 && fm_tc_now_ns() >= c->next_scan_ns) {
-		c->next_scan_ns = fm_tc_after_ms(RD_TICK_MS);
+	if (rc == 0 && fm_mono_ns() >= c->next_scan_ns) {
+		c->next_scan_ns = fm_mono_after_ms(RD_TICK_MS);
 		if (deadline_passed(c))
 			rc = -ETIMEDOUT;
 	}
@@ -1308,6 +1300,7 @@ static void conn_free(struct rd_conn *c)
 static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
 {
 	struct rd_conn *c = calloc(1, sizeof(*c));
+	int cv_rc;
 
 	if (!c)
 		return NULL;
@@ -1319,7 +1312,7 @@ static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
 		c->cf.connect_timeout_ms = c->cf.timeout_ms;
 	c->wake_fd = -1;
 	pthread_mutex_init(&c->lock, NULL);
-	fm_tc_cond_init(&c->slot_cv);
+	cv_rc = fm_cond_init_mono(&c->slot_cv);
 
 	c->nunits = (c->cf.nslots < RD_UNITS_SHARED ? c->cf.nslots : RD_UNITS_SHARED) + RD_MAX_SGE;
 	c->units_len = (size_t)c->nunits * RD_UNIT;
@@ -1330,7 +1323,7 @@ static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
 	c->unit_free = calloc(c->nunits, sizeof(*c->unit_free));
 	c->recv_mem = alloc_pinned(c->recv_len);
 	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (!c->slots || !c->free_idx || !c->units_mem || !c->unit_free || !c->recv_mem ||
+	if (cv_rc || !c->slots || !c->free_idx || !c->units_mem || !c->unit_free || !c->recv_mem ||
 	    c->wake_fd < 0 || fm_rdma_grants_init(&c->grants, RD_GRANT_CAP)) {
 		conn_free(c);
 		return NULL;
@@ -1361,7 +1354,9 @@ static int rd_open(const struct fm_conn_params *p, struct fm_conn **out)
 		log_err("%s: out of memory opening a connection", name);
 		return -ENOMEM;
 	}
-	rc = rd_connect(c, -1);
+	rc = fm_tc_resolve(&c->cf);
+	if (rc == 0)
+		rc = rd_connect(c, -1);
 	if (rc) {
 		log_err("%s: cannot connect: %s", c->cf.name, strerror(-rc));
 		conn_free(c);

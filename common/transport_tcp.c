@@ -32,7 +32,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -120,7 +119,7 @@ static int wait_fd_fiber(int fd, short events, uint64_t deadline, int wake_fd)
 	struct pollfd wake = { .fd = wake_fd, .events = POLLIN };
 
 	for (;;) {
-		int ms = fm_tc_ms_until(deadline), n;
+		int ms = fm_mono_ms_until(deadline), n;
 
 		if (ms == 0)
 			return -ETIMEDOUT;
@@ -148,7 +147,7 @@ static int wait_fd(int fd, short events, uint64_t deadline, int wake_fd)
 	};
 
 	for (;;) {
-		int ms = fm_tc_ms_until(deadline);
+		int ms = fm_mono_ms_until(deadline);
 		int n;
 
 		if (ms == 0)
@@ -217,16 +216,15 @@ static int write_full(int fd, const void *buf, size_t len, uint64_t deadline, in
 
 /* ---- dial ---- */
 
-static int dial_one(const struct addrinfo *ai, uint64_t deadline, int wake_fd, int *out)
+static int dial_one(const struct fm_sockaddr *a, uint64_t deadline, int wake_fd, int *out)
 {
 	int fd, rc, err = 0;
 	socklen_t elen = sizeof(err);
 
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-		    ai->ai_protocol);
+	fd = socket(a->family, a->socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->protocol);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+	if (connect(fd, fm_sockaddr_ptr(a), a->len) < 0) {
 		if (errno != EINPROGRESS) {
 			rc = -errno;
 			goto fail;
@@ -250,27 +248,16 @@ fail:
 	return rc;
 }
 
+/* Try the addresses resolved at open, in order. */
 static int tcp_dial(struct tcp_conn *c, uint64_t deadline, int wake_fd, int *out)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-	struct addrinfo *res, *ai;
-	char port[8];
 	int rc = -EHOSTUNREACH, one = 1;
 
-	snprintf(port, sizeof(port), "%u", c->cf.addr.port);
-	int g = getaddrinfo(c->cf.addr.host, port, &hints, &res);
-
-	if (g) {
-		log_err("server %s: cannot resolve %s: %s", c->cf.name, c->cf.addr.host,
-			gai_strerror(g));
-		return -EHOSTUNREACH;
-	}
-	for (ai = res; ai; ai = ai->ai_next) {
-		rc = dial_one(ai, deadline, wake_fd, out);
+	for (unsigned i = 0; i < c->cf.peer.n; i++) {
+		rc = dial_one(&c->cf.peer.a[i], deadline, wake_fd, out);
 		if (rc == 0 || rc == -ECANCELED || rc == -ETIMEDOUT)
 			break;
 	}
-	freeaddrinfo(res);
 	if (rc)
 		return rc;
 	/* Small request frames must not wait for Nagle. */
@@ -379,7 +366,7 @@ static int tcp_handshake(struct tcp_conn *c, int fd, uint64_t deadline, int wake
  * blocking (senders rely on it; the receiver polls and uses MSG_DONTWAIT). */
 static int tcp_connect(struct tcp_conn *c, int wake_fd, int *out)
 {
-	uint64_t deadline = fm_tc_after_ms(c->cf.connect_timeout_ms);
+	uint64_t deadline = fm_mono_after_ms(c->cf.connect_timeout_ms);
 	int fd = -1, rc;
 
 	rc = tcp_dial(c, deadline, wake_fd, &fd);
@@ -403,8 +390,8 @@ static int tcp_connect(struct tcp_conn *c, int wake_fd, int *out)
 static int slot_take(struct tcp_conn *c, struct fm_req *r, uint32_t *tag,
 		     uint64_t *epoch)
 {
-	uint64_t slot_deadline = fm_tc_after_ms(c->cf.timeout_ms);
-	struct timespec ts = fm_tc_abstime(slot_deadline);
+	uint64_t slot_deadline = fm_mono_after_ms(c->cf.timeout_ms);
+	struct timespec ts = fm_mono_abstime(slot_deadline);
 	struct tcp_slot *s;
 	uint32_t idx;
 	int rc = 0;
@@ -434,7 +421,7 @@ static int slot_take(struct tcp_conn *c, struct fm_req *r, uint32_t *tag,
 			pthread_mutex_unlock(&c->lock);
 			fm_fiber_sleep_ns(SLOT_POLL_NS);
 			pthread_mutex_lock(&c->lock);
-			rc = fm_tc_now_ns() >= slot_deadline ? ETIMEDOUT : 0;
+			rc = fm_mono_ns() >= slot_deadline ? ETIMEDOUT : 0;
 			continue;
 		}
 		rc = pthread_cond_timedwait(&c->slot_cv, &c->lock, &ts);
@@ -656,11 +643,11 @@ static int rx_wait(struct tcp_conn *c)
 	};
 
 	for (;;) {
-		int rc = rx_deadlines(c, fm_tc_now_ns());
+		int rc = rx_deadlines(c, fm_mono_ns());
 
 		if (rc)
 			return rc;
-		int ms = fm_tc_ms_until(c->next_scan_ns);
+		int ms = fm_mono_ms_until(c->next_scan_ns);
 
 		if (c->loop) {
 			/* The stop flag is looked at by rx_deadlines() at
@@ -691,7 +678,7 @@ static ssize_t rx_some(struct tcp_conn *c, void *buf, size_t cap)
 	for (;;) {
 		/* Replies may keep coming while one request never gets its
 		 * own: deadlines are looked at here too, not only when idle. */
-		int rc = rx_deadlines(c, fm_tc_now_ns());
+		int rc = rx_deadlines(c, fm_mono_ns());
 
 		if (rc)
 			return rc;
@@ -885,7 +872,7 @@ static void conn_install(struct tcp_conn *c, int fd)
 static void conn_drop(struct tcp_conn *c, int why)
 {
 	struct fm_req *list = NULL;
-	uint64_t now = fm_tc_now_ns();
+	uint64_t now = fm_mono_ns();
 	unsigned failed = 0;
 	int was_up;
 
@@ -996,6 +983,7 @@ static void conn_free(struct tcp_conn *c)
 static struct tcp_conn *conn_alloc(const struct fm_conn_params *p)
 {
 	struct tcp_conn *c = calloc(1, sizeof(*c));
+	int cv_rc;
 
 	if (!c)
 		return NULL;
@@ -1006,14 +994,14 @@ static struct tcp_conn *conn_alloc(const struct fm_conn_params *p)
 	c->wake_fd = -1;
 	pthread_mutex_init(&c->lock, NULL);
 	fm_mutex_init(&c->send_lock);
-	fm_tc_cond_init(&c->slot_cv);
+	cv_rc = fm_cond_init_mono(&c->slot_cv);
 
 	c->slots = calloc(c->cf.nslots, sizeof(*c->slots));
 	c->free_idx = calloc(c->cf.nslots, sizeof(*c->free_idx));
 	c->rbuf = malloc(TCP_RBUF_SIZE);
 	c->pbuf = malloc(TCP_PBUF_SIZE);
 	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (!c->slots || !c->free_idx || !c->rbuf || !c->pbuf || c->wake_fd < 0) {
+	if (cv_rc || !c->slots || !c->free_idx || !c->rbuf || !c->pbuf || c->wake_fd < 0) {
 		conn_free(c);
 		return NULL;
 	}
@@ -1042,7 +1030,9 @@ static int tcp_open(const struct fm_conn_params *p, struct fm_conn **out)
 		log_err("tcp transport: out of memory opening a connection");
 		return -ENOMEM;
 	}
-	rc = tcp_connect(c, -1, &fd);
+	rc = fm_tc_resolve(&c->cf);
+	if (rc == 0)
+		rc = tcp_connect(c, -1, &fd);
 	if (rc) {
 		log_err("server %s: cannot connect: %s", c->cf.name, strerror(-rc));
 		conn_free(c);

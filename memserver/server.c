@@ -9,6 +9,7 @@
  * connection, with the reason in the log; the loop goes on.
  */
 #include "memserver.h"
+#include "clock.h"
 #include "log.h"
 #include "metrics_pool.h"
 #include "rdma_listener.h"
@@ -27,7 +28,6 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #define MAX_CONNS        4096
@@ -80,10 +80,7 @@ struct server {
 
 uint64_t ms_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return fm_mono_ms();
 }
 
 /* ---- listeners ---- */

@@ -39,7 +39,7 @@ static const struct cfg_key blk_keys[] = {
 	{ "device:level", CFG_I64, S(level), 0, ZSTD_LEVEL_MIN, ZSTD_LEVEL_MAX,
 	  "compression level (zstd: negative = faster; 0 = default)" },
 	{ "device:queues", CFG_U64, S(queues), 0, 0, STORE_MAX_QUEUES,
-	  "ublk: hardware queues; nbd: concurrent connections" },
+	  "ublk: hardware queues; nbd: connections (default: online CPUs, <= 8)" },
 	{ "device:depth", CFG_U64, S(depth), 0, 0, 4096,
 	  "ublk: tags per queue; nbd: worker contexts per connection" },
 	{ "device:segment-size", CFG_SIZE, S(segment_size), 0, 0, 0,
@@ -273,6 +273,26 @@ static int finish_frontend(struct blk_config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+int blk_default_queues(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 1)
+		return 1;
+	return n > BLK_DEFAULT_QUEUES_MAX ? BLK_DEFAULT_QUEUES_MAX : (int)n;
+}
+
+/* A queue per CPU lets each CPU swap through its own; serve's connections
+ * each take depth store queues, so there the default gives way to fit. */
+static uint64_t default_queues(int nbd, uint64_t depth)
+{
+	uint64_t q = (uint64_t)blk_default_queues();
+
+	if (nbd && q * depth > STORE_MAX_QUEUES)
+		q = depth < STORE_MAX_QUEUES ? STORE_MAX_QUEUES / depth : 1;
+	return q;
+}
+
 /* queues/depth and how many store queues they take (header comment). */
 static int finish_queues(struct blk_config *cfg, char *err, size_t errlen)
 {
@@ -280,10 +300,10 @@ static int finish_queues(struct blk_config *cfg, char *err, size_t errlen)
 	uint64_t q = cfg->set.queues, d = cfg->set.depth, storeq;
 	char o[PATH_MAX + 32];
 
-	if (q == 0)
-		q = nbd ? 4 : 1;
 	if (d == 0)
 		d = nbd ? 16 : 64;
+	if (q == 0)
+		q = default_queues(nbd, d);
 	storeq = nbd ? q * d : q;
 	origin_of(cfg, cfg->set.depth && !cfg->set.queues ? "depth" : "queues", o, sizeof(o));
 	if (storeq > STORE_MAX_QUEUES)
@@ -459,8 +479,10 @@ void blk_config_usage(FILE *f, enum blk_command command,
 "  --check-config       check the settings, print them, and exit\n"
 "  --help               this text\n",
 		STORE_MAX_REPLICAS,
-		command == BLK_CMD_SERVE ? "most NBD connections at once (default 4)"
-					 : "ublk hardware queues (default 1)",
+		command == BLK_CMD_SERVE ? "most NBD connections at once (default: one per\n"
+"                       online CPU, at most 8 and queues x depth <= 64)"
+					 : "ublk hardware queues (default: one per online\n"
+"                       CPU, at most 8)",
 		command == BLK_CMD_SERVE ? "worker contexts per connection (default 16)"
 					 : "ublk tags per queue (default 64)");
 	if (extra && extra->usage)

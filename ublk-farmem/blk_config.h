@@ -15,6 +15,9 @@
  *         per queue;
  *   nbd:  concurrent NBD connections and worker contexts per connection
  *         (one store queue each), so the store gets queues * depth queues.
+ * Unset, queues is one per online CPU (blk_default_queues()), and for
+ * serve no more than keeps queues * depth within the store's queues;
+ * depth is 64 for ublk, 16 for serve.
  */
 #ifndef FARMEM_BLK_CONFIG_H
 #define FARMEM_BLK_CONFIG_H
@@ -33,6 +36,10 @@
 
 enum blk_command { BLK_CMD_SERVE, BLK_CMD_ADD };
 enum blk_frontend { BLK_FRONTEND_UBLK = 1, BLK_FRONTEND_NBD };
+
+/* Default queues (ublk) or connections (nbd) never exceed this, however
+ * many CPUs: past it the memservers' links, not the queues, limit. */
+#define BLK_DEFAULT_QUEUES_MAX 8
 
 /* Raw settings as text/numbers, exactly as the file and flags gave them.
  * Filled by the key table; checked as a whole by blk_config_finish(). */
@@ -112,5 +119,8 @@ void blk_config_usage(FILE *f, enum blk_command command,
 		      const struct blk_extra_opts *extra);
 
 const char *blk_compress_name(enum store_compress c);
+
+/* One per online CPU, 1..BLK_DEFAULT_QUEUES_MAX: the queues default. */
+int blk_default_queues(void);
 
 #endif

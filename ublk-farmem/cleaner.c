@@ -214,8 +214,7 @@ static int drain_readers(struct store *s, uint32_t victim)
 	struct timespec ts;
 	int ok;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += 2 * (s->timeout_ms / 1000 + 1);
+	ts = fm_mono_abstime_in_ms(2000ull * (s->timeout_ms / 1000 + 1));
 	pthread_mutex_lock(&s->lock);
 	while (s->segs[victim].readers &&
 	       pthread_cond_timedwait(&s->seg_cv, &s->lock, &ts) == 0)
@@ -239,6 +238,7 @@ int cleaner_wanted(struct store *s)
 
 int cleaner_run(struct store *s)
 {
+	uint32_t live;
 	uint32_t victim, used;
 
 	if (!pick_victim(s, &victim)) {
@@ -247,7 +247,10 @@ int cleaner_run(struct store *s)
 		pthread_mutex_unlock(&s->lock);
 		return 0;
 	}
-	if (s->segs[victim].live) {
+	pthread_mutex_lock(&s->lock);
+	live = s->segs[victim].live;   /* map_release() lowers it under the lock */
+	pthread_mutex_unlock(&s->lock);
+	if (live) {
 		if (seg_load(s, victim, &used) == 0) {
 			move_live(s, victim, used);
 		} else if (move_live_by_map(s, victim) < 0) {

@@ -10,9 +10,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "ctl.h"
 #include "log.h"
 
@@ -39,28 +39,20 @@ static int unix_addr(const char *path, struct sockaddr_un *sa)
 	return 0;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Read until a newline, EOF or the deadline.  Returns bytes read. */
 static ssize_t read_until(int fd, char *buf, size_t len, int timeout_ms, int line)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	uint64_t deadline = fm_mono_after_ms(timeout_ms > 0 ? (uint64_t)timeout_ms : 0);
 	size_t got = 0;
 
 	while (got + 1 < len) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int64_t left = deadline - now_ms();
+		int left = fm_mono_ms_until(deadline);
 		ssize_t n;
 
 		if (left <= 0)
 			return -ETIMEDOUT;
-		if (poll(&p, 1, (int)left) < 0) {
+		if (poll(&p, 1, left) < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;

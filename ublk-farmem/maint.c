@@ -14,14 +14,6 @@
 #define RECONNECT_MS      1000
 #define MAX_STEPS_PER_RUN 64   /* stay responsive to stop requests */
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 void store_server_state_cb(void *arg, int up)
 {
 	struct store_server *v = arg;
@@ -59,9 +51,9 @@ static void servers_check(struct store *s)
 		int up;
 
 		if (!v->conn) {
-			if (now_ns() < v->retry_ns)
+			if (fm_mono_ns() < v->retry_ns)
 				continue;
-			v->retry_ns = now_ns() + RECONNECT_MS * 1000000ull;
+			v->retry_ns = fm_mono_ns() + RECONNECT_MS * 1000000ull;
 			if (server_connect(s, i) == 0)
 				log_info("server %s: connected", v->addr);
 			continue;
@@ -120,12 +112,7 @@ static void *maint_main(void *arg)
 
 		pthread_mutex_lock(&s->maint_lock);
 		if (!s->maint_kick && !s->maint_stop) {
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += MAINT_PERIOD_MS * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			ts = fm_mono_abstime_in_ms(MAINT_PERIOD_MS);
 			pthread_cond_timedwait(&s->maint_cv, &s->maint_lock, &ts);
 		}
 		s->maint_kick = 0;

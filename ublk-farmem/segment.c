@@ -88,17 +88,10 @@ int is_transient_error(int err)
 
 #define RETRY_BACKOFF_MAX_MS 1000u
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 uint64_t io_deadline_ns(const struct store *s)
 {
-	return mono_ns() + (uint64_t)s->retry_ms * 1000000ull;
+	return fm_mono_after_ms(s->retry_ms);
 }
 
 void servers_refresh(struct store *s)
@@ -124,7 +117,7 @@ static void retry_sleep(struct store *s, const struct timespec *ts)
 
 int io_retry_wait(struct store *s, uint64_t deadline_ns, unsigned *backoff_ms)
 {
-	uint64_t now = mono_ns(), wait_ns;
+	uint64_t now = fm_mono_ns(), wait_ns;
 	struct timespec ts;
 
 	if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE))
@@ -134,9 +127,7 @@ int io_retry_wait(struct store *s, uint64_t deadline_ns, unsigned *backoff_ms)
 	wait_ns = (uint64_t)*backoff_ms * 1000000ull;
 	if (wait_ns > deadline_ns - now)
 		wait_ns = deadline_ns - now;
-	now += wait_ns;
-	ts.tv_sec = (time_t)(now / 1000000000ull);
-	ts.tv_nsec = (long)(now % 1000000000ull);
+	ts = fm_mono_abstime(now + wait_ns);
 	/* An early wake-up (a server came back, or a spurious one) only
 	 * brings the next round forward.  A fiber sleeps its backoff out
 	 * without holding its thread. */
@@ -276,11 +267,8 @@ static void slot_put(struct store *s, uint32_t idx)
 /* Wait on seg_cv (s->lock held) at most ns; 0 or ETIMEDOUT. */
 static int seg_cv_wait(struct store *s, uint64_t ns)
 {
-	struct timespec deadline;
+	struct timespec deadline = fm_mono_abstime(fm_mono_ns() + ns);
 
-	/* seg_cv runs on the realtime clock (the cleaner waits on it too). */
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += (time_t)(ns / 1000000000ull);
 	return pthread_cond_timedwait(&s->seg_cv, &s->lock, &deadline);
 }
 
@@ -309,8 +297,8 @@ static int slot_get(struct store *s, uint32_t *out, int may_wait)
 			 * freed slot restarts the wait in the thread version,
 			 * here the overall bound is from the first miss. */
 			if (!give_up)
-				give_up = mono_ns() + limit_ns;
-			else if (mono_ns() >= give_up)
+				give_up = fm_mono_ns() + limit_ns;
+			else if (fm_mono_ns() >= give_up)
 				break;
 			pthread_mutex_unlock(&s->lock);
 			fm_fiber_sleep_ns(SLOT_POLL_NS);

@@ -224,20 +224,17 @@ int store_open(const struct store_config *cfg, struct store **out,
 	if (!s)
 		return -ENOMEM;
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->seg_cv, NULL);
 	pthread_mutex_init(&s->retry_lock, NULL);
-	{
-		pthread_condattr_t ca;
-
-		pthread_condattr_init(&ca);
-		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&s->retry_cv, &ca);
-		pthread_condattr_destroy(&ca);
+	/* Every timed wait of the store runs on the monotonic clock. */
+	if (fm_cond_init_mono(&s->seg_cv) || fm_cond_init_mono(&s->retry_cv) ||
+	    fm_cond_init_mono(&s->maint_cv)) {
+		snprintf(err, errlen, "cannot set up condition variables");
+		free(s);
+		return -ENOMEM;
 	}
 	pthread_mutex_init(&s->maint_run, NULL);
 	pthread_mutex_init(&s->maint_lock, NULL);
 	pthread_mutex_init(&s->codec_lock, NULL);
-	pthread_cond_init(&s->maint_cv, NULL);
 	s->state_fd = -1;
 	stream_init(&s->maint_stream);
 	rc = store_setup(s, cfg, err, errlen);

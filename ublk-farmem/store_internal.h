@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "clock.h"
 #include "codec.h"
 #include "fiber.h"
 #include "pagemap.h"
@@ -186,7 +187,7 @@ struct store {
 	struct pm_entry *map;
 
 	pthread_mutex_t lock;
-	pthread_cond_t seg_cv;    /* readers dropped / a slot was freed */
+	pthread_cond_t seg_cv;    /* readers dropped / a slot was freed; CLOCK_MONOTONIC */
 	unsigned place_cursor;
 	uint64_t alloc_gen;       /* bumped when a new segment gets replicas (lock) */
 	int clean_urgent;         /* servers refused ALLOC: clean any dead bytes (lock) */
@@ -211,7 +212,7 @@ struct store {
 	int maint_running;
 	pthread_mutex_t maint_run;   /* one maintenance pass at a time */
 	pthread_mutex_t maint_lock;
-	pthread_cond_t maint_cv;
+	pthread_cond_t maint_cv;     /* CLOCK_MONOTONIC */
 	int maint_stop, maint_kick;
 
 	/* I/O waiting between retry rounds sleeps here; store_close() and a

@@ -167,6 +167,52 @@ static int t_queues(void)
 	return 0;
 }
 
+/* What the defaults should come to on this machine, worked out here
+ * independently of blk_config.c. */
+static int cpus_capped(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 1)
+		n = 1;
+	return n > BLK_DEFAULT_QUEUES_MAX ? BLK_DEFAULT_QUEUES_MAX : (int)n;
+}
+
+static int t_default_queues_follow_cpus(void)
+{
+	int cpus = cpus_capped();
+
+	CHECK(BLK_DEFAULT_QUEUES_MAX == 8);
+	CHECK(blk_default_queues() == cpus);
+	/* add (ublk): a queue per CPU, 64 tags each. */
+	base();
+	cfg.command = BLK_CMD_ADD;
+	set("serve:nbd", "");
+	CHECK(finish() == 0);
+	CHECK(cfg.frontend == BLK_FRONTEND_UBLK);
+	CHECK(cfg.queues == cpus && cfg.depth == 64);
+	/* serve: a connection per CPU, 16 workers each, within 64 store queues. */
+	base();
+	CHECK(finish() == 0);
+	CHECK(cfg.depth == 16);
+	CHECK(cfg.queues == (cpus < 64 / 16 ? cpus : 64 / 16));
+	CHECK(cfg.store.queues == cfg.queues * 16);
+	/* A deeper connection leaves room for fewer of them; never none. */
+	base();
+	set("device:depth", "64");
+	CHECK(finish() == 0 && cfg.queues == 1 && cfg.store.queues == 64);
+	base();
+	set("device:depth", "32");
+	CHECK(finish() == 0 && cfg.queues == (cpus < 2 ? cpus : 2));
+	/* Given, it is taken as it is, above the default's cap too. */
+	base();
+	cfg.command = BLK_CMD_ADD;
+	set("serve:nbd", "");
+	set("device:queues", "12");
+	CHECK(finish() == 0 && cfg.queues == 12);
+	return 0;
+}
+
 static int t_uuid(void)
 {
 	base();
@@ -314,6 +360,7 @@ static const struct tap_case cases[] = {
 	{ "server list: duplicates, bad forms, empty", t_servers },
 	{ "nbd address: unix, tcp; rdma and missing refused", t_nbd_address },
 	{ "queues x depth bounded by the store's queues", t_queues },
+	{ "queues default to the online CPUs, at most 8", t_default_queues_follow_cpus },
 	{ "uuid given or generated", t_uuid },
 	{ "frontend by command", t_frontend },
 	{ "file first, flags override, file errors name file and key", t_file_then_flags },

@@ -22,6 +22,7 @@
 #include "auth.h"
 #include "log.h"
 #include "protocol.h"
+#include "resolve.h"
 #include "tap.h"
 #include "transport.h"
 #include "transport_rdma.h"
@@ -734,7 +735,29 @@ static int t_concurrent_submitters(void)
 	return 0;
 }
 
+/* Numeric addresses resolve without DNS; the port lands in each. */
+static int t_resolve_once(void)
+{
+	struct fm_resolved r;
+	const char *why = NULL;
+	const struct sockaddr_in *v4;
+	const struct sockaddr_in6 *v6;
+
+	CHECK(fm_resolve("127.0.0.1", 7070, &r, &why) == 0);
+	CHECK(r.n == 1 && r.a[0].family == AF_INET && r.a[0].socktype == SOCK_STREAM);
+	v4 = (const struct sockaddr_in *)fm_sockaddr_ptr(&r.a[0]);
+	CHECK(r.a[0].len == sizeof(*v4) && ntohs(v4->sin_port) == 7070);
+	CHECK(ntohl(v4->sin_addr.s_addr) == INADDR_LOOPBACK);
+
+	CHECK(fm_resolve("::1", 9, &r, &why) == 0);
+	CHECK(r.n == 1 && r.a[0].family == AF_INET6);
+	v6 = (const struct sockaddr_in6 *)fm_sockaddr_ptr(&r.a[0]);
+	CHECK(ntohs(v6->sin6_port) == 9 && IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr));
+	return 0;
+}
+
 static const struct tap_case cases[] = {
+	{ "resolve: numeric v4 and v6 addresses with their port", t_resolve_once },
 	{ "open to a closed port: ECONNREFUSED", t_closed_port_refused },
 	{ "rdma without devices and unix addresses: clear errors", t_rdma_and_unix_addresses },
 	{ "alloc, write (2 iovecs), read back, stat, list, ENOENT reply", t_roundtrip },
