@@ -92,6 +92,7 @@ struct fm_loop {
 	uint64_t efd_val;
 	struct fm_loop_op efd_op;
 	int efd_armed;
+	struct fm_loop_hook *hooks;
 };
 
 static __thread struct fm_loop *tl_loop;
@@ -318,6 +319,8 @@ int fm_loop_turn(struct fm_loop *l)
 	unsigned head, n = 0;
 	int rc;
 
+	for (struct fm_loop_hook *h = l->hooks; h; h = h->next)
+		h->fn(h);
 	if (!l->efd_armed)
 		efd_arm(l);
 	rc = io_uring_submit_and_wait(&l->ring, l->ready_head ? 0 : 1);
@@ -334,6 +337,21 @@ int fm_loop_turn(struct fm_loop *l)
 	inbox_drain(l);
 	run_ready(l);
 	return 0;
+}
+
+void fm_loop_hook_add(struct fm_loop *l, struct fm_loop_hook *h)
+{
+	h->next = l->hooks;
+	l->hooks = h;
+}
+
+void fm_loop_hook_del(struct fm_loop *l, struct fm_loop_hook *h)
+{
+	for (struct fm_loop_hook **p = &l->hooks; *p; p = &(*p)->next)
+		if (*p == h) {
+			*p = h->next;
+			return;
+		}
 }
 
 /* ---- timers and polls ------------------------------------------------ */

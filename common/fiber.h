@@ -56,6 +56,17 @@ void fm_loop_detach(struct fm_loop *l);
 struct io_uring *fm_loop_ring(struct fm_loop *l);
 /* A free SQE, submitting what is queued when the ring is full. */
 struct io_uring_sqe *fm_loop_sqe(struct fm_loop *l);
+/* A hook run at the start of every turn, before the loop submits and
+ * waits: a connection sends the frames its fibers queued during the last
+ * turn in one system call.  The hook must not park. */
+struct fm_loop_hook {
+	void (*fn)(struct fm_loop_hook *h);
+	struct fm_loop_hook *next;
+};
+
+void fm_loop_hook_add(struct fm_loop *l, struct fm_loop_hook *h);
+void fm_loop_hook_del(struct fm_loop *l, struct fm_loop_hook *h);
+
 /* Start fn(arg) on a free fiber; it runs at the next turn.  -EAGAIN when
  * every fiber is busy. */
 int fm_loop_spawn(struct fm_loop *l, void (*fn)(void *), void *arg);

@@ -58,6 +58,10 @@
 #define TCP_DIRECT_MIN           (16u * 1024)
 /* How often the receiver looks at deadlines while replies keep coming. */
 #define TCP_TICK_MS              100u
+/* A frame's header and small payload. */
+#define TCP_HEAD_MAX             (FM_HDR_SIZE + FM_RANGE_LEN)
+/* Loop mode: iovecs queued for the turn-start flush. */
+#define TCP_PEND_MAX             1024
 /* A fiber waiting for a free slot looks again this often. */
 #define SLOT_POLL_NS             (200u * 1000u)
 
@@ -88,6 +92,16 @@ struct tcp_conn {
 	 * link fiber) instead of a thread; it sets fiber_done as it ends. */
 	struct fm_loop *loop;
 	int fiber_done;
+	/* Loop mode: the frames submitted during a turn leave together, in
+	 * one sendmsg at the start of the next (flush_hook): one system
+	 * call and one wake-up of the server per batch, not per frame.
+	 * Loop thread only. */
+	struct fm_loop_hook flush_hook;
+	struct iovec *pend;           /* TCP_PEND_MAX */
+	int npend;
+	uint8_t (*heads)[TCP_HEAD_MAX]; /* per slot: the queued frame's head */
+	struct fm_loop_op out_op;     /* POLLOUT armed: the socket was full */
+	int out_armed;
 
 	/* Under send_lock (written by the receiver, read by senders).  An
 	 * fm_mutex: a sender fiber that must wait for room in the socket
@@ -586,6 +600,93 @@ static void frame_send(struct tcp_conn *c, uint64_t epoch, struct iovec *iov, in
 	fm_mutex_unlock(&c->send_lock);
 }
 
+/* ---- loop mode: batched sends ---- */
+
+/* Step over w bytes that went out. */
+static void pend_consume(struct tcp_conn *c, size_t w)
+{
+	int k = 0;
+
+	while (k < c->npend && w >= c->pend[k].iov_len)
+		w -= c->pend[k++].iov_len;
+	if (k < c->npend && w) {
+		c->pend[k].iov_base = (uint8_t *)c->pend[k].iov_base + w;
+		c->pend[k].iov_len -= w;
+	}
+	memmove(c->pend, c->pend + k, (size_t)(c->npend - k) * sizeof(*c->pend));
+	c->npend -= k;
+}
+
+static void out_ready(struct fm_loop_op *op, int res, unsigned flags)
+{
+	struct tcp_conn *c = (struct tcp_conn *)((char *)op - offsetof(struct tcp_conn, out_op));
+
+	(void)res;
+	(void)flags;
+	c->out_armed = 0;   /* the next turn's flush tries again */
+}
+
+/* Send what is queued; on a full socket, poll for room through the ring
+ * and leave the rest for a later turn.  A send error ends the stream
+ * (the link fiber then fails every request in flight). */
+static void tcp_flush(struct tcp_conn *c)
+{
+	while (c->npend && c->fd >= 0) {
+		struct msghdr m = {
+			.msg_iov = c->pend,
+			.msg_iovlen = (size_t)(c->npend < TCP_PEND_MAX ? c->npend : TCP_PEND_MAX),
+		};
+		ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (w >= 0) {
+			pend_consume(c, (size_t)w);
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN) {
+			struct io_uring_sqe *sqe = c->out_armed ? NULL : fm_loop_sqe(c->loop);
+
+			if (sqe) {
+				io_uring_prep_poll_add(sqe, c->fd, POLLOUT);
+				io_uring_sqe_set_data(sqe, &c->out_op);
+				c->out_armed = 1;
+			}
+			return;
+		}
+		log_warn("server %s: send failed: %s", c->cf.name, strerror(errno));
+		shutdown(c->fd, SHUT_RDWR);
+		break;
+	}
+	if (c->fd < 0)
+		c->npend = 0;
+}
+
+static void flush_hook(struct fm_loop_hook *h)
+{
+	tcp_flush((struct tcp_conn *)((char *)h - offsetof(struct tcp_conn, flush_hook)));
+}
+
+/* Queue a frame (its head copied into the slot's buffer) for the next
+ * flush; a fiber waits for room when the queue is full. */
+static void frame_queue(struct tcp_conn *c, uint32_t idx, uint64_t epoch,
+			struct iovec *iov, int n)
+{
+	memcpy(c->heads[idx], iov[0].iov_base, iov[0].iov_len);
+	iov[0].iov_base = c->heads[idx];
+	for (;;) {
+		if (c->fd < 0 || c->fd_epoch != epoch)
+			return;     /* dropped: the link fiber fails the request */
+		if (c->npend + n <= TCP_PEND_MAX)
+			break;
+		tcp_flush(c);
+		if (c->npend + n > TCP_PEND_MAX && fm_fiber_poll(c->fd, POLLOUT) < 0)
+			return;
+	}
+	memcpy(&c->pend[c->npend], iov, (size_t)n * sizeof(*iov));
+	c->npend += n;
+}
+
 static int tcp_submit(struct fm_conn *base, struct fm_req *r)
 {
 	struct tcp_conn *c = (struct tcp_conn *)base;
@@ -606,7 +707,10 @@ static int tcp_submit(struct fm_conn *base, struct fm_req *r)
 	if (rc)
 		return rc;
 	put_le32(head + 8, tag);
-	frame_send(c, epoch, iov, n);
+	if (c->loop)
+		frame_queue(c, fm_tc_tag_idx(tag), epoch, iov, n);
+	else
+		frame_send(c, epoch, iov, n);
 	return 0;
 }
 
@@ -902,6 +1006,7 @@ static void conn_drop(struct tcp_conn *c, int why)
 		fm_mutex_unlock(&c->send_lock);
 	}
 	c->rpos = c->rlen = 0;
+	c->npend = 0;   /* frames of the old stream: their requests fail below */
 
 	while (list) {
 		struct fm_req *r = list;
@@ -976,6 +1081,8 @@ static void conn_free(struct tcp_conn *c)
 	free(c->free_idx);
 	free(c->rbuf);
 	free(c->pbuf);
+	free(c->pend);
+	free(c->heads);
 	fm_tc_conf_fini(&c->cf);
 	free(c);
 }
@@ -1000,8 +1107,15 @@ static struct tcp_conn *conn_alloc(const struct fm_conn_params *p)
 	c->free_idx = calloc(c->cf.nslots, sizeof(*c->free_idx));
 	c->rbuf = malloc(TCP_RBUF_SIZE);
 	c->pbuf = malloc(TCP_PBUF_SIZE);
+	if (c->loop) {
+		c->pend = calloc(TCP_PEND_MAX, sizeof(*c->pend));
+		c->heads = calloc(c->cf.nslots, sizeof(*c->heads));
+		c->flush_hook.fn = flush_hook;
+		c->out_op.cb = out_ready;
+	}
 	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (cv_rc || !c->slots || !c->free_idx || !c->rbuf || !c->pbuf || c->wake_fd < 0) {
+	if (cv_rc || !c->slots || !c->free_idx || !c->rbuf || !c->pbuf || c->wake_fd < 0 ||
+	    (c->loop && (!c->pend || !c->heads))) {
 		conn_free(c);
 		return NULL;
 	}
@@ -1039,9 +1153,11 @@ static int tcp_open(const struct fm_conn_params *p, struct fm_conn **out)
 		return rc;
 	}
 	conn_install(c, fd);
-	if (c->loop)
+	if (c->loop) {
 		rc = fm_loop_spawn(c->loop, link_fiber, c);
-	else
+		if (rc == 0)
+			fm_loop_hook_add(c->loop, &c->flush_hook);
+	} else
 		rc = fm_tc_start_thread(&c->thread, conn_thread, c);
 	if (rc) {
 		log_err("server %s: cannot start the receiver thread: %s", c->cf.name,
@@ -1071,12 +1187,14 @@ static void tcp_close(struct fm_conn *base)
 	if (!c->loop)
 		pthread_join(c->thread, NULL);
 	/* The link fiber sees stop within a tick and fails what is left. */
-	while (c->loop && !c->fiber_done) {
+	while (c->loop && (!c->fiber_done || c->out_armed)) {
 		if (fm_fiber_self())
 			fm_fiber_sleep_ns(1000000u);
 		else if (fm_loop_turn(c->loop) < 0)
 			break;
 	}
+	if (c->loop)
+		fm_loop_hook_del(c->loop, &c->flush_hook);
 	conn_free(c);
 }
 
