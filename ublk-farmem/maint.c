@@ -50,7 +50,7 @@ static void servers_check(struct store *s)
 		struct store_server *v = &s->srv[i];
 		int up;
 
-		if (!v->conn) {
+		if (!srv_conn(v)) {
 			if (fm_mono_ns() < v->retry_ns)
 				continue;
 			v->retry_ns = fm_mono_ns() + RECONNECT_MS * 1000000ull;
@@ -58,7 +58,7 @@ static void servers_check(struct store *s)
 				log_info("server %s: connected", v->addr);
 			continue;
 		}
-		up = fm_conn_is_up(v->conn) ? 1 : 0;
+		up = fm_conn_is_up(srv_conn(v)) ? 1 : 0;
 		if (__atomic_exchange_n(&v->up, up, __ATOMIC_ACQ_REL) != up)
 			log_info("server %s: %s", v->addr, up ? "back up" : "down");
 		if (!up)

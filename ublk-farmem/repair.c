@@ -19,7 +19,7 @@ static int can_add_replica(const struct store *s, const struct seg *g)
 	for (int i = 0; i < s->nservers; i++) {
 		int holds = 0;
 
-		if (!s->srv[i].conn || !srv_up(&s->srv[i]))
+		if (!srv_conn(&s->srv[i]) || !srv_up(&s->srv[i]))
 			continue;
 		for (int r = 0; r < STORE_MAX_REPLICAS; r++)
 			holds |= g->rep[r].server == i;
@@ -85,7 +85,7 @@ static int alloc_target(struct store *s, struct ioctx *io, const struct seg_rep 
 		if (reps[r].server >= 0)
 			exclude[nex++] = reps[r].server;
 	for (int i = 0; i < s->nservers; i++)
-		usable[i] = s->srv[i].conn && srv_up(&s->srv[i]);
+		usable[i] = srv_conn(&s->srv[i]) && srv_up(&s->srv[i]);
 	for (int attempt = 0; attempt < s->nservers; attempt++) {
 		struct qreq *q = &io->reqs[0];
 

@@ -192,7 +192,7 @@ static struct fm_conn *pick_conn(struct store *s, struct ioctx *io, int server)
 	if (lc && lc->conn[server] && lc->loop == fm_loop_current() &&
 	    fm_conn_is_up(lc->conn[server]))
 		return lc->conn[server];
-	return __atomic_load_n(&s->srv[server].conn, __ATOMIC_ACQUIRE);
+	return srv_conn(&s->srv[server]);
 }
 
 void req_submit_w(struct store *s, struct ioctx *io, struct waiter *w,
@@ -332,7 +332,7 @@ int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 	if (rc < 0)
 		return rc;
 	for (int i = 0; i < s->nservers; i++) {
-		usable[i] = s->srv[i].conn && srv_up(&s->srv[i]);
+		usable[i] = srv_conn(&s->srv[i]) && srv_up(&s->srv[i]);
 		anyup |= usable[i];
 	}
 	while (got < s->replicas) {

@@ -194,11 +194,11 @@ static int check_segment_max(struct store *s, char *err, size_t errlen)
 	for (int i = 0; i < s->nservers; i++) {
 		struct fm_req r;
 
-		if (!s->srv[i].conn)
+		if (!srv_conn(&s->srv[i]))
 			continue;
 		memset(&r, 0, sizeof(r));
 		r.op = FM_OP_STAT;
-		if (fm_conn_call(s->srv[i].conn, &r) < 0)
+		if (fm_conn_call(srv_conn(&s->srv[i]), &r) < 0)
 			continue;   /* it will be marked down on use */
 		if (r.rep.stat.segment_max && r.rep.stat.segment_max < s->seg_size) {
 			snprintf(err, errlen, "server %s hands out segments of at most %u bytes; "

@@ -239,6 +239,8 @@ struct store {
 static inline uint64_t atomic_add64(uint64_t *p, uint64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
 static inline uint64_t atomic_get64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline int srv_up(const struct store_server *v) { return __atomic_load_n(&v->up, __ATOMIC_ACQUIRE); }
+/* The shared connection: maint stores it atomically when it (re)connects. */
+static inline struct fm_conn *srv_conn(const struct store_server *v) { return __atomic_load_n(&v->conn, __ATOMIC_ACQUIRE); }
 
 /* store.c */
 int server_connect(struct store *s, int i);

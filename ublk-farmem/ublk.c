@@ -31,10 +31,11 @@ struct ublk_dev {
 };
 
 /* Swap reads come one page fault at a time but readahead and writeback
- * send many at once: a few store requests in flight per queue hide the
- * network round trip without much memory (each store queue preallocates
- * its buffers). */
-#define UBLK_DEFAULT_WORKERS 4
+ * send many at once: several store requests in flight per queue hide the
+ * network round trip.  They are fibers of the queue's thread, so more
+ * cost no threads, only memory: each store queue preallocates its
+ * buffers (about max_io) and each fiber its stack. */
+#define UBLK_DEFAULT_WORKERS 16
 
 int ublk_workers(int queues, int depth)
 {
