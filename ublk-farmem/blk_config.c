@@ -282,11 +282,20 @@ int blk_default_queues(void)
 	return n > BLK_DEFAULT_QUEUES_MAX ? BLK_DEFAULT_QUEUES_MAX : (int)n;
 }
 
+/* Clients open several connections at once (qemu-img keeps a probe open
+ * while it opens more); fewer than this would refuse them on a small
+ * machine. */
+#define SERVE_MIN_CONNS 4
+
 /* A queue per CPU lets each CPU swap through its own; serve's connections
- * each take depth store queues, so there the default gives way to fit. */
+ * (a loop each) get at least SERVE_MIN_CONNS, and each takes depth store
+ * queues, so there the default gives way to fit. */
 static uint64_t default_queues(int nbd, uint64_t depth)
 {
 	uint64_t q = (uint64_t)blk_default_queues();
+
+	if (nbd && q < SERVE_MIN_CONNS)
+		q = SERVE_MIN_CONNS;
 
 	if (nbd && q * depth > STORE_MAX_QUEUES)
 		q = depth < STORE_MAX_QUEUES ? STORE_MAX_QUEUES / depth : 1;
@@ -480,7 +489,7 @@ void blk_config_usage(FILE *f, enum blk_command command,
 "  --help               this text\n",
 		STORE_MAX_REPLICAS,
 		command == BLK_CMD_SERVE ? "most NBD connections at once (default: one per\n"
-"                       online CPU, at most 8 and queues x depth <= 64)"
+"                       online CPU, 4 to 8, and queues x depth <= 64)"
 					 : "ublk hardware queues (default: one per online\n"
 "                       CPU, at most 8)",
 		command == BLK_CMD_SERVE ? "worker contexts per connection (default 16)"
