@@ -39,6 +39,13 @@
 #endif
 #endif
 
+/* Below each stack: more than any one frame, so an overflow faults
+ * instead of stepping over the guard into the next fiber's stack. */
+#define FIBER_GUARD     (64u << 10)
+/* Fresh stacks are filled with this, so destroy can tell how deep each
+ * went (and warn when one came close to its end). */
+#define STACK_FILL      0xa5
+
 #define MUTEX_SPIN_NS   20000u     /* first sleep when another thread holds it */
 #define MUTEX_SPIN_MAX  (1000000u) /* longest sleep between attempts */
 
@@ -462,18 +469,19 @@ static int fiber_init(struct fm_loop *l, struct fm_fiber *f, size_t stack_size)
 
 	f->loop = l;
 	f->stack_size = (stack_size + page - 1) / page * page;
-	f->map_len = f->stack_size + page;
+	f->map_len = f->stack_size + FIBER_GUARD;
 	f->map = mmap(NULL, f->map_len, PROT_READ | PROT_WRITE,
 		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
 	if (f->map == MAP_FAILED) {
 		f->map = NULL;
 		return -errno;
 	}
-	/* A guard page below the stack: an overflow faults, it never
-	 * scribbles over the neighbour's stack. */
-	if (mprotect(f->map, page, PROT_NONE) < 0)
+	/* A guard below the stack: an overflow faults, it never scribbles
+	 * over the neighbour's stack. */
+	if (mprotect(f->map, FIBER_GUARD, PROT_NONE) < 0)
 		return -errno;
-	f->stack = (char *)f->map + page;
+	f->stack = (char *)f->map + FIBER_GUARD;
+	memset(f->stack, STACK_FILL, f->stack_size);
 #ifdef FIBER_VALGRIND
 	f->vg_id = VALGRIND_STACK_REGISTER(f->stack, (char *)f->stack + f->stack_size);
 #endif
@@ -494,10 +502,29 @@ static int fiber_init(struct fm_loop *l, struct fm_fiber *f, size_t stack_size)
 	return 0;
 }
 
+/* Bytes of the stack ever written (the fill pattern is gone there).
+ * Read past ASan: a parked fiber's live frames carry redzones. */
+__attribute__((no_sanitize_address))
+static size_t stack_used(const struct fm_fiber *f)
+{
+	const unsigned char *p = f->stack;
+	size_t i = 0;
+
+	while (i < f->stack_size && p[i] == STACK_FILL)
+		i++;
+	return f->stack_size - i;
+}
+
 static void fiber_fini(struct fm_fiber *f)
 {
+	size_t used;
+
 	if (!f->map)
 		return;
+	used = stack_used(f);
+	if (used > f->stack_size / 4 * 3)
+		log_warn("fiber: a stack came within %zu of its %zu bytes", f->stack_size - used,
+			 f->stack_size);
 #ifdef FIBER_VALGRIND
 	VALGRIND_STACK_DEREGISTER(f->vg_id);
 #endif
