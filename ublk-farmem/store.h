@@ -113,6 +113,32 @@ int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n);
 void store_loop_detach(struct store *s, int first, int n);
 int store_loop_fibers(const struct store *s);
 
+/* The asynchronous API, for a thread that runs an attached loop:
+ * store_submit() starts a read, write, discard or flush of a page range
+ * on one of the loop's idle store queues and returns at once; done()
+ * runs later in the same thread with 0 or -errno, as the calls above
+ * would return.  Up to n (store_loop_attach) are in flight at a time:
+ * -EBUSY beyond that, so the caller queues and resubmits from a done().
+ * -EINVAL when the thread has no loop attached to this store.  The
+ * loop needs n fibers of its own for them (beyond store_loop_fibers()).
+ * The synchronous calls above are what each runs, in its own fiber. */
+enum store_op { STORE_OP_READ, STORE_OP_WRITE, STORE_OP_DISCARD, STORE_OP_FLUSH };
+
+struct store_aio {
+	enum store_op op;
+	uint64_t off;
+	uint64_t len;                   /* read/write: <= max_io */
+	void *buf;
+	void (*done)(struct store_aio *a, int rc);
+	void *priv;
+	/* Private to the store. */
+	struct store *s;
+	struct store_lconns *lc;
+	int queue;
+};
+
+int store_submit(struct store *s, struct store_aio *a);
+
 void store_get_stats(struct store *s, struct store_stats *st);
 /* One maintenance pass now, in the caller's thread: mark servers up or
  * down, re-replicate degraded segments, clean sparse ones.  Returns how

@@ -134,6 +134,9 @@ struct store_lconns {
 	struct fm_loop *loop;
 	int first, n;                 /* the store queues that use it */
 	struct fm_conn *conn[STORE_MAX_SERVERS];
+	/* store_submit(): the queues with no I/O in flight (a stack). */
+	int idle_q[STORE_MAX_QUEUES];
+	int nidle;
 };
 
 /* A thread's I/O context: a frontend queue, or the maintenance thread. */

@@ -13,9 +13,11 @@
 #include "log.h"
 #include "store_internal.h"
 
+/* A link fiber per server, and one spare: a done() that submits again
+ * runs while its own fiber is still busy. */
 int store_loop_fibers(const struct store *s)
 {
-	return s->nservers;
+	return s->nservers + 1;
 }
 
 static int queues_valid(const struct store *s, int first, int n)
@@ -51,8 +53,10 @@ int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n)
 			log_warn("server %s: queues %d-%d go through the shared "
 				 "connection", s->srv[i].addr, first, first + n - 1);
 	}
-	for (int q = first; q < first + n; q++)
+	for (int q = first; q < first + n; q++) {
 		s->q[q].lc = lc;
+		lc->idle_q[lc->nidle++] = first + n - 1 - (q - first);
+	}
 	log_debug("store: queues %d-%d: own connections to %d of %d servers",
 		  first, first + n - 1, opened, s->nservers);
 	return 0;

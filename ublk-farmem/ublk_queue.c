@@ -94,6 +94,7 @@ static int ring_pop(struct ublk_tag_ring *r)
 }
 
 static void tag_done(struct fm_loop_op *op, int res, unsigned flags);
+static void tag_served(struct store_aio *a, int rc);
 
 /* Queue FETCH (first time) or COMMIT_AND_FETCH (with the result of the
  * request just served) for one tag; it leaves with the loop's next
@@ -126,35 +127,39 @@ static int queue_prep(struct ublk_queue *q, int tag, uint32_t op, int32_t result
 	return 0;
 }
 
-/* Serve one request; the return value goes back to the kernel: bytes
- * done for reads and writes, 0 for the rest, or -errno. */
-static int32_t queue_serve(struct ublk_queue *q, int tag, int sq)
+/* Start serving a tag through the store's asynchronous API: 0, -EBUSY
+ * when every store queue of this ublk queue is busy (the tag waits in
+ * todo), or the -errno to commit at once. */
+static int tag_submit(struct ublk_queue *q, int tag)
 {
 	const struct ublksrv_io_desc *iod = &q->descs[tag];
-	uint64_t off = iod->start_sector << 9;
-	uint64_t len = (uint64_t)iod->nr_sectors << 9;
-	void *buf = q->bufs + (size_t)tag * q->max_io;
-	int ret;
+	struct store_aio *a = &q->ops[tag].aio;
 
+	a->off = iod->start_sector << 9;
+	a->len = (uint64_t)iod->nr_sectors << 9;
+	a->buf = q->bufs + (size_t)tag * q->max_io;
+	a->done = tag_served;
+	a->priv = &q->ops[tag];
 	switch (ublksrv_get_op(iod)) {
 	case UBLK_IO_OP_READ:
-		if (len > q->max_io)
-			return -EINVAL;
-		ret = store_read(q->store, sq, off, (uint32_t)len, buf);
-		return ret < 0 ? ret : (int32_t)len;
+		a->op = STORE_OP_READ;
+		break;
 	case UBLK_IO_OP_WRITE:
-		if (len > q->max_io)
-			return -EINVAL;
-		ret = store_write(q->store, sq, off, (uint32_t)len, buf);
-		return ret < 0 ? ret : (int32_t)len;
+		a->op = STORE_OP_WRITE;
+		break;
 	case UBLK_IO_OP_FLUSH:
-		return store_flush(q->store, sq);
+		a->op = STORE_OP_FLUSH;
+		break;
 	case UBLK_IO_OP_DISCARD:
 	case UBLK_IO_OP_WRITE_ZEROES:
-		return store_discard(q->store, sq, off, len);
+		a->op = STORE_OP_DISCARD;
+		break;
 	default:
 		return -EOPNOTSUPP;
 	}
+	if ((a->op == STORE_OP_READ || a->op == STORE_OP_WRITE) && a->len > q->max_io)
+		return -EINVAL;
+	return store_submit(q->store, a);
 }
 
 /* Hand the result back and fetch the tag's next request.  A lost
@@ -178,42 +183,36 @@ static void queue_commit(struct ublk_queue *q, int tag, int32_t res)
 	}
 }
 
-/* A worker fiber: serve fetched tags until the queue stops. */
-static void worker_fiber(void *arg)
+/* Submit waiting tags while the store takes them. */
+static void queue_pump(struct ublk_queue *q)
 {
-	struct ublk_worker *w = arg;
-	struct ublk_queue *q = w->q;
-	int sq = q->q_id * q->workers + w->idx;
+	while (q->todo.count) {
+		int tag = q->todo.tags[q->todo.head];
+		int rc = tag_submit(q, tag);
 
-	w->fiber = fm_fiber_self();
-	for (;;) {
-		int tag;
-
-		while (!q->todo.count && !q->stopping) {
-			if (!w->idle) {
-				w->idle = 1;
-				q->idle[q->nidle++] = w;
-			}
-			fm_fiber_park();
+		if (rc == -EBUSY)
+			return;     /* the next completion pumps again */
+		ring_pop(&q->todo);
+		if (rc < 0) {
+			queue_commit(q, tag, rc);
+			q->busy--;
 		}
-		if (!q->todo.count)
-			break;
-		tag = ring_pop(&q->todo);
-		queue_commit(q, tag, queue_serve(q, tag, sq));
-		q->busy--;
 	}
-	q->nworkers--;
 }
 
-static void wake_one_worker(struct ublk_queue *q)
+/* The store is done with a tag: the kernel gets bytes done for reads
+ * and writes, 0 for the rest, or -errno. */
+static void tag_served(struct store_aio *a, int rc)
 {
-	struct ublk_worker *w;
+	struct ublk_tag_op *t = a->priv;
+	struct ublk_queue *q = t->q;
+	int32_t res = rc;
 
-	if (!q->nidle)
-		return;     /* every worker is busy; they loop back to todo */
-	w = q->idle[--q->nidle];
-	w->idle = 0;
-	fm_fiber_wake(w->fiber);
+	if (rc == 0 && (a->op == STORE_OP_READ || a->op == STORE_OP_WRITE))
+		res = (int32_t)a->len;
+	queue_commit(q, t->tag, res);
+	q->busy--;
+	queue_pump(q);
 }
 
 /* A tag's command completed: a request to serve, or the tag's end. */
@@ -227,7 +226,7 @@ static void tag_done(struct fm_loop_op *op, int res, unsigned flags)
 	if (res == UBLK_IO_RES_OK) {
 		ring_push(&q->todo, t->tag);
 		q->busy++;
-		wake_one_worker(q);
+		queue_pump(q);
 		return;
 	}
 	/* UBLK_IO_RES_ABORT: the device is stopping; this tag is done. */
@@ -245,17 +244,13 @@ static int queue_fetch_all(struct ublk_queue *q)
 			q->q_id, strerror(-ret));
 		return ret;
 	}
-	/* The workers' store queues get this loop's own connections. */
-	if (store_loop_attach(q->store, q->loop, q->q_id * q->workers, q->workers) < 0)
-		log_warn("ublk %u queue %d: no connections of its own; using the "
-			 "shared ones", q->dev_id, q->q_id);
-	for (int i = 0; i < q->workers; i++) {
-		q->worker[i].q = q;
-		q->worker[i].idx = i;
-		ret = fm_loop_spawn(q->loop, worker_fiber, &q->worker[i]);
-		if (ret < 0)
-			return ret;
-		q->nworkers++;
+	/* This queue's store queues, served through the asynchronous API
+	 * with this loop's own connections. */
+	ret = store_loop_attach(q->store, q->loop, q->q_id * q->workers, q->workers);
+	if (ret < 0) {
+		log_err("ublk %u queue %d: store queues: %s", q->dev_id, q->q_id,
+			strerror(-ret));
+		return ret;
 	}
 	for (int tag = 0; tag < q->depth; tag++) {
 		ret = queue_prep(q, tag, UBLK_IO_FETCH_REQ, -1);
@@ -271,14 +266,11 @@ static int queue_fetch_all(struct ublk_queue *q)
 	return 0;
 }
 
-/* Let the workers finish and leave, close the loop's connections, then
- * give the ring back. */
+/* Let the store finish what it serves, close the loop's connections,
+ * then give the ring back. */
 static void queue_wind_down(struct ublk_queue *q)
 {
-	q->stopping = 1;
-	while (q->nidle)
-		wake_one_worker(q);
-	while (q->nworkers && fm_loop_turn(q->loop) == 0)
+	while (q->busy && fm_loop_turn(q->loop) == 0)
 		;
 	store_loop_detach(q->store, q->q_id * q->workers, q->workers);
 	fm_loop_detach(q->loop);
@@ -321,7 +313,7 @@ int ublk_queue_start(struct ublk_queue *q)
 	ret = queue_map(q);
 	if (ret < 0)
 		goto fail;
-	lp.fibers = (unsigned)(q->workers + store_loop_fibers(q->store));
+	lp.fibers = (unsigned)(q->workers + store_loop_fibers(q->store));  /* one per store queue */
 	lp.sq_entries = (unsigned)q->depth + 1;
 	ret = fm_loop_create(&lp, &q->loop);
 	if (ret < 0) {

@@ -1,13 +1,15 @@
 /* ublk_queue.h — one ublk hardware queue served by one thread.
  *
  * The thread owns one event loop (fiber.h): its io_uring carries the
- * queue's FETCH_REQ / COMMIT_AND_FETCH_REQ commands, and `workers`
- * fibers in the same thread serve fetched tags, each with its own store
- * queue (q_id * workers + w).  A fiber waiting on a memserver parks and
- * the thread serves the other tags: nothing is handed between threads.
- * Per-tag buffers and the fibers' stacks are allocated before the first
- * fetch: nothing on the I/O path allocates.  The thread ends when every
- * tag was aborted by the kernel (STOP_DEV, or the device going away).
+ * queue's FETCH_REQ / COMMIT_AND_FETCH_REQ commands, and each fetched
+ * tag goes to the store's asynchronous API (store_submit) on one of the
+ * queue's `workers` store queues, whose I/O runs as fibers of the same
+ * thread with the loop's own memserver connections.  The completion
+ * queues the tag's COMMIT_AND_FETCH for the next io_uring_enter: nothing
+ * is handed between threads.  Per-tag buffers and the fibers' stacks are
+ * allocated before the first fetch: nothing on the I/O path allocates.
+ * The thread ends when every tag was aborted by the kernel (STOP_DEV, or
+ * the device going away).
  */
 #ifndef FARMEM_UBLK_QUEUE_H
 #define FARMEM_UBLK_QUEUE_H
@@ -18,6 +20,7 @@
 #include <liburing.h>
 
 #include "fiber.h"
+#include "store.h"
 #include <linux/ublk_cmd.h>
 
 struct store;
@@ -27,8 +30,8 @@ struct store;
 struct fm_loop;
 struct ublk_queue;
 
-/* Fetched tags waiting for a worker fiber: each tag is in it at most
- * once, so depth slots never overflow. */
+/* Fetched tags waiting for a free store queue: each tag is in it at
+ * most once, so depth slots never overflow. */
 struct ublk_tag_ring {
 	uint16_t *tags;
 	unsigned head, count, size;
@@ -39,6 +42,7 @@ struct ublk_tag_op {
 	struct fm_loop_op op;
 	struct ublk_queue *q;
 	int tag;
+	struct store_aio aio;    /* the tag's request in the store */
 };
 
 struct ublk_queue {
@@ -50,8 +54,8 @@ struct ublk_queue {
 	int cdev_fd;
 	int ioctl_encode;
 	struct store *store;
-	int workers;             /* worker fibers; worker w uses store queue
-				  * q_id * workers + w */
+	int workers;             /* store queues q_id * workers + [0, workers):
+				  * how many tags the store serves at once */
 	sem_t *ready;            /* posted once all FETCHes are submitted (or on error) */
 	/* Private. */
 	struct ublksrv_io_desc *descs;
@@ -62,17 +66,7 @@ struct ublk_queue {
 	unsigned inflight;       /* commands the kernel holds */
 	unsigned busy;           /* tags fetched and not yet committed */
 	struct ublk_tag_op *ops; /* depth */
-	struct ublk_tag_ring todo;
-	int stopping;
-	struct ublk_worker {
-		struct ublk_queue *q;
-		int idx;
-		int idle;            /* parked for work, in idle[] */
-		struct fm_fiber *fiber;
-	} worker[UBLK_QUEUE_MAX_WORKERS];
-	struct ublk_worker *idle[UBLK_QUEUE_MAX_WORKERS];
-	int nidle;
-	int nworkers;            /* worker fibers not yet returned */
+	struct ublk_tag_ring todo; /* fetched, waiting for a free store queue */
 	pthread_t thread;
 	int started;
 	int err;                 /* setup failure, reported through ready */
