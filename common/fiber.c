@@ -149,42 +149,53 @@ static struct fm_fiber *ready_pop(struct fm_loop *l)
 
 /* ---- switching ---------------------------------------------------- */
 
-static void switch_into(struct fm_loop *l, struct fm_fiber *f)
+/* Save the running context in from and resume to, whose stack is
+ * [bottom, bottom + size) (sanitizers need to know).  When this context
+ * is resumed later, *fake is its ASan fake-stack handle and the stack we
+ * came back from is stored in *from_bottom and *from_size if set. */
+static void ctx_switch(ucontext_t *from, ucontext_t *to, const void *bottom,
+		       size_t size, void *tsan_to, void **fake,
+		       const void **from_bottom, size_t *from_size)
 {
 #ifdef FIBER_ASAN
-	void *fake = NULL;
-#endif
-	l->current = f;
-	f->state = FIBER_RUNNING;
-#ifdef FIBER_ASAN
-	__sanitizer_start_switch_fiber(&fake, f->stack, f->stack_size);
+	__sanitizer_start_switch_fiber(fake, bottom, size);
+#else
+	(void)bottom;
+	(void)size;
+	(void)fake;
+	(void)from_bottom;
+	(void)from_size;
 #endif
 #ifdef FIBER_TSAN
-	__tsan_switch_to_fiber(f->tsan_fiber, 0);
+	__tsan_switch_to_fiber(tsan_to, 0);
+#else
+	(void)tsan_to;
 #endif
-	swapcontext(&l->main_ctx, &f->ctx);
+	swapcontext(from, to);
 #ifdef FIBER_ASAN
-	__sanitizer_finish_switch_fiber(fake, NULL, NULL);
+	__sanitizer_finish_switch_fiber(*fake, from_bottom, from_size);
 #endif
+}
+
+static void switch_into(struct fm_loop *l, struct fm_fiber *f)
+{
+	void *fake = NULL;
+
+	l->current = f;
+	f->state = FIBER_RUNNING;
+	ctx_switch(&l->main_ctx, &f->ctx, f->stack, f->stack_size, f->tsan_fiber,
+		   &fake, NULL, NULL);
 	l->current = NULL;
 }
 
-/* From a fiber back to its loop; returns when the loop resumes it. */
+/* From a fiber back to its loop; returns when the loop resumes it (maybe
+ * attached by another thread since: its stack is learnt again). */
 static void switch_out(struct fm_fiber *f)
 {
 	struct fm_loop *l = f->loop;
 
-#ifdef FIBER_ASAN
-	__sanitizer_start_switch_fiber(&f->asan_fake, l->main_bottom, l->main_size);
-#endif
-#ifdef FIBER_TSAN
-	__tsan_switch_to_fiber(l->tsan_main, 0);
-#endif
-	swapcontext(&f->ctx, &l->main_ctx);
-#ifdef FIBER_ASAN
-	/* The loop may have been attached by another thread since. */
-	__sanitizer_finish_switch_fiber(f->asan_fake, &l->main_bottom, &l->main_size);
-#endif
+	ctx_switch(&f->ctx, &l->main_ctx, l->main_bottom, l->main_size, l->tsan_main,
+		   &f->asan_fake, &l->main_bottom, &l->main_size);
 }
 
 /* Every fiber's body: run what it was spawned with, go back to the
