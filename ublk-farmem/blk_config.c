@@ -261,11 +261,7 @@ static int finish_frontend(struct blk_config *cfg, char *err, size_t errlen)
 	if (!f[0])
 		cfg->frontend = cfg->command == BLK_CMD_SERVE ? BLK_FRONTEND_NBD
 							      : BLK_FRONTEND_UBLK;
-	else if (!strcasecmp(f, "ublk"))
-		cfg->frontend = BLK_FRONTEND_UBLK;
-	else if (!strcasecmp(f, "nbd"))
-		cfg->frontend = BLK_FRONTEND_NBD;
-	else
+	else if (!(cfg->frontend = blk_frontend_by_name(f)))
 		return fail(err, errlen, "%s: unknown frontend '%s' (ublk or nbd)", o, f);
 	if (cfg->command == BLK_CMD_SERVE && cfg->frontend != BLK_FRONTEND_NBD)
 		return fail(err, errlen, "%s: serve always exports NBD; "

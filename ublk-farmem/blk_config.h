@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "frontend.h"
 #include "parse.h"
 #include "store.h"
 
@@ -32,7 +33,6 @@
 #define BLK_SERVERS_TEXT_MAX 4096
 
 enum blk_command { BLK_CMD_SERVE, BLK_CMD_ADD };
-enum blk_frontend { BLK_FRONTEND_UBLK = 1, BLK_FRONTEND_NBD };
 
 /* Raw settings as text/numbers, exactly as the file and flags gave them.
  * Filled by the key table; checked as a whole by blk_config_finish(). */

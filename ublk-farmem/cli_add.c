@@ -16,10 +16,9 @@
 #include "blk_config.h"
 #include "cli.h"
 #include "daemon.h"
+#include "frontend.h"
 #include "log.h"
-#include "nbd_kernel.h"
 #include "transport.h"
-#include "ublk.h"
 
 /* Largest request: swap writes clusters of up to 32 pages, and every
  * tag of every queue keeps a locked buffer this big. */
@@ -284,9 +283,7 @@ static int launch(struct blk_config *cfg, int recover_id, int foreground,
 static int check_frontend(const struct blk_config *cfg, const char *cmd)
 {
 	char err[512];
-	int ret = cfg->frontend == BLK_FRONTEND_NBD
-		? nbd_kernel_check_available(err, sizeof(err))
-		: ublk_check_available(err, sizeof(err));
+	int ret = blk_frontend_get(cfg->frontend)->check_available(err, sizeof(err));
 
 	if (ret < 0)
 		fprintf(stderr, "farmem-blk %s: %s\n", cmd, err);
@@ -335,10 +332,8 @@ int cmd_add(int argc, char **argv)
 	}
 	if (!cfg->store.max_io)
 		cfg->store.max_io = ADD_MAX_IO;
-	if (cfg->frontend == BLK_FRONTEND_NBD)
-		cfg->store.queues = nbd_kernel_store_queues(cfg);
-	else
-		cfg->store.queues = cfg->queues * ublk_workers(cfg->queues, cfg->depth);
+	cfg->store.queues = blk_frontend_get(cfg->frontend)->store_queues(cfg->queues,
+									 cfg->depth);
 	/* Servers first: their errors hold on any kernel, and the kernel
 	 * check then names the last missing piece. */
 	if (preflight_servers(cfg, o.overcommit) < 0 || check_frontend(cfg, "add") < 0 ||
@@ -383,25 +378,27 @@ static int recover_config(const char *name, struct blk_config *cfg)
 }
 
 /* The kernel device decides queues, depth and request size. */
-static int recover_geometry(const char *name, int id, struct blk_config *cfg)
+static int recover_geometry(const char *name, const struct blk_frontend_ops *fe,
+			    int id, struct blk_config *cfg)
 {
-	uint32_t max_io;
-	int q, depth, state, pid, ret = ublk_dev_query(id, &q, &depth, &max_io, &state, &pid);
+	struct blk_frontend_info info;
+	int ret = fe->query(id, &info);
 
 	if (ret < 0) {
-		fprintf(stderr, "farmem-blk recover: ublk %d: %s\n", id, ret == -ENODEV ?
-			"no such device (the kernel no longer has it)" : strerror(-ret));
+		fprintf(stderr, "farmem-blk recover: %s %d: %s\n", fe->name, id,
+			ret == -ENODEV ? "no such device (the kernel no longer has it)"
+				       : strerror(-ret));
 		return ret;
 	}
-	if (state == UBLK_DEV_LIVE && pid_alive(pid)) {
+	if (info.live && pid_alive(info.pid)) {
 		fprintf(stderr, "farmem-blk recover: %s is live, served by pid %d; "
-			"nothing to recover\n", name, pid);
+			"nothing to recover\n", name, (int)info.pid);
 		return -EBUSY;
 	}
-	cfg->queues = q;
-	cfg->depth = depth;
-	cfg->store.queues = q * ublk_workers(q, depth);
-	cfg->store.max_io = max_io;
+	cfg->queues = info.queues;
+	cfg->depth = info.depth;
+	cfg->store.queues = fe->store_queues(info.queues, info.depth);
+	cfg->store.max_io = info.max_io;
 	return 0;
 }
 
@@ -429,6 +426,7 @@ static int recover_lock(const char *name)
 
 int cmd_recover(int argc, char **argv)
 {
+	const struct blk_frontend_ops *fe;
 	struct blk_config *cfg = NULL;
 	char name[32];
 	int id, status = 1, foreground = 0;
@@ -453,8 +451,8 @@ int cmd_recover(int argc, char **argv)
 	 * the daemon). */
 	daemon_io_thread_init();
 	daemon_set_realtime();
-	id = dev_name_ublk_id(name);
-	if (id < 0) {
+	fe = blk_frontend_of_dev(name, &id);
+	if (!fe || !fe->recover || !fe->query) {
 		fprintf(stderr, "farmem-blk recover: %s: only ublk devices can be "
 			"recovered (the kernel's nbd fails I/O when its server dies)\n", name);
 		return 1;
@@ -472,7 +470,7 @@ int cmd_recover(int argc, char **argv)
 	if (!cfg || fm_auth_init() < 0)
 		goto out;
 	if (recover_config(name, cfg) == 0 && check_frontend(cfg, "recover") == 0 &&
-	    recover_geometry(name, id, cfg) == 0)
+	    recover_geometry(name, fe, id, cfg) == 0)
 		status = launch(cfg, id, foreground, "recover");
 out:
 	free(cfg);

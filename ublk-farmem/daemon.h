@@ -53,11 +53,13 @@ int run_dir_create(void);
 /* "<run dir>/<name><suffix>" into buf; -ENAMETOOLONG if it does not fit. */
 int run_path(char *buf, size_t len, const char *name, const char *suffix);
 
-/* Device names: "ublkb3" for ublk id 3, "nbd0" for /dev/nbd0.  Accepts
- * "3", "ublkb3", "/dev/ublkb3", "nbd0", "/dev/nbd0".  0 or -EINVAL. */
+/* Device names are a frontend's prefix and id (frontend.h): "ublkb3"
+ * for ublk id 3, "nbd0" for /dev/nbd0.  Accepts "3" (ublk, add's
+ * default), "ublkb3", "/dev/ublkb3", "nbd0", "/dev/nbd0".  0 or -EINVAL. */
 int dev_name_parse(const char *arg, char *name, size_t len);
-/* ublk device id of a "ublkbN" name, or -1 for other frontends. */
-int dev_name_ublk_id(const char *name);
+/* 1 when the device outlives its daemon, so `recover` can attach a new
+ * one (its frontend has recover: ublk, not nbd); else 0. */
+int dev_name_recoverable(const char *name);
 
 int pidfile_write(const char *name, pid_t pid);
 /* 0 and *pid, or -ENOENT. */

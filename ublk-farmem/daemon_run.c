@@ -15,17 +15,16 @@
 #include "blk_config.h"
 #include "ctl.h"
 #include "daemon.h"
+#include "frontend.h"
 #include "log.h"
-#include "nbd_kernel.h"
 #include "store.h"
 #include "store_metrics.h"
-#include "ublk.h"
 
 struct devd {
 	struct blk_config *cfg;
 	struct store *store;
-	struct ublk_dev *ublk;
-	struct nbd_kernel *nbd;
+	const struct blk_frontend_ops *fe;
+	void *dev;               /* the frontend's device, once started */
 	struct keeper keeper;
 	struct store_metrics sm;             /* [device] metrics */
 	struct metrics_server *metrics;      /* NULL: off */
@@ -33,13 +32,6 @@ struct devd {
 	pthread_mutex_t lock;
 	int del_fd;              /* the `del` client waiting for its answer */
 };
-
-static int devd_stop_frontend(struct devd *d)
-{
-	if (d->ublk)
-		return ublk_stop(ublk_dev_id(d->ublk));
-	return nbd_kernel_stop(d->nbd);
-}
 
 static int ctl_handle(void *arg, const char *cmd, FILE *f, int fd)
 {
@@ -66,7 +58,7 @@ static int ctl_handle(void *arg, const char *cmd, FILE *f, int fd)
 		}
 		d->del_fd = fd;
 		pthread_mutex_unlock(&d->lock);
-		ret = devd_stop_frontend(d);
+		ret = d->fe->stop(d->dev);
 		if (ret < 0) {
 			pthread_mutex_lock(&d->lock);
 			d->del_fd = -1;
@@ -82,26 +74,28 @@ static int ctl_handle(void *arg, const char *cmd, FILE *f, int fd)
 
 static int frontend_start(struct devd *d, int recover_id, char *err, size_t errlen)
 {
-	struct blk_config *cfg = d->cfg;
-	struct ublk_dev_opts o = {
+	const struct blk_config *cfg = d->cfg;
+	const struct blk_frontend_ops *fe = d->fe;
+	struct blk_frontend_opts o = {
 		.dev_id = recover_id >= 0 ? recover_id : -1,
 		.queues = cfg->queues,
 		.depth = cfg->depth,
-		.workers = cfg->store.queues / (cfg->queues > 0 ? cfg->queues : 1),
+		.store_queues = cfg->store.queues,
 		.max_io = cfg->store.max_io,
 		.size = cfg->store.size,
 	};
 	int ret;
 
-	if (cfg->frontend == BLK_FRONTEND_NBD) {
-		ret = nbd_kernel_start(d->store, cfg, &d->nbd, d->name,
-				       sizeof(d->name), err, errlen);
-		return ret;
+	if (recover_id < 0)
+		ret = fe->start(&o, d->store, &d->dev, err, errlen);
+	else if (fe->recover)
+		ret = fe->recover(&o, d->store, &d->dev, err, errlen);
+	else {
+		snprintf(err, errlen, "%s devices cannot be recovered", fe->name);
+		ret = -EOPNOTSUPP;
 	}
-	ret = recover_id >= 0 ? ublk_dev_recover(&o, d->store, &d->ublk, err, errlen)
-			      : ublk_dev_start(&o, d->store, &d->ublk, err, errlen);
 	if (ret == 0)
-		snprintf(d->name, sizeof(d->name), "ublkb%d", ublk_dev_id(d->ublk));
+		blk_frontend_dev_name(fe, fe->dev_id(d->dev), d->name, sizeof(d->name));
 	return ret;
 }
 
@@ -169,10 +163,7 @@ static int finish(struct devd *d)
 		if (ret < 0)
 			log_err("%s: releasing remote memory: %s", d->name, strerror(-ret));
 	}
-	if (d->ublk)
-		ublk_dev_close(d->ublk, 1);
-	else
-		nbd_kernel_close(d->nbd);
+	d->fe->destroy(d->dev);
 	metrics_server_stop(d->metrics);
 	d->metrics = NULL;
 	store_close(d->store);
@@ -194,7 +185,8 @@ static int finish(struct devd *d)
 
 int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 {
-	struct devd d = { .cfg = cfg, .del_fd = -1 };
+	struct devd d = { .cfg = cfg, .fe = blk_frontend_get(cfg->frontend),
+			  .del_fd = -1 };
 	struct ctl_server *ctl = NULL;
 	char err[1024] = "", path[PATH_MAX];
 	int detached = ready_fd >= 0;
@@ -207,7 +199,7 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 	if (recover_id >= 0) {
 		pid_t old_keeper;
 
-		snprintf(d.name, sizeof(d.name), "ublkb%d", recover_id);
+		blk_frontend_dev_name(d.fe, recover_id, d.name, sizeof(d.name));
 		if (keeperfile_read(d.name, &old_keeper) == 0)
 			keeper_release_reserve(old_keeper);
 	}
@@ -251,10 +243,7 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 	snprintf(path, sizeof(path), "/dev/%s", d.name);
 	daemon_ready(&ready_fd, 1, path);
 
-	if (d.ublk)
-		ublk_dev_wait(d.ublk);
-	else
-		nbd_kernel_wait(d.nbd);
+	d.fe->wait(d.dev);
 	ctl_server_stop(ctl);
 	return finish(&d);
 

@@ -17,6 +17,7 @@
 
 #include "blk_config.h"
 #include "daemon.h"
+#include "frontend.h"
 #include "log.h"
 #include "parse.h"
 
@@ -53,40 +54,31 @@ int run_path(char *buf, size_t len, const char *name, const char *suffix)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-static int name_with_prefix(const char *s, const char *prefix, char *name, size_t len)
-{
-	size_t pl = strlen(prefix);
-	uint64_t id;
-
-	if (strncmp(s, prefix, pl) || parse_u64(s + pl, 0, 1u << 20, &id) < 0)
-		return -EINVAL;
-	snprintf(name, len, "%s%llu", prefix, (unsigned long long)id);
-	return 0;
-}
-
 int dev_name_parse(const char *arg, char *name, size_t len)
 {
-	uint64_t id;
+	const struct blk_frontend_ops *fe;
+	uint64_t v;
+	int id;
 
 	if (!strncmp(arg, "/dev/", 5))
 		arg += 5;
-	if (parse_u64(arg, 0, 1u << 20, &id) == 0) {
-		snprintf(name, len, "ublkb%llu", (unsigned long long)id);
-		return 0;
+	if (parse_u64(arg, 0, 1u << 20, &v) == 0) {
+		fe = blk_frontend_get(BLK_FRONTEND_UBLK);
+		id = (int)v;
+	} else {
+		fe = blk_frontend_of_dev(arg, &id);
 	}
-	if (name_with_prefix(arg, "ublkb", name, len) == 0 ||
-	    name_with_prefix(arg, "nbd", name, len) == 0)
-		return 0;
-	return -EINVAL;
+	if (!fe)
+		return -EINVAL;
+	blk_frontend_dev_name(fe, id, name, len);
+	return 0;
 }
 
-int dev_name_ublk_id(const char *name)
+int dev_name_recoverable(const char *name)
 {
-	uint64_t id;
+	const struct blk_frontend_ops *fe = blk_frontend_of_dev(name, NULL);
 
-	if (strncmp(name, "ublkb", 5) || parse_u64(name + 5, 0, 1u << 20, &id) < 0)
-		return -1;
-	return (int)id;
+	return fe && fe->recover;
 }
 
 /* Write to a temporary file and rename, so readers never see half a file. */
