@@ -108,6 +108,11 @@ int blk_config_set(struct blk_config *cfg, const char *key, const char *value,
 int blk_config_finish(struct blk_config *cfg, int load_secret,
 		      char *err, size_t errlen);
 
+/* The settings as a [device] config file that blk_config_load_file()
+ * reads back the same (the device record `add` leaves for `recover`,
+ * `status` and `del`).  Returns malloc'd text, NULL without memory. */
+char *blk_settings_text(const struct blk_settings *set);
+
 void blk_config_usage(FILE *f, enum blk_command command,
 		      const struct blk_extra_opts *extra);
 

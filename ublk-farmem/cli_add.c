@@ -252,16 +252,17 @@ static void drop_recover_lock(void)
 	recover_lock_fd = -1;
 }
 
-/* Run the daemon detached (or here, with foreground) and report. */
-static int launch(struct blk_config *cfg, int recover_id, int foreground,
-		  const char *cmd)
+/* Run the daemon detached (or here, with foreground) on what it needs
+ * of cfg, and report. */
+static int launch_daemon(const struct devd_config *dc, int foreground,
+			 const char *cmd)
 {
 	char msg[1024];
 	int ready_fd = -1, fd;
 
 	if (foreground) {
 		drop_recover_lock();
-		return daemon_run_device(cfg, recover_id, -1);
+		return daemon_run_device(dc, -1);
 	}
 	fd = daemon_detach(&ready_fd);
 	if (fd < 0) {
@@ -270,7 +271,7 @@ static int launch(struct blk_config *cfg, int recover_id, int foreground,
 	}
 	if (fd == 0) {
 		drop_recover_lock();
-		_exit(daemon_run_device(cfg, recover_id, ready_fd));
+		_exit(daemon_run_device(dc, ready_fd));
 	}
 	if (daemon_wait_ready(fd, msg, sizeof(msg)) < 0) {
 		fprintf(stderr, "farmem-blk %s: %s\n", cmd, msg);
@@ -278,6 +279,43 @@ static int launch(struct blk_config *cfg, int recover_id, int foreground,
 	}
 	printf("%s\n", msg);
 	return 0;
+}
+
+/* A new device (recover_id -1) or recover's (its ublk id). */
+static int launch(struct blk_config *cfg, int recover_id, int foreground,
+		  const char *cmd)
+{
+	struct devd_config dc = {
+		.store = &cfg->store,
+		.frontend = blk_frontend_get(cfg->frontend),
+		.fe = {
+			.dev_id = recover_id,
+			.queues = cfg->queues,
+			.depth = cfg->depth,
+			.store_queues = cfg->store.queues,
+			.max_io = cfg->store.max_io,
+			.size = cfg->store.size,
+		},
+		.metrics = cfg->set.metrics,
+		.secret_file = cfg->set.secret_file,
+	};
+	char *record = NULL;
+	int status;
+
+	if (recover_id < 0) {
+		/* recover must rebuild the same store: same uuid, so the
+		 * same state file and the same segments on the servers. */
+		snprintf(cfg->set.uuid, sizeof(cfg->set.uuid), "%s", cfg->uuid_text);
+		record = blk_settings_text(&cfg->set);
+		if (!record) {
+			fprintf(stderr, "farmem-blk %s: out of memory\n", cmd);
+			return 1;
+		}
+		dc.record = record;
+	}
+	status = launch_daemon(&dc, foreground, cmd);
+	free(record);
+	return status;
 }
 
 static int check_frontend(const struct blk_config *cfg, const char *cmd)

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "frontend.h"
+
 /* --- daemon.c: process set-up ------------------------------------- */
 
 /* The daemon frees memory for the kernel, so it must never wait for
@@ -76,18 +78,28 @@ void dev_files_remove(const char *name);
  * Returns the count (<= max) or -errno. */
 int dev_list_names(char names[][32], int max);
 
-/* The device's settings as a [device] config file (<name>.conf), so
- * `recover` rebuilds the same store config with blk_config_load_file(). */
-struct blk_settings;
-int dev_conf_write(const char *name, const struct blk_settings *set);
+/* The device's record (<name>.conf): its settings as a [device] config
+ * file, from which `recover`, `status` and `del` rebuild its config. */
+int dev_conf_write(const char *name, const char *text);
 
 /* --- daemon_run.c: the device daemon's life ------------------------- */
-struct blk_config;
-/* Open the store, bring the device up (new, or recover_id >= 0 to
- * attach to a ublk device whose daemon died), tell the CLI through
- * ready_fd (-1 in the foreground), serve until the device is stopped.
- * Returns the process exit status. */
-int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd);
+struct store_config;
+/* What the CLI hands the device daemon (all of it outlives the call). */
+struct devd_config {
+	const struct store_config *store;      /* for store_open() */
+	const struct blk_frontend_ops *frontend;
+	struct blk_frontend_opts fe;           /* fe.dev_id >= 0: attach to that
+						* device, whose daemon died
+						* (recover); -1: a new device */
+	const char *metrics;                   /* [device] metrics HOST:PORT; "" off */
+	const char *secret_file;               /* kept resident for recover */
+	const char *record;                    /* dev_conf_write() text; NULL:
+						* keep the record there (recover) */
+};
+/* Open the store, bring the device up, tell the CLI through ready_fd
+ * (-1 in the foreground), serve until the device is stopped.  Returns
+ * the process exit status. */
+int daemon_run_device(const struct devd_config *cfg, int ready_fd);
 
 /* --- daemon_keeper.c: what must stay resident across a daemon crash -- */
 struct keeper {

@@ -5,6 +5,7 @@
  * the kernel device and answers.  Being killed (crash, SIGKILL, SIGTERM)
  * leaves the ublk device quiesced with its I/O held, for `recover`. */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,7 +13,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "blk_config.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "frontend.h"
@@ -21,7 +21,7 @@
 #include "store_metrics.h"
 
 struct devd {
-	struct blk_config *cfg;
+	const struct devd_config *cfg;
 	struct store *store;
 	const struct blk_frontend_ops *fe;
 	void *dev;               /* the frontend's device, once started */
@@ -72,24 +72,16 @@ static int ctl_handle(void *arg, const char *cmd, FILE *f, int fd)
 	return 0;
 }
 
-static int frontend_start(struct devd *d, int recover_id, char *err, size_t errlen)
+static int frontend_start(struct devd *d, char *err, size_t errlen)
 {
-	const struct blk_config *cfg = d->cfg;
 	const struct blk_frontend_ops *fe = d->fe;
-	struct blk_frontend_opts o = {
-		.dev_id = recover_id >= 0 ? recover_id : -1,
-		.queues = cfg->queues,
-		.depth = cfg->depth,
-		.store_queues = cfg->store.queues,
-		.max_io = cfg->store.max_io,
-		.size = cfg->store.size,
-	};
+	const struct blk_frontend_opts *o = &d->cfg->fe;
 	int ret;
 
-	if (recover_id < 0)
-		ret = fe->start(&o, d->store, &d->dev, err, errlen);
+	if (o->dev_id < 0)
+		ret = fe->start(o, d->store, &d->dev, err, errlen);
 	else if (fe->recover)
-		ret = fe->recover(&o, d->store, &d->dev, err, errlen);
+		ret = fe->recover(o, d->store, &d->dev, err, errlen);
 	else {
 		snprintf(err, errlen, "%s devices cannot be recovered", fe->name);
 		ret = -EOPNOTSUPP;
@@ -99,17 +91,12 @@ static int frontend_start(struct devd *d, int recover_id, char *err, size_t errl
 	return ret;
 }
 
-static int publish(struct devd *d, int recover, char *err, size_t errlen)
+static int publish(struct devd *d, char *err, size_t errlen)
 {
 	int ret = 0;
 
-	if (!recover) {
-		/* recover must rebuild the same store: same uuid, so the
-		 * same state file and the same segments on the servers. */
-		snprintf(d->cfg->set.uuid, sizeof(d->cfg->set.uuid), "%s",
-			 d->cfg->uuid_text);
-		ret = dev_conf_write(d->name, &d->cfg->set);
-	}
+	if (d->cfg->record)
+		ret = dev_conf_write(d->name, d->cfg->record);
 	if (ret == 0)
 		ret = pidfile_write(d->name, getpid());
 	if (ret == 0 && d->keeper.pid > 0) {
@@ -133,10 +120,10 @@ static int publish(struct devd *d, int recover, char *err, size_t errlen)
  * metrics rather than leave the device's I/O held. */
 static int metrics_start(struct devd *d, int recover, char *err, size_t errlen)
 {
-	const char *addr = d->cfg->set.metrics;
+	const char *addr = d->cfg->metrics;
 	int ret;
 
-	if (!addr[0])
+	if (!addr || !addr[0])
 		return 0;
 	d->sm = (struct store_metrics){ .st = d->store };
 	ret = store_metrics_start(addr, &d->sm, &d->metrics);
@@ -183,10 +170,10 @@ static int finish(struct devd *d)
 	return ret < 0 ? 1 : 0;
 }
 
-int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
+int daemon_run_device(const struct devd_config *cfg, int ready_fd)
 {
-	struct devd d = { .cfg = cfg, .fe = blk_frontend_get(cfg->frontend),
-			  .del_fd = -1 };
+	struct devd d = { .cfg = cfg, .fe = cfg->frontend, .del_fd = -1 };
+	int recover_id = cfg->fe.dev_id;
 	struct ctl_server *ctl = NULL;
 	char err[1024] = "", path[PATH_MAX];
 	int detached = ready_fd >= 0;
@@ -209,19 +196,19 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 			 "pages swapped out to this device");
 	ret = daemon_swap_safety(err, sizeof(err));
 	if (ret == 0)
-		ret = store_open(&cfg->store, &d.store, err, sizeof(err));
+		ret = store_open(cfg->store, &d.store, err, sizeof(err));
 	if (ret < 0)
 		goto fail;
 	ret = metrics_start(&d, recover_id >= 0, err, sizeof(err));
 	if (ret < 0)
 		goto fail;
-	keeper_lock_file_of(&d.keeper, cfg->store.state_path);
-	keeper_lock_file_of(&d.keeper, cfg->set.secret_file);
-	ret = frontend_start(&d, recover_id, err, sizeof(err));
+	keeper_lock_file_of(&d.keeper, cfg->store->state_path);
+	keeper_lock_file_of(&d.keeper, cfg->secret_file);
+	ret = frontend_start(&d, err, sizeof(err));
 	if (ret < 0)
 		goto fail;
 	daemon_tune_queue(d.name);
-	ret = publish(&d, recover_id >= 0, err, sizeof(err));
+	ret = publish(&d, err, sizeof(err));
 	if (ret == 0 && run_path(path, sizeof(path), d.name, ".sock") == 0 &&
 	    ctl_server_start(path, ctl_handle, &d, &ctl) < 0)
 		log_warn("%s: no control socket; status and del will not reach "

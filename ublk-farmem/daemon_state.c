@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "blk_config.h"
 #include "daemon.h"
 #include "frontend.h"
 #include "log.h"
@@ -207,48 +207,10 @@ int dev_list_names(char names[][32], int max)
 	return n;
 }
 
-/* Quote a value for iniparser: strings in double quotes (values holding
- * '"' are refused at parse time anyway, as no key accepts them). */
-int dev_conf_write(const char *name, const struct blk_settings *set)
+int dev_conf_write(const char *name, const char *text)
 {
 	char path[PATH_MAX];
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&text, &len);
-	int ret;
+	int ret = run_path(path, sizeof(path), name, ".conf");
 
-	if (!f)
-		return -errno;
-	fprintf(f, "; written by farmem-blk add; read by recover, status, del\n"
-		"[device]\n");
-	fprintf(f, "servers = \"%s\"\n", set->servers);
-	fprintf(f, "secret-file = \"%s\"\n", set->secret_file);
-	fprintf(f, "size = %llu\n", (unsigned long long)set->size);
-	if (set->replicas)
-		fprintf(f, "replicas = %llu\n", (unsigned long long)set->replicas);
-	fprintf(f, "compress = \"%s\"\n", set->compress);
-	fprintf(f, "level = %lld\n", (long long)set->level);
-	if (set->queues)
-		fprintf(f, "queues = %llu\n", (unsigned long long)set->queues);
-	if (set->depth)
-		fprintf(f, "depth = %llu\n", (unsigned long long)set->depth);
-	if (set->segment_size)
-		fprintf(f, "segment-size = %llu\n", (unsigned long long)set->segment_size);
-	if (set->timeout_ms)
-		fprintf(f, "timeout = %llums\n", (unsigned long long)set->timeout_ms);
-	fprintf(f, "uuid = \"%s\"\n", set->uuid);
-	fprintf(f, "state-dir = \"%s\"\n", set->state_dir);
-	if (set->frontend[0])
-		fprintf(f, "frontend = \"%s\"\n", set->frontend);
-	if (set->metrics[0])
-		fprintf(f, "metrics = \"%s\"\n", set->metrics);
-	if (fclose(f) != 0) {
-		free(text);
-		return -ENOMEM;
-	}
-	ret = run_path(path, sizeof(path), name, ".conf");
-	if (ret == 0)
-		ret = write_atomic(path, text);
-	free(text);
-	return ret;
+	return ret < 0 ? ret : write_atomic(path, text);
 }

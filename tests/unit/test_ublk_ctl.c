@@ -163,7 +163,7 @@ static int control_socket(void)
 static int record_round_trip(void)
 {
 	static struct blk_config a, b;
-	char err[BLK_CONFIG_ERR_LEN], path[256], names_[4][32];
+	char err[BLK_CONFIG_ERR_LEN], path[256], names_[4][32], *text;
 
 	CHECK(make_tmpdir() == 0);
 	blk_config_defaults(&a, BLK_CMD_ADD);
@@ -176,8 +176,11 @@ static int record_round_trip(void)
 	a.set.depth = 32;
 	a.set.timeout_ms = 2500;
 	snprintf(a.set.uuid, sizeof(a.set.uuid), "11111111-2222-4333-8444-555555555555");
-	CHECK(dev_conf_write("ublkb4", &a.set) == 0);
-	CHECK(dev_conf_write("nbd1", &a.set) == 0);
+	text = blk_settings_text(&a.set);
+	CHECK(text != NULL);
+	CHECK(dev_conf_write("ublkb4", text) == 0);
+	CHECK(dev_conf_write("nbd1", text) == 0);
+	free(text);
 
 	snprintf(path, sizeof(path), "%s/ublkb4.conf", tmpdir);
 	blk_config_defaults(&b, BLK_CMD_ADD);
