@@ -18,6 +18,7 @@
 #include "daemon.h"
 #include "frontend.h"
 #include "log.h"
+#include "proc_util.h"
 #include "transport.h"
 
 /* Largest request: swap writes clusters of up to 32 pages, and every
@@ -487,7 +488,7 @@ int cmd_recover(int argc, char **argv)
 	/* The device holds the swap path until we are done: allocate from
 	 * the reserve and never wait on swap writeback (both inherited by
 	 * the daemon). */
-	daemon_io_thread_init();
+	fm_set_io_flusher();
 	daemon_set_realtime();
 	fe = blk_frontend_of_dev(name, &id);
 	if (!fe || !fe->recover || !fe->query) {

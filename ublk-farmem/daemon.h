@@ -16,12 +16,11 @@
 /* The daemon frees memory for the kernel, so it must never wait for
  * memory itself: lock everything (now and later), keep thread stacks
  * small so locking them is cheap, and never be the OOM killer's pick.
- * Returns 0 or -errno with err set (mlockall failing is fatal). */
+ * Also fm_set_io_flusher() (proc_util.h) on the calling thread, which
+ * threads created afterwards inherit; frontends call it on their I/O
+ * threads too.  Returns 0 or -errno with err set (mlockall failing is
+ * fatal). */
 int daemon_swap_safety(char *err, size_t errlen);
-/* Per I/O thread: PR_SET_IO_FLUSHER, so reclaim never recurses into us.
- * daemon_swap_safety() sets it on the calling thread too, and threads
- * created afterwards inherit it. */
-void daemon_io_thread_init(void);
 
 /* SCHED_RR: real-time tasks may allocate below the min watermark, the
  * reserve a swap daemon needs; also for `recover`, which must start while

@@ -12,9 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon.h"
 #include "frontend.h"
 #include "log.h"
+#include "proc_util.h"
 #include "nbd.h"
 #include "nbd_kernel.h"
 #include "nbd_store.h"
@@ -131,7 +131,7 @@ static void *serve_thread(void *arg)
 {
 	struct nbd_kernel *k = arg;
 
-	daemon_io_thread_init();
+	fm_set_io_flusher();
 	nbd_server_serve_fd(k->srv, k->sv[1]);
 	/* After NBD_CMD_DISC (or an error) the kernel's receiver waits for
 	 * the socket to end: give it EOF, so NBD_DO_IT returns. */
