@@ -10,13 +10,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ublk-farmem/blk_config.h"
-#include "ublk-farmem/ctl.h"
-#include "ublk-farmem/daemon.h"
-#include "ublk-farmem/frontend.h"
-#include "ublk-farmem/store.h"
+#include "ublk-farmem/cli/blk_config.h"
+#include "ublk-farmem/daemon/ctl.h"
+#include "ublk-farmem/daemon/daemon.h"
+#include "ublk-farmem/frontend/frontend.h"
+#include "ublk-farmem/store/store.h"
 #include "tests/unit/tap.h"
-#include "ublk-farmem/ublk_ctrl.h"
+#include "ublk-farmem/frontend/ublk/ublk_ctrl.h"
 
 static char tmpdir[64];
 

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "frontend.h"
+#include "frontend/frontend.h"
 
 /* --- daemon.c: process set-up ------------------------------------- */
 

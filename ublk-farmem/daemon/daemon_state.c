@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
-#include "frontend.h"
+#include "frontend/frontend.h"
 #include "log.h"
 #include "parse.h"
 

@@ -12,11 +12,11 @@
 
 #include "blk_config.h"
 #include "cli.h"
-#include "ctl.h"
-#include "daemon.h"
-#include "frontend.h"
+#include "daemon/ctl.h"
+#include "daemon/daemon.h"
+#include "frontend/frontend.h"
 #include "log.h"
-#include "store.h"
+#include "store/store.h"
 
 #define MAX_DEVS 256
 #define CTL_TIMEOUT_MS 5000

@@ -15,10 +15,10 @@
 
 #include "ctl.h"
 #include "daemon.h"
-#include "frontend.h"
+#include "frontend/frontend.h"
 #include "log.h"
-#include "store.h"
-#include "store_metrics.h"
+#include "store/store.h"
+#include "store/store_metrics.h"
 
 struct devd {
 	const struct devd_config *cfg;

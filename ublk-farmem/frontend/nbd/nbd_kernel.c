@@ -12,13 +12,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "frontend.h"
+#include "frontend/frontend.h"
 #include "log.h"
-#include "proc_util.h"
 #include "nbd.h"
 #include "nbd_kernel.h"
 #include "nbd_store.h"
-#include "store.h"
+#include "proc_util.h"
+#include "store/store.h"
 
 #define NBD_MAX_DEVS 256
 #define NBD_LIVE_WAIT_MS 5000

@@ -10,7 +10,7 @@
 #include "fiber.h"
 #include "log.h"
 #include "proc_util.h"
-#include "store.h"
+#include "store/store.h"
 #include "ublk_ctrl.h"
 #include "ublk_queue.h"
 

@@ -24,9 +24,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "frontend.h"
+#include "frontend/frontend.h"
 #include "parse.h"
-#include "store.h"
+#include "store/store.h"
 
 #define BLK_CONFIG_DEFAULT_FILE "/etc/farmem/farmem.conf"
 #define BLK_CONFIG_ERR_LEN 512

@@ -8,9 +8,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "frontend.h"
+#include "frontend/frontend.h"
 #include "log.h"
-#include "store.h"
+#include "store/store.h"
 #include "ublk.h"
 #include "ublk_ctrl.h"
 #include "ublk_queue.h"
