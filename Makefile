@@ -47,7 +47,7 @@ PROGS := $(BUILD)/farmem-memserver $(BUILD)/farmem-blk
 TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRC))
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 
-.PHONY: all check unit integration asan fuzz valgrind clean deps vmcheck rdmacheck \
+.PHONY: all check layers unit integration asan fuzz valgrind clean deps vmcheck rdmacheck \
         swapbench bench demo deb rpm
 all: $(PROGS) $(TOOLS)
 
@@ -86,7 +86,12 @@ unit: $(UNITS)
 integration: all
 	FARMEM_BUILD=$(abspath $(BUILD)) prove -f -e 'bats --tap' tests/integration/*.bats
 
+# No include reaches up a layer (DESIGN.md, "Which way the code depends").
+layers:
+	$(Q)tests/layers.sh $(INCLUDE_DIRS)
+
 check: deps
+	$(Q)tests/layers.sh $(INCLUDE_DIRS)
 	$(Q)$(MAKE) --no-print-directory all $(UNITS)
 	FARMEM_BUILD=$(abspath $(BUILD)) tests/run-all
 	$(Q)tests/fuzz/build.sh --run 10
