@@ -9,7 +9,11 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wmissing-prototypes \
         -Wstrict-prototypes -Wvla -Wpointer-arith
-override CFLAGS += -std=gnu11 -D_GNU_SOURCE $(WARN) -I. -Icommon \
+# Quoted includes resolve in the file's own folder, then here: "log.h"
+# (common/), "store/store.h" (ublk-farmem/), "memserver/memserver.h".
+# tests/layers.sh resolves them the same way.
+INCLUDE_DIRS := . common ublk-farmem
+override CFLAGS += -std=gnu11 -D_GNU_SOURCE $(WARN) $(addprefix -I,$(INCLUDE_DIRS)) \
         -I/usr/include/iniparser $(PKG_CFLAGS) -MMD -MP
 override LDLIBS += $(PKG_LIBS) -liniparser -lpthread
 
@@ -25,7 +29,9 @@ override CFLAGS += -DFARMEM_VERSION=\"$(VERSION)\"
 
 COMMON_SRC := $(wildcard common/*.c)
 MEMSERVER_SRC := $(wildcard memserver/*.c)
-BLK_SRC := $(wildcard ublk-farmem/*.c)
+# ublk-farmem/ by layer: store/, frontend/ (and one folder per frontend),
+# daemon/, cli/.
+BLK_SRC := $(wildcard ublk-farmem/*/*.c ublk-farmem/*/*/*.c)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
@@ -41,7 +47,7 @@ PROGS := $(BUILD)/farmem-memserver $(BUILD)/farmem-blk
 TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRC))
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 
-.PHONY: all check unit integration asan tsan fuzz valgrind clean deps vmcheck rdmacheck \
+.PHONY: all check layers unit integration asan tsan fuzz valgrind clean deps vmcheck rdmacheck \
         swapbench bench demo deb rpm
 all: $(PROGS) $(TOOLS)
 
@@ -80,7 +86,12 @@ unit: $(UNITS)
 integration: all
 	FARMEM_BUILD=$(abspath $(BUILD)) prove -f -e 'bats --tap' tests/integration/*.bats
 
+# No include reaches up a layer (DESIGN.md, "Which way the code depends").
+layers:
+	$(Q)tests/layers.sh $(INCLUDE_DIRS)
+
 check: deps
+	$(Q)tests/layers.sh $(INCLUDE_DIRS)
 	$(Q)$(MAKE) --no-print-directory all $(UNITS)
 	FARMEM_BUILD=$(abspath $(BUILD)) tests/run-all
 	$(Q)tests/fuzz/build.sh --run 10

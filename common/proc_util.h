@@ -10,4 +10,11 @@
  * open in each, or -errno with neither end open. */
 pid_t fm_fork_with_pipe(int p[2]);
 
+/* PR_SET_IO_FLUSHER on the calling thread: it is one that reclaim
+ * depends on (a swap device's I/O thread), so its own allocations never
+ * recurse into I/O (PF_MEMALLOC_NOIO) and dirty throttling leaves it
+ * alone.  Threads created afterwards inherit it.  Logs when the kernel
+ * is older than 5.6. */
+void fm_set_io_flusher(void);
+
 #endif

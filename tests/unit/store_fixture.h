@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "ublk-farmem/store.h"
+#include "ublk-farmem/store/store.h"
 #include "transport_fault.h"
 
 #define FIX_PORT0 41000

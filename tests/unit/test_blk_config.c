@@ -9,7 +9,7 @@
 
 #include "log.h"
 #include "tests/unit/tap.h"
-#include "ublk-farmem/blk_config.h"
+#include "ublk-farmem/cli/blk_config.h"
 
 static struct blk_config cfg;
 static char err[BLK_CONFIG_ERR_LEN];

@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "ublk-farmem/nbd.h"
-#include "ublk-farmem/nbd_proto.h"
+#include "ublk-farmem/frontend/nbd/nbd.h"
+#include "ublk-farmem/frontend/nbd/nbd_proto.h"
 #include "tests/unit/tap.h"
 
 #define DEV_SIZE (1u << 20)

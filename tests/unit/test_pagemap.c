@@ -1,6 +1,6 @@
 /* test_pagemap.c — the 16-byte page map entry. */
 #include "tap.h"
-#include "ublk-farmem/pagemap.h"
+#include "ublk-farmem/store/pagemap.h"
 
 static int test_size(void)
 {

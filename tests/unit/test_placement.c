@@ -2,7 +2,7 @@
 #include <string.h>
 
 #include "tap.h"
-#include "ublk-farmem/placement.h"
+#include "ublk-farmem/store/placement.h"
 
 static int distinct(const int *v, int n)
 {

@@ -5,7 +5,7 @@
 #include "codec.h"
 #include "protocol.h"
 #include "tap.h"
-#include "ublk-farmem/record.h"
+#include "ublk-farmem/store/record.h"
 
 static uint8_t rec[REC_MAX_LEN + 64];
 

@@ -10,12 +10,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ublk-farmem/blk_config.h"
-#include "ublk-farmem/ctl.h"
-#include "ublk-farmem/daemon.h"
-#include "ublk-farmem/store.h"
+#include "ublk-farmem/cli/blk_config.h"
+#include "ublk-farmem/daemon/ctl.h"
+#include "ublk-farmem/daemon/daemon.h"
+#include "ublk-farmem/frontend/frontend.h"
+#include "ublk-farmem/store/store.h"
 #include "tests/unit/tap.h"
-#include "ublk-farmem/ublk_ctrl.h"
+#include "ublk-farmem/frontend/ublk/ublk_ctrl.h"
 
 static char tmpdir[64];
 
@@ -94,8 +95,38 @@ static int names(void)
 	CHECK(dev_name_parse("sda", n, sizeof(n)) == -EINVAL);
 	CHECK(dev_name_parse("-1", n, sizeof(n)) == -EINVAL);
 	CHECK(dev_name_parse("3x", n, sizeof(n)) == -EINVAL);
-	CHECK(dev_name_ublk_id("ublkb9") == 9);
-	CHECK(dev_name_ublk_id("nbd9") == -1);
+	CHECK(dev_name_recoverable("ublkb9"));
+	CHECK(!dev_name_recoverable("nbd9"));
+	CHECK(!dev_name_recoverable("sda"));
+	return 0;
+}
+
+/* The frontend table: found by --frontend name and by device name, and
+ * the store queues add asks for on each. */
+static int frontends(void)
+{
+	const struct blk_frontend_ops *u = blk_frontend_get(BLK_FRONTEND_UBLK);
+	const struct blk_frontend_ops *n = blk_frontend_get(BLK_FRONTEND_NBD);
+	int id = -1;
+
+	CHECK(u && n && !strcmp(u->name, "ublk") && !strcmp(n->name, "nbd"));
+	CHECK(!blk_frontend_get(0) && !blk_frontend_get(99));
+	CHECK(blk_frontend_by_name("ublk") == BLK_FRONTEND_UBLK);
+	CHECK(blk_frontend_by_name("NBD") == BLK_FRONTEND_NBD);
+	CHECK(blk_frontend_by_name("loop") == 0);
+	CHECK(blk_frontend_of_dev("ublkb9", &id) == u && id == 9);
+	CHECK(blk_frontend_of_dev("nbd2", &id) == n && id == 2);
+	CHECK(!blk_frontend_of_dev("sda", &id) && !blk_frontend_of_dev("nbd", &id));
+	/* ublk: 16 store queues (fibers) a queue, fewer when 64 would not
+	 * hold them all or the queue is shallower. */
+	CHECK(u->store_queues(1, 64) == 16 && u->store_queues(2, 64) == 32);
+	CHECK(u->store_queues(8, 64) == 64);
+	CHECK(u->store_queues(1, 2) == 2);
+	CHECK(n->store_queues(1, 64) == 4 && n->store_queues(8, 16) == 8);
+	CHECK(n->store_queues(100, 1) == STORE_MAX_QUEUES);
+	/* Only ublk keeps a device's I/O for a new daemon. */
+	CHECK(u->recover && u->query && u->remove);
+	CHECK(!n->recover && !n->query && !n->remove);
 	return 0;
 }
 
@@ -136,7 +167,7 @@ static int control_socket(void)
 static int record_round_trip(void)
 {
 	static struct blk_config a, b;
-	char err[BLK_CONFIG_ERR_LEN], path[256], names_[4][32];
+	char err[BLK_CONFIG_ERR_LEN], path[256], names_[4][32], *text;
 
 	CHECK(make_tmpdir() == 0);
 	blk_config_defaults(&a, BLK_CMD_ADD);
@@ -149,8 +180,11 @@ static int record_round_trip(void)
 	a.set.depth = 32;
 	a.set.timeout_ms = 2500;
 	snprintf(a.set.uuid, sizeof(a.set.uuid), "11111111-2222-4333-8444-555555555555");
-	CHECK(dev_conf_write("ublkb4", &a.set) == 0);
-	CHECK(dev_conf_write("nbd1", &a.set) == 0);
+	text = blk_settings_text(&a.set);
+	CHECK(text != NULL);
+	CHECK(dev_conf_write("ublkb4", text) == 0);
+	CHECK(dev_conf_write("nbd1", text) == 0);
+	free(text);
 
 	snprintf(path, sizeof(path), "%s/ublkb4.conf", tmpdir);
 	blk_config_defaults(&b, BLK_CMD_ADD);
@@ -193,6 +227,7 @@ static const struct tap_case cases[] = {
 	{ "store stats survive the text round trip", stats_round_trip },
 	{ "stats parser skips unknown keys and rejects bad server lines", stats_parse_rejects },
 	{ "device names: numbers, ublkbN, nbdN, /dev paths", names },
+	{ "frontend table: by name, by device name, store queues", frontends },
 	{ "control socket: request, unknown command, stop, nobody listening", control_socket },
 	{ "device record and pid file read back as add wrote them", record_round_trip },
 	{ "ublk command encodings match the kernel's", encodings },

@@ -9,17 +9,18 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "frontend/frontend.h"
+
 /* --- daemon.c: process set-up ------------------------------------- */
 
 /* The daemon frees memory for the kernel, so it must never wait for
  * memory itself: lock everything (now and later), keep thread stacks
  * small so locking them is cheap, and never be the OOM killer's pick.
- * Returns 0 or -errno with err set (mlockall failing is fatal). */
+ * Also fm_set_io_flusher() (proc_util.h) on the calling thread, which
+ * threads created afterwards inherit; frontends call it on their I/O
+ * threads too.  Returns 0 or -errno with err set (mlockall failing is
+ * fatal). */
 int daemon_swap_safety(char *err, size_t errlen);
-/* Per I/O thread: PR_SET_IO_FLUSHER, so reclaim never recurses into us.
- * daemon_swap_safety() sets it on the calling thread too, and threads
- * created afterwards inherit it. */
-void daemon_io_thread_init(void);
 
 /* SCHED_RR: real-time tasks may allocate below the min watermark, the
  * reserve a swap daemon needs; also for `recover`, which must start while
@@ -53,11 +54,13 @@ int run_dir_create(void);
 /* "<run dir>/<name><suffix>" into buf; -ENAMETOOLONG if it does not fit. */
 int run_path(char *buf, size_t len, const char *name, const char *suffix);
 
-/* Device names: "ublkb3" for ublk id 3, "nbd0" for /dev/nbd0.  Accepts
- * "3", "ublkb3", "/dev/ublkb3", "nbd0", "/dev/nbd0".  0 or -EINVAL. */
+/* Device names are a frontend's prefix and id (frontend.h): "ublkb3"
+ * for ublk id 3, "nbd0" for /dev/nbd0.  Accepts "3" (ublk, add's
+ * default), "ublkb3", "/dev/ublkb3", "nbd0", "/dev/nbd0".  0 or -EINVAL. */
 int dev_name_parse(const char *arg, char *name, size_t len);
-/* ublk device id of a "ublkbN" name, or -1 for other frontends. */
-int dev_name_ublk_id(const char *name);
+/* 1 when the device outlives its daemon, so `recover` can attach a new
+ * one (its frontend has recover: ublk, not nbd); else 0. */
+int dev_name_recoverable(const char *name);
 
 int pidfile_write(const char *name, pid_t pid);
 /* 0 and *pid, or -ENOENT. */
@@ -74,18 +77,28 @@ void dev_files_remove(const char *name);
  * Returns the count (<= max) or -errno. */
 int dev_list_names(char names[][32], int max);
 
-/* The device's settings as a [device] config file (<name>.conf), so
- * `recover` rebuilds the same store config with blk_config_load_file(). */
-struct blk_settings;
-int dev_conf_write(const char *name, const struct blk_settings *set);
+/* The device's record (<name>.conf): its settings as a [device] config
+ * file, from which `recover`, `status` and `del` rebuild its config. */
+int dev_conf_write(const char *name, const char *text);
 
 /* --- daemon_run.c: the device daemon's life ------------------------- */
-struct blk_config;
-/* Open the store, bring the device up (new, or recover_id >= 0 to
- * attach to a ublk device whose daemon died), tell the CLI through
- * ready_fd (-1 in the foreground), serve until the device is stopped.
- * Returns the process exit status. */
-int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd);
+struct store_config;
+/* What the CLI hands the device daemon (all of it outlives the call). */
+struct devd_config {
+	const struct store_config *store;      /* for store_open() */
+	const struct blk_frontend_ops *frontend;
+	struct blk_frontend_opts fe;           /* fe.dev_id >= 0: attach to that
+						* device, whose daemon died
+						* (recover); -1: a new device */
+	const char *metrics;                   /* [device] metrics HOST:PORT; "" off */
+	const char *secret_file;               /* kept resident for recover */
+	const char *record;                    /* dev_conf_write() text; NULL:
+						* keep the record there (recover) */
+};
+/* Open the store, bring the device up, tell the CLI through ready_fd
+ * (-1 in the foreground), serve until the device is stopped.  Returns
+ * the process exit status. */
+int daemon_run_device(const struct devd_config *cfg, int ready_fd);
 
 /* --- daemon_keeper.c: what must stay resident across a daemon crash -- */
 struct keeper {

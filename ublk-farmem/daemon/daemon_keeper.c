@@ -205,7 +205,7 @@ static void keeper_main(int rfd)
 	/* Only a device that was live is recovered: a daemon that died
 	 * starting up reported its error and must not be restarted in a
 	 * loop. */
-	if (name[0] && exe[0] && dev_name_ublk_id(name) >= 0)
+	if (name[0] && exe[0] && dev_name_recoverable(name))
 		keeper_recover(exe, name);
 	_exit(0);
 }

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "blk_config.h"
 #include "daemon.h"
+#include "frontend/frontend.h"
 #include "log.h"
 #include "parse.h"
 
@@ -53,40 +54,31 @@ int run_path(char *buf, size_t len, const char *name, const char *suffix)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-static int name_with_prefix(const char *s, const char *prefix, char *name, size_t len)
-{
-	size_t pl = strlen(prefix);
-	uint64_t id;
-
-	if (strncmp(s, prefix, pl) || parse_u64(s + pl, 0, 1u << 20, &id) < 0)
-		return -EINVAL;
-	snprintf(name, len, "%s%llu", prefix, (unsigned long long)id);
-	return 0;
-}
-
 int dev_name_parse(const char *arg, char *name, size_t len)
 {
-	uint64_t id;
+	const struct blk_frontend_ops *fe;
+	uint64_t v;
+	int id;
 
 	if (!strncmp(arg, "/dev/", 5))
 		arg += 5;
-	if (parse_u64(arg, 0, 1u << 20, &id) == 0) {
-		snprintf(name, len, "ublkb%llu", (unsigned long long)id);
-		return 0;
+	if (parse_u64(arg, 0, 1u << 20, &v) == 0) {
+		fe = blk_frontend_get(BLK_FRONTEND_UBLK);
+		id = (int)v;
+	} else {
+		fe = blk_frontend_of_dev(arg, &id);
 	}
-	if (name_with_prefix(arg, "ublkb", name, len) == 0 ||
-	    name_with_prefix(arg, "nbd", name, len) == 0)
-		return 0;
-	return -EINVAL;
+	if (!fe)
+		return -EINVAL;
+	blk_frontend_dev_name(fe, id, name, len);
+	return 0;
 }
 
-int dev_name_ublk_id(const char *name)
+int dev_name_recoverable(const char *name)
 {
-	uint64_t id;
+	const struct blk_frontend_ops *fe = blk_frontend_of_dev(name, NULL);
 
-	if (strncmp(name, "ublkb", 5) || parse_u64(name + 5, 0, 1u << 20, &id) < 0)
-		return -1;
-	return (int)id;
+	return fe && fe->recover;
 }
 
 /* Write to a temporary file and rename, so readers never see half a file. */
@@ -215,48 +207,10 @@ int dev_list_names(char names[][32], int max)
 	return n;
 }
 
-/* Quote a value for iniparser: strings in double quotes (values holding
- * '"' are refused at parse time anyway, as no key accepts them). */
-int dev_conf_write(const char *name, const struct blk_settings *set)
+int dev_conf_write(const char *name, const char *text)
 {
 	char path[PATH_MAX];
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&text, &len);
-	int ret;
+	int ret = run_path(path, sizeof(path), name, ".conf");
 
-	if (!f)
-		return -errno;
-	fprintf(f, "; written by farmem-blk add; read by recover, status, del\n"
-		"[device]\n");
-	fprintf(f, "servers = \"%s\"\n", set->servers);
-	fprintf(f, "secret-file = \"%s\"\n", set->secret_file);
-	fprintf(f, "size = %llu\n", (unsigned long long)set->size);
-	if (set->replicas)
-		fprintf(f, "replicas = %llu\n", (unsigned long long)set->replicas);
-	fprintf(f, "compress = \"%s\"\n", set->compress);
-	fprintf(f, "level = %lld\n", (long long)set->level);
-	if (set->queues)
-		fprintf(f, "queues = %llu\n", (unsigned long long)set->queues);
-	if (set->depth)
-		fprintf(f, "depth = %llu\n", (unsigned long long)set->depth);
-	if (set->segment_size)
-		fprintf(f, "segment-size = %llu\n", (unsigned long long)set->segment_size);
-	if (set->timeout_ms)
-		fprintf(f, "timeout = %llums\n", (unsigned long long)set->timeout_ms);
-	fprintf(f, "uuid = \"%s\"\n", set->uuid);
-	fprintf(f, "state-dir = \"%s\"\n", set->state_dir);
-	if (set->frontend[0])
-		fprintf(f, "frontend = \"%s\"\n", set->frontend);
-	if (set->metrics[0])
-		fprintf(f, "metrics = \"%s\"\n", set->metrics);
-	if (fclose(f) != 0) {
-		free(text);
-		return -ENOMEM;
-	}
-	ret = run_path(path, sizeof(path), name, ".conf");
-	if (ret == 0)
-		ret = write_atomic(path, text);
-	free(text);
-	return ret;
+	return ret < 0 ? ret : write_atomic(path, text);
 }

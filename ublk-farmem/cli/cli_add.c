@@ -15,11 +15,11 @@
 #include "auth.h"
 #include "blk_config.h"
 #include "cli.h"
-#include "daemon.h"
+#include "daemon/daemon.h"
+#include "frontend/frontend.h"
 #include "log.h"
-#include "nbd_kernel.h"
+#include "proc_util.h"
 #include "transport.h"
-#include "ublk.h"
 
 /* Largest request: swap writes clusters of up to 32 pages, and every
  * tag of every queue keeps a locked buffer this big. */
@@ -253,16 +253,17 @@ static void drop_recover_lock(void)
 	recover_lock_fd = -1;
 }
 
-/* Run the daemon detached (or here, with foreground) and report. */
-static int launch(struct blk_config *cfg, int recover_id, int foreground,
-		  const char *cmd)
+/* Run the daemon detached (or here, with foreground) on what it needs
+ * of cfg, and report. */
+static int launch_daemon(const struct devd_config *dc, int foreground,
+			 const char *cmd)
 {
 	char msg[1024];
 	int ready_fd = -1, fd;
 
 	if (foreground) {
 		drop_recover_lock();
-		return daemon_run_device(cfg, recover_id, -1);
+		return daemon_run_device(dc, -1);
 	}
 	fd = daemon_detach(&ready_fd);
 	if (fd < 0) {
@@ -271,7 +272,7 @@ static int launch(struct blk_config *cfg, int recover_id, int foreground,
 	}
 	if (fd == 0) {
 		drop_recover_lock();
-		_exit(daemon_run_device(cfg, recover_id, ready_fd));
+		_exit(daemon_run_device(dc, ready_fd));
 	}
 	if (daemon_wait_ready(fd, msg, sizeof(msg)) < 0) {
 		fprintf(stderr, "farmem-blk %s: %s\n", cmd, msg);
@@ -281,12 +282,47 @@ static int launch(struct blk_config *cfg, int recover_id, int foreground,
 	return 0;
 }
 
+/* A new device (recover_id -1) or recover's (its ublk id). */
+static int launch(struct blk_config *cfg, int recover_id, int foreground,
+		  const char *cmd)
+{
+	struct devd_config dc = {
+		.store = &cfg->store,
+		.frontend = blk_frontend_get(cfg->frontend),
+		.fe = {
+			.dev_id = recover_id,
+			.queues = cfg->queues,
+			.depth = cfg->depth,
+			.store_queues = cfg->store.queues,
+			.max_io = cfg->store.max_io,
+			.size = cfg->store.size,
+		},
+		.metrics = cfg->set.metrics,
+		.secret_file = cfg->set.secret_file,
+	};
+	char *record = NULL;
+	int status;
+
+	if (recover_id < 0) {
+		/* recover must rebuild the same store: same uuid, so the
+		 * same state file and the same segments on the servers. */
+		snprintf(cfg->set.uuid, sizeof(cfg->set.uuid), "%s", cfg->uuid_text);
+		record = blk_settings_text(&cfg->set);
+		if (!record) {
+			fprintf(stderr, "farmem-blk %s: out of memory\n", cmd);
+			return 1;
+		}
+		dc.record = record;
+	}
+	status = launch_daemon(&dc, foreground, cmd);
+	free(record);
+	return status;
+}
+
 static int check_frontend(const struct blk_config *cfg, const char *cmd)
 {
 	char err[512];
-	int ret = cfg->frontend == BLK_FRONTEND_NBD
-		? nbd_kernel_check_available(err, sizeof(err))
-		: ublk_check_available(err, sizeof(err));
+	int ret = blk_frontend_get(cfg->frontend)->check_available(err, sizeof(err));
 
 	if (ret < 0)
 		fprintf(stderr, "farmem-blk %s: %s\n", cmd, err);
@@ -335,10 +371,8 @@ int cmd_add(int argc, char **argv)
 	}
 	if (!cfg->store.max_io)
 		cfg->store.max_io = ADD_MAX_IO;
-	if (cfg->frontend == BLK_FRONTEND_NBD)
-		cfg->store.queues = nbd_kernel_store_queues(cfg);
-	else
-		cfg->store.queues = cfg->queues * ublk_workers(cfg->queues, cfg->depth);
+	cfg->store.queues = blk_frontend_get(cfg->frontend)->store_queues(cfg->queues,
+									 cfg->depth);
 	/* Servers first: their errors hold on any kernel, and the kernel
 	 * check then names the last missing piece. */
 	if (preflight_servers(cfg, o.overcommit) < 0 || check_frontend(cfg, "add") < 0 ||
@@ -383,25 +417,27 @@ static int recover_config(const char *name, struct blk_config *cfg)
 }
 
 /* The kernel device decides queues, depth and request size. */
-static int recover_geometry(const char *name, int id, struct blk_config *cfg)
+static int recover_geometry(const char *name, const struct blk_frontend_ops *fe,
+			    int id, struct blk_config *cfg)
 {
-	uint32_t max_io;
-	int q, depth, state, pid, ret = ublk_dev_query(id, &q, &depth, &max_io, &state, &pid);
+	struct blk_frontend_info info;
+	int ret = fe->query(id, &info);
 
 	if (ret < 0) {
-		fprintf(stderr, "farmem-blk recover: ublk %d: %s\n", id, ret == -ENODEV ?
-			"no such device (the kernel no longer has it)" : strerror(-ret));
+		fprintf(stderr, "farmem-blk recover: %s %d: %s\n", fe->name, id,
+			ret == -ENODEV ? "no such device (the kernel no longer has it)"
+				       : strerror(-ret));
 		return ret;
 	}
-	if (state == UBLK_DEV_LIVE && pid_alive(pid)) {
+	if (info.live && pid_alive(info.pid)) {
 		fprintf(stderr, "farmem-blk recover: %s is live, served by pid %d; "
-			"nothing to recover\n", name, pid);
+			"nothing to recover\n", name, (int)info.pid);
 		return -EBUSY;
 	}
-	cfg->queues = q;
-	cfg->depth = depth;
-	cfg->store.queues = q * ublk_workers(q, depth);
-	cfg->store.max_io = max_io;
+	cfg->queues = info.queues;
+	cfg->depth = info.depth;
+	cfg->store.queues = fe->store_queues(info.queues, info.depth);
+	cfg->store.max_io = info.max_io;
 	return 0;
 }
 
@@ -429,6 +465,7 @@ static int recover_lock(const char *name)
 
 int cmd_recover(int argc, char **argv)
 {
+	const struct blk_frontend_ops *fe;
 	struct blk_config *cfg = NULL;
 	char name[32];
 	int id, status = 1, foreground = 0;
@@ -451,10 +488,10 @@ int cmd_recover(int argc, char **argv)
 	/* The device holds the swap path until we are done: allocate from
 	 * the reserve and never wait on swap writeback (both inherited by
 	 * the daemon). */
-	daemon_io_thread_init();
+	fm_set_io_flusher();
 	daemon_set_realtime();
-	id = dev_name_ublk_id(name);
-	if (id < 0) {
+	fe = blk_frontend_of_dev(name, &id);
+	if (!fe || !fe->recover || !fe->query) {
 		fprintf(stderr, "farmem-blk recover: %s: only ublk devices can be "
 			"recovered (the kernel's nbd fails I/O when its server dies)\n", name);
 		return 1;
@@ -472,7 +509,7 @@ int cmd_recover(int argc, char **argv)
 	if (!cfg || fm_auth_init() < 0)
 		goto out;
 	if (recover_config(name, cfg) == 0 && check_frontend(cfg, "recover") == 0 &&
-	    recover_geometry(name, id, cfg) == 0)
+	    recover_geometry(name, fe, id, cfg) == 0)
 		status = launch(cfg, id, foreground, "recover");
 out:
 	free(cfg);

@@ -12,11 +12,11 @@
 
 #include "blk_config.h"
 #include "cli.h"
-#include "ctl.h"
-#include "daemon.h"
+#include "daemon/ctl.h"
+#include "daemon/daemon.h"
+#include "frontend/frontend.h"
 #include "log.h"
-#include "store.h"
-#include "ublk.h"
+#include "store/store.h"
 
 #define MAX_DEVS 256
 #define CTL_TIMEOUT_MS 5000
@@ -81,7 +81,7 @@ static const char *state_text(const struct devinfo *d)
 {
 	if (d->running)
 		return "running";
-	return dev_name_ublk_id(d->name) >= 0 ? "daemon-dead" : "dead";
+	return dev_name_recoverable(d->name) ? "daemon-dead" : "dead";
 }
 
 /* JSON strings here are addresses, paths and names; escape the two
@@ -324,7 +324,7 @@ static int status_one(const char *name, int json)
 		status_text(d);
 	if (!d->running) {
 		fprintf(stderr, "farmem-blk status: %s: its daemon is not running%s\n",
-			name, dev_name_ublk_id(name) >= 0 ?
+			name, dev_name_recoverable(name) ?
 			"; 'farmem-blk recover' attaches a new one" : "");
 		status = 1;
 	}
@@ -430,12 +430,14 @@ static int del_orphan(struct devinfo *d)
 {
 	char err[512];
 	struct store *s;
-	int id = dev_name_ublk_id(d->name), ret;
+	int id, ret;
+	const struct blk_frontend_ops *fe = blk_frontend_of_dev(d->name, &id);
 
-	if (id >= 0) {
-		ret = ublk_remove(id);
+	if (fe && fe->remove) {
+		ret = fe->remove(id);
 		if (ret < 0 && ret != -ENODEV && ret != -ENOENT) {
-			fprintf(stderr, "farmem-blk del: ublk %d: %s\n", id, strerror(-ret));
+			fprintf(stderr, "farmem-blk del: %s %d: %s\n", fe->name, id,
+				strerror(-ret));
 			return 1;
 		}
 	}
@@ -485,9 +487,10 @@ int cmd_del(int argc, char **argv)
 		return 1;
 	devinfo_load(name, d);
 	if (!d->have_conf && !d->running) {
-		int id = dev_name_ublk_id(name);
+		int id;
+		const struct blk_frontend_ops *fe = blk_frontend_of_dev(name, &id);
 
-		if (id < 0 || ublk_dev_query(id, NULL, NULL, NULL, NULL, NULL) < 0) {
+		if (!fe || !fe->query || fe->query(id, NULL) < 0) {
 			fprintf(stderr, "farmem-blk del: no device %s\n", name);
 			free(d);
 			return 1;

@@ -20,7 +20,7 @@
 #include <liburing.h>
 
 #include "fiber.h"
-#include "store.h"
+#include "store/store.h"
 #include <linux/ublk_cmd.h>
 
 struct store;

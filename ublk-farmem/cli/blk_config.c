@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
@@ -261,11 +262,7 @@ static int finish_frontend(struct blk_config *cfg, char *err, size_t errlen)
 	if (!f[0])
 		cfg->frontend = cfg->command == BLK_CMD_SERVE ? BLK_FRONTEND_NBD
 							      : BLK_FRONTEND_UBLK;
-	else if (!strcasecmp(f, "ublk"))
-		cfg->frontend = BLK_FRONTEND_UBLK;
-	else if (!strcasecmp(f, "nbd"))
-		cfg->frontend = BLK_FRONTEND_NBD;
-	else
+	else if (!(cfg->frontend = blk_frontend_by_name(f)))
 		return fail(err, errlen, "%s: unknown frontend '%s' (ublk or nbd)", o, f);
 	if (cfg->command == BLK_CMD_SERVE && cfg->frontend != BLK_FRONTEND_NBD)
 		return fail(err, errlen, "%s: serve always exports NBD; "
@@ -442,6 +439,46 @@ int blk_config_finish(struct blk_config *cfg, int load_secret,
 	    (rc = finish_secret(cfg, load_secret, err, errlen)) < 0)
 		return rc;
 	return 0;
+}
+
+/* Strings go in double quotes for iniparser (values holding '"' are
+ * refused at parse time anyway, as no key accepts them). */
+char *blk_settings_text(const struct blk_settings *set)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (!f)
+		return NULL;
+	fprintf(f, "; written by farmem-blk add; read by recover, status, del\n"
+		"[device]\n");
+	fprintf(f, "servers = \"%s\"\n", set->servers);
+	fprintf(f, "secret-file = \"%s\"\n", set->secret_file);
+	fprintf(f, "size = %llu\n", (unsigned long long)set->size);
+	if (set->replicas)
+		fprintf(f, "replicas = %llu\n", (unsigned long long)set->replicas);
+	fprintf(f, "compress = \"%s\"\n", set->compress);
+	fprintf(f, "level = %lld\n", (long long)set->level);
+	if (set->queues)
+		fprintf(f, "queues = %llu\n", (unsigned long long)set->queues);
+	if (set->depth)
+		fprintf(f, "depth = %llu\n", (unsigned long long)set->depth);
+	if (set->segment_size)
+		fprintf(f, "segment-size = %llu\n", (unsigned long long)set->segment_size);
+	if (set->timeout_ms)
+		fprintf(f, "timeout = %llums\n", (unsigned long long)set->timeout_ms);
+	fprintf(f, "uuid = \"%s\"\n", set->uuid);
+	fprintf(f, "state-dir = \"%s\"\n", set->state_dir);
+	if (set->frontend[0])
+		fprintf(f, "frontend = \"%s\"\n", set->frontend);
+	if (set->metrics[0])
+		fprintf(f, "metrics = \"%s\"\n", set->metrics);
+	if (fclose(f) != 0) {
+		free(text);
+		return NULL;
+	}
+	return text;
 }
 
 static const char *serve_intro =

@@ -27,15 +27,15 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "frontend/frontend.h"
 #include "parse.h"
-#include "store.h"
+#include "store/store.h"
 
 #define BLK_CONFIG_DEFAULT_FILE "/etc/farmem/farmem.conf"
 #define BLK_CONFIG_ERR_LEN 512
 #define BLK_SERVERS_TEXT_MAX 4096
 
 enum blk_command { BLK_CMD_SERVE, BLK_CMD_ADD };
-enum blk_frontend { BLK_FRONTEND_UBLK = 1, BLK_FRONTEND_NBD };
 
 /* Default queues (ublk) or connections (nbd) never exceed this, however
  * many CPUs: past it the memservers' links, not the queues, limit. */
@@ -114,6 +114,11 @@ int blk_config_set(struct blk_config *cfg, const char *key, const char *value,
  * reading the secret file (unit tests, --check-config of a file alone). */
 int blk_config_finish(struct blk_config *cfg, int load_secret,
 		      char *err, size_t errlen);
+
+/* The settings as a [device] config file that blk_config_load_file()
+ * reads back the same (the device record `add` leaves for `recover`,
+ * `status` and `del`).  Returns malloc'd text, NULL without memory. */
+char *blk_settings_text(const struct blk_settings *set);
 
 void blk_config_usage(FILE *f, enum blk_command command,
 		      const struct blk_extra_opts *extra);

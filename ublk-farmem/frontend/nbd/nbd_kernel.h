@@ -11,18 +11,26 @@
 #define FARMEM_NBD_KERNEL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
-struct blk_config;
 struct store;
 struct nbd_kernel;
 
-/* Store queues the nbd frontend uses for a device (call before
- * store_open and set cfg->store.queues to it). */
-int nbd_kernel_store_queues(const struct blk_config *cfg);
-/* Picks a free /dev/nbdN, connects it; name gets "nbdN".  0 or -errno. */
-int nbd_kernel_start(struct store *s, const struct blk_config *cfg,
-		     struct nbd_kernel **out, char *name, size_t namelen,
-		     char *err, size_t errlen);
+/* What a device is started with. */
+struct nbd_kernel_opts {
+	int workers;           /* store queues (worker fibers) of the one
+				* connection: nbd_kernel_store_queues() */
+	uint32_t max_io;       /* largest request, bytes */
+};
+
+/* Store queues the nbd frontend uses for a device asked for with
+ * `queues` (call before store_open and set the store's queues to it). */
+int nbd_kernel_store_queues(int queues);
+/* Picks a free /dev/nbdN and connects it.  0 or -errno. */
+int nbd_kernel_start(struct store *s, const struct nbd_kernel_opts *o,
+		     struct nbd_kernel **out, char *err, size_t errlen);
+/* N of /dev/nbdN. */
+int nbd_kernel_index(const struct nbd_kernel *k);
 /* NBD_DISCONNECT: the kernel ends the session; nbd_kernel_wait returns. */
 int nbd_kernel_stop(struct nbd_kernel *k);
 void nbd_kernel_wait(struct nbd_kernel *k);

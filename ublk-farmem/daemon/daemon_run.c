@@ -5,6 +5,7 @@
  * the kernel device and answers.  Being killed (crash, SIGKILL, SIGTERM)
  * leaves the ublk device quiesced with its I/O held, for `recover`. */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,20 +13,18 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "blk_config.h"
 #include "ctl.h"
 #include "daemon.h"
+#include "frontend/frontend.h"
 #include "log.h"
-#include "nbd_kernel.h"
-#include "store.h"
-#include "store_metrics.h"
-#include "ublk.h"
+#include "store/store.h"
+#include "store/store_metrics.h"
 
 struct devd {
-	struct blk_config *cfg;
+	const struct devd_config *cfg;
 	struct store *store;
-	struct ublk_dev *ublk;
-	struct nbd_kernel *nbd;
+	const struct blk_frontend_ops *fe;
+	void *dev;               /* the frontend's device, once started */
 	struct keeper keeper;
 	struct store_metrics sm;             /* [device] metrics */
 	struct metrics_server *metrics;      /* NULL: off */
@@ -33,13 +32,6 @@ struct devd {
 	pthread_mutex_t lock;
 	int del_fd;              /* the `del` client waiting for its answer */
 };
-
-static int devd_stop_frontend(struct devd *d)
-{
-	if (d->ublk)
-		return ublk_stop(ublk_dev_id(d->ublk));
-	return nbd_kernel_stop(d->nbd);
-}
 
 static int ctl_handle(void *arg, const char *cmd, FILE *f, int fd)
 {
@@ -66,7 +58,7 @@ static int ctl_handle(void *arg, const char *cmd, FILE *f, int fd)
 		}
 		d->del_fd = fd;
 		pthread_mutex_unlock(&d->lock);
-		ret = devd_stop_frontend(d);
+		ret = d->fe->stop(d->dev);
 		if (ret < 0) {
 			pthread_mutex_lock(&d->lock);
 			d->del_fd = -1;
@@ -80,42 +72,31 @@ static int ctl_handle(void *arg, const char *cmd, FILE *f, int fd)
 	return 0;
 }
 
-static int frontend_start(struct devd *d, int recover_id, char *err, size_t errlen)
+static int frontend_start(struct devd *d, char *err, size_t errlen)
 {
-	struct blk_config *cfg = d->cfg;
-	struct ublk_dev_opts o = {
-		.dev_id = recover_id >= 0 ? recover_id : -1,
-		.queues = cfg->queues,
-		.depth = cfg->depth,
-		.workers = cfg->store.queues / (cfg->queues > 0 ? cfg->queues : 1),
-		.max_io = cfg->store.max_io,
-		.size = cfg->store.size,
-	};
+	const struct blk_frontend_ops *fe = d->fe;
+	const struct blk_frontend_opts *o = &d->cfg->fe;
 	int ret;
 
-	if (cfg->frontend == BLK_FRONTEND_NBD) {
-		ret = nbd_kernel_start(d->store, cfg, &d->nbd, d->name,
-				       sizeof(d->name), err, errlen);
-		return ret;
+	if (o->dev_id < 0)
+		ret = fe->start(o, d->store, &d->dev, err, errlen);
+	else if (fe->recover)
+		ret = fe->recover(o, d->store, &d->dev, err, errlen);
+	else {
+		snprintf(err, errlen, "%s devices cannot be recovered", fe->name);
+		ret = -EOPNOTSUPP;
 	}
-	ret = recover_id >= 0 ? ublk_dev_recover(&o, d->store, &d->ublk, err, errlen)
-			      : ublk_dev_start(&o, d->store, &d->ublk, err, errlen);
 	if (ret == 0)
-		snprintf(d->name, sizeof(d->name), "ublkb%d", ublk_dev_id(d->ublk));
+		blk_frontend_dev_name(fe, fe->dev_id(d->dev), d->name, sizeof(d->name));
 	return ret;
 }
 
-static int publish(struct devd *d, int recover, char *err, size_t errlen)
+static int publish(struct devd *d, char *err, size_t errlen)
 {
 	int ret = 0;
 
-	if (!recover) {
-		/* recover must rebuild the same store: same uuid, so the
-		 * same state file and the same segments on the servers. */
-		snprintf(d->cfg->set.uuid, sizeof(d->cfg->set.uuid), "%s",
-			 d->cfg->uuid_text);
-		ret = dev_conf_write(d->name, &d->cfg->set);
-	}
+	if (d->cfg->record)
+		ret = dev_conf_write(d->name, d->cfg->record);
 	if (ret == 0)
 		ret = pidfile_write(d->name, getpid());
 	if (ret == 0 && d->keeper.pid > 0) {
@@ -139,10 +120,10 @@ static int publish(struct devd *d, int recover, char *err, size_t errlen)
  * metrics rather than leave the device's I/O held. */
 static int metrics_start(struct devd *d, int recover, char *err, size_t errlen)
 {
-	const char *addr = d->cfg->set.metrics;
+	const char *addr = d->cfg->metrics;
 	int ret;
 
-	if (!addr[0])
+	if (!addr || !addr[0])
 		return 0;
 	d->sm = (struct store_metrics){ .st = d->store };
 	ret = store_metrics_start(addr, &d->sm, &d->metrics);
@@ -169,10 +150,7 @@ static int finish(struct devd *d)
 		if (ret < 0)
 			log_err("%s: releasing remote memory: %s", d->name, strerror(-ret));
 	}
-	if (d->ublk)
-		ublk_dev_close(d->ublk, 1);
-	else
-		nbd_kernel_close(d->nbd);
+	d->fe->destroy(d->dev);
 	metrics_server_stop(d->metrics);
 	d->metrics = NULL;
 	store_close(d->store);
@@ -192,9 +170,10 @@ static int finish(struct devd *d)
 	return ret < 0 ? 1 : 0;
 }
 
-int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
+int daemon_run_device(const struct devd_config *cfg, int ready_fd)
 {
-	struct devd d = { .cfg = cfg, .del_fd = -1 };
+	struct devd d = { .cfg = cfg, .fe = cfg->frontend, .del_fd = -1 };
+	int recover_id = cfg->fe.dev_id;
 	struct ctl_server *ctl = NULL;
 	char err[1024] = "", path[PATH_MAX];
 	int detached = ready_fd >= 0;
@@ -207,7 +186,7 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 	if (recover_id >= 0) {
 		pid_t old_keeper;
 
-		snprintf(d.name, sizeof(d.name), "ublkb%d", recover_id);
+		blk_frontend_dev_name(d.fe, recover_id, d.name, sizeof(d.name));
 		if (keeperfile_read(d.name, &old_keeper) == 0)
 			keeper_release_reserve(old_keeper);
 	}
@@ -217,19 +196,19 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 			 "pages swapped out to this device");
 	ret = daemon_swap_safety(err, sizeof(err));
 	if (ret == 0)
-		ret = store_open(&cfg->store, &d.store, err, sizeof(err));
+		ret = store_open(cfg->store, &d.store, err, sizeof(err));
 	if (ret < 0)
 		goto fail;
 	ret = metrics_start(&d, recover_id >= 0, err, sizeof(err));
 	if (ret < 0)
 		goto fail;
-	keeper_lock_file_of(&d.keeper, cfg->store.state_path);
-	keeper_lock_file_of(&d.keeper, cfg->set.secret_file);
-	ret = frontend_start(&d, recover_id, err, sizeof(err));
+	keeper_lock_file_of(&d.keeper, cfg->store->state_path);
+	keeper_lock_file_of(&d.keeper, cfg->secret_file);
+	ret = frontend_start(&d, err, sizeof(err));
 	if (ret < 0)
 		goto fail;
 	daemon_tune_queue(d.name);
-	ret = publish(&d, recover_id >= 0, err, sizeof(err));
+	ret = publish(&d, err, sizeof(err));
 	if (ret == 0 && run_path(path, sizeof(path), d.name, ".sock") == 0 &&
 	    ctl_server_start(path, ctl_handle, &d, &ctl) < 0)
 		log_warn("%s: no control socket; status and del will not reach "
@@ -251,10 +230,7 @@ int daemon_run_device(struct blk_config *cfg, int recover_id, int ready_fd)
 	snprintf(path, sizeof(path), "/dev/%s", d.name);
 	daemon_ready(&ready_fd, 1, path);
 
-	if (d.ublk)
-		ublk_dev_wait(d.ublk);
-	else
-		nbd_kernel_wait(d.nbd);
+	d.fe->wait(d.dev);
 	ctl_server_stop(ctl);
 	return finish(&d);
 

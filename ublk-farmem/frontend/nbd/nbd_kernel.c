@@ -12,13 +12,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "blk_config.h"
-#include "daemon.h"
+#include "frontend/frontend.h"
 #include "log.h"
 #include "nbd.h"
 #include "nbd_kernel.h"
 #include "nbd_store.h"
-#include "store.h"
+#include "proc_util.h"
+#include "store/store.h"
 
 #define NBD_MAX_DEVS 256
 #define NBD_LIVE_WAIT_MS 5000
@@ -40,9 +40,9 @@ struct nbd_kernel {
 	int serving, doing;
 };
 
-int nbd_kernel_store_queues(const struct blk_config *cfg)
+int nbd_kernel_store_queues(int queues)
 {
-	int w = cfg->queues > NBD_WORKERS_MIN ? cfg->queues : NBD_WORKERS_MIN;
+	int w = queues > NBD_WORKERS_MIN ? queues : NBD_WORKERS_MIN;
 
 	return w > STORE_MAX_QUEUES ? STORE_MAX_QUEUES : w;
 }
@@ -131,7 +131,7 @@ static void *serve_thread(void *arg)
 {
 	struct nbd_kernel *k = arg;
 
-	daemon_io_thread_init();
+	fm_set_io_flusher();
 	nbd_server_serve_fd(k->srv, k->sv[1]);
 	/* After NBD_CMD_DISC (or an error) the kernel's receiver waits for
 	 * the socket to end: give it EOF, so NBD_DO_IT returns. */
@@ -225,14 +225,13 @@ static int wait_live(struct nbd_kernel *k)
 	return -ETIMEDOUT;
 }
 
-int nbd_kernel_start(struct store *s, const struct blk_config *cfg,
-		     struct nbd_kernel **out, char *name, size_t namelen,
-		     char *err, size_t errlen)
+int nbd_kernel_start(struct store *s, const struct nbd_kernel_opts *o,
+		     struct nbd_kernel **out, char *err, size_t errlen)
 {
 	struct nbd_server_params p = {
 		.max_conns = 1,
-		.workers = cfg->store.queues,
-		.max_block = cfg->store.max_io,
+		.workers = o->workers,
+		.max_block = o->max_io,
 		.export_name = "farmem",
 	};
 	struct nbd_backend be;
@@ -244,7 +243,7 @@ int nbd_kernel_start(struct store *s, const struct blk_config *cfg,
 	if (!k)
 		return -ENOMEM;
 	k->store = s;
-	nbd_store_backend(&k->glue, s, cfg->store.max_io, &be);
+	nbd_store_backend(&k->glue, s, o->max_io, &be);
 	k->nbd_fd = k->sv[0] = k->sv[1] = -1;
 	ret = nbd_kernel_check_available(err, errlen);
 	if (ret == 0)
@@ -268,7 +267,7 @@ int nbd_kernel_start(struct store *s, const struct blk_config *cfg,
 	}
 	ret = setup_kernel(k, size, flags, err, errlen);
 	if (ret == 0)
-		ret = limit_requests(k, cfg->store.max_io, err, errlen);
+		ret = limit_requests(k, o->max_io, err, errlen);
 	if (ret < 0)
 		goto fail;
 	ret = -pthread_create(&k->doit_thread, NULL, doit_thread, k);
@@ -280,7 +279,6 @@ int nbd_kernel_start(struct store *s, const struct blk_config *cfg,
 		snprintf(err, errlen, "/dev/nbd%d did not come up", k->index);
 		goto fail;
 	}
-	snprintf(name, namelen, "nbd%d", k->index);
 	log_info("nbd%d: live, %d workers", k->index, p.workers);
 	*out = k;
 	return 0;
@@ -288,6 +286,11 @@ fail:
 	nbd_kernel_stop(k);
 	nbd_kernel_close(k);
 	return ret;
+}
+
+int nbd_kernel_index(const struct nbd_kernel *k)
+{
+	return k->index;
 }
 
 int nbd_kernel_stop(struct nbd_kernel *k)
@@ -324,3 +327,56 @@ void nbd_kernel_close(struct nbd_kernel *k)
 		close(k->nbd_fd);
 	free(k);
 }
+
+/* --- the frontend table's view (frontend.h) --------------------------- */
+
+static int fe_store_queues(int queues, int depth)
+{
+	(void)depth; /* one connection; its workers are the store queues */
+	return nbd_kernel_store_queues(queues);
+}
+
+static int fe_start(const struct blk_frontend_opts *o, struct store *s,
+		    void **dev, char *err, size_t errlen)
+{
+	struct nbd_kernel_opts ko = {
+		.workers = o->store_queues,
+		.max_io = o->max_io,
+	};
+
+	return nbd_kernel_start(s, &ko, (struct nbd_kernel **)dev, err, errlen);
+}
+
+static int fe_dev_id(const void *dev)
+{
+	return nbd_kernel_index(dev);
+}
+
+static int fe_stop(void *dev)
+{
+	return nbd_kernel_stop(dev);
+}
+
+static void fe_wait(void *dev)
+{
+	nbd_kernel_wait(dev);
+}
+
+static void fe_destroy(void *dev)
+{
+	nbd_kernel_close(dev);
+}
+
+/* No recover, query or remove: the kernel's nbd fails a device's I/O
+ * when its server dies, and the device goes with the daemon. */
+const struct blk_frontend_ops nbd_kernel_frontend_ops = {
+	.name = "nbd",
+	.dev_prefix = "nbd",
+	.check_available = nbd_kernel_check_available,
+	.store_queues = fe_store_queues,
+	.start = fe_start,
+	.dev_id = fe_dev_id,
+	.stop = fe_stop,
+	.wait = fe_wait,
+	.destroy = fe_destroy,
+};

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,10 +14,6 @@
 #include "daemon.h"
 #include "log.h"
 #include "proc_util.h"
-
-#ifndef PR_SET_IO_FLUSHER
-#define PR_SET_IO_FLUSHER 57   /* Linux 5.6; older headers lack it */
-#endif
 
 /* Every thread's stack gets locked and populated by MCL_FUTURE; glibc's
  * 8 MiB default would pin 8 MiB per thread of a swap daemon. */
@@ -78,22 +73,13 @@ int daemon_swap_safety(char *err, size_t errlen)
 	 * are task flags copied at clone(), so every thread of the store and
 	 * its transports (which send and receive for the swap path) inherits
 	 * them, not only the queue threads this program starts itself. */
-	daemon_io_thread_init();
+	fm_set_io_flusher();
 	daemon_set_realtime();
 	ret = write_oom_score_adj();
 	if (ret < 0)
 		log_warn("oom_score_adj -1000: %s; the OOM killer may pick this "
 			 "daemon", strerror(-ret));
 	return 0;
-}
-
-void daemon_io_thread_init(void)
-{
-	/* Marks the thread as one that reclaim depends on: its own
-	 * allocations then never recurse into I/O (PF_MEMALLOC_NOIO) and
-	 * dirty throttling leaves it alone. */
-	if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0)
-		log_warn("PR_SET_IO_FLUSHER: %s (needs Linux 5.6+)", strerror(errno));
 }
 
 int daemon_detach(int *ready_fd)

@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "store.h"
+#include "store/store.h"
 
 static int be_read(void *ctx, int q, uint64_t off, uint32_t len, void *buf)
 {

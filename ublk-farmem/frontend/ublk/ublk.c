@@ -8,8 +8,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "frontend/frontend.h"
 #include "log.h"
-#include "store.h"
+#include "store/store.h"
 #include "ublk.h"
 #include "ublk_ctrl.h"
 #include "ublk_queue.h"
@@ -392,3 +393,87 @@ int ublk_remove(int dev_id)
 	ublk_ctrl_close(&c);
 	return ret;
 }
+
+/* --- the frontend table's view (frontend.h) --------------------------- */
+
+static int fe_store_queues(int queues, int depth)
+{
+	return queues * ublk_workers(queues, depth);
+}
+
+static struct ublk_dev_opts fe_opts(const struct blk_frontend_opts *o)
+{
+	return (struct ublk_dev_opts){
+		.dev_id = o->dev_id,
+		.queues = o->queues,
+		.depth = o->depth,
+		.workers = o->store_queues / (o->queues > 0 ? o->queues : 1),
+		.max_io = o->max_io,
+		.size = o->size,
+	};
+}
+
+static int fe_start(const struct blk_frontend_opts *o, struct store *s,
+		    void **dev, char *err, size_t errlen)
+{
+	struct ublk_dev_opts uo = fe_opts(o);
+
+	return ublk_dev_start(&uo, s, (struct ublk_dev **)dev, err, errlen);
+}
+
+static int fe_recover(const struct blk_frontend_opts *o, struct store *s,
+		      void **dev, char *err, size_t errlen)
+{
+	struct ublk_dev_opts uo = fe_opts(o);
+
+	return ublk_dev_recover(&uo, s, (struct ublk_dev **)dev, err, errlen);
+}
+
+static int fe_dev_id(const void *dev)
+{
+	return ublk_dev_id(dev);
+}
+
+static int fe_stop(void *dev)
+{
+	return ublk_stop(ublk_dev_id(dev));
+}
+
+static void fe_wait(void *dev)
+{
+	ublk_dev_wait(dev);
+}
+
+static void fe_destroy(void *dev)
+{
+	ublk_dev_close(dev, 1);
+}
+
+static int fe_query(int dev_id, struct blk_frontend_info *info)
+{
+	struct blk_frontend_info i;
+	int state, pid, ret;
+
+	ret = ublk_dev_query(dev_id, &i.queues, &i.depth, &i.max_io, &state, &pid);
+	if (ret == 0 && info) {
+		i.live = state == UBLK_DEV_LIVE;
+		i.pid = pid;
+		*info = i;
+	}
+	return ret;
+}
+
+const struct blk_frontend_ops ublk_frontend_ops = {
+	.name = "ublk",
+	.dev_prefix = "ublkb",
+	.check_available = ublk_check_available,
+	.store_queues = fe_store_queues,
+	.start = fe_start,
+	.recover = fe_recover,
+	.dev_id = fe_dev_id,
+	.stop = fe_stop,
+	.wait = fe_wait,
+	.destroy = fe_destroy,
+	.query = fe_query,
+	.remove = ublk_remove,
+};

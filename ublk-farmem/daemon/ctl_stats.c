@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "ctl.h"
-#include "store.h"
+#include "store/store.h"
 
 #define F(name) { #name, offsetof(struct store_stats, name) }
 static const struct { const char *key; size_t off; } u64_fields[] = {

@@ -7,10 +7,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "daemon.h"
 #include "fiber.h"
 #include "log.h"
-#include "store.h"
+#include "proc_util.h"
+#include "store/store.h"
 #include "ublk_ctrl.h"
 #include "ublk_queue.h"
 
@@ -281,7 +281,7 @@ static void *queue_thread(void *arg)
 	struct ublk_queue *q = arg;
 	int ret;
 
-	daemon_io_thread_init();
+	fm_set_io_flusher();
 	q->err = queue_fetch_all(q);
 	sem_post(q->ready);
 	if (q->err) {

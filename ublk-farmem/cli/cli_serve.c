@@ -11,12 +11,12 @@
 
 #include "blk_config.h"
 #include "cli.h"
+#include "frontend/nbd/nbd.h"
+#include "frontend/nbd/nbd_store.h"
 #include "log.h"
 #include "metrics_http.h"
-#include "nbd.h"
-#include "nbd_store.h"
-#include "store.h"
-#include "store_metrics.h"
+#include "store/store.h"
+#include "store/store_metrics.h"
 
 #define SERVE_MAX_IO (1u << 20)
 
