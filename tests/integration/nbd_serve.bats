@@ -20,10 +20,11 @@ teardown() {
 	fi
 }
 
-# fio against the export; extra flags pass through.
+# fio against the export; extra flags pass through.  It runs in the
+# test's directory: a verify run leaves its state file where it runs.
 fio_nbd() {
-	fio --name=farmem --ioengine=nbd --uri="$NBD_URI" --bs=4k \
-		--randrepeat=1 --verify_fatal=1 --output="$FM_DIR/fio.out" "$@"
+	(cd "$FM_DIR" && fio --name=farmem --ioengine=nbd --uri="$NBD_URI" --bs=4k \
+		--randrepeat=1 --verify_fatal=1 --output="$FM_DIR/fio.out" "$@")
 }
 
 usage_at_most() {
