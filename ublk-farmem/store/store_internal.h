@@ -1,10 +1,13 @@
 /* store_internal.h — what the store's files share; not for frontends.
  *
- * Files: store.c (open/close/stats), state_file.c (the mapped metadata),
- * ioctx.c (per-queue contexts), store_write.c and store_read.c (the I/O
- * path), stream.c (shared append streams), segment.c (segment life cycle
- * and the request waiter), cleaner.c, repair.c, sweep.c (orphans and
- * lost copies), maint.c (the background thread running those three).
+ * Files: store.c (open/close/stats), server_conn.c (the shared
+ * connections), state_file.c (the mapped metadata), ioctx.c (per-queue
+ * contexts), store_write.c and store_read.c (the I/O path), append.c
+ * (records onto every replica: the write path and the cleaner),
+ * stream.c (shared append streams), segment.c (segment life cycle and
+ * the request waiter), store_loop.c and store_aio.c (frontend loops and
+ * the asynchronous API), cleaner.c, repair.c, sweep.c (orphans and lost
+ * copies), maint.c (the background thread running those three).
  *
  * Locking: s->lock guards the page map, the segment table and the
  * accounting in the state header.  It is held only for short in-memory
@@ -245,7 +248,7 @@ static inline int srv_up(const struct store_server *v) { return __atomic_load_n(
 /* The shared connection: maint stores it atomically when it (re)connects. */
 static inline struct fm_conn *srv_conn(const struct store_server *v) { return __atomic_load_n(&v->conn, __ATOMIC_ACQUIRE); }
 
-/* store.c */
+/* server_conn.c */
 int server_connect(struct store *s, int i);
 /* What every connection to server i is opened with (no state_cb). */
 void server_conn_params(struct store *s, int i, struct fm_conn_params *p);
@@ -323,7 +326,7 @@ int codec_pool_init(struct store *s);
 struct fm_codec *codec_get(struct store *s, struct ioctx *io);
 void codec_put(struct store *s, struct ioctx *io, struct fm_codec *c);
 
-/* store_write.c */
+/* append.c */
 /* Append records pio[0..n) not yet ok (rec_len > 0) from io->buf to
  * io's open segment(s), writing every replica; sets pio[].ok/seg/seg_off.
  * Returns 0 or the error that stopped it (seg_open). */
