@@ -438,6 +438,12 @@ static int slot_take(struct tcp_conn *c, struct fm_req *r, uint32_t *tag,
 			rc = fm_mono_ns() >= slot_deadline ? ETIMEDOUT : 0;
 			continue;
 		}
+		if (c->loop) {
+			/* The loop's thread outside a fiber: waiting here would
+			 * stop the very link fiber that frees slots. */
+			rc = -EAGAIN;
+			break;
+		}
 		rc = pthread_cond_timedwait(&c->slot_cv, &c->lock, &ts);
 	}
 	if (rc < 0) {

@@ -1442,17 +1442,13 @@ static int t_loop_open_in_fiber(void)
 	return 0;
 }
 
-/* KNOWN BUG, fails until fixed in common/transport_tcp.c slot_take().
- *
- * transport.h lets a loop-owned connection be used from the loop's
- * thread.  Outside a fiber there, with every slot busy, slot_take()
- * waits on slot_cv; but only the link fiber frees slots, and it is a
- * fiber of this very thread, so the wait cannot end.  It freezes the
- * whole loop for timeout_ms, fails the submit with ETIMEDOUT, and by
- * then the request in the slot has outlived its own deadline: the link
- * fiber fails it too and drops a healthy connection.  Either outcome
- * of a fix passes: the submit gets its slot (the wait turns the loop,
- * as tcp_close() does) or it fails at once with EAGAIN/EBUSY; the
+/* transport.h lets a loop-owned connection be used from the loop's
+ * thread.  Outside a fiber there, with every slot busy, slot_take() once
+ * waited on slot_cv; but only the link fiber frees slots, and it is a
+ * fiber of this very thread, so the wait could not end: it froze the
+ * loop for timeout_ms and dropped a healthy connection.  Either outcome
+ * passes: the submit gets its slot (the wait turns the loop) or it
+ * fails at once with EAGAIN/EBUSY (what slot_take() does now); the
  * request already in flight completes and the connection stays up. */
 struct two_async {
 	struct async a, b;
@@ -1554,8 +1550,8 @@ static const struct tap_case cases[] = {
 	{ "loop: close while reconnecting returns, link fiber gone", t_loop_close_while_down },
 	{ "loop: open, ping, close inside a fiber; no free fiber: EAGAIN", t_loop_open_in_fiber },
 	/* Last, and failing until fixed: see the comment above the case. */
-	{ "KNOWN BUG transport_tcp.c slot_take: loop thread outside a fiber, no free slot: "
-	  "must not freeze the loop and drop a healthy connection", t_loop_thread_waits_for_slot },
+	{ "loop thread outside a fiber, no free slot: the loop does not freeze "
+	  "and the connection stays up", t_loop_thread_waits_for_slot },
 };
 
 int main(void)
