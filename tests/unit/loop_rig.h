@@ -174,11 +174,25 @@ static inline int rig_close(struct rig *r)
  * is what ended it (every fiber was parked and nothing was queued). */
 static inline int idle_turn(struct rig *r, uint64_t ns)
 {
-	int fired = r->guard_fired, rc;
+	int fired = r->guard_fired, rc = 0;
+	uint64_t give_up;
+	struct timespec now;
 
 	guard_disarm(r);
 	guard_arm(r, ns);
-	rc = fm_loop_turn(r->l) == 0 && r->guard_fired > fired;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	give_up = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec + 4 * ns;
+	/* Under valgrind a loop waits in short slices (fiber.c), so a turn
+	 * may end with nothing done: turn until the guard fires.  The
+	 * caller checks that nothing else happened meanwhile. */
+	while (r->guard_fired == fired) {
+		if (fm_loop_turn(r->l) != 0)
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec > give_up)
+			break;
+	}
+	rc = r->guard_fired > fired;
 	guard_disarm(r);
 	return rc;
 }
