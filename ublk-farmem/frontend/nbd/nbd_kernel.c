@@ -127,6 +127,31 @@ static int client_handshake(int fd, uint64_t *size, uint16_t *flags)
 	return 0;
 }
 
+/* The kernel sends requests from whichever task is reclaiming.  When the
+ * socket is full that task waits in sendmsg, and a signal arriving then
+ * makes the kernel's nbd requeue a request it had half sent, with a new
+ * cookie: our reply to the old one is "Double reply" and the device
+ * shuts down (seen in the guest scenario, 6.12).  Room for many full
+ * requests each way makes that wait rare while the workers are busy. */
+#define NBD_SOCKBUF (8u << 20)
+
+/* The same reason caps the kernel's requests: a 128 KiB write is many
+ * partial sends and, in one fiber, 32 pages compressed before the
+ * connection's reader runs again.  32 KiB keeps both short. */
+#define NBD_KERNEL_MAX_REQ (32u << 10)
+
+static void widen_socketpair(const int sv[2])
+{
+	int size = (int)NBD_SOCKBUF;
+
+	for (int i = 0; i < 2; i++) {
+		if (setsockopt(sv[i], SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) < 0)
+			setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+		if (setsockopt(sv[i], SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0)
+			setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+	}
+}
+
 static void *serve_thread(void *arg)
 {
 	struct nbd_kernel *k = arg;
@@ -256,6 +281,7 @@ int nbd_kernel_start(struct store *s, const struct nbd_kernel_opts *o,
 		snprintf(err, errlen, "nbd server: %s", strerror(-ret));
 		goto fail;
 	}
+	widen_socketpair(k->sv);
 	ret = -pthread_create(&k->serve_thread, NULL, serve_thread, k);
 	if (ret < 0)
 		goto fail;
@@ -267,7 +293,8 @@ int nbd_kernel_start(struct store *s, const struct nbd_kernel_opts *o,
 	}
 	ret = setup_kernel(k, size, flags, err, errlen);
 	if (ret == 0)
-		ret = limit_requests(k, o->max_io, err, errlen);
+		ret = limit_requests(k, o->max_io < NBD_KERNEL_MAX_REQ ? o->max_io
+							: NBD_KERNEL_MAX_REQ, err, errlen);
 	if (ret < 0)
 		goto fail;
 	ret = -pthread_create(&k->doit_thread, NULL, doit_thread, k);
