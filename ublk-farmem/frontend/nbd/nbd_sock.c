@@ -6,16 +6,19 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* A worker fiber's socket is non-blocking: park until it is ready.  In
- * a plain thread (the handshake) EAGAIN is SO_RCVTIMEO expiring. */
-static int wait_ready(int fd, short events)
+/* After recv/send failed with err: 0 to try again, else -errno.  A
+ * worker fiber's socket is non-blocking: on EAGAIN park until it is
+ * ready.  In a plain thread (the handshake) EAGAIN is SO_RCVTIMEO
+ * expiring, an error. */
+static int retry_after(int err, int fd, short events)
 {
 	int ev;
 
-	if (!fm_fiber_self())
-		return -EAGAIN;
+	if (err == EINTR)
+		return 0;
+	if (err != EAGAIN || !fm_fiber_self())
+		return -err;
 	ev = fm_fiber_poll(fd, events);
-
 	return ev < 0 ? ev : 0;
 }
 
@@ -29,16 +32,11 @@ int nbd_read_full(int fd, void *buf, size_t len)
 		if (n == 0)
 			return -EPIPE;
 		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN) {
-				int rc = wait_ready(fd, POLLIN);
+			int rc = retry_after(errno, fd, POLLIN);
 
-				if (rc < 0)
-					return rc;
-				continue;
-			}
-			return -errno;
+			if (rc < 0)
+				return rc;
+			continue;
 		}
 		p += n;
 		len -= (size_t)n;
@@ -55,16 +53,11 @@ int nbd_write_full(int fd, const void *buf, size_t len)
 		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
 
 		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN) {
-				int rc = wait_ready(fd, POLLOUT);
+			int rc = retry_after(errno, fd, POLLOUT);
 
-				if (rc < 0)
-					return rc;
-				continue;
-			}
-			return -errno;
+			if (rc < 0)
+				return rc;
+			continue;
 		}
 		p += n;
 		len -= (size_t)n;
