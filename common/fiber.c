@@ -100,6 +100,7 @@ struct fm_loop {
 	uint64_t efd_val;
 	struct fm_loop_op efd_op;
 	int efd_armed;
+	int plain_ring;
 	struct fm_loop_hook *hooks;
 };
 
@@ -588,6 +589,7 @@ int fm_loop_create(const struct fm_loop_params *p, struct fm_loop **out)
 	l->efd_op.cb = efd_done;
 	l->efd = eventfd(0, EFD_CLOEXEC);
 	l->nfibers = p->fibers;
+	l->plain_ring = p->plain_ring;
 	l->fibers = calloc(p->fibers, sizeof(*l->fibers));
 	if (l->efd < 0)
 		rc = -errno;
@@ -630,7 +632,7 @@ int fm_loop_attach(struct fm_loop *l)
 	int rc;
 
 	memset(&ip, 0, sizeof(ip));
-	ip.flags = flags;
+	ip.flags = l->plain_ring ? 0 : flags;
 	rc = io_uring_queue_init_params(l->ring_entries, &l->ring, &ip);
 	if (rc == -EINVAL) {
 		/* A kernel before 6.1: plain ring. */

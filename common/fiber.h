@@ -41,6 +41,7 @@ struct fm_loop_params {
 	size_t stack_size;      /* per fiber; 0: a default that fits the store */
 	unsigned sq_entries;    /* SQEs the owner queues itself (ublk commands),
 				 * on top of what the fibers need */
+	int plain_ring;         /* no SINGLE_ISSUER/DEFER_TASKRUN/COOP_TASKRUN */
 };
 
 /* Allocates everything (stacks, bookkeeping, the inbox eventfd).

@@ -315,6 +315,10 @@ int ublk_queue_start(struct ublk_queue *q)
 		goto fail;
 	lp.fibers = (unsigned)(q->workers + store_loop_fibers(q->store));  /* one per store queue */
 	lp.sq_entries = (unsigned)q->depth + 1;
+	/* Recovery after kill -9 (4-kill-daemon) stalled in 1 run of 2 with
+	 * SINGLE_ISSUER | DEFER_TASKRUN queue rings on 6.12, never with the
+	 * plain ring the queue had before: keep the plain one here. */
+	lp.plain_ring = 1;
 	ret = fm_loop_create(&lp, &q->loop);
 	if (ret < 0) {
 		log_err("ublk %u queue %d: %d worker fibers: %s", q->dev_id, q->q_id,
