@@ -25,7 +25,8 @@ static int queues_valid(const struct store *s, int first, int n)
 	return first >= 0 && n > 0 && first + n <= s->nqueues;
 }
 
-int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n)
+static int loop_attach(struct store *s, struct fm_loop *loop, int first, int n,
+		       int own_conns)
 {
 	struct store_lconns *lc;
 	int opened = 0;
@@ -41,7 +42,7 @@ int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n)
 	for (int i = 0; i < s->nservers; i++) {
 		struct fm_conn_params p;
 
-		if (s->srv[i].fa.kind != ADDR_TCP || s->cfg.transport)
+		if (!own_conns || s->srv[i].fa.kind != ADDR_TCP || s->cfg.transport)
 			continue;   /* rdma (own threads) or a test transport */
 		server_conn_params(s, i, &p);
 		/* Only these queues' requests, plus slack for retries. */
@@ -60,6 +61,16 @@ int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n)
 	log_debug("store: queues %d-%d: own connections to %d of %d servers",
 		  first, first + n - 1, opened, s->nservers);
 	return 0;
+}
+
+int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n)
+{
+	return loop_attach(s, loop, first, n, 1);
+}
+
+int store_loop_attach_shared(struct store *s, struct fm_loop *loop, int first, int n)
+{
+	return loop_attach(s, loop, first, n, 0);
 }
 
 void store_loop_detach(struct store *s, int first, int n)
