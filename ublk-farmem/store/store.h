@@ -110,9 +110,6 @@ int store_flush(struct store *s, int queue);
  * caller's own, for the connections' link fibers.  store_loop_detach()
  * closes them, from the same thread, before fm_loop_detach(). */
 int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n);
-/* The same without connections of its own: the queues' I/O (and
- * store_submit) runs in the loop's fibers over the shared connections. */
-int store_loop_attach_shared(struct store *s, struct fm_loop *loop, int first, int n);
 void store_loop_detach(struct store *s, int first, int n);
 int store_loop_fibers(const struct store *s);
 
