@@ -252,13 +252,7 @@ static int run(struct ms_settings *s, const struct ms_resolved *r,
 		ms_pool_destroy(&pool);
 		return 1;
 	}
-	/* A new boot id per start: in every HELLO reply, and folded into
-	 * the segment ids, so no id from an earlier run names a segment of
-	 * this one. */
-	do
-		fm_random(&ctx->boot_id, sizeof(ctx->boot_id));
-	while (ctx->boot_id == 0);
-	ms_segtab_seed(&ctx->segs, (uint32_t)(ctx->boot_id >> 32));
+	ms_ctx_new_boot(ctx);
 	ms_devtab_init(&ctx->devs, s->lease_ms);
 	ms_devtab_set_quota(&ctx->devs, &r->quota, ctx->segs.nslots,
 			    ctx->segs.seg_max);

@@ -249,6 +249,10 @@ int ms_session_frame(struct ms_ctx *ctx, struct ms_session *s,
 /* The connection is gone. */
 void ms_session_end(struct ms_ctx *ctx, struct ms_session *s);
 void ms_ctx_stat(const struct ms_ctx *ctx, struct fm_stat *st);
+/* A new random boot id (once per start, segment table set up): sent in
+ * every HELLO reply and folded into segment generations, so no id from
+ * an earlier run names a segment of this one. */
+void ms_ctx_new_boot(struct ms_ctx *ctx);
 
 /* ---- settings.c: flags and config file into checked settings ---- */
 

@@ -256,6 +256,14 @@ static int op_read(struct ms_ctx *ctx, struct ms_session *s,
 	return 0;
 }
 
+void ms_ctx_new_boot(struct ms_ctx *ctx)
+{
+	do
+		fm_random(&ctx->boot_id, sizeof(ctx->boot_id));
+	while (ctx->boot_id == 0);
+	ms_segtab_seed(&ctx->segs, (uint32_t)(ctx->boot_id >> 32));
+}
+
 void ms_ctx_stat(const struct ms_ctx *ctx, struct fm_stat *st)
 {
 	memset(st, 0, sizeof(*st));

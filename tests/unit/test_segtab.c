@@ -153,7 +153,7 @@ static int t_lease_cycle(void)
 
 	CHECK(ms_segtab_init(&t, pool, sizeof(pool), SEG) == 0);
 	ms_devtab_init(&d, 1000);
-	a = ms_devtab_attach(&d, uuid_a);
+	a = ms_devtab_attach(&d, "c", uuid_a);
 	CHECK(a && a->conns == 1 && d.count == 1);
 	CHECK(ms_segtab_alloc(&t, a->id, SEG, &id) == 0);
 	a->segs++;
@@ -163,7 +163,7 @@ static int t_lease_cycle(void)
 	ms_devtab_expire(&d, &t, 5999);          /* not yet */
 	CHECK(d.count == 1 && t.nused == 1);
 	/* Back within the lease: same device, lease cancelled. */
-	a2 = ms_devtab_attach(&d, uuid_a);
+	a2 = ms_devtab_attach(&d, "c", uuid_a);
 	CHECK(a2 == a && a2->conns == 1 && ms_devtab_leased(&d) == 0);
 	ms_devtab_expire(&d, &t, 100000);
 	CHECK(t.nused == 1);
@@ -182,9 +182,9 @@ static int t_lease_two_connections(void)
 	struct ms_device *a, *b;
 
 	ms_devtab_init(&d, 1000);
-	a = ms_devtab_attach(&d, uuid_a);
-	CHECK(ms_devtab_attach(&d, uuid_a) == a && a->conns == 2);
-	b = ms_devtab_attach(&d, uuid_b);
+	a = ms_devtab_attach(&d, "c", uuid_a);
+	CHECK(ms_devtab_attach(&d, "c", uuid_a) == a && a->conns == 2);
+	b = ms_devtab_attach(&d, "c", uuid_b);
 	CHECK(b != a && b->id != a->id && d.count == 2);
 	a->segs = 1;
 	ms_devtab_detach(&d, a, 0);              /* one of two: no lease */
@@ -217,6 +217,7 @@ static int rig_init(struct rig *r)
 	memset(r->ctx.secret.bytes, 's', 32);
 	r->ctx.secret.len = 32;
 	r->ctx.now_ms = now_fake;
+	r->ctx.boot_id = 0x0123456789abcdefull;
 	ms_devtab_init(&r->ctx.devs, 1000);
 	return ms_segtab_init(&r->ctx.segs, pool, sizeof(pool), SEG);
 }
@@ -252,33 +253,59 @@ static int send_req(struct rig *r, struct ms_session *s, uint8_t op,
 	return rc;
 }
 
-static int handshake(struct rig *r, struct ms_session *s, const uint8_t *uuid,
-		     int good_secret)
+/* HELLO and AUTH as client name with key (NULL: name's real key,
+ * derived from the rig's secret).  0 when both sides proved themselves,
+ * else the AUTH reply's status or a negative test code. */
+static int handshake_key(struct rig *r, struct ms_session *s, const char *name,
+			 const uint8_t *uuid, const uint8_t *key)
 {
 	struct fm_hello_req hq = { .version = FM_PROTO_VERSION };
 	struct fm_hello_rep hp;
-	struct fm_secret wrong = { .len = 32 };
+	struct fm_auth_session a = { 0 };
+	struct fm_identity id;
 	uint8_t buf[128], mac[FM_MAC_LEN];
 	struct fm_hdr rh;
+	size_t len;
 	int rc;
 
 	ms_session_init(s, "test");
 	memcpy(hq.uuid, uuid, FM_UUID_LEN);
+	snprintf(hq.name, sizeof(hq.name), "%s", name);
 	fm_random(hq.client_nonce, FM_NONCE_LEN);
-	fm_hello_req_encode(buf, &hq);
-	if (send_req(r, s, FM_OP_HELLO, buf, FM_HELLO_REQ_LEN, &rh, buf) != 0 ||
+	len = fm_hello_req_encode(buf, &hq);
+	if (send_req(r, s, FM_OP_HELLO, buf, (uint32_t)len, &rh, buf) != 0 ||
 	    rh.status != 0 || fm_hello_rep_decode(buf, rh.len, &hp) < 0 ||
-	    hp.segment_max != SEG)
+	    hp.segment_max != SEG || hp.boot_id != r->ctx.boot_id)
 		return -1;
-	memset(wrong.bytes, 'w', 32);
-	fm_auth_mac(good_secret ? &r->ctx.secret : &wrong, FM_AUTH_CLIENT,
-		    hq.client_nonce, hp.server_nonce, uuid, mac);
+	if (fm_identity_derive(&r->ctx.secret, name, &id) < 0)
+		return -4;
+	snprintf(a.name, sizeof(a.name), "%s", name);
+	memcpy(a.uuid, uuid, FM_UUID_LEN);
+	memcpy(a.key, key ? key : id.key, FM_KEY_LEN);
+	memcpy(a.client_nonce, hq.client_nonce, FM_NONCE_LEN);
+	memcpy(a.server_nonce, hp.server_nonce, FM_NONCE_LEN);
+	a.boot_id = hp.boot_id;
+	fm_auth_mac(&a, FM_AUTH_CLIENT, mac);
 	rc = send_req(r, s, FM_OP_AUTH, mac, FM_MAC_LEN, &rh, buf);
 	if (rc != 0)
 		return rc == MS_CLOSE_AFTER_FLUSH ? rh.status : -2;
-	/* The server proves it holds the secret too. */
-	return fm_auth_verify(&r->ctx.secret, FM_AUTH_SERVER, hq.client_nonce,
-			      hp.server_nonce, uuid, buf) == 0 ? 0 : -3;
+	/* The server proves it holds the secret behind our key too, and
+	 * both ends now hold the same session (what channel keys use). */
+	if (fm_auth_verify(&a, FM_AUTH_SERVER, buf) != 0 ||
+	    memcmp(s->auth.key, a.key, FM_KEY_LEN) ||
+	    memcmp(s->auth.client_nonce, a.client_nonce, FM_NONCE_LEN) ||
+	    memcmp(s->auth.server_nonce, a.server_nonce, FM_NONCE_LEN))
+		return -3;
+	return 0;
+}
+
+static int handshake(struct rig *r, struct ms_session *s, const uint8_t *uuid,
+		     int good_secret)
+{
+	uint8_t wrong[FM_KEY_LEN];
+
+	memset(wrong, 'w', sizeof(wrong));
+	return handshake_key(r, s, FM_CLUSTER_NAME, uuid, good_secret ? NULL : wrong);
 }
 
 static int do_alloc(struct rig *r, struct ms_session *s, uint32_t size,
@@ -499,7 +526,7 @@ static int t_session_violations(void)
 	CHECK(rig_init(&r) == 0);
 	/* Each of these closes the connection and is not answered. */
 	CHECK(handshake(&r, &s, uuid_a, 1) == 0);
-	CHECK(send_req(&r, &s, FM_OP_HELLO, pl, FM_HELLO_REQ_LEN, &rh, NULL) < 0);
+	CHECK(send_req(&r, &s, FM_OP_HELLO, pl, FM_HELLO_REQ_MIN + 1, &rh, NULL) < 0);
 	CHECK(send_req(&r, &s, FM_OP_AUTH, pl, FM_AUTH_LEN, &rh, NULL) < 0);
 	CHECK(send_req(&r, &s, FM_OP_ALLOC, pl, 3, &rh, NULL) < 0);
 	CHECK(send_req(&r, &s, FM_OP_FREE, pl, 9, &rh, NULL) < 0);
@@ -517,7 +544,7 @@ static int t_session_violations(void)
 	ms_session_end(&r.ctx, &s);
 	/* Before authentication, only the tiny handshake sizes are taken. */
 	ms_session_init(&s, "test");
-	CHECK(ms_session_max_payload(&s) == FM_HELLO_REQ_LEN);
+	CHECK(ms_session_max_payload(&s) == FM_HELLO_REQ_MAX);
 	rig_fini(&r);
 	return 0;
 }
@@ -526,14 +553,15 @@ static int t_session_version(void)
 {
 	struct rig r;
 	struct ms_session s;
-	struct fm_hello_req hq = { .version = FM_PROTO_VERSION + 1 };
+	struct fm_hello_req hq = { .version = FM_PROTO_VERSION + 1, .name = "a" };
 	uint8_t buf[128];
 	struct fm_hdr rh;
+	size_t len;
 
 	CHECK(rig_init(&r) == 0);
 	ms_session_init(&s, "test");
-	fm_hello_req_encode(buf, &hq);
-	CHECK(send_req(&r, &s, FM_OP_HELLO, buf, FM_HELLO_REQ_LEN, &rh, buf)
+	len = fm_hello_req_encode(buf, &hq);
+	CHECK(send_req(&r, &s, FM_OP_HELLO, buf, (uint32_t)len, &rh, buf)
 	      == MS_CLOSE_AFTER_FLUSH);
 	CHECK(rh.status == -EPROTONOSUPPORT && s.state == MS_HELLO);
 	rig_fini(&r);
