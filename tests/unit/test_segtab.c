@@ -1,7 +1,7 @@
 /* test_segtab.c — the memserver's own logic without sockets: segment
  * slots and generations, device leases, and whole sessions driven frame
- * by frame (authentication, isolation between devices, a full pool,
- * protocol violations). */
+ * by frame (authentication, isolation between devices and between
+ * clients, quotas, a full pool, protocol violations). */
 #include "log.h"
 #include "tap.h"
 #include "../../memserver/memserver.h"
@@ -591,6 +591,236 @@ static int t_session_list(void)
 	return 0;
 }
 
+/* ---- clients: devices scoped per name, quotas, boot ids ---- */
+
+static int list_count(struct rig *r, struct ms_session *s, uint32_t *count)
+{
+	uint8_t req[4], buf[4 + NSEG * FM_LIST_ENTRY_LEN];
+	struct fm_hdr rh;
+
+	fm_list_req_encode(req, 0);
+	if (send_req(r, s, FM_OP_LIST, req, 4, &rh, buf) != 0 || rh.status)
+		return -1;
+	return fm_list_rep_decode(buf, rh.len, count);
+}
+
+static int t_devtab_scoped_by_client(void)
+{
+	struct ms_devtab d;
+	struct ms_device *a, *b, *a2;
+
+	ms_devtab_init(&d, 1000);
+	a = ms_devtab_attach(&d, "alice", uuid_a);
+	b = ms_devtab_attach(&d, "bob", uuid_a);     /* the same uuid */
+	CHECK(a && b && a != b && a->id != b->id && d.count == 2);
+	CHECK(a->client != b->client);
+	a2 = ms_devtab_attach(&d, "alice", uuid_a);
+	CHECK(a2 == a && a->conns == 2);
+	/* Two devices of one client share its client record. */
+	CHECK(ms_devtab_attach(&d, "alice", uuid_b)->client == a->client);
+	CHECK(a->client->devices == 2);
+	ms_devtab_fini(&d);
+	return 0;
+}
+
+/* The attack of issue 11: bob holds a valid key of his own and claims
+ * alice's device uuid.  He must see and touch nothing of hers. */
+static int t_session_takeover_refused(void)
+{
+	struct rig r;
+	struct ms_session alice, bob, alice2;
+	uint8_t page[4096], back[4096], buf[64];
+	struct fm_hdr rh;
+	uint32_t n;
+	uint64_t id, bob_id;
+
+	CHECK(rig_init(&r) == 0);
+	CHECK(handshake_key(&r, &alice, "alice", uuid_a, NULL) == 0);
+	CHECK(do_alloc(&r, &alice, SEG, &id) == 0);
+	memset(page, 0xa1, sizeof(page));
+	CHECK(do_io(&r, &alice, FM_OP_WRITE, id, 0, 4096, page) == 0);
+
+	CHECK(handshake_key(&r, &bob, "bob", uuid_a, NULL) == 0);
+	CHECK(bob.dev != alice.dev);
+	CHECK(list_count(&r, &bob, &n) == 0 && n == 0);
+	CHECK(do_io(&r, &bob, FM_OP_READ, id, 0, 4096, back) == -ENOENT);
+	memset(back, 0xbb, sizeof(back));
+	CHECK(do_io(&r, &bob, FM_OP_WRITE, id, 0, 4096, back) == -ENOENT);
+	fm_u64_encode(buf, id);
+	CHECK(send_req(&r, &bob, FM_OP_FREE, buf, 8, &rh, NULL) == 0 &&
+	      rh.status == -ENOENT);
+	/* His own device of that uuid works, and is his alone. */
+	CHECK(do_alloc(&r, &bob, SEG, &bob_id) == 0 && bob_id != id);
+	CHECK(do_io(&r, &alice, FM_OP_READ, bob_id, 0, 4096, back) == -ENOENT);
+
+	/* Control: the same conversation as alice does see her segment. */
+	CHECK(handshake_key(&r, &alice2, "alice", uuid_a, NULL) == 0);
+	CHECK(alice2.dev == alice.dev);
+	CHECK(list_count(&r, &alice2, &n) == 0 && n == 1);
+	CHECK(do_io(&r, &alice2, FM_OP_READ, id, 0, 4096, back) == 0);
+	CHECK(memcmp(back, page, sizeof(page)) == 0);
+	ms_session_end(&r.ctx, &alice);
+	ms_session_end(&r.ctx, &alice2);
+	ms_session_end(&r.ctx, &bob);
+	rig_fini(&r);
+	return 0;
+}
+
+/* A key is good for its own name only. */
+static int t_session_key_bound_to_name(void)
+{
+	struct rig r;
+	struct ms_session s;
+	struct fm_identity alice;
+
+	CHECK(rig_init(&r) == 0);
+	CHECK(fm_identity_derive(&r.ctx.secret, "alice", &alice) == 0);
+	CHECK(handshake_key(&r, &s, "alice", uuid_a, alice.key) == 0);
+	ms_session_end(&r.ctx, &s);
+	CHECK(handshake_key(&r, &s, "bob", uuid_a, alice.key) == -EACCES);
+	CHECK(s.state != MS_READY && s.dev == NULL);
+	CHECK(handshake_key(&r, &s, FM_CLUSTER_NAME, uuid_a, alice.key) == -EACCES);
+	CHECK(r.ctx.stats.clients == 0 && r.ctx.devs.count == 0);
+	rig_fini(&r);
+	return 0;
+}
+
+static int t_quota_limits(void)
+{
+	struct ms_limit l;
+	struct ms_quota q = { 0 };
+	char why[160];
+
+	CHECK(ms_limit_parse("none", &l) == 0 && l.kind == MS_LIMIT_NONE);
+	CHECK(ms_limit_parse("25%", &l) == 0 && l.kind == MS_LIMIT_PERCENT && l.value == 25);
+	CHECK(ms_limit_parse("2M", &l) == 0 && l.kind == MS_LIMIT_BYTES && l.value == 2u << 20);
+	CHECK(ms_limit_parse("0%", &l) == -EINVAL);
+	CHECK(ms_limit_parse("101%", &l) == -EINVAL);
+	CHECK(ms_limit_parse("%", &l) == -EINVAL);
+	CHECK(ms_limit_parse("0", &l) == -EINVAL);
+	CHECK(ms_limit_parse("lots", &l) == -EINVAL);
+	/* Whole segments, rounded down: a bound is never exceeded. */
+	l = (struct ms_limit){ MS_LIMIT_PERCENT, 50 };
+	CHECK(ms_limit_segments(&l, 7, SEG) == 3);
+	l = (struct ms_limit){ MS_LIMIT_BYTES, 3 * SEG - 1 };
+	CHECK(ms_limit_segments(&l, 7, SEG) == 2);
+	l = (struct ms_limit){ MS_LIMIT_NONE, 0 };
+	CHECK(ms_limit_segments(&l, 7, SEG) == UINT32_MAX);
+
+	CHECK(ms_quota_parse_rules(" alice:2M, bob:50% ,carol:none,", &q, why,
+				   sizeof(why)) == 0);
+	CHECK(q.nrules == 3 && strcmp(q.rule[1].name, "bob") == 0);
+	CHECK(ms_quota_for(&q, "bob")->kind == MS_LIMIT_PERCENT);
+	CHECK(ms_quota_for(&q, "dave") == &q.dflt);
+	CHECK(ms_quota_parse_rules("alice", &q, why, sizeof(why)) == -EINVAL &&
+	      strstr(why, "NAME:LIMIT"));
+	CHECK(ms_quota_parse_rules("Alice:1G", &q, why, sizeof(why)) == -EINVAL &&
+	      strstr(why, "Alice"));
+	CHECK(ms_quota_parse_rules("a:1G,a:2G", &q, why, sizeof(why)) == -EINVAL &&
+	      strstr(why, "twice"));
+	CHECK(ms_quota_parse_rules("a:many", &q, why, sizeof(why)) == -EINVAL &&
+	      strstr(why, "many"));
+	return 0;
+}
+
+/* bob may hold 2 segments; alice (default: none) still gets space; what
+ * bob frees, and what his expired lease returns, he may take again. */
+static int t_session_quota(void)
+{
+	struct rig r;
+	struct ms_quota q = { 0 };
+	struct ms_session alice, bob;
+	uint64_t ids[NSEG], id;
+	uint8_t buf[64];
+	struct fm_hdr rh;
+
+	CHECK(rig_init(&r) == 0);
+	q.rule[0] = (typeof(q.rule[0])){ "bob", { MS_LIMIT_BYTES, 2 * SEG } };
+	q.nrules = 1;
+	ms_devtab_set_quota(&r.ctx.devs, &q, r.ctx.segs.nslots, r.ctx.segs.seg_max);
+	CHECK(handshake_key(&r, &bob, "bob", uuid_b, NULL) == 0);
+	CHECK(do_alloc(&r, &bob, SEG, &ids[0]) == 0);
+	CHECK(do_alloc(&r, &bob, SEG, &ids[1]) == 0);
+	CHECK(do_alloc(&r, &bob, SEG, &id) == -EDQUOT);
+	CHECK(r.ctx.segs.nused == 2);             /* nothing taken for it */
+	/* Another uuid of bob's shares his quota. */
+	fake_now = 0;
+	ms_session_end(&r.ctx, &bob);             /* lease until 1000 */
+	CHECK(handshake_key(&r, &bob, "bob", uuid_a, NULL) == 0);
+	CHECK(do_alloc(&r, &bob, SEG, &id) == -EDQUOT);
+	/* Others are not limited by bob's quota. */
+	CHECK(handshake_key(&r, &alice, "alice", uuid_b, NULL) == 0);
+	CHECK(do_alloc(&r, &alice, SEG, &id) == 0);
+	CHECK(do_alloc(&r, &alice, SEG, &id) == 0);
+	CHECK(do_alloc(&r, &alice, SEG, &id) == 0);
+	/* bob's first device's lease ends: its segments count no more. */
+	ms_devtab_expire(&r.ctx.devs, &r.ctx.segs, 1000);
+	CHECK(do_alloc(&r, &bob, SEG, &ids[2]) == 0);
+	CHECK(do_alloc(&r, &bob, SEG, &ids[3]) == 0);
+	CHECK(do_alloc(&r, &bob, SEG, &id) == -EDQUOT);
+	fm_u64_encode(buf, ids[2]);
+	CHECK(send_req(&r, &bob, FM_OP_FREE, buf, 8, &rh, NULL) == 0 && rh.status == 0);
+	CHECK(do_alloc(&r, &bob, SEG, &id) == 0);
+	ms_session_end(&r.ctx, &alice);
+	ms_session_end(&r.ctx, &bob);
+	rig_fini(&r);
+	return 0;
+}
+
+/* Ids from before a restart (another boot id, so other generations)
+ * name nothing after it, though the slots are the same. */
+static int t_boot_seeds_generations(void)
+{
+	struct ms_segtab t;
+	uint64_t before, after;
+	uint8_t *p;
+
+	CHECK(ms_segtab_init(&t, pool, sizeof(pool), SEG) == 0);
+	ms_segtab_seed(&t, 0x1234);
+	CHECK(ms_segtab_alloc(&t, 1, SEG, &before) == 0);
+	CHECK(before >> 32 == 0x1234);
+	ms_segtab_fini(&t);
+	CHECK(ms_segtab_init(&t, pool, sizeof(pool), SEG) == 0);
+	ms_segtab_seed(&t, 0xbeef);
+	CHECK(ms_segtab_alloc(&t, 1, SEG, &after) == 0);
+	CHECK((uint32_t)after == (uint32_t)before && after != before);
+	CHECK(ms_segtab_range(&t, 1, before, 0, 4096, &p) == -ENOENT);
+	CHECK(ms_segtab_free(&t, 1, before) == -ENOENT);
+	ms_segtab_seed(&t, 0);                    /* never generation 0 */
+	CHECK(t.slots[1].gen == 1);
+	ms_segtab_fini(&t);
+	return 0;
+}
+
+static int t_settings_quota_errors(void)
+{
+	struct ms_settings st;
+	struct ms_resolved res;
+	struct fm_secret sec;
+	char err[512];
+
+	ms_settings_defaults(&st);
+	CHECK(ms_settings_set(&st, "memserver:listen", "tcp://127.0.0.1:1", "--listen",
+			      err, sizeof(err)) == 0);
+	CHECK(ms_settings_set(&st, "memserver:size", "64M", "--size", err, sizeof(err)) == 0);
+	CHECK(ms_settings_set(&st, "memserver:quota", "lots", "test.conf", err,
+			      sizeof(err)) == 0);
+	CHECK(ms_settings_complete(&st, &res, &sec, err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "test.conf") && strstr(err, "'memserver:quota'") &&
+	      strstr(err, "'lots'"));
+	/* 1M with 4M segments would refuse everything: said so. */
+	CHECK(ms_settings_set(&st, "memserver:quota", "1M", "--quota", err, sizeof(err)) == 0);
+	CHECK(ms_settings_complete(&st, &res, &sec, err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "--quota") && strstr(err, "less than one segment"));
+	CHECK(ms_settings_set(&st, "memserver:quota", "10%", "--quota", err, sizeof(err)) == 0);
+	CHECK(ms_settings_set(&st, "memserver:quota-clients", "alice:2G,bob", "x.conf",
+			      err, sizeof(err)) == 0);
+	CHECK(ms_settings_complete(&st, &res, &sec, err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "x.conf") && strstr(err, "'memserver:quota-clients'") &&
+	      strstr(err, "'bob'"));
+	return 0;
+}
+
 static int t_buf(void)
 {
 	struct ms_buf b = { 0 };
@@ -655,6 +885,13 @@ static const struct tap_case cases[] = {
 	{ "session: protocol violations close", t_session_violations },
 	{ "session: other protocol versions refused", t_session_version },
 	{ "session: LIST pages through this device's segments", t_session_list },
+	{ "devtab: a device is (client, uuid)", t_devtab_scoped_by_client },
+	{ "session: another client claiming a uuid gets its own device", t_session_takeover_refused },
+	{ "session: a key authenticates its own name only", t_session_key_bound_to_name },
+	{ "quota: limits and per-client rules parse", t_quota_limits },
+	{ "session: quota bounds one client, not the others", t_session_quota },
+	{ "segtab: the boot id seeds generations", t_boot_seeds_generations },
+	{ "settings: quota errors name origin, key and value", t_settings_quota_errors },
 	{ "buf: reserve, commit, consume, grow", t_buf },
 };
 
