@@ -148,7 +148,7 @@ static int server_free(const struct store_config *sc, int i, uint64_t *free_byte
 static const char *conn_error(int ret)
 {
 	switch (ret) {
-	case -EACCES: return "refused our key or secret (made from another secret?)";
+	case -EACCES: return "refused our secret or key (made from another cluster's secret?)";
 	case -EPROTO: return "is not a farmem memserver (protocol error)";
 	case -ECONNREFUSED: return "unreachable: connection refused (is farmem-memserver running?)";
 	case -ETIMEDOUT: return "unreachable: timed out";
