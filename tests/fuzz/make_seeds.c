@@ -36,12 +36,13 @@ static int save(const char *dir, const char *name)
 
 int main(int argc, char **argv)
 {
-	struct fm_hello_req hq = { .version = FM_PROTO_VERSION, .uuid = { 1 } };
+	struct fm_hello_req hq = { .version = FM_PROTO_VERSION, .uuid = { 1 },
+				   .name = "alice" };
 	struct fm_range r = { .seg_id = 1ull << 32, .offset = 4096, .len = 4096 };
 	uint8_t p[FM_RANGE_LEN + 4096] = { 0 };
 	int rc = 0;
 
-	if (argc != 3)
+	if (argc != 3 && argc != 4)
 		return 2;
 	/* Frame decoder: one frame of each request kind. */
 	frame(FM_OP_HELLO, p, (uint32_t)fm_hello_req_encode(p, &hq));
@@ -71,5 +72,19 @@ int main(int argc, char **argv)
 	memset(p, 0x42, FM_MAC_LEN);
 	frame(FM_OP_AUTH, p, FM_MAC_LEN);
 	rc |= save(argv[2], "handshake");
+	/* Key files: a good one, one with comments and blanks. */
+	if (argc == 4) {
+		static const char good[] = "name = alice\nkey = "
+			"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n";
+		static const char loose[] = "# client key\n\n  key=ffeeddccbbaa99887766554433221100"
+			"ffeeddccbbaa99887766554433221100\r\n\tname\t=\tbob-1.x_y \n";
+
+		memcpy(buf, good, sizeof(good) - 1);
+		len = sizeof(good) - 1;
+		rc |= save(argv[3], "good");
+		memcpy(buf, loose, sizeof(loose) - 1);
+		len = sizeof(loose) - 1;
+		rc |= save(argv[3], "loose");
+	}
 	return rc;
 }

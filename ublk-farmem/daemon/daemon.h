@@ -91,7 +91,7 @@ struct devd_config {
 						* device, whose daemon died
 						* (recover); -1: a new device */
 	const char *metrics;                   /* [device] metrics HOST:PORT; "" off */
-	const char *secret_file;               /* kept resident for recover */
+	const char *secret_file;               /* key or secret file: kept resident for recover */
 	const char *record;                    /* dev_conf_write() text; NULL:
 						* keep the record there (recover) */
 };

@@ -31,7 +31,9 @@ enum store_compress { STORE_COMPRESS_NONE = 0, STORE_COMPRESS_ZSTD, STORE_COMPRE
 struct store_config {
 	struct fm_addr servers[STORE_MAX_SERVERS];
 	int nservers;
-	struct fm_secret secret;
+	struct fm_secret secret;        /* used when identity.name is empty */
+	struct fm_identity identity;    /* who we authenticate as (a key file,
+					 * or the cluster's own from the secret) */
 	uint8_t uuid[FM_UUID_LEN];      /* device identity; survives restarts */
 	uint64_t size;                  /* device bytes, multiple of STORE_PAGE */
 	int replicas;                   /* 0: 2 when nservers >= 2, else 1 */
