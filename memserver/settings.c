@@ -38,11 +38,29 @@ const struct cfg_key ms_cfg_keys[] = {
 	    "write the process id here once listening"),
 	KEY("metrics", CFG_STRING, metrics, sizeof(((struct ms_settings *)0)->metrics), 0, 0,
 	    "serve Prometheus metrics over HTTP on HOST:PORT (empty: off)"),
+	/* Listener bounds (admit.c, server.c, rdma_listener.c). */
+	KEY("handshake-timeout", CFG_DURATION, handshake_ms, 0, 100, 600000,
+	    "a connection must finish HELLO and AUTH this soon after it opens (default 10s)"),
+	KEY("idle-timeout", CFG_DURATION, idle_ms, 0, 0, 0,
+	    "tcp: close an authenticated connection idle this long (default 0: never; "
+	    "clients send nothing while idle, so a value cuts idle clients, which reconnect)"),
+	KEY("max-handshakes", CFG_U64, max_handshakes, 0, 1, 65536,
+	    "connections not yet authenticated, from all sources; more are refused (default 256)"),
+	KEY("max-handshakes-per-source", CFG_U64, max_handshakes_per_source, 0, 1, 65536,
+	    "connections not yet authenticated from one IPv4 address or IPv6 /64 (default 32)"),
+	KEY("allow-shared-rkey", CFG_BOOL, allow_shared_rkey, 0, 0, 0,
+	    "rdma: serve on a device without type-2 memory windows, where every client's "
+	    "key covers the whole pool (yes/no, default no)"),
 };
 const size_t ms_cfg_nkeys = sizeof(ms_cfg_keys) / sizeof(ms_cfg_keys[0]);
 
 enum { K_LISTEN, K_SIZE, K_SECRET, K_SEGSIZE, K_LEASE, K_HUGE, K_UNLOCKED,
-       K_LOG, K_PID, K_METRICS };
+       K_LOG, K_PID, K_METRICS,
+       K_HANDSHAKE, K_IDLE, K_MAXHS, K_MAXHS_SRC, K_SHARED_RKEY };
+
+_Static_assert(sizeof(ms_cfg_keys) / sizeof(ms_cfg_keys[0]) <=
+	       sizeof(((struct ms_settings *)0)->origin) / sizeof(const char *),
+	       "an origin slot per key");
 
 void ms_settings_defaults(struct ms_settings *s)
 {
@@ -51,6 +69,9 @@ void ms_settings_defaults(struct ms_settings *s)
 	s->lease_ms = 60000;
 	snprintf(s->hugepages, sizeof(s->hugepages), "auto");
 	snprintf(s->log, sizeof(s->log), "stderr");
+	s->handshake_ms = MS_HANDSHAKE_MS_DEFAULT;
+	s->max_handshakes = MS_MAX_HANDSHAKES_DEFAULT;
+	s->max_handshakes_per_source = MS_MAX_HANDSHAKES_PER_SOURCE_DEFAULT;
 }
 
 static size_t field_size(const struct cfg_key *k)
@@ -169,6 +190,23 @@ static int complete_sizes(struct ms_settings *s, char *err, size_t errlen)
 	return 0;
 }
 
+static int complete_limits(struct ms_settings *s, struct ms_resolved *r,
+			   char *err, size_t errlen)
+{
+	char v[32];
+
+	snprintf(v, sizeof(v), "%llu", (unsigned long long)s->max_handshakes_per_source);
+	if (s->max_handshakes_per_source > s->max_handshakes)
+		BAD(K_MAXHS_SRC, v, "above max-handshakes (%llu)",
+		    (unsigned long long)s->max_handshakes);
+	r->limits.handshake_ms = s->handshake_ms;
+	r->limits.idle_ms = s->idle_ms;
+	r->limits.max_handshakes = (unsigned)s->max_handshakes;
+	r->limits.max_handshakes_per_source = (unsigned)s->max_handshakes_per_source;
+	r->limits.allow_shared_rkey = s->allow_shared_rkey;
+	return 0;
+}
+
 int ms_settings_complete(struct ms_settings *s, struct ms_resolved *r,
 			 struct fm_secret *secret, char *err, size_t errlen)
 {
@@ -181,6 +219,8 @@ int ms_settings_complete(struct ms_settings *s, struct ms_resolved *r,
 		rc = complete_enums(s, r, err, errlen);
 	if (rc == 0)
 		rc = complete_sizes(s, err, errlen);
+	if (rc == 0)
+		rc = complete_limits(s, r, err, errlen);
 	if (rc < 0)
 		return rc;
 	if (s->metrics[0]) {
