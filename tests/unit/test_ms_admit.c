@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "memserver/memserver.h"
@@ -155,7 +156,40 @@ static int t_bad_limits(void)
 	return 0;
 }
 
+/* The keys behind the caps: defaults, range, the cross-key rule, and
+ * messages naming the flag, the key and the value. */
+static int t_settings(void)
+{
+	struct ms_settings s;
+	struct ms_resolved r;
+	struct fm_secret secret;
+	char err[CFG_ERR_LEN] = "";
+
+	ms_settings_defaults(&s);
+	CHECK(s.handshake_ms == 10000 && s.idle_ms == 0);
+	CHECK(s.max_handshakes == 256 && s.max_handshakes_per_source == 32);
+	CHECK(s.allow_shared_rkey == 0);
+	CHECK(ms_settings_set(&s, "memserver:handshake-timeout", "50ms",
+			      "--handshake-timeout", err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "--handshake-timeout") && strstr(err, "50ms"));
+	CHECK(ms_settings_set(&s, "memserver:allow-shared-rkey", "yes",
+			      "--allow-shared-rkey", err, sizeof(err)) == 0);
+	CHECK(s.allow_shared_rkey == 1);
+	CHECK(ms_settings_set(&s, "memserver:listen", "tcp://127.0.0.1:1", "--listen",
+			      err, sizeof(err)) == 0);
+	CHECK(ms_settings_set(&s, "memserver:size", "64M", "--size", err, sizeof(err)) == 0);
+	CHECK(ms_settings_set(&s, "memserver:max-handshakes", "8", "--max-handshakes",
+			      err, sizeof(err)) == 0);
+	CHECK(ms_settings_set(&s, "memserver:max-handshakes-per-source", "9",
+			      "--max-handshakes-per-source", err, sizeof(err)) == 0);
+	CHECK(ms_settings_complete(&s, &r, &secret, err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "--max-handshakes-per-source") && strstr(err, "'9'") &&
+	      strstr(err, "above max-handshakes (8)"));
+	return 0;
+}
+
 static const struct tap_case cases[] = {
+	{ "settings: defaults, ranges, per-source at most the total", t_settings },
 	{ "one source: refused past its cap, others unaffected", t_per_source_cap },
 	{ "all sources: refused past the global cap", t_global_cap },
 	{ "IPv6 counted per /64, v4-mapped as IPv4", t_v6_prefix_and_mapped },
