@@ -58,7 +58,7 @@ echo "  FUZZ    $OUT/fuzz_session"
 # shellcheck disable=SC2086
 "$CC" $FLAGS -o "$OUT/fuzz_session" tests/fuzz/fuzz_session.c \
 	memserver/session.c memserver/segtab.c memserver/devtab.c \
-	memserver/buf.c common/protocol.c common/auth.c common/log.c $SODIUM
+	memserver/buf.c common/protocol.c common/auth.c common/log.c common/clock.c $SODIUM
 
 # Seeds: valid frames, so short runs start past the magic number.
 mkdir -p "$OUT/corpus/fuzz_frame" "$OUT/corpus/fuzz_session"
