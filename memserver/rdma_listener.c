@@ -18,7 +18,10 @@
  * same caps as tcp's (per source and in all, ms_ctx.admit; over them a
  * connect request is rejected) and must finish within handshake_ms.
  * The idle timeout does not apply here: the data path is one-sided, so a
- * busy client's control channel is quiet.
+ * busy client's control channel is quiet.  What an authenticated peer
+ * can make us queue is bounded as on tcp: with RL_OUT_HIGH reply bytes
+ * waiting for send buffers, receive buffers are not reposted, so a peer
+ * that ignores its credit and never takes its replies stalls on RNR.
  *
  * A device without type-2 memory windows would make every client's key
  * cover the whole pool: such a device is refused (at listen when the
@@ -53,11 +56,16 @@
 #define RL_HS_SEND_BUF    RL_RECV_BUF
 #define RL_SQ_DEPTH       (RL_SEND_DEPTH + RL_HS_SEND_DEPTH + FM_RDMA_CTRL_DEPTH + 8)  /* sends + binds */
 #define RL_GRANT_BUCKETS  256
+/* Replies queued beyond the send buffers: above this, receive buffers are
+ * not reposted, so a peer that sends past its credit without taking its
+ * replies stalls on RNR instead of growing our queue. */
+#define RL_OUT_HIGH       (256u << 10)
 #define RL_SWEEP_MS       1000
 #define RL_MAX_CONNS      1024
 #define RL_RD_ATOMIC      16
 
 _Static_assert(RL_SEND_DEPTH <= 32, "send buffers are tracked in a 32-bit mask");
+_Static_assert(RL_RECV_DEPTH <= 32, "held receive buffers are tracked in a 32-bit mask");
 _Static_assert(RL_RECV_BUF >= FM_HDR_SIZE + FM_PING_MAX, "a PING request fits");
 
 enum { WR_RECV = 1, WR_SEND, WR_BIND, WR_HS_SEND };
@@ -101,6 +109,7 @@ struct rl_conn {
 	size_t send_len;
 	uint32_t send_free;              /* bit i: send buffer i is free */
 	uint32_t hs_send_free;           /* the same for handshake send buffers */
+	uint32_t recv_held;              /* bit i: receive buffer i waits for the queue to drain */
 	unsigned sends_out;
 	int admitted;                    /* holds a handshake slot (ms_ctx.admit) */
 	struct sockaddr_storage sa;
@@ -694,7 +703,13 @@ static int on_wc(struct rl_conn *c, const struct ibv_wc *wc)
 		if (i >= RL_RECV_DEPTH)
 			return -EPROTO;
 		rc = on_msg(c, recv_buf(c, i), wc->byte_len);
-		return rc ? rc : post_recv(c, i);
+		if (rc)
+			return rc;
+		if (c->out.len >= RL_OUT_HIGH) {
+			c->recv_held |= 1u << i;
+			return 0;
+		}
+		return post_recv(c, i);
 	case WR_SEND:
 		if (i < RL_SEND_DEPTH && !(c->send_free & (1u << i))) {
 			c->send_free |= 1u << i;
@@ -710,6 +725,20 @@ static int on_wc(struct rl_conn *c, const struct ibv_wc *wc)
 	default:
 		return 0;   /* a window bound */
 	}
+}
+
+/* The queue drained below RL_OUT_HIGH: take requests again. */
+static int recv_release(struct rl_conn *c)
+{
+	while (c->recv_held && c->out.len < RL_OUT_HIGH) {
+		uint32_t i = (uint32_t)__builtin_ctz(c->recv_held);
+		int rc = post_recv(c, i);
+
+		if (rc)
+			return rc;
+		c->recv_held &= ~(1u << i);
+	}
+	return 0;
 }
 
 static void conn_poll(struct ms_rdma *l, struct rl_conn *c)
@@ -729,6 +758,8 @@ static void conn_poll(struct ms_rdma *l, struct rl_conn *c)
 	}
 	if (rc == 0)
 		rc = flush_out(c);
+	if (rc == 0)
+		rc = recv_release(c);
 	if (rc)
 		conn_destroy(l, c);
 }
