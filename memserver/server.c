@@ -23,7 +23,6 @@
 #include "memserver.h"
 #include "clock.h"
 #include "log.h"
-#include "memserver.h"
 #include "metrics_pool.h"
 #include "rdma_listener.h"
 #include "sdnotify.h"
