@@ -1,5 +1,6 @@
-/* log.c — stderr in the foreground, syslog for daemons. */
+/* log.c — stderr in the foreground, syslog for daemons; rate limits. */
 #include "log.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 static const char *log_prog = "farmem";
 static enum log_level log_level = LOG_LVL_INFO;
 static int log_syslog;
+static __thread struct log_limit *log_scope;
 
 void log_init(const char *progname, enum log_level level)
 {
@@ -24,7 +26,7 @@ void log_use_syslog(void)
 void log_set_level(enum log_level level) { log_level = level; }
 enum log_level log_get_level(void) { return log_level; }
 
-void log_vmsg(enum log_level level, const char *fmt, va_list ap)
+static void emit(enum log_level level, const char *fmt, va_list ap)
 {
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 	static const char *const tag[] = { "error", "warning", "info", "debug" };
@@ -42,6 +44,96 @@ void log_vmsg(enum log_level level, const char *fmt, va_list ap)
 		fprintf(stderr, "%s: %s: %s\n", log_prog, tag[level], line);
 	}
 	errno = saved;
+}
+
+static void emit_msg(enum log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void emit_msg(enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	emit(level, fmt, ap);
+	va_end(ap);
+}
+
+static void emit_suppressed(enum log_level level, uint64_t n)
+{
+	if (n)
+		emit_msg(level, "%llu similar messages suppressed",
+			 (unsigned long long)n);
+}
+
+int log_limit_allow(struct log_limit *l, uint64_t now_ms, uint64_t *report)
+{
+	int ok;
+
+	pthread_mutex_lock(&l->lock);
+	if (l->used == 0 || now_ms - l->window_start >= l->period_ms) {
+		l->window_start = now_ms;
+		l->used = 0;
+	}
+	ok = l->used < l->burst;
+	if (ok) {
+		l->used++;
+		*report = l->suppressed;
+		l->suppressed = 0;
+	} else {
+		l->suppressed++;
+		l->suppressed_total++;
+	}
+	pthread_mutex_unlock(&l->lock);
+	return ok;
+}
+
+static void limited_vmsg(struct log_limit *l, enum log_level level,
+			 const char *fmt, va_list ap)
+{
+	uint64_t report;
+
+	if (level > log_level || !log_limit_allow(l, fm_mono_ms(), &report))
+		return;
+	emit_suppressed(level, report);
+	emit(level, fmt, ap);
+}
+
+void log_limited(struct log_limit *l, enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	limited_vmsg(l, level, fmt, ap);
+	va_end(ap);
+}
+
+void log_limit_flush(struct log_limit *l, enum log_level level)
+{
+	uint64_t n = 0, now = fm_mono_ms();
+
+	pthread_mutex_lock(&l->lock);
+	if (l->suppressed && now - l->window_start >= l->period_ms) {
+		n = l->suppressed;
+		l->suppressed = 0;
+	}
+	pthread_mutex_unlock(&l->lock);
+	if (level <= log_level)
+		emit_suppressed(level, n);
+}
+
+struct log_limit *log_limit_scope(struct log_limit *l)
+{
+	struct log_limit *old = log_scope;
+
+	log_scope = l;
+	return old;
+}
+
+void log_vmsg(enum log_level level, const char *fmt, va_list ap)
+{
+	if (log_scope)
+		limited_vmsg(log_scope, level, fmt, ap);
+	else if (level <= log_level)
+		emit(level, fmt, ap);
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)

@@ -7,7 +7,9 @@
 #ifndef FARMEM_LOG_H
 #define FARMEM_LOG_H
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 
 enum log_level { LOG_LVL_ERR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
@@ -25,5 +27,52 @@ void log_vmsg(enum log_level level, const char *fmt, va_list ap)
 #define log_info(...)  log_msg(LOG_LVL_INFO, __VA_ARGS__)
 #define log_debug(...) do { if (log_get_level() >= LOG_LVL_DEBUG) \
 		log_msg(LOG_LVL_DEBUG, __VA_ARGS__); } while (0)
+
+/* ---- rate-limited lines ----
+ *
+ * A peer that can make us log (a flood of bad handshakes) must not be
+ * able to fill the disk or drown the lines that matter.  A log_limit
+ * lets `burst` lines through per `period_ms`; the rest are counted, and
+ * the next line that passes (or log_limit_flush()) first says
+ * "N similar messages suppressed".  One limiter per kind of message:
+ * declare it static at the call site (log_warn_rl) or share one for a
+ * whole class of peers (log_limit_scope).  Thread-safe.
+ */
+struct log_limit {
+	unsigned burst;
+	unsigned period_ms;
+	pthread_mutex_t lock;
+	uint64_t window_start;   /* ms; 0: no window yet */
+	unsigned used;           /* lines let through in this window */
+	uint64_t suppressed;     /* not yet reported */
+	uint64_t suppressed_total;
+};
+
+#define LOG_LIMIT_INIT(b, ms) { .burst = (b), .period_ms = (ms), \
+		.lock = PTHREAD_MUTEX_INITIALIZER }
+/* What a call-site limiter allows: 10 lines per 10 s. */
+#define LOG_LIMIT_DEFAULT LOG_LIMIT_INIT(10, 10000)
+
+/* May a line go out at now_ms?  1 yes, 0 suppressed (counted).  On yes,
+ * *report is set to the count suppressed since the last report (the
+ * caller says so first) and reset.  Exposed for unit tests. */
+int log_limit_allow(struct log_limit *l, uint64_t now_ms, uint64_t *report);
+/* A line through l at `level`, preceded by any suppressed count. */
+void log_limited(struct log_limit *l, enum log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Report suppressed lines of a window that has ended, without waiting
+ * for another line (a periodic sweep calls it). */
+void log_limit_flush(struct log_limit *l, enum log_level level);
+
+/* While a scope is set (per thread), every log line of this thread goes
+ * through its limiter: a server sets it around the work it does for an
+ * unauthenticated peer, so lines logged deep in shared code are bounded
+ * too.  Returns the previous scope, to restore; NULL clears. */
+struct log_limit *log_limit_scope(struct log_limit *l);
+
+#define log_warn_rl(...) do { static struct log_limit l_rl_ = LOG_LIMIT_DEFAULT; \
+		log_limited(&l_rl_, LOG_LVL_WARN, __VA_ARGS__); } while (0)
+#define log_err_rl(...) do { static struct log_limit l_rl_ = LOG_LIMIT_DEFAULT; \
+		log_limited(&l_rl_, LOG_LVL_ERR, __VA_ARGS__); } while (0)
 
 #endif

@@ -1,10 +1,21 @@
 /* metrics_http.c — a minimal HTTP/1.0 server for `GET /metrics`.
  *
- * One thread, one connection at a time, one request per connection: a
- * scraper asks every few seconds, so nothing more is needed, and a client
- * that stalls is cut off by socket timeouts instead of holding the thread.
- * The response body is built in a buffer owned by the server, grown (off
- * the I/O path) only when the provider outgrows it.
+ * One thread polls up to MAX_CONNS connections at once, one request per
+ * connection, each with an absolute deadline for the whole exchange
+ * (request in, response out): a client that trickles bytes or never
+ * reads is cut off at its deadline and never delays another scrape (it
+ * did when connections were served one at a time).  At most PER_SOURCE
+ * connections from one address; beyond either cap a newcomer is closed
+ * at once.
+ *
+ * Why not libmicrohttpd: its timeouts count inactivity, so a byte every
+ * few seconds keeps a connection forever and the per-request deadline
+ * would still be ours to write; for one GET path this file stays small,
+ * and neither program gains a dependency.
+ *
+ * The response body is rendered into a buffer owned by the server, grown
+ * (off the I/O path) only when the provider outgrows it, then copied to
+ * the connection's own response buffer.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,6 +32,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "metrics_http.h"
 #include "parse.h"
@@ -28,7 +40,24 @@
 #define REQ_MAX 4096                /* request line + headers */
 #define BODY_INIT (64 * 1024)
 #define BODY_MAX (16 * 1024 * 1024) /* far beyond any sane scrape */
-#define IO_TIMEOUT_S 2
+#define MAX_CONNS 32
+#define PER_SOURCE 8
+#define REQ_DEADLINE_MS 5000        /* accept to last byte out */
+#define LINGER_BUDGET (64 * 1024)
+
+enum mc_state { MC_FREE, MC_READ, MC_WRITE, MC_LINGER };
+
+struct mconn {
+	enum mc_state state;
+	int fd;
+	uint64_t deadline;           /* fm_mono_ms() */
+	struct sockaddr_storage sa;
+	size_t rlen;
+	char *out;
+	size_t out_len, out_off;
+	size_t linger_budget;
+	char req[REQ_MAX + 1];
+};
 
 struct metrics_server {
 	int lfd;
@@ -39,7 +68,7 @@ struct metrics_server {
 	char *body;
 	size_t body_cap;
 	uint16_t port;
-	char req[REQ_MAX + 1];
+	struct mconn conns[MAX_CONNS];
 };
 
 int metrics_parse_listen(const char *s, char *host, size_t hostlen,
@@ -104,40 +133,16 @@ int metrics_http_classify(const char *req, size_t len, int *head_only)
 	return 404;
 }
 
-static int write_all(int fd, const char *p, size_t len)
+/* ---- one connection: read the request, write the response, linger ---- */
+
+static void conn_reset(struct mconn *c)
 {
-	while (len > 0) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Reads until the blank line that ends the headers; returns the request
- * length, 0 if the peer went away or stalled, -E2BIG if it is too long. */
-static ssize_t read_request(struct metrics_server *s, int fd)
-{
-	size_t len = 0;
-
-	while (len < REQ_MAX) {
-		ssize_t n = recv(fd, s->req + len, REQ_MAX - len, 0);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return 0;
-		len += (size_t)n;
-		s->req[len] = '\0';
-		if (strstr(s->req, "\r\n\r\n") || strstr(s->req, "\n\n"))
-			return (ssize_t)len;
-	}
-	return -E2BIG;
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->out);
+	c->fd = -1;
+	c->out = NULL;
+	c->state = MC_FREE;
 }
 
 /* Asks the provider for the text, growing the buffer while it overflows.
@@ -152,14 +157,14 @@ static ssize_t render(struct metrics_server *s)
 		if (!b.overflow)
 			return (ssize_t)b.len;
 		if (s->body_cap * 2 > BODY_MAX) {
-			log_err("metrics: output exceeds %d bytes", BODY_MAX);
+			log_err_rl("metrics: output exceeds %d bytes", BODY_MAX);
 			return -EFBIG;
 		}
 		char *nb = realloc(s->body, s->body_cap * 2);
 
 		if (!nb) {
-			log_err("metrics: cannot grow buffer to %zu bytes",
-				s->body_cap * 2);
+			log_err_rl("metrics: cannot grow buffer to %zu bytes",
+				   s->body_cap * 2);
 			return -ENOMEM;
 		}
 		s->body = nb;
@@ -167,8 +172,10 @@ static ssize_t render(struct metrics_server *s)
 	}
 }
 
-static void respond(int fd, int status, const char *body, size_t len,
-		    int head_only)
+/* The whole response into the connection's own buffer, so that many
+ * can be written at once, each at its reader's pace. */
+static int build_response(struct metrics_server *s, struct mconn *c, int status,
+			  int head_only)
 {
 	const char *reason = status == 200 ? "OK" :
 			     status == 404 ? "Not Found" :
@@ -177,82 +184,236 @@ static void respond(int fd, int status, const char *body, size_t len,
 			     status == 500 ? "Internal Server Error" : "Bad Request";
 	const char *ctype = status == 200 ?
 		"text/plain; version=0.0.4; charset=utf-8" : "text/plain";
+	const char *body = reason;
+	size_t len = strlen(reason);
 	char hdr[256];
 	int n;
 
-	if (status != 200) {
-		body = reason;
-		len = strlen(reason);
+	if (status == 200) {
+		ssize_t blen = render(s);
+
+		if (blen < 0)
+			return build_response(s, c, 500, head_only);
+		body = s->body;
+		len = (size_t)blen;
 	}
 	n = snprintf(hdr, sizeof(hdr),
 		     "HTTP/1.0 %d %s\r\nContent-Type: %s\r\n"
 		     "Content-Length: %zu\r\n%sConnection: close\r\n\r\n",
 		     status, reason, ctype, len,
 		     status == 405 ? "Allow: GET, HEAD\r\n" : "");
-	if (write_all(fd, hdr, (size_t)n) < 0)
-		return;
-	if (!head_only)
-		(void)write_all(fd, body, len);
+	if (head_only)
+		len = 0;
+	c->out = malloc((size_t)n + len);
+	if (!c->out)
+		return -ENOMEM;
+	memcpy(c->out, hdr, (size_t)n);
+	memcpy(c->out + n, body, len);
+	c->out_len = (size_t)n + len;
+	c->out_off = 0;
+	c->state = MC_WRITE;
+	return 0;
 }
 
-/* Closing with unread input makes the kernel send a reset, which can
- * destroy the response before the client reads it (the 431 case): send
- * FIN, then discard what the client still sends until it closes, bounded
- * by the receive timeout and a byte budget. */
-static void linger_close(int fd)
+static int request_complete(const struct mconn *c)
 {
-	char sink[1024];
-	size_t budget = 64 * 1024;
+	return strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n");
+}
 
-	shutdown(fd, SHUT_WR);
-	while (budget > 0) {
-		ssize_t n = recv(fd, sink, sizeof(sink), 0);
+static int conn_read(struct metrics_server *s, struct mconn *c)
+{
+	int head_only = 0, status;
+
+	for (;;) {
+		ssize_t n = recv(c->fd, c->req + c->rlen, REQ_MAX - c->rlen, 0);
 
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
 		if (n <= 0)
+			return -ECONNRESET;
+		c->rlen += (size_t)n;
+		c->req[c->rlen] = '\0';
+		if (request_complete(c))
 			break;
-		budget -= (size_t)n < budget ? (size_t)n : budget;
+		if (c->rlen == REQ_MAX)
+			return build_response(s, c, 431, 0);
+	}
+	status = metrics_http_classify(c->req, c->rlen, &head_only);
+	return build_response(s, c, status, head_only);
+}
+
+static int conn_write(struct mconn *c)
+{
+	while (c->out_off < c->out_len) {
+		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		if (n <= 0)
+			return -errno;
+		c->out_off += (size_t)n;
+	}
+	/* Closing with unread input makes the kernel send a reset, which
+	 * can destroy the response before the client reads it (the 431
+	 * case): send FIN, then discard what the client still sends until
+	 * it closes, within the deadline and a byte budget. */
+	shutdown(c->fd, SHUT_WR);
+	c->state = MC_LINGER;
+	c->linger_budget = LINGER_BUDGET;
+	return 0;
+}
+
+static int conn_linger(struct mconn *c)
+{
+	char sink[1024];
+
+	for (;;) {
+		ssize_t n = recv(c->fd, sink, sizeof(sink), 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		if (n <= 0 || (size_t)n >= c->linger_budget)
+			return -ECONNRESET;   /* done: the client closed */
+		c->linger_budget -= (size_t)n;
 	}
 }
 
-static void serve_one(struct metrics_server *s, int fd)
+static void conn_event(struct metrics_server *s, struct mconn *c, short revents)
 {
-	struct timeval tv = { .tv_sec = IO_TIMEOUT_S };
-	ssize_t rlen, blen = 0;
-	int status, head_only = 0;
+	int rc = 0;
 
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	rlen = read_request(s, fd);
-	if (rlen == 0)
-		return;
-	if (rlen < 0) {
-		status = 431;
-	} else {
-		status = metrics_http_classify(s->req, (size_t)rlen, &head_only);
-		if (status == 200) {
-			blen = render(s);
-			if (blen < 0)
-				status = 500;
+	if (c->state == MC_READ && (revents & (POLLIN | POLLHUP | POLLERR)))
+		rc = conn_read(s, c);
+	if (rc == 0 && c->state == MC_WRITE)
+		rc = conn_write(c);
+	if (rc == 0 && c->state == MC_LINGER && (revents & (POLLIN | POLLHUP | POLLERR)))
+		rc = conn_linger(c);
+	if (rc < 0)
+		conn_reset(c);
+}
+
+/* ---- accepting: a slot per connection, a few per source ---- */
+
+static int same_source(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return 0;
+	if (a->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	if (a->ss_family == AF_INET6)
+		return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+			      &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+	return 0;
+}
+
+/* A free slot for a peer at ss, or NULL when it may not have one. */
+static struct mconn *slot_for(struct metrics_server *s, const struct sockaddr_storage *ss)
+{
+	struct mconn *free_slot = NULL;
+	unsigned same = 0;
+
+	for (int i = 0; i < MAX_CONNS; i++) {
+		if (s->conns[i].state == MC_FREE)
+			free_slot = free_slot ? free_slot : &s->conns[i];
+		else if (same_source(&s->conns[i].sa, ss))
+			same++;
+	}
+	if (same >= PER_SOURCE) {
+		log_warn_rl("metrics: refusing a connection: %u open from that "
+			    "address", same);
+		return NULL;
+	}
+	if (!free_slot)
+		log_warn_rl("metrics: refusing a connection: %d open", MAX_CONNS);
+	return free_slot;
+}
+
+static void accept_all(struct metrics_server *s, uint64_t now)
+{
+	for (int i = 0; i < 64; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int fd = accept4(s->lfd, (struct sockaddr *)&ss, &sl,
+				 SOCK_CLOEXEC | SOCK_NONBLOCK);
+		struct mconn *c;
+
+		if (fd < 0)
+			return;   /* EAGAIN, or ECONNABORTED/EMFILE: next poll */
+		c = slot_for(s, &ss);
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->fd = fd;
+		c->sa = ss;
+		c->rlen = 0;
+		c->req[0] = '\0';
+		c->deadline = now + REQ_DEADLINE_MS;
+		c->state = MC_READ;
+	}
+}
+
+/* ---- the thread ---- */
+
+static uint64_t now_ms(void)
+{
+	return fm_mono_ms();
+}
+
+/* Connections past their deadline go; returns the poll timeout until
+ * the next deadline (-1: none). */
+static int expire(struct metrics_server *s, uint64_t now)
+{
+	uint64_t next = UINT64_MAX;
+
+	for (int i = 0; i < MAX_CONNS; i++) {
+		struct mconn *c = &s->conns[i];
+
+		if (c->state == MC_FREE)
+			continue;
+		if (now >= c->deadline) {
+			if (c->state == MC_READ)
+				log_debug("metrics: closing a connection: no whole "
+					  "request within %d ms", REQ_DEADLINE_MS);
+			conn_reset(c);
+		} else if (c->deadline < next) {
+			next = c->deadline;
 		}
 	}
-	respond(fd, status, s->body, (size_t)(blen > 0 ? blen : 0), head_only);
-	linger_close(fd);
+	return next == UINT64_MAX ? -1 : (int)(next - now);
 }
 
 static void *server_thread(void *p)
 {
 	struct metrics_server *s = p;
-	struct pollfd pf[2] = {
-		{ .fd = s->lfd, .events = POLLIN },
-		{ .fd = s->stop_pipe[0], .events = POLLIN },
-	};
+	struct pollfd pf[2 + MAX_CONNS];
+	int map[2 + MAX_CONNS];
 
 	for (;;) {
-		int fd;
+		uint64_t now = now_ms();
+		int timeout = expire(s, now), n = 2, rc;
 
-		if (poll(pf, 2, -1) < 0) {
+		pf[0] = (struct pollfd){ .fd = s->lfd, .events = POLLIN };
+		pf[1] = (struct pollfd){ .fd = s->stop_pipe[0], .events = POLLIN };
+		for (int i = 0; i < MAX_CONNS; i++) {
+			struct mconn *c = &s->conns[i];
+
+			if (c->state == MC_FREE)
+				continue;
+			pf[n] = (struct pollfd){ .fd = c->fd,
+				.events = c->state == MC_WRITE ? POLLOUT : POLLIN };
+			map[n++] = i;
+		}
+		rc = poll(pf, (nfds_t)n, timeout);
+		if (rc < 0) {
 			if (errno == EINTR)
 				continue;
 			log_err("metrics: poll: %s", strerror(errno));
@@ -260,13 +421,11 @@ static void *server_thread(void *p)
 		}
 		if (pf[1].revents)
 			break;
-		if (!(pf[0].revents & POLLIN))
-			continue;
-		fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
-			continue; /* ECONNABORTED, EMFILE: try again next time */
-		serve_one(s, fd);
-		close(fd);
+		for (int k = 2; k < n; k++)
+			if (pf[k].revents)
+				conn_event(s, &s->conns[map[k]], pf[k].revents);
+		if (pf[0].revents & POLLIN)
+			accept_all(s, now_ms());
 	}
 	return NULL;
 }
@@ -290,7 +449,7 @@ static int bind_listen(const char *host, uint16_t port, int *out_fd)
 	}
 	for (ai = res; ai; ai = ai->ai_next) {
 		int one = 1;
-		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
 				ai->ai_protocol);
 
 		if (fd < 0) {
@@ -299,7 +458,7 @@ static int bind_listen(const char *host, uint16_t port, int *out_fd)
 		}
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-		    listen(fd, 16) == 0) {
+		    listen(fd, 64) == 0) {
 			*out_fd = fd;
 			freeaddrinfo(res);
 			return 0;
@@ -331,6 +490,8 @@ static void server_free(struct metrics_server *s)
 		close(s->stop_pipe[0]);
 	if (s->stop_pipe[1] >= 0)
 		close(s->stop_pipe[1]);
+	for (int i = 0; i < MAX_CONNS; i++)
+		conn_reset(&s->conns[i]);
 	free(s->body);
 	free(s);
 }
@@ -370,6 +531,8 @@ int metrics_server_start(const char *listen_addr, metrics_provider_fn fn,
 	if (!s)
 		return -ENOMEM;
 	s->lfd = s->stop_pipe[0] = s->stop_pipe[1] = -1;
+	for (int i = 0; i < MAX_CONNS; i++)
+		s->conns[i].fd = -1;
 	s->fn = fn;
 	s->arg = arg;
 	s->body_cap = BODY_INIT;

@@ -2,7 +2,8 @@
  *
  * A program that was given `--metrics HOST:PORT` starts one metrics server:
  * a thread that answers `GET /metrics` (HTTP/1.0, one request per
- * connection) by calling the program's provider callback, which appends
+ * connection, several connections at once, each with a deadline for the
+ * whole exchange) by calling the program's provider callback, which appends
  * Prometheus text exposition format (version 0.0.4) into a buffer the
  * server owns.  Other paths get 404, other methods 405, oversized or
  * malformed requests 400.  The thread is never on an I/O path: it only

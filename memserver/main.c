@@ -17,6 +17,8 @@
 enum {
 	OPT_CHECK = 256, OPT_STAT, OPT_JSON, OPT_VERSION, OPT_FOREGROUND,
 	OPT_ALLOW_UNLOCKED, OPT_CLIENT_KEY,
+	OPT_HANDSHAKE_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_MAX_HANDSHAKES,
+	OPT_MAX_HANDSHAKES_PER_SOURCE, OPT_ALLOW_SHARED_RKEY,
 };
 
 /* Flags that set a config key: long name, key. */
@@ -34,6 +36,10 @@ static const struct {
 	{ "metrics", "memserver:metrics" },
 	{ "quota", "memserver:quota" },
 	{ "quota-clients", "memserver:quota-clients" },
+	{ "handshake-timeout", "memserver:handshake-timeout" },
+	{ "idle-timeout", "memserver:idle-timeout" },
+	{ "max-handshakes", "memserver:max-handshakes" },
+	{ "max-handshakes-per-source", "memserver:max-handshakes-per-source" },
 };
 
 static const struct option options[] = {
@@ -51,6 +57,11 @@ static const struct option options[] = {
 	{ "quota-clients", required_argument, NULL, 'C' },
 	{ "client-key", required_argument, NULL, OPT_CLIENT_KEY },
 	{ "allow-unlocked", no_argument, NULL, OPT_ALLOW_UNLOCKED },
+	{ "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
+	{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
+	{ "max-handshakes", required_argument, NULL, OPT_MAX_HANDSHAKES },
+	{ "max-handshakes-per-source", required_argument, NULL, OPT_MAX_HANDSHAKES_PER_SOURCE },
+	{ "allow-shared-rkey", no_argument, NULL, OPT_ALLOW_SHARED_RKEY },
 	{ "check-config", no_argument, NULL, OPT_CHECK },
 	{ "stat", required_argument, NULL, OPT_STAT },
 	{ "json", no_argument, NULL, OPT_JSON },
@@ -70,7 +81,7 @@ struct args {
 	const char *set_val[MAX_SET];
 	const char *set_flag[MAX_SET];
 	int nset;
-	int check, json, verbose, allow_unlocked;
+	int check, json, verbose, allow_unlocked, allow_shared_rkey;
 	const char *stat_addr;
 	const char *client_key;
 };
@@ -101,6 +112,13 @@ static void usage(FILE *f)
 "      --quota LIMIT        most one client may hold: none, N%% or a size\n"
 "      --quota-clients LIST per-client limits: NAME:LIMIT,NAME:LIMIT...\n"
 "      --client-key NAME    print the key file of client NAME, then exit\n"
+"      --handshake-timeout DURATION  HELLO+AUTH must be done this soon (default 10s)\n"
+"      --idle-timeout DURATION       tcp: close authenticated connections idle\n"
+"                           this long (default 0: never)\n"
+"      --max-handshakes N   connections not yet authenticated (default 256)\n"
+"      --max-handshakes-per-source N  ... from one address or IPv6 /64 (default 32)\n"
+"      --allow-shared-rkey  rdma: serve a device without memory windows (every\n"
+"                           client's key then covers the whole pool)\n"
 "      --foreground         stay in the foreground (always; for unit files)\n"
 "      --check-config       validate the settings and the secret, then exit\n"
 "      --stat ADDR          print a running server's statistics (--json)\n"
@@ -166,11 +184,14 @@ static int parse_args(int argc, char **argv, struct args *a)
 			break;
 		case 's': case 'k': case 'S': case 'L': case 'H': case 'g': case 'p': case 'M':
 		case 'Q': case 'C':
+		case OPT_HANDSHAKE_TIMEOUT: case OPT_IDLE_TIMEOUT: case OPT_MAX_HANDSHAKES:
+		case OPT_MAX_HANDSHAKES_PER_SOURCE:
 			/* options[idx] is only set for long options. */
 			if (add_set(a, flag_of(opt), optarg) < 0)
 				return 2;
 			break;
 		case OPT_ALLOW_UNLOCKED: a->allow_unlocked = 1; break;
+		case OPT_ALLOW_SHARED_RKEY: a->allow_shared_rkey = 1; break;
 		case OPT_CHECK: a->check = 1; break;
 		case OPT_STAT: a->stat_addr = optarg; break;
 		case OPT_CLIENT_KEY: a->client_key = optarg; break;
@@ -206,6 +227,10 @@ static int build_settings(const struct args *a, struct ms_settings *s,
 	if (a->allow_unlocked &&
 	    ms_settings_set(s, "memserver:allow-unlocked", "yes",
 			    "--allow-unlocked", err, errlen) < 0)
+		return -1;
+	if (a->allow_shared_rkey &&
+	    ms_settings_set(s, "memserver:allow-shared-rkey", "yes",
+			    "--allow-shared-rkey", err, errlen) < 0)
 		return -1;
 	for (int i = 0; i < a->nset; i++) {
 		snprintf(flagname[i], sizeof(flagname[i]), "--%s", a->set_flag[i]);

@@ -192,6 +192,43 @@ uint8_t *ms_buf_reserve(struct ms_buf *b, size_t n);
 void ms_buf_commit(struct ms_buf *b, size_t n);
 void ms_buf_consume(struct ms_buf *b, size_t n);
 void ms_buf_free(struct ms_buf *b);
+/* Give back capacity beyond keep bytes once what is queued fits in keep
+ * (a large reply went out); 0, or -ENOMEM leaving the buffer as it was. */
+int ms_buf_shrink(struct ms_buf *b, size_t keep);
+
+/* ---- admit.c: bounds on listeners, and who may start a handshake ---- */
+
+#define MS_HANDSHAKE_MS_DEFAULT               10000
+#define MS_MAX_HANDSHAKES_DEFAULT             256
+#define MS_MAX_HANDSHAKES_PER_SOURCE_DEFAULT  32
+
+/* What every listener (tcp, rdma) enforces; settings.c fills it. */
+struct ms_limits {
+	uint64_t handshake_ms;       /* whole HELLO+AUTH, from accept */
+	uint64_t idle_ms;            /* after authentication, no request; 0: none */
+	unsigned max_handshakes;     /* in progress, from all sources */
+	unsigned max_handshakes_per_source;  /* per IPv4 address or IPv6 /64 */
+	int allow_shared_rkey;       /* rdma: serve without memory windows */
+};
+
+void ms_limits_defaults(struct ms_limits *l);
+
+struct ms_admit_src;
+struct ms_admit {
+	unsigned max_total, max_per_src, total, nslots;
+	struct ms_admit_src *slots;
+};
+
+struct sockaddr;
+int ms_admit_init(struct ms_admit *a, unsigned max_total, unsigned max_per_src);
+void ms_admit_fini(struct ms_admit *a);
+/* A handshake from sa may start: 0; -EBUSY when its source already has
+ * max_per_src in progress, -EAGAIN when max_total are.  Refused ones
+ * take nothing: new connections are refused, none is evicted. */
+int ms_admit_take(struct ms_admit *a, const struct sockaddr *sa);
+/* That handshake ended (authenticated or closed). */
+void ms_admit_put(struct ms_admit *a, const struct sockaddr *sa);
+unsigned ms_admit_source_count(const struct ms_admit *a, const struct sockaddr *sa);
 
 /* ---- session.c: one connection's protocol state ---- */
 
@@ -220,6 +257,8 @@ struct ms_ctx {
 	uint64_t (*now_ms)(void);
 	struct metrics_pool_snap *metrics; /* --metrics: the loop publishes here */
 	struct ms_free_hook *free_hooks;
+	const struct ms_limits *limits;  /* NULL: ms_limits_defaults() */
+	struct ms_admit *admit;          /* shared by every listener; NULL: none */
 };
 
 enum ms_sess_state { MS_HELLO, MS_AUTH, MS_READY };
@@ -273,7 +312,13 @@ struct ms_settings {
 	char quota_clients[4096];   /* NAME:LIMIT, ... */
 	/* Where each key's value came from (file or flag), by key index;
 	 * NULL: the default. */
-	const char *origin[16];
+	const char *origin[32];
+	/* Listener bounds (admit.c). */
+	uint64_t handshake_ms;
+	uint64_t idle_ms;
+	uint64_t max_handshakes;
+	uint64_t max_handshakes_per_source;
+	int allow_shared_rkey;
 };
 
 /* Settings after the "config complete" pass. */
@@ -283,6 +328,7 @@ struct ms_resolved {
 	enum ms_huge huge;
 	int use_syslog;
 	struct ms_quota quota;
+	struct ms_limits limits;
 };
 
 extern const struct cfg_key ms_cfg_keys[];

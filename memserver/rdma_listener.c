@@ -8,6 +8,25 @@
  * session code appends replies to the connection's ms_buf; they go out as
  * SENDs as send buffers free up, so a client within its credit
  * (FM_RDMA_CTRL_DEPTH) is never refused and one beyond it is only slowed.
+ *
+ * What a stranger can hold.  Until a connection authenticates it has the
+ * queue pair and CQ (needed to carry the handshake), its receive buffers
+ * and two small send buffers: about 18 KiB registered, not the 1.5 MiB of
+ * LIST-sized send buffers, which are registered only once it has
+ * authenticated.  So is the pool itself when the listener was not bound
+ * to one device.  Connections still in the handshake count against the
+ * same caps as tcp's (per source and in all, ms_ctx.admit; over them a
+ * connect request is rejected) and must finish within handshake_ms.
+ * The idle timeout does not apply here: the data path is one-sided, so a
+ * busy client's control channel is quiet.  What an authenticated peer
+ * can make us queue is bounded as on tcp: with RL_OUT_HIGH reply bytes
+ * waiting for send buffers, receive buffers are not reposted, so a peer
+ * that ignores its credit and never takes its replies stalls on RNR.
+ *
+ * A device without type-2 memory windows would make every client's key
+ * cover the whole pool: such a device is refused (at listen when the
+ * address names it, else at its first connection) unless
+ * allow_shared_rkey is set.
  */
 #include "rdma_listener.h"
 
@@ -33,17 +52,23 @@
 #define RL_RECV_BUF       1024u
 #define RL_SEND_DEPTH     (2 * FM_RDMA_CTRL_DEPTH)
 #define RL_SEND_BUF       FM_RDMA_MSG_MAX
-#define RL_SQ_DEPTH       (RL_SEND_DEPTH + FM_RDMA_CTRL_DEPTH + 8)  /* sends + binds */
+#define RL_HS_SEND_DEPTH  2         /* before authentication: HELLO and AUTH replies */
+#define RL_HS_SEND_BUF    RL_RECV_BUF
+#define RL_SQ_DEPTH       (RL_SEND_DEPTH + RL_HS_SEND_DEPTH + FM_RDMA_CTRL_DEPTH + 8)  /* sends + binds */
 #define RL_GRANT_BUCKETS  256
-#define RL_AUTH_MS        10000
+/* Replies queued beyond the send buffers: above this, receive buffers are
+ * not reposted, so a peer that sends past its credit without taking its
+ * replies stalls on RNR instead of growing our queue. */
+#define RL_OUT_HIGH       (256u << 10)
 #define RL_SWEEP_MS       1000
 #define RL_MAX_CONNS      1024
 #define RL_RD_ATOMIC      16
 
 _Static_assert(RL_SEND_DEPTH <= 32, "send buffers are tracked in a 32-bit mask");
+_Static_assert(RL_RECV_DEPTH <= 32, "held receive buffers are tracked in a 32-bit mask");
 _Static_assert(RL_RECV_BUF >= FM_HDR_SIZE + FM_PING_MAX, "a PING request fits");
 
-enum { WR_RECV = 1, WR_SEND, WR_BIND };
+enum { WR_RECV = 1, WR_SEND, WR_BIND, WR_HS_SEND };
 #define WR_ID(kind, idx)  ((uint64_t)(kind) << 32 | (uint32_t)(idx))
 #define WR_KIND(id)       ((unsigned)((id) >> 32))
 #define WR_IDX(id)        ((uint32_t)(id))
@@ -55,7 +80,7 @@ enum { WR_RECV = 1, WR_SEND, WR_BIND };
 struct rl_dev {
 	struct ibv_context *verbs;
 	struct ibv_pd *pd;
-	struct ibv_mr *mr;               /* the whole pool */
+	struct ibv_mr *mr;               /* the whole pool; NULL until needed */
 	struct ibv_comp_channel *cch;
 	int windows;                     /* type-2 memory windows work */
 	int max_rd_atom;
@@ -77,10 +102,17 @@ struct rl_conn {
 	struct rl_dev *dev;
 	struct ibv_cq *cq;
 	struct ibv_mr *mr;
-	uint8_t *mem;                    /* receive buffers, then send buffers */
+	uint8_t *mem;                    /* receive buffers, then handshake send buffers */
 	size_t mem_len;
+	struct ibv_mr *send_mr;          /* after authentication: */
+	uint8_t *send_mem;               /* RL_SEND_DEPTH LIST-sized send buffers */
+	size_t send_len;
 	uint32_t send_free;              /* bit i: send buffer i is free */
+	uint32_t hs_send_free;           /* the same for handshake send buffers */
+	uint32_t recv_held;              /* bit i: receive buffer i waits for the queue to drain */
 	unsigned sends_out;
+	int admitted;                    /* holds a handshake slot (ms_ctx.admit) */
+	struct sockaddr_storage sa;
 	unsigned cq_unacked;
 	struct ms_session sess;
 	struct ms_buf out;
@@ -144,21 +176,73 @@ static int probe_windows(struct ibv_pd *pd)
 	return 1;
 }
 
-static struct rl_dev *dev_get(struct ms_rdma *l, struct ibv_context *verbs)
+static int allow_shared_rkey(const struct ms_rdma *l)
 {
-	const char *dname = ibv_get_device_name(verbs->device);
+	return l->ctx->limits && l->ctx->limits->allow_shared_rkey;
+}
+
+/* No windows: only with allow-shared-rkey, and then with a warning. */
+static int windows_check(struct ms_rdma *l, const char *dname, int windows)
+{
+	if (windows)
+		return 0;
+	if (!allow_shared_rkey(l)) {
+		log_err_rl("%s: %s has no type-2 memory windows: every client's key would "
+			   "cover the whole pool; refusing to serve it (allow-shared-rkey, "
+			   "--allow-shared-rkey, accepts that)", l->name, dname);
+		return -EOPNOTSUPP;
+	}
+	log_warn_rl("%s: %s has no type-2 memory windows: every client's key covers "
+		    "the whole pool (allow-shared-rkey is set; only the secret keeps "
+		    "peers apart)", l->name, dname);
+	return 0;
+}
+
+/* The pool, registered on d when first needed: at listen when the address
+ * names d, else when a connection on d authenticates. */
+static int dev_register_pool(struct ms_rdma *l, struct rl_dev *d)
+{
+	const char *dname = ibv_get_device_name(d->verbs->device);
 	struct ms_segtab *t = &l->ctx->segs;
 	size_t len = (size_t)ms_segtab_pool_bytes(t);
+	/* With windows the region itself grants no remote access: only a
+	 * window bound to one queue pair over one segment does. */
+	int access = IBV_ACCESS_LOCAL_WRITE |
+		     (d->windows ? IBV_ACCESS_MW_BIND
+				 : IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE);
+
+	if (d->mr)
+		return 0;
+	d->mr = ibv_reg_mr(d->pd, t->base, len, access);
+	if (!d->mr) {
+		log_err_rl("%s: %s: cannot register the %zu-byte pool: %s (is the memlock "
+			   "limit high enough?)", l->name, dname, len, strerror(errno));
+		return -ENOMEM;
+	}
+	if (d->windows)
+		log_info("%s: %s: pool registered; each client gets a memory window per "
+			 "segment, bound to its own queue pair", l->name, dname);
+	return 0;
+}
+
+/* The device's state, set up on first use: -EOPNOTSUPP for a device
+ * without memory windows (unless allowed), -ENOMEM/-EIO otherwise. */
+static int dev_get(struct ms_rdma *l, struct ibv_context *verbs, struct rl_dev **out)
+{
+	const char *dname = ibv_get_device_name(verbs->device);
 	struct ibv_device_attr da;
 	struct rl_dev *d;
-	int access;
+	int rc = -EIO;
 
-	for (d = l->devs; d; d = d->next)
-		if (d->verbs == verbs)
-			return d;
+	for (d = l->devs; d; d = d->next) {
+		if (d->verbs == verbs) {
+			*out = d;
+			return 0;
+		}
+	}
 	d = calloc(1, sizeof(*d));
 	if (!d)
-		return NULL;
+		return -ENOMEM;
 	d->verbs = verbs;
 	d->max_rd_atom = RL_RD_ATOMIC;
 	if (ibv_query_device(verbs, &da) == 0 && da.max_qp_rd_atom < d->max_rd_atom)
@@ -170,36 +254,46 @@ static struct rl_dev *dev_get(struct ms_rdma *l, struct ibv_context *verbs)
 		goto fail;
 	}
 	d->windows = probe_windows(d->pd);
-	/* With windows the region itself grants no remote access: only a
-	 * window bound to one queue pair over one segment does. */
-	access = IBV_ACCESS_LOCAL_WRITE |
-		 (d->windows ? IBV_ACCESS_MW_BIND
-			     : IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE);
-	d->mr = ibv_reg_mr(d->pd, t->base, len, access);
-	if (!d->mr) {
-		log_err("%s: %s: cannot register the %zu-byte pool: %s (is the memlock "
-			"limit high enough?)", l->name, dname, len, strerror(errno));
+	rc = windows_check(l, dname, d->windows);
+	if (rc)
 		goto fail;
-	}
+	rc = -EIO;
 	d->cch = ibv_create_comp_channel(verbs);
 	if (!d->cch || set_nonblock(d->cch->fd) || watch(l, d->cch->fd, (uintptr_t)d)) {
 		log_err("%s: %s: cannot set up a completion channel: %s", l->name, dname,
 			strerror(errno));
 		goto fail;
 	}
-	if (d->windows)
-		log_info("%s: %s: pool registered; each client gets a memory window per "
-			 "segment, bound to its own queue pair", l->name, dname);
-	else
-		log_warn("%s: %s has no type-2 memory windows: every client's key covers "
-			 "the whole pool (only the shared secret keeps peers apart)",
-			 l->name, dname);
 	d->next = l->devs;
 	l->devs = d;
-	return d;
+	*out = d;
+	return 0;
 fail:
 	dev_free(d);
-	return NULL;
+	return rc;
+}
+
+/* A listener on every address: the windows rule, checked at start for
+ * every device, so a bad one stops the start-up, not its clients. */
+static int windows_check_all(struct ms_rdma *l)
+{
+	struct ibv_context **ctxs;
+	int n = 0, rc = 0;
+
+	ctxs = rdma_get_devices(&n);
+	if (!ctxs)
+		return 0;   /* none: fm_rdma_device_check() said so already */
+	for (int i = 0; i < n && rc == 0; i++) {
+		struct ibv_pd *pd = ibv_alloc_pd(ctxs[i]);
+
+		if (!pd)
+			continue;   /* unusable anyway; its connections will say */
+		rc = windows_check(l, ibv_get_device_name(ctxs[i]->device),
+				   probe_windows(pd));
+		ibv_dealloc_pd(pd);
+	}
+	rdma_free_devices(ctxs);
+	return rc;
 }
 
 /* ---- grants ---- */
@@ -334,9 +428,14 @@ static uint8_t *recv_buf(struct rl_conn *c, uint32_t i)
 	return c->mem + (size_t)i * RL_RECV_BUF;
 }
 
+static uint8_t *hs_send_buf(struct rl_conn *c, uint32_t i)
+{
+	return c->mem + (size_t)RL_RECV_DEPTH * RL_RECV_BUF + (size_t)i * RL_HS_SEND_BUF;
+}
+
 static uint8_t *send_buf(struct rl_conn *c, uint32_t i)
 {
-	return c->mem + (size_t)RL_RECV_DEPTH * RL_RECV_BUF + (size_t)i * RL_SEND_BUF;
+	return c->send_mem + (size_t)i * RL_SEND_BUF;
 }
 
 static int post_recv(struct rl_conn *c, uint32_t i)
@@ -351,6 +450,8 @@ static int post_recv(struct rl_conn *c, uint32_t i)
 
 static void conn_destroy(struct ms_rdma *l, struct rl_conn *c)
 {
+	if (c->admitted && l->ctx->admit)
+		ms_admit_put(l->ctx->admit, (struct sockaddr *)&c->sa);
 	ms_session_end(l->ctx, &c->sess);
 	grants_drop_all(c);
 	if (c->id && c->id->qp) {
@@ -366,6 +467,10 @@ static void conn_destroy(struct ms_rdma *l, struct rl_conn *c)
 		ibv_dereg_mr(c->mr);
 	if (c->mem)
 		munmap(c->mem, c->mem_len);
+	if (c->send_mr)
+		ibv_dereg_mr(c->send_mr);
+	if (c->send_mem)
+		munmap(c->send_mem, c->send_len);
 	ms_buf_free(&c->out);
 	if (c->id)
 		rdma_destroy_id(c->id);
@@ -382,33 +487,60 @@ static void conn_destroy(struct ms_rdma *l, struct rl_conn *c)
 	free(c);
 }
 
+/* A free send buffer: LIST-sized once authenticated, else a handshake one.
+ * Fills its address, size, key and work request id; -EAGAIN when none. */
+static int send_slot(struct rl_conn *c, uint8_t **buf, size_t *cap, uint32_t *lkey,
+		     uint64_t *wr_id)
+{
+	uint32_t *mask = c->send_mem ? &c->send_free : &c->hs_send_free;
+	uint32_t i;
+
+	if (!*mask)
+		return -EAGAIN;
+	i = (uint32_t)__builtin_ctz(*mask);
+	*mask &= ~(1u << i);
+	if (c->send_mem) {
+		*buf = send_buf(c, i);
+		*cap = RL_SEND_BUF;
+		*lkey = c->send_mr->lkey;
+		*wr_id = WR_ID(WR_SEND, i);
+	} else {
+		*buf = hs_send_buf(c, i);
+		*cap = RL_HS_SEND_BUF;
+		*lkey = c->mr->lkey;
+		*wr_id = WR_ID(WR_HS_SEND, i);
+	}
+	return 0;
+}
+
 /* Send queued replies while send buffers are free. */
 static int flush_out(struct rl_conn *c)
 {
-	while (c->out.len >= FM_HDR_SIZE && c->send_free) {
+	while (c->out.len >= FM_HDR_SIZE) {
 		const uint8_t *f = c->out.data + c->out.head;
-		size_t n = FM_HDR_SIZE + (size_t)get_le32(f + 16);
-		uint32_t i = (uint32_t)__builtin_ctz(c->send_free);
-		struct ibv_sge sge = { .addr = (uintptr_t)send_buf(c, i),
-				       .length = (uint32_t)n, .lkey = c->mr->lkey };
-		struct ibv_send_wr wr = { .wr_id = WR_ID(WR_SEND, i), .sg_list = &sge,
-					  .num_sge = 1, .opcode = IBV_WR_SEND,
+		size_t n = FM_HDR_SIZE + (size_t)get_le32(f + 16), cap;
+		struct ibv_sge sge = { .length = (uint32_t)n };
+		struct ibv_send_wr wr = { .sg_list = &sge, .num_sge = 1,
+					  .opcode = IBV_WR_SEND,
 					  .send_flags = IBV_SEND_SIGNALED }, *bad;
+		uint8_t *buf;
 		int rc;
 
-		if (n > RL_SEND_BUF || n > c->out.len) {
+		if (send_slot(c, &buf, &cap, &sge.lkey, &wr.wr_id))
+			break;
+		if (n > cap || n > c->out.len) {
 			log_err("%s: closing: a %zu-byte reply does not fit a message",
 				c->sess.peer, n);
 			return -EMSGSIZE;
 		}
-		memcpy(send_buf(c, i), f, n);
+		sge.addr = (uintptr_t)buf;
+		memcpy(buf, f, n);
 		rc = ibv_post_send(c->id->qp, &wr, &bad);
 		if (rc) {
 			log_warn("%s: closing: posting a reply failed: %s", c->sess.peer,
 				 strerror(rc));
 			return -EIO;
 		}
-		c->send_free &= ~(1u << i);
 		c->sends_out++;
 		ms_buf_consume(&c->out, n);
 	}
@@ -483,11 +615,47 @@ static int alloc_patch(struct rl_conn *c, size_t at)
 	return 0;
 }
 
+/* Authenticated: give back the handshake slot, then register what only a
+ * client may hold — LIST-sized send buffers and (once per device) the
+ * pool.  Before the AUTH reply goes out, so the client never sees a
+ * connection that cannot serve it. */
+static int conn_authenticated(struct rl_conn *c)
+{
+	struct ms_rdma *l = c->l;
+
+	if (c->admitted && l->ctx->admit) {
+		ms_admit_put(l->ctx->admit, (struct sockaddr *)&c->sa);
+		c->admitted = 0;
+	}
+	if (dev_register_pool(l, c->dev) < 0)
+		return -ENOMEM;
+	c->send_len = (size_t)RL_SEND_DEPTH * RL_SEND_BUF;
+	c->send_mem = mmap(NULL, c->send_len, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (c->send_mem == MAP_FAILED) {
+		c->send_mem = NULL;
+		log_err_rl("%s: closing: no memory for send buffers", c->sess.peer);
+		return -ENOMEM;
+	}
+	c->send_mr = ibv_reg_mr(c->dev->pd, c->send_mem, c->send_len,
+				IBV_ACCESS_LOCAL_WRITE);
+	if (!c->send_mr) {
+		log_err_rl("%s: closing: cannot register send buffers: %s", c->sess.peer,
+			   strerror(errno));
+		munmap(c->send_mem, c->send_len);
+		c->send_mem = NULL;
+		return -ENOMEM;
+	}
+	l->stats.send_areas++;
+	return 0;
+}
+
 /* One request message.  Nonzero: close the connection. */
 static int on_msg(struct rl_conn *c, const uint8_t *msg, uint32_t len)
 {
 	struct ms_ctx *ctx = c->l->ctx;
 	const uint8_t *pl = msg + FM_HDR_SIZE;
+	enum ms_sess_state was;
 	struct fm_hdr h;
 	uint8_t base;
 	size_t at;
@@ -505,9 +673,12 @@ static int on_msg(struct rl_conn *c, const uint8_t *msg, uint32_t len)
 	    !(h.op & FM_OP_REPLY))
 		return reply_status(c, &h, -EOPNOTSUPP, NULL, 0); /* one-sided only */
 	at = c->out.len;
+	was = c->sess.state;
 	rc = ms_session_frame(ctx, &c->sess, &h, pl, &c->out);
 	if (rc < 0)
 		return rc;
+	if (was != MS_READY && c->sess.state == MS_READY && conn_authenticated(c) < 0)
+		return -ENOMEM;
 	if (rc == MS_CLOSE_AFTER_FLUSH)
 		c->close_after_flush = 1;
 	if (h.op == FM_OP_ALLOC)
@@ -532,16 +703,42 @@ static int on_wc(struct rl_conn *c, const struct ibv_wc *wc)
 		if (i >= RL_RECV_DEPTH)
 			return -EPROTO;
 		rc = on_msg(c, recv_buf(c, i), wc->byte_len);
-		return rc ? rc : post_recv(c, i);
+		if (rc)
+			return rc;
+		if (c->out.len >= RL_OUT_HIGH) {
+			c->recv_held |= 1u << i;
+			return 0;
+		}
+		return post_recv(c, i);
 	case WR_SEND:
 		if (i < RL_SEND_DEPTH && !(c->send_free & (1u << i))) {
 			c->send_free |= 1u << i;
 			c->sends_out--;
 		}
 		return 0;
+	case WR_HS_SEND:
+		if (i < RL_HS_SEND_DEPTH && !(c->hs_send_free & (1u << i))) {
+			c->hs_send_free |= 1u << i;
+			c->sends_out--;
+		}
+		return 0;
 	default:
 		return 0;   /* a window bound */
 	}
+}
+
+/* The queue drained below RL_OUT_HIGH: take requests again. */
+static int recv_release(struct rl_conn *c)
+{
+	while (c->recv_held && c->out.len < RL_OUT_HIGH) {
+		uint32_t i = (uint32_t)__builtin_ctz(c->recv_held);
+		int rc = post_recv(c, i);
+
+		if (rc)
+			return rc;
+		c->recv_held &= ~(1u << i);
+	}
+	return 0;
 }
 
 static void conn_poll(struct ms_rdma *l, struct rl_conn *c)
@@ -561,6 +758,8 @@ static void conn_poll(struct ms_rdma *l, struct rl_conn *c)
 	}
 	if (rc == 0)
 		rc = flush_out(c);
+	if (rc == 0)
+		rc = recv_release(c);
 	if (rc)
 		conn_destroy(l, c);
 }
@@ -581,6 +780,36 @@ static void peer_name(struct rdma_cm_id *id, char *out, size_t len)
 		snprintf(out, len, "rdma %s:%s", host, port);
 }
 
+static uint64_t handshake_ms(const struct ms_rdma *l)
+{
+	return l->ctx->limits ? l->ctx->limits->handshake_ms : MS_HANDSHAKE_MS_DEFAULT;
+}
+
+/* A handshake slot for a connect request from sa (ms_ctx.admit): 0, or
+ * -EBUSY/-EAGAIN over a cap (logged, rate-limited). */
+static int admit(struct ms_rdma *l, struct rdma_cm_id *id, struct sockaddr_storage *sa)
+{
+	struct sockaddr *peer = rdma_get_peer_addr(id);
+	char name[80];
+	int rc;
+
+	memset(sa, 0, sizeof(*sa));
+	if (!l->ctx->admit || !peer)
+		return 0;
+	memcpy(sa, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+						     : sizeof(struct sockaddr_in));
+	rc = ms_admit_take(l->ctx->admit, peer);
+	if (rc == 0 || rc == -EAFNOSUPPORT)
+		return 0;
+	peer_name(id, name, sizeof(name));
+	log_warn_rl("%s: refusing %s: %s", l->name, name,
+		    rc == -EBUSY ? "too many handshakes from that source in progress "
+				   "(max-handshakes-per-source)"
+				 : "too many handshakes in progress (max-handshakes)");
+	l->stats.refused++;
+	return rc;
+}
+
 /* Queue pair, CQ, buffers; the caller accepts or rejects. */
 static int conn_setup(struct ms_rdma *l, struct rl_conn *c)
 {
@@ -594,9 +823,12 @@ static int conn_setup(struct ms_rdma *l, struct rl_conn *c)
 
 	peer_name(c->id, peer, sizeof(peer));
 	ms_session_init(&c->sess, peer);
-	c->auth_deadline = l->ctx->now_ms() + RL_AUTH_MS;
+	c->auth_deadline = l->ctx->now_ms() + handshake_ms(l);
 	c->send_free = RL_SEND_DEPTH == 32 ? ~0u : (1u << RL_SEND_DEPTH) - 1;
-	c->mem_len = (size_t)RL_RECV_DEPTH * RL_RECV_BUF + (size_t)RL_SEND_DEPTH * RL_SEND_BUF;
+	c->hs_send_free = (1u << RL_HS_SEND_DEPTH) - 1;
+	/* Only what the handshake needs: see the top of the file. */
+	c->mem_len = (size_t)RL_RECV_DEPTH * RL_RECV_BUF +
+		     (size_t)RL_HS_SEND_DEPTH * RL_HS_SEND_BUF;
 	c->mem = mmap(NULL, c->mem_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 		      -1, 0);
 	if (c->mem == MAP_FAILED) {
@@ -622,26 +854,37 @@ static void on_connect_request(struct ms_rdma *l, struct rdma_cm_id *id,
 			       const struct rdma_conn_param *req)
 {
 	struct rdma_conn_param cp = { .rnr_retry_count = 7 };
+	struct sockaddr_storage sa;
 	struct rl_conn *c = NULL;
 	struct rl_dev *d;
 	int rc = -ENOMEM;
 
 	if (l->nconns >= RL_MAX_CONNS) {
-		log_warn("%s: refusing a connection: %u already open", l->name, l->nconns);
+		log_warn_rl("%s: refusing a connection: %u already open", l->name, l->nconns);
 		goto reject;
 	}
-	d = dev_get(l, id->verbs);
-	c = calloc(1, sizeof(*c));
-	if (!d || !c)
+	if (admit(l, id, &sa) < 0)
 		goto reject;
+	d = NULL;
+	rc = dev_get(l, id->verbs, &d);
+	c = calloc(1, sizeof(*c));
+	if (rc || !c) {
+		if (l->ctx->admit && sa.ss_family)
+			ms_admit_put(l->ctx->admit, (struct sockaddr *)&sa);
+		free(c);
+		c = NULL;
+		goto reject;
+	}
 	c->l = l;
 	c->id = id;
 	c->dev = d;
+	c->sa = sa;
+	c->admitted = sa.ss_family != 0;
 	id->context = c;
 	rc = conn_setup(l, c);
 	if (rc) {
-		log_err("%s: cannot set up a connection from %s: %s", l->name,
-			c->sess.peer, strerror(-rc));
+		log_err_rl("%s: cannot set up a connection from %s: %s", l->name,
+			   c->sess.peer, strerror(-rc));
 		goto reject;
 	}
 	/* The event's fields are already from our side's point of view:
@@ -739,8 +982,9 @@ static void sweep(struct ms_rdma *l)
 		struct rl_conn *next = c->next;
 
 		if (c->sess.state != MS_READY && now >= c->auth_deadline) {
-			log_warn("%s: closing: not authenticated within %d ms", c->sess.peer,
-				 RL_AUTH_MS);
+			log_warn_rl("%s: closing: handshake not done within %llu ms "
+				    "(handshake-timeout)", c->sess.peer,
+				    (unsigned long long)handshake_ms(l));
 			conn_destroy(l, c);
 			c = next;
 			continue;
@@ -899,12 +1143,19 @@ int ms_rdma_listen(struct ms_ctx *ctx, const struct fm_addr *addr, struct ms_rdm
 	rc = bind_listen(l, addr);
 	if (rc)
 		goto fail;
-	/* Bound to one device's address: register the pool now, so a
-	 * registration failure stops the start-up instead of each client. */
-	if (l->listen_id->verbs && !dev_get(l, l->listen_id->verbs)) {
-		rc = -ENOMEM;
-		goto fail;
+	/* Bound to one device's address: check it and register the pool now,
+	 * so a failure stops the start-up instead of each client. */
+	if (l->listen_id->verbs) {
+		struct rl_dev *d;
+
+		rc = dev_get(l, l->listen_id->verbs, &d);
+		if (rc == 0)
+			rc = dev_register_pool(l, d);
+	} else {
+		rc = windows_check_all(l);
 	}
+	if (rc)
+		goto fail;
 	log_info("listening on %s", l->name);
 	*out = l;
 	return 0;

@@ -13,10 +13,15 @@
  * the pool's memory region has no remote access at all; every grant binds
  * a window over exactly that segment to exactly that connection's queue
  * pair, so a key is useless to any other connection and outside the
- * segment, and FREE (or the connection's end) invalidates it.  Without
- * memory windows the listener falls back to remote access on the whole
- * region and warns: then every authenticated client's key covers the
- * whole pool, and only the secret keeps strangers out.
+ * segment, and FREE (or the connection's end) invalidates it.  A device
+ * without memory windows is refused unless allow_shared_rkey is set
+ * (struct ms_limits): then the listener falls back to remote access on
+ * the whole region and warns, every authenticated client's key covers
+ * the whole pool, and only the secret keeps strangers out.
+ *
+ * Before a connection authenticates it holds only what the handshake
+ * needs (rdma_listener.c says how much), within the same handshake
+ * caps and deadline as tcp (struct ms_limits, ms_ctx.admit).
  *
  * Threading: none of its own.  Everything runs from the memserver's
  * epoll loop, so the session code needs no locks: the listener exposes
@@ -40,7 +45,9 @@ struct ms_rdma;
 
 /* Listen on addr (kind ADDR_RDMA) for the pool in ctx->segs.  Fails with
  * -ENODEV and a message naming the address and what to check when there
- * is no RDMA device or the address is not on one. */
+ * is no RDMA device or the address is not on one; with -EOPNOTSUPP when
+ * the device has no type-2 memory windows and ctx->limits does not allow
+ * a shared key. */
 int ms_rdma_listen(struct ms_ctx *ctx, const struct fm_addr *addr, struct ms_rdma **out);
 /* The port it listens on (the one chosen when addr asked for port 0). */
 uint16_t ms_rdma_port(const struct ms_rdma *l);
@@ -60,6 +67,8 @@ struct ms_rdma_stats {
 	uint64_t ctrl_msgs;   /* control messages received */
 	uint64_t grants;      /* windows bound (or keys handed out) */
 	uint64_t revokes;     /* windows invalidated by FREE or the sweep */
+	uint64_t send_areas;  /* LIST-sized send buffers registered (on authentication) */
+	uint64_t refused;     /* connect requests over the handshake caps */
 	int windows;          /* 1: per-segment memory windows; 0: whole-pool key */
 };
 void ms_rdma_get_stats(const struct ms_rdma *l, struct ms_rdma_stats *st);

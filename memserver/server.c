@@ -7,6 +7,18 @@
  * pipelines reads but never receives cannot make the server buffer
  * without bound.  Anything that breaks the protocol closes that one
  * connection, with the reason in the log; the loop goes on.
+ *
+ * Bounds (struct ms_limits, from the settings): a whole handshake must
+ * finish within handshake_ms of accept, however the bytes trickle in;
+ * handshakes in progress are capped per source and in all (admit.c), and
+ * a connection over a cap is refused, never one already in progress
+ * evicted; after authentication, idle_ms without any progress closes it
+ * (off by default: clients send nothing while idle).  Lines logged for
+ * unauthenticated peers go through one rate limiter.
+ *
+ * Memory per connection is bounded: the read buffer by one frame
+ * (FM_HDR_SIZE + FM_MAX_PAYLOAD), the reply queue by OUT_HIGH plus one
+ * reply; both shrink back at the sweep once drained.
  */
 #include "memserver.h"
 #include "clock.h"
@@ -31,12 +43,20 @@
 #include <unistd.h>
 
 #define MAX_CONNS        4096
-#define MAX_UNAUTH       256          /* handshakes in progress at once */
-#define OUT_HIGH         (4u << 20)   /* stop reading above this many queued bytes */
+#define OUT_HIGH         (1u << 20)   /* stop reading above this many queued bytes */
+#define OUT_KEEP         (64u << 10)  /* a drained reply queue shrinks to this */
 #define RBUF_SMALL       4096         /* before authentication */
 #define RBUF_READY       (256u << 10) /* after: room for a pipelined burst */
-#define AUTH_TIMEOUT_MS  10000
 #define SWEEP_MS         1000
+/* Dead peers of authenticated connections: probes after a minute of
+ * silence, gone after six unanswered.  A live peer's kernel answers the
+ * probes, so this never cuts a healthy idle client. */
+#define KEEPIDLE_S       60
+#define KEEPINTVL_S      10
+#define KEEPCNT          6
+/* Lines about unauthenticated peers, all together. */
+#define UNAUTH_LOG_BURST      20
+#define UNAUTH_LOG_PERIOD_MS  10000
 #define READS_PER_EVENT  16           /* fairness between busy connections */
 
 enum src_kind { SRC_LISTEN, SRC_CONN, SRC_SIGNAL };
@@ -57,7 +77,10 @@ struct conn {
 	int fd;
 	uint32_t events;          /* what epoll watches now */
 	int close_after_flush;
+	int admitted;             /* holds a handshake slot (admit.c) */
 	uint64_t auth_deadline;
+	uint64_t last_progress;   /* ms: a byte received or sent */
+	struct sockaddr_storage sa;
 	uint8_t *rbuf;            /* unparsed bytes are rbuf[rpos, rlen) */
 	size_t rpos, rlen, rcap;
 	struct ms_buf out;
@@ -76,6 +99,9 @@ struct server {
 	struct conn *conns;
 	unsigned nconns;
 	int stop;
+	struct ms_limits limits;
+	struct ms_admit admit;
+	struct log_limit unauth_log;   /* every line about unauthenticated peers */
 };
 
 uint64_t ms_now_ms(void)
@@ -170,6 +196,8 @@ static int listeners_watch(struct server *sv, int on)
 
 static void conn_close(struct server *sv, struct conn *c)
 {
+	if (c->admitted)
+		ms_admit_put(&sv->admit, (struct sockaddr *)&c->sa);
 	ms_session_end(sv->ctx, &c->sess);
 	epoll_ctl(sv->ep, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
@@ -250,12 +278,28 @@ static const char *hdr_problem(const uint8_t *p, int rc)
 	return why;
 }
 
+/* The handshake slot goes back; dead peers are found by keepalive. */
+static void conn_authenticated(struct server *sv, struct conn *c)
+{
+	int on = 1, idle = KEEPIDLE_S, intvl = KEEPINTVL_S, cnt = KEEPCNT;
+
+	if (c->admitted) {
+		ms_admit_put(&sv->admit, (struct sockaddr *)&c->sa);
+		c->admitted = 0;
+	}
+	setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
 /* Handle every complete frame buffered, until backpressure says stop. */
 static int conn_process(struct server *sv, struct conn *c)
 {
 	while (!conn_paused(c)) {
 		size_t avail = c->rlen - c->rpos;
 		const uint8_t *p = c->rbuf + c->rpos;
+		enum ms_sess_state was;
 		struct fm_hdr h;
 		int rc;
 
@@ -276,9 +320,12 @@ static int conn_process(struct server *sv, struct conn *c)
 		}
 		if (avail < FM_HDR_SIZE + (size_t)h.len)
 			return conn_room(c, FM_HDR_SIZE + (size_t)h.len);
+		was = c->sess.state;
 		rc = ms_session_frame(sv->ctx, &c->sess, &h, p + FM_HDR_SIZE,
 				      &c->out);
 		c->rpos += FM_HDR_SIZE + h.len;
+		if (was != MS_READY && c->sess.state == MS_READY)
+			conn_authenticated(sv, c);
 		if (rc == -ENOMEM)
 			log_err("%s: closing: no memory for a %s reply",
 				c->sess.peer, fm_op_name(h.op));
@@ -326,6 +373,7 @@ static int conn_read(struct server *sv, struct conn *c)
 			return -errno;
 		}
 		c->rlen += (size_t)n;
+		c->last_progress = ms_now_ms();
 		rc = conn_process(sv, c);
 		if (rc < 0)
 			return rc;
@@ -335,13 +383,15 @@ static int conn_read(struct server *sv, struct conn *c)
 
 static int conn_flush(struct conn *c)
 {
+	size_t before = c->out.len;
+
 	while (c->out.len) {
 		ssize_t n = send(c->fd, c->out.data + c->out.head, c->out.len,
 				 MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return 0;
+				break;
 			if (errno == EINTR)
 				continue;
 			log_info("%s: closing: send failed: %s", c->sess.peer,
@@ -350,11 +400,17 @@ static int conn_flush(struct conn *c)
 		}
 		ms_buf_consume(&c->out, (size_t)n);
 	}
+	if (c->out.len != before)
+		c->last_progress = ms_now_ms();
+	if (c->out.len)
+		return 0;
 	return c->close_after_flush ? -ECONNABORTED : 0;
 }
 
 static void conn_event(struct server *sv, struct conn *c, uint32_t events)
 {
+	int scoped = c->sess.state != MS_READY;
+	struct log_limit *old = scoped ? log_limit_scope(&sv->unauth_log) : NULL;
 	int rc = 0;
 
 	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
@@ -376,6 +432,8 @@ static void conn_event(struct server *sv, struct conn *c, uint32_t events)
 		rc = conn_watch(sv, c);
 	if (rc < 0)
 		conn_close(sv, c);
+	if (scoped)
+		log_limit_scope(old);
 }
 
 static void peer_name(const struct sockaddr_storage *ss, socklen_t len,
@@ -392,6 +450,7 @@ static void peer_name(const struct sockaddr_storage *ss, socklen_t len,
 		snprintf(out, outlen, "tcp %s:%s", host, port);
 }
 
+/* A new connection that holds a handshake slot (taken by the caller). */
 static int conn_add(struct server *sv, int fd, const struct sockaddr_storage *ss,
 		    socklen_t len)
 {
@@ -408,7 +467,10 @@ static int conn_add(struct server *sv, int fd, const struct sockaddr_storage *ss
 	c->fd = fd;
 	c->rcap = RBUF_SMALL;
 	c->events = EPOLLIN;
-	c->auth_deadline = ms_now_ms() + AUTH_TIMEOUT_MS;
+	c->admitted = 1;
+	c->sa = *ss;
+	c->last_progress = ms_now_ms();
+	c->auth_deadline = c->last_progress + sv->limits.handshake_ms;
 	peer_name(ss, len, peer, sizeof(peer));
 	ms_session_init(&c->sess, peer);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -429,26 +491,31 @@ static int conn_add(struct server *sv, int fd, const struct sockaddr_storage *ss
 	return 0;
 }
 
-/* Peers still in the handshake are cheap to open and hold (10 s each),
- * so they get a quota of their own: beyond it the oldest is dropped,
- * and a flood of idle sockets cannot lock real clients out. */
-static void limit_unauthenticated(struct server *sv)
+/* Over a cap: refuse the newcomer (nothing in progress is evicted). */
+static int admit(struct server *sv, struct listener *l,
+		 const struct sockaddr_storage *ss, socklen_t len)
 {
-	struct conn *oldest = NULL;
-	unsigned n = 0;
+	char peer[sizeof(((struct conn *)0)->sess.peer)];
+	int rc;
 
-	for (struct conn *c = sv->conns; c; c = c->next) {
-		if (c->sess.state == MS_READY)
-			continue;
-		n++;
-		if (!oldest || c->auth_deadline < oldest->auth_deadline)
-			oldest = c;
+	if (sv->nconns >= MAX_CONNS) {
+		log_warn_rl("%s: refusing a connection: %u already open",
+			    l->name, sv->nconns);
+		return -EMFILE;
 	}
-	if (n <= MAX_UNAUTH || !oldest)
-		return;
-	log_warn("%s: closing: %u connections are not authenticated yet; "
-		 "dropping the oldest", oldest->sess.peer, n);
-	conn_close(sv, oldest);
+	rc = ms_admit_take(&sv->admit, (const struct sockaddr *)ss);
+	if (rc == 0)
+		return 0;
+	peer_name(ss, len, peer, sizeof(peer));
+	if (rc == -EBUSY)
+		log_warn_rl("%s: refusing %s: %u handshakes from that source in "
+			    "progress (max-handshakes-per-source)", l->name, peer,
+			    ms_admit_source_count(&sv->admit,
+						  (const struct sockaddr *)ss));
+	else
+		log_warn_rl("%s: refusing %s: %u handshakes in progress "
+			    "(max-handshakes)", l->name, peer, sv->admit.total);
+	return rc;
 }
 
 static void accept_all(struct server *sv, struct listener *l)
@@ -473,37 +540,65 @@ static void accept_all(struct server *sv, struct listener *l)
 			}
 			return;
 		}
-		if (sv->nconns >= MAX_CONNS) {
-			log_warn("%s: refusing a connection: %u already open",
-				 l->name, sv->nconns);
+		if (admit(sv, l, &ss, len) < 0) {
 			close(fd);
 			continue;
 		}
 		if (conn_add(sv, fd, &ss, len) < 0) {
-			log_err("%s: cannot set up a connection", l->name);
+			ms_admit_put(&sv->admit, (struct sockaddr *)&ss);
+			log_err_rl("%s: cannot set up a connection", l->name);
 			close(fd);
-			continue;
 		}
-		limit_unauthenticated(sv);
 	}
 }
 
 /* ---- timers, signals, the loop ---- */
 
+/* A drained connection gives back what a burst or a large frame grew. */
+static void conn_shrink(struct conn *c)
+{
+	if (c->out.len == 0)
+		ms_buf_shrink(&c->out, OUT_KEEP);
+	if (c->rpos == c->rlen && c->rcap > RBUF_READY) {
+		uint8_t *p = realloc(c->rbuf, RBUF_READY);
+
+		if (p) {
+			c->rbuf = p;
+			c->rcap = RBUF_READY;
+			c->rpos = c->rlen = 0;
+		}
+	}
+}
+
+/* Once a second: deadlines, idle connections, buffer shrinking. */
 static void sweep(struct server *sv, uint64_t now)
 {
+	const struct ms_limits *lim = &sv->limits;
 	struct conn *c = sv->conns;
 
 	while (c) {
 		struct conn *next = c->next;
 
 		if (c->sess.state != MS_READY && now >= c->auth_deadline) {
-			log_warn("%s: closing: not authenticated within %d ms",
-				 c->sess.peer, AUTH_TIMEOUT_MS);
+			struct log_limit *old = log_limit_scope(&sv->unauth_log);
+
+			log_warn("%s: closing: handshake not done within %llu ms "
+				 "(handshake-timeout)", c->sess.peer,
+				 (unsigned long long)lim->handshake_ms);
 			conn_close(sv, c);
+			log_limit_scope(old);
+		} else if (c->sess.state == MS_READY && lim->idle_ms &&
+			   now - c->last_progress >= lim->idle_ms) {
+			log_info("%s: closing: idle for %llu ms (idle-timeout)",
+				 c->sess.peer,
+				 (unsigned long long)(now - c->last_progress));
+			conn_close(sv, c);
+		} else {
+			conn_shrink(c);
 		}
 		c = next;
 	}
+	log_limit_flush(&sv->unauth_log, LOG_LVL_WARN);
 	if (sv->lis_paused)
 		listeners_watch(sv, 1);
 }
@@ -646,9 +741,20 @@ static void raise_fd_limit(void)
 int ms_server_run(struct ms_ctx *ctx, const struct ms_resolved *r,
 		  const char *pid_file)
 {
-	struct server sv = { .ctx = ctx, .ep = -1, .sigfd = -1 };
+	struct server sv = { .ctx = ctx, .ep = -1, .sigfd = -1,
+			     .limits = r->limits,
+			     .unauth_log = LOG_LIMIT_INIT(UNAUTH_LOG_BURST,
+							  UNAUTH_LOG_PERIOD_MS) };
 	int rc;
 
+	rc = ms_admit_init(&sv.admit, sv.limits.max_handshakes,
+			   sv.limits.max_handshakes_per_source);
+	if (rc < 0) {
+		log_err("handshake limits: %s", strerror(-rc));
+		return rc;
+	}
+	ctx->limits = &sv.limits;
+	ctx->admit = &sv.admit;
 	raise_fd_limit();
 	sv.ep = epoll_create1(EPOLL_CLOEXEC);
 	if (sv.ep < 0) {
@@ -678,6 +784,9 @@ int ms_server_run(struct ms_ctx *ctx, const struct ms_resolved *r,
 		sd_notify_state("STOPPING=1");
 	}
 	server_teardown(&sv);
+	ctx->limits = NULL;
+	ctx->admit = NULL;
+	ms_admit_fini(&sv.admit);
 	if (pid_file && pid_file[0] && rc == 0)
 		unlink(pid_file);
 	return rc;

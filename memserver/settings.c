@@ -42,11 +42,29 @@ const struct cfg_key ms_cfg_keys[] = {
 	    "most one client may hold: none (default), N% of the pool, or a size"),
 	KEY("quota-clients", CFG_STRING, quota_clients, sizeof(((struct ms_settings *)0)->quota_clients), 0, 0,
 	    "per-client limits overriding quota: NAME:LIMIT, NAME:LIMIT ..."),
+	/* Listener bounds (admit.c, server.c, rdma_listener.c). */
+	KEY("handshake-timeout", CFG_DURATION, handshake_ms, 0, 100, 600000,
+	    "a connection must finish HELLO and AUTH this soon after it opens (default 10s)"),
+	KEY("idle-timeout", CFG_DURATION, idle_ms, 0, 0, 0,
+	    "tcp: close an authenticated connection idle this long (default 0: never; "
+	    "clients send nothing while idle, so a value cuts idle clients, which reconnect)"),
+	KEY("max-handshakes", CFG_U64, max_handshakes, 0, 1, 65536,
+	    "connections not yet authenticated, from all sources; more are refused (default 256)"),
+	KEY("max-handshakes-per-source", CFG_U64, max_handshakes_per_source, 0, 1, 65536,
+	    "connections not yet authenticated from one IPv4 address or IPv6 /64 (default 32)"),
+	KEY("allow-shared-rkey", CFG_BOOL, allow_shared_rkey, 0, 0, 0,
+	    "rdma: serve on a device without type-2 memory windows, where every client's "
+	    "key covers the whole pool (yes/no, default no)"),
 };
 const size_t ms_cfg_nkeys = sizeof(ms_cfg_keys) / sizeof(ms_cfg_keys[0]);
 
 enum { K_LISTEN, K_SIZE, K_SECRET, K_SEGSIZE, K_LEASE, K_HUGE, K_UNLOCKED,
-       K_LOG, K_PID, K_METRICS, K_QUOTA, K_QUOTA_CLIENTS };
+       K_LOG, K_PID, K_METRICS, K_QUOTA, K_QUOTA_CLIENTS,
+       K_HANDSHAKE, K_IDLE, K_MAXHS, K_MAXHS_SRC, K_SHARED_RKEY };
+
+_Static_assert(sizeof(ms_cfg_keys) / sizeof(ms_cfg_keys[0]) <=
+	       sizeof(((struct ms_settings *)0)->origin) / sizeof(const char *),
+	       "an origin slot per key");
 
 void ms_settings_defaults(struct ms_settings *s)
 {
@@ -56,6 +74,9 @@ void ms_settings_defaults(struct ms_settings *s)
 	snprintf(s->hugepages, sizeof(s->hugepages), "auto");
 	snprintf(s->log, sizeof(s->log), "stderr");
 	snprintf(s->quota, sizeof(s->quota), "none");
+	s->handshake_ms = MS_HANDSHAKE_MS_DEFAULT;
+	s->max_handshakes = MS_MAX_HANDSHAKES_DEFAULT;
+	s->max_handshakes_per_source = MS_MAX_HANDSHAKES_PER_SOURCE_DEFAULT;
 }
 
 static size_t field_size(const struct cfg_key *k)
@@ -207,6 +228,23 @@ static int complete_quota(struct ms_settings *s, struct ms_resolved *r,
 	return 0;
 }
 
+static int complete_limits(struct ms_settings *s, struct ms_resolved *r,
+			   char *err, size_t errlen)
+{
+	char v[32];
+
+	snprintf(v, sizeof(v), "%llu", (unsigned long long)s->max_handshakes_per_source);
+	if (s->max_handshakes_per_source > s->max_handshakes)
+		BAD(K_MAXHS_SRC, v, "above max-handshakes (%llu)",
+		    (unsigned long long)s->max_handshakes);
+	r->limits.handshake_ms = s->handshake_ms;
+	r->limits.idle_ms = s->idle_ms;
+	r->limits.max_handshakes = (unsigned)s->max_handshakes;
+	r->limits.max_handshakes_per_source = (unsigned)s->max_handshakes_per_source;
+	r->limits.allow_shared_rkey = s->allow_shared_rkey;
+	return 0;
+}
+
 int ms_settings_complete(struct ms_settings *s, struct ms_resolved *r,
 			 struct fm_secret *secret, char *err, size_t errlen)
 {
@@ -221,6 +259,8 @@ int ms_settings_complete(struct ms_settings *s, struct ms_resolved *r,
 		rc = complete_sizes(s, err, errlen);
 	if (rc == 0)
 		rc = complete_quota(s, r, err, errlen);
+	if (rc == 0)
+		rc = complete_limits(s, r, err, errlen);
 	if (rc < 0)
 		return rc;
 	if (s->metrics[0]) {

@@ -60,11 +60,11 @@ echo "  FUZZ    $OUT/fuzz_session"
 "$CC" $FLAGS -o "$OUT/fuzz_session" tests/fuzz/fuzz_session.c \
 	memserver/session.c memserver/segtab.c memserver/devtab.c \
 	memserver/quota.c common/parse.c \
-	memserver/buf.c common/protocol.c common/auth.c common/log.c $SODIUM
+	memserver/buf.c common/protocol.c common/auth.c common/log.c common/clock.c $SODIUM
 echo "  FUZZ    $OUT/fuzz_keyfile"
 # shellcheck disable=SC2086
 "$CC" $FLAGS -o "$OUT/fuzz_keyfile" tests/fuzz/fuzz_keyfile.c \
-	common/keyfile.c common/protocol.c common/auth.c common/log.c $SODIUM
+	common/keyfile.c common/protocol.c common/auth.c common/log.c common/clock.c $SODIUM
 
 # Seeds: valid frames, so short runs start past the magic number.
 mkdir -p "$OUT/corpus/fuzz_frame" "$OUT/corpus/fuzz_session" "$OUT/corpus/fuzz_keyfile"

@@ -678,6 +678,8 @@ static int t_loop_grant_isolation(void)
 	CHECK(do_rw(a2, FM_OP_READ, 12345, 0, back, FM_PAGE) == -ENOENT);
 	CHECK(do_alloc(b, SEG_BYTES, &segb) == 0);
 	ms_rdma_get_stats(s->l, &st);
+	/* LIST-sized send buffers: one set per authenticated connection. */
+	CHECK(st.send_areas == 3);
 	/* With memory windows each connection has its own key. */
 	if (st.windows)
 		CHECK(segb.rkey != seg.rkey);
@@ -697,6 +699,7 @@ static int t_loop_wrong_secret(void)
 	struct fm_secret other = test_secret;
 	struct fm_conn_params p;
 	struct fm_conn *c = NULL;
+	struct ms_rdma_stats st;
 	struct server *s;
 	struct capture cap;
 
@@ -711,6 +714,9 @@ static int t_loop_wrong_secret(void)
 	CHECK(fm_conn_open(&p, &c) == -EACCES);
 	capture_end(&cap);
 	CHECK(c == NULL);
+	/* A peer that never authenticated got no LIST-sized send buffers. */
+	ms_rdma_get_stats(s->l, &st);
+	CHECK(st.conns >= 1 && st.send_areas == 0);
 	server_stop(s);
 	return 0;
 }
