@@ -22,10 +22,15 @@
 #include "clock.h"
 #include "log.h"
 
-/* Forward secrecy: ephemeral (EC)DH on top of the PSK; no plain PSK. */
-#define TLS_PRIORITY_PSK "NORMAL:-VERS-TLS1.0:-VERS-TLS1.1:+ECDHE-PSK:+DHE-PSK"
-#define TLS_PRIORITY_X509 "NORMAL:-VERS-TLS1.0:-VERS-TLS1.1"
-#define TLS_PRIORITY_BOTH TLS_PRIORITY_PSK
+/* Forward secrecy: ephemeral (EC)DH on top of the PSK; no plain PSK.
+ * Where the CPU has AES instructions the server picks AES-GCM first:
+ * GnuTLS's NORMAL order put ChaCha20 first on our test machines, and
+ * its nettle ChaCha20 cost 3.5 ms of CPU per MiB against 0.8 for
+ * AES-128-GCM (nbdcopy, serve's CPU time). */
+#define TLS_BASE "NORMAL:-VERS-TLS1.0:-VERS-TLS1.1"
+#define TLS_PSK ":+ECDHE-PSK:+DHE-PSK"
+#define TLS_AES_FIRST ":-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305" \
+	":+AES-128-CCM:+AES-256-CCM:%SERVER_PRECEDENCE"
 #define TLS_BYE_MS 1000
 #define TLS_RETRIES 64     /* non-fatal GnuTLS returns in a row */
 
@@ -142,8 +147,9 @@ static void log_peer(struct nbd_io *io, gnutls_session_t s)
 	const char *user = gnutls_psk_server_get_username(s);
 	char safe[64];
 
-	log_info("nbd conn %u: TLS %s%s%s%s", io->id,
+	log_info("nbd conn %u: TLS %s %s%s%s%s", io->id,
 		 gnutls_protocol_get_name(gnutls_protocol_get_version(s)),
+		 gnutls_cipher_get_name(gnutls_cipher_get(s)),
 		 user ? ", PSK user '" : " (x509)",
 		 user ? printable(user, safe, sizeof(safe)) : "", user ? "'" : "");
 }
@@ -251,10 +257,21 @@ static int load_x509(struct nbd_server *srv, const char *cert, const char *key)
 	return 0;
 }
 
+static int cpu_has_aes(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul");
+#else
+	return 0;
+#endif
+}
+
 int nbd_tls_server_init(struct nbd_server *srv)
 {
 	const struct nbd_server_params *p = &srv->p;
-	const char *prio, *where = NULL;
+	const char *where = NULL;
+	char prio[256];
 	int rc;
 
 	if (!p->tls_psk_file && !p->tls_cert_file && !p->tls_key_file)
@@ -264,8 +281,8 @@ int nbd_tls_server_init(struct nbd_server *srv)
 	if ((p->tls_cert_file || p->tls_key_file) &&
 	    (rc = load_x509(srv, p->tls_cert_file, p->tls_key_file)) < 0)
 		return rc;
-	prio = !p->tls_psk_file ? TLS_PRIORITY_X509 :
-	       srv->x509_cred ? TLS_PRIORITY_BOTH : TLS_PRIORITY_PSK;
+	snprintf(prio, sizeof(prio), "%s%s%s", TLS_BASE,
+		 p->tls_psk_file ? TLS_PSK : "", cpu_has_aes() ? TLS_AES_FIRST : "");
 	rc = gnutls_priority_init(&srv->priority, prio, &where);
 	if (rc < 0) {
 		log_err("nbd: TLS priority '%s' at '%s': %s", prio, where ? where : "?",
