@@ -335,3 +335,58 @@ replies_above() { local n; n=$(replies_of "$1"); [ -n "$n" ] && [ "$n" -gt "$2" 
 	[[ "$output" == *"--tls-psk FILE"* ]]
 	[[ "$output" == *"--idle-timeout"* ]]
 }
+
+@test "a client that stops reading replies is dropped after the idle timeout" {
+	start_memservers 1 --size 64M
+	# One connection at a time: the next client needs the stuck one's slot.
+	start_serve --size 16M --idle-timeout 2s --queues 1
+	# 64 reads of 1 MiB, never a reply read: serve's sends block.
+	timeout 120 perl -MIO::Socket::UNIX -e '
+		my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die;
+		sub rd { my $n = shift; my $b = ""; while (length($b) < $n) {
+			sysread($s, $b, $n - length($b), length($b)) or die "eof"; } $b }
+		rd(18);
+		syswrite($s, pack("N", 3));
+		syswrite($s, pack("NNNN", 0x49484156, 0x454f5054, 7, 6) . pack("N n", 0, 0));
+		for (;;) { my @h = unpack("NNNNN", rd(20)); rd($h[4]) if $h[4];
+			last if $h[3] == 1; die "refused" if $h[3] & 0x80000000; }
+		for my $i (1 .. 64) {
+			syswrite($s, pack("NnnNNNNN", 0x25609513, 0, 0, 0, $i, 0, 0, 1 << 20));
+		}
+		open(F, ">", $ARGV[1]); print F "sent\n"; close F;
+		sleep 110;' "$NBD_SOCK" "$FM_DIR/stuck" &
+	track_pid $!
+	wait_until 60 grep -q 'client took no reply for 2000ms, closing' "$FM_DIR/serve/log"
+	# The slot is free again: a new client is served.
+	wait_until 30 nbd_ready
+}
+
+@test "x509: a certificate serves TLS clients that trust it, refuses plain ones" {
+	require_cmd openssl
+	start_memservers 1 --size 64M
+	d="$FM_DIR/x509"
+	mkdir -p "$d"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+		-keyout "$d/server-key.pem" -out "$d/server-cert.pem" -days 2 \
+		-subj /CN=localhost -addext "subjectAltName=DNS:localhost" 2>/dev/null
+	cp "$d/server-cert.pem" "$d/ca-cert.pem"
+	port=$(free_port)
+	NBD_URI="nbds://localhost:$port/?tls-certificates=$d"
+	launch_serve --servers "$FM_SERVERS" --secret-file "$FM_SECRET" --size 16M \
+		--nbd "tcp://0.0.0.0:$port" --tls-cert "$d/server-cert.pem" \
+		--tls-key "$d/server-key.pem"
+	head -c 4M /dev/urandom >"$FM_DIR/in"
+	nbdcopy "$FM_DIR/in" "$NBD_URI"
+	nbdcopy "$NBD_URI" "$FM_DIR/out"
+	cmp -n $(( 4 << 20 )) "$FM_DIR/in" "$FM_DIR/out"
+	grep -q 'TLS TLS1.* (x509)' "$FM_DIR/serve/log"
+	run nbdinfo "nbd://localhost:$port/"
+	[ "$status" -ne 0 ]
+	# A client that trusts another CA refuses this server.
+	mkdir -p "$FM_DIR/other"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+		-keyout "$FM_DIR/other/key.pem" -out "$FM_DIR/other/ca-cert.pem" \
+		-days 2 -subj /CN=other 2>/dev/null
+	run nbdinfo "nbds://localhost:$port/?tls-certificates=$FM_DIR/other"
+	[ "$status" -ne 0 ]
+}

@@ -53,6 +53,10 @@ static int send_reply(struct nbd_slot *slot, uint64_t cookie, int err,
 		if (rc < 0) {
 			/* The client is gone (or stopped reading): stop the
 			 * reader too. */
+			if (rc == -ETIMEDOUT)
+				log_info("nbd conn %u: client took no reply for "
+					 "%llums, closing", slot->conn_id,
+					 (unsigned long long)(slot->io->idle_ns / 1000000u));
 			slot->send_failed = 1;
 			shutdown(slot->io->fd, SHUT_RD);
 		}
