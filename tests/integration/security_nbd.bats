@@ -69,6 +69,7 @@ raw_option() {
 trickle() {
 	perl -MIO::Socket::UNIX -MIO::Select -e '
 		my ($path, $flag) = @ARGV;
+		$SIG{PIPE} = "IGNORE";    # a write after serve hung up: an error
 		sub mark { open(F, ">", $flag); print F "$_[0]\n"; close F; }
 		my $s = IO::Socket::UNIX->new(Peer => $path) or exit 2;
 		my $b = ""; while (length($b) < 18) {
@@ -95,6 +96,7 @@ trickle() {
 hold() {
 	perl -MIO::Socket::UNIX -MIO::Select -e '
 		my ($path, $flag, $mode) = @ARGV;
+		$SIG{PIPE} = "IGNORE";
 		sub mark { open(F, ">", "$flag.tmp"); print F "$_[0]\n"; close F;
 			rename("$flag.tmp", $flag); }
 		my $s = IO::Socket::UNIX->new(Peer => $path) or exit 2;
