@@ -4,7 +4,7 @@
 
 CC ?= cc
 CFLAGS ?= -O2 -g
-PKGS := liburing libibverbs librdmacm libzstd liblz4 libsodium libxxhash
+PKGS := liburing libibverbs librdmacm libzstd liblz4 libsodium libxxhash gnutls
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wmissing-prototypes \

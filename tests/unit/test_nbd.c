@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -198,18 +199,24 @@ static int send_go(int fd, uint32_t opt)
 	return send_opt(fd, opt, d, sizeof(d));
 }
 
-/* GO and check replies up to ACK: 0 when in transmission. */
-static int go(int fd)
+/* GO (after greet) and check replies up to ACK: 0 when in transmission. */
+static int go_after_greet(int fd)
 {
 	uint8_t d[256];
 	uint32_t len;
 	int64_t t;
 
-	if (greet(fd) || send_go(fd, NBD_OPT_GO))
+	if (send_go(fd, NBD_OPT_GO))
 		return -1;
 	while ((t = opt_reply(fd, NBD_OPT_GO, d, sizeof(d), &len)) == NBD_REP_INFO)
 		;
 	return t == NBD_REP_ACK ? 0 : -1;
+}
+
+/* GO and check replies up to ACK: 0 when in transmission. */
+static int go(int fd)
+{
+	return greet(fd) ? -1 : go_after_greet(fd);
 }
 
 static int request(int fd, uint16_t type, uint16_t flags, uint64_t cookie,
@@ -503,6 +510,124 @@ static int t_pipelined(void)
 	return 0;
 }
 
+static struct nbd_server *new_server_with(struct nbd_server_params *prm)
+{
+	struct nbd_server *srv = NULL;
+
+	prm->max_conns = 1;
+	prm->workers = 2;
+	prm->max_block = MAX_BLOCK;
+	prm->export_name = "";
+	if (nbd_server_create(prm, &mem_be, &srv) < 0)
+		return NULL;
+	return srv;
+}
+
+/* A client that sends a byte now and then is closed at the handshake
+ * deadline (200 ms here), not kept as long as it trickles; the client's
+ * 10 s receive timeout bounds the test. */
+static int t_handshake_deadline(void)
+{
+	struct nbd_server_params prm = { .handshake_timeout_ms = 200 };
+	struct nbd_server *srv = new_server_with(&prm);
+	struct timespec gap = { 0, 50 * 1000000L };
+	struct peer p;
+	uint8_t b = 0;
+	int closed = 0;
+
+	CHECK(srv);
+	CHECK(peer_start(&p, srv) == 0);
+	CHECK(greet(p.fd) == 0);
+	/* Bounded: 400 bytes, 50 ms apart, far past the deadline. */
+	for (int i = 0; i < 400 && !closed; i++) {
+		nanosleep(&gap, NULL);
+		closed = send(p.fd, &b, 1, MSG_NOSIGNAL) != 1;
+	}
+	CHECK(closed || closed_by_server(p.fd));
+	peer_end(&p);
+	nbd_server_destroy(srv);
+	return 0;
+}
+
+/* After GO, a connection without requests is closed at the idle timeout. */
+static int t_idle_timeout(void)
+{
+	struct nbd_server_params prm = { .idle_timeout_ms = 200 };
+	struct nbd_server *srv = new_server_with(&prm);
+	struct peer p;
+
+	CHECK(srv);
+	CHECK(peer_start(&p, srv) == 0);
+	CHECK(go(p.fd) == 0);
+	CHECK(cmd(p.fd, NBD_CMD_FLUSH, 0, 0, NULL, NULL) == 0);
+	CHECK(closed_by_server(p.fd));
+	peer_end(&p);
+	nbd_server_destroy(srv);
+	return 0;
+}
+
+/* With a PSK file, TLS is required: every option but STARTTLS and ABORT
+ * gets TLS_REQD, EXPORT_NAME closes, STARTTLS is acknowledged. */
+static int t_tls_required(void)
+{
+	char path[] = "/tmp/farmem-test-psk-XXXXXX";
+	const char *line = "alice:000102030405060708090a0b0c0d0e0f\n";
+	struct nbd_server_params prm = { .tls_psk_file = path };
+	struct nbd_server *srv;
+	struct peer p;
+	uint8_t d[256];
+	uint32_t len;
+	int fd = mkstemp(path), ok;
+
+	CHECK(fd >= 0);
+	CHECK(write(fd, line, strlen(line)) == (ssize_t)strlen(line));
+	close(fd);
+	srv = new_server_with(&prm);
+	unlink(path);
+	CHECK(srv);
+	CHECK(peer_start(&p, srv) == 0);
+	CHECK(greet(p.fd) == 0);
+	CHECK(send_go(p.fd, NBD_OPT_GO) == 0);
+	CHECK(opt_reply(p.fd, NBD_OPT_GO, d, sizeof(d), &len) == NBD_REP_ERR_TLS_REQD);
+	CHECK(send_opt(p.fd, NBD_OPT_LIST, NULL, 0) == 0);
+	CHECK(opt_reply(p.fd, NBD_OPT_LIST, d, sizeof(d), &len) == NBD_REP_ERR_TLS_REQD);
+	CHECK(send_opt(p.fd, NBD_OPT_STARTTLS, "x", 1) == 0);
+	CHECK(opt_reply(p.fd, NBD_OPT_STARTTLS, d, sizeof(d), &len) == NBD_REP_ERR_INVALID);
+	CHECK(send_opt(p.fd, NBD_OPT_EXPORT_NAME, "", 0) == 0);
+	ok = closed_by_server(p.fd);
+	peer_end(&p);
+	CHECK(ok);
+	/* STARTTLS: ACK, then the server waits for a TLS ClientHello; a
+	 * client that hangs up instead just ends the connection. */
+	CHECK(peer_start(&p, srv) == 0);
+	CHECK(greet(p.fd) == 0);
+	CHECK(send_opt(p.fd, NBD_OPT_STARTTLS, NULL, 0) == 0);
+	CHECK(opt_reply(p.fd, NBD_OPT_STARTTLS, d, sizeof(d), &len) == NBD_REP_ACK);
+	peer_end(&p);
+	nbd_server_destroy(srv);
+	/* A bad PSK file fails the server's creation. */
+	prm.tls_psk_file = "/nonexistent/keys.psk";
+	CHECK(new_server_with(&prm) == NULL);
+	return 0;
+}
+
+/* Without TLS configured, STARTTLS is unsupported (clients fall back or
+ * give up, as they choose). */
+static int t_starttls_unsupported(void)
+{
+	struct peer p;
+	uint8_t d[256];
+	uint32_t len;
+
+	CHECK(peer_start(&p, srv1) == 0);
+	CHECK(greet(p.fd) == 0);
+	CHECK(send_opt(p.fd, NBD_OPT_STARTTLS, NULL, 0) == 0);
+	CHECK(opt_reply(p.fd, NBD_OPT_STARTTLS, d, sizeof(d), &len) == NBD_REP_ERR_UNSUP);
+	CHECK(go_after_greet(p.fd) == 0);
+	peer_end(&p);
+	return 0;
+}
+
 static const struct tap_case cases[] = {
 	{ "options: LIST, INFO block sizes, UNSUP, INVALID, ABORT", t_options },
 	{ "aligned write, read back, flush, DISC closes", t_read_write_aligned },
@@ -512,6 +637,10 @@ static const struct tap_case cases[] = {
 	{ "bad magic, huge write, huge option, bad flags close", t_hostile_closes },
 	{ "connection cap refuses GO with a message", t_connection_cap },
 	{ "pipelined requests answered by cookie", t_pipelined },
+	{ "handshake deadline closes a trickling client", t_handshake_deadline },
+	{ "idle timeout closes a connection after GO", t_idle_timeout },
+	{ "TLS required: TLS_REQD before STARTTLS, EXPORT_NAME closes", t_tls_required },
+	{ "STARTTLS without TLS configured: unsupported", t_starttls_unsupported },
 };
 
 int main(void)

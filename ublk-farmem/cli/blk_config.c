@@ -11,8 +11,13 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "auth.h"
 #include "config.h"
+#include "frontend/nbd/nbd_psk.h"
 #include "keyfile.h"
 #include "metrics_http.h"
 
@@ -26,6 +31,9 @@
 #define SEGMENT_MIN (64u << 10)
 #define SEGMENT_MAX (1u << 30)
 #define TIMEOUT_MAX_MS (3600u * 1000u)
+#define SERVE_HANDSHAKE_DEFAULT_MS 10000u
+#define SERVE_IDLE_DEFAULT_MS (600u * 1000u)
+#define SERVE_IDLE_MAX_MS (7u * 24 * 3600 * 1000)
 
 static const struct cfg_key blk_keys[] = {
 	{ "device:servers", CFG_STRING, S(servers), SZ(servers), 0, 0,
@@ -60,6 +68,18 @@ static const struct cfg_key blk_keys[] = {
 	  "Prometheus metrics at http://HOST:PORT/metrics (default off)" },
 	{ "serve:nbd", CFG_STRING, S(nbd), SZ(nbd), 0, 0,
 	  "serve: NBD listen address, unix:/path or tcp://host:port" },
+	{ "serve:tls-psk", CFG_STRING, S(tls_psk), SZ(tls_psk), 0, 0,
+	  "serve: require TLS with these pre-shared keys (username:hexkey lines)" },
+	{ "serve:tls-cert", CFG_STRING, S(tls_cert), SZ(tls_cert), 0, 0,
+	  "serve: require TLS with this x509 certificate (PEM; with tls-key)" },
+	{ "serve:tls-key", CFG_STRING, S(tls_key), SZ(tls_key), 0, 0,
+	  "serve: the certificate's private key (PEM)" },
+	{ "serve:handshake-timeout", CFG_DURATION, S(handshake_timeout_ms), 0, 100,
+	  TIMEOUT_MAX_MS, "serve: a client's whole NBD handshake (default 10s)" },
+	{ "serve:idle-timeout", CFG_DURATION, S(idle_timeout_ms), 0, 0,
+	  SERVE_IDLE_MAX_MS, "serve: close after this long without requests (default 10m; 0: never)" },
+	{ "serve:insecure", CFG_BOOL, S(insecure), 0, 0, 0,
+	  "serve: allow tcp:// beyond loopback without TLS (default no)" },
 	{ "swap:priority", CFG_I64, S(swap_priority), 0, -1, 32767,
 	  "farmem-swap@: swapon priority (default 100)" },
 	{ "swap:discard", CFG_STRING, S(swap_discard), SZ(swap_discard), 0, 0,
@@ -87,6 +107,12 @@ static const struct { const char *flag; const char *key; } flag_keys[] = {
 	{ "state-dir", "device:state-dir" },
 	{ "frontend", "device:frontend" },
 	{ "nbd", "serve:nbd" },
+	{ "tls-psk", "serve:tls-psk" },
+	{ "tls-cert", "serve:tls-cert" },
+	{ "tls-key", "serve:tls-key" },
+	{ "handshake-timeout", "serve:handshake-timeout" },
+	{ "idle-timeout", "serve:idle-timeout" },
+	{ "insecure", "serve:insecure" },
 	{ "metrics", "device:metrics" },
 	{ "key-file", "device:key-file" },
 };
@@ -111,6 +137,8 @@ void blk_config_defaults(struct blk_config *cfg, enum blk_command command)
 	snprintf(cfg->set.state_dir, sizeof(cfg->set.state_dir), "/run/farmem");
 	snprintf(cfg->set.swap_discard, sizeof(cfg->set.swap_discard), "pages");
 	cfg->set.swap_priority = 100;
+	cfg->set.handshake_timeout_ms = SERVE_HANDSHAKE_DEFAULT_MS;
+	cfg->set.idle_timeout_ms = SERVE_IDLE_DEFAULT_MS;
 }
 
 int blk_config_load_file(struct blk_config *cfg, const char *file,
@@ -377,6 +405,63 @@ static int finish_nbd(struct blk_config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* 1 when every address host resolves to is a loopback one (127.0.0.0/8,
+ * ::1): nobody on another machine can connect. */
+static int host_is_loopback(const char *host)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
+	struct addrinfo *res, *ai;
+	int all = 1;
+
+	if (!host[0] || getaddrinfo(host, NULL, &hints, &res))
+		return 0;
+	for (ai = res; ai; ai = ai->ai_next) {
+		if (ai->ai_family == AF_INET) {
+			const struct sockaddr_in *a = (const void *)ai->ai_addr;
+
+			all &= (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+		} else if (ai->ai_family == AF_INET6) {
+			const struct sockaddr_in6 *a = (const void *)ai->ai_addr;
+
+			all &= IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+		} else {
+			all = 0;
+		}
+	}
+	freeaddrinfo(res);
+	return all;
+}
+
+/* serve's TLS files and its refusal of an open TCP listener. */
+static int finish_serve_tls(struct blk_config *cfg, int load, char *err, size_t errlen)
+{
+	const struct blk_settings *set = &cfg->set;
+	int tls = set->tls_psk[0] || set->tls_cert[0] || set->tls_key[0];
+	char o[PATH_MAX + 32], why[PATH_MAX + 256];
+	struct nbd_psk_table t;
+
+	if (cfg->command != BLK_CMD_SERVE)
+		return 0;
+	if (!set->tls_cert[0] != !set->tls_key[0])
+		return fail(err, errlen, "%s: an x509 certificate needs its key: give "
+			    "both --tls-cert and --tls-key", origin_of(cfg,
+			    set->tls_cert[0] ? "tls-cert" : "tls-key", o, sizeof(o)));
+	if (load && set->tls_psk[0]) {
+		if (nbd_psk_load(set->tls_psk, &t, why, sizeof(why)) < 0)
+			return fail(err, errlen, "%s: %s",
+				    origin_of(cfg, "tls-psk", o, sizeof(o)), why);
+		nbd_psk_free(&t);
+	}
+	if (cfg->nbd.kind == ADDR_TCP && !tls && !set->insecure &&
+	    !host_is_loopback(cfg->nbd.host))
+		return fail(err, errlen, "%s: '%s' can be reached from other machines "
+			    "and NBD has no authentication without TLS: give --tls-psk "
+			    "FILE (or --tls-cert and --tls-key), listen on 127.0.0.1 or "
+			    "a unix socket, or add --insecure to serve in the clear",
+			    origin_of(cfg, "nbd", o, sizeof(o)), set->nbd);
+	return 0;
+}
+
 /* Keys we only check: [device] metrics (its server is started by the
  * command) and [swap] (read by the farmem-swap helper). */
 static int finish_extras(struct blk_config *cfg, char *err, size_t errlen)
@@ -457,6 +542,7 @@ int blk_config_finish(struct blk_config *cfg, int load_secret,
 	    (rc = finish_frontend(cfg, err, errlen)) < 0 ||
 	    (rc = finish_queues(cfg, err, errlen)) < 0 ||
 	    (rc = finish_nbd(cfg, err, errlen)) < 0 ||
+	    (rc = finish_serve_tls(cfg, load_secret, err, errlen)) < 0 ||
 	    (rc = finish_uuid(cfg, err, errlen)) < 0 ||
 	    (rc = finish_extras(cfg, err, errlen)) < 0 ||
 	    (rc = finish_secret(cfg, load_secret, err, errlen)) < 0)
@@ -553,6 +639,14 @@ void blk_config_usage(FILE *f, enum blk_command command,
 "  --frontend F         add: ublk (default) or nbd\n"
 "  --nbd ADDR           serve: listen on unix:/path or tcp://host:port\n"
 "  --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
+"  --tls-psk FILE       serve: require TLS, keys from FILE (username:hexkey\n"
+"                       lines, as psktool writes)\n"
+"  --tls-cert FILE      serve: require TLS with this x509 certificate (PEM)\n"
+"  --tls-key FILE       serve: the certificate's private key (PEM)\n"
+"  --insecure           serve: allow tcp:// beyond loopback without TLS\n"
+"  --handshake-timeout DURATION  serve: a client's whole handshake (default 10s)\n"
+"  --idle-timeout DURATION       serve: close a connection without requests\n"
+"                       this long (default 10m; 0: never)\n"
 "  --check-config       check the settings, print them, and exit\n"
 "  --help               this text\n",
 		STORE_MAX_REPLICAS,
@@ -586,6 +680,19 @@ static void print_config(const struct blk_config *cfg)
 		printf("client       %s\n", cfg->store.identity.name);
 	if (cfg->set.nbd[0])
 		printf("nbd          %s\n", addr_str(&cfg->nbd, a, sizeof(a)));
+	if (cfg->command == BLK_CMD_SERVE)
+		printf("tls          %s%s%s\n", cfg->set.tls_psk[0] ? "psk " : "",
+		       cfg->set.tls_psk, cfg->set.tls_cert[0] ? " x509" :
+		       cfg->set.tls_psk[0] ? "" : "off");
+}
+
+/* A yes/no key's flag takes no value (--insecure). */
+static int flag_is_bool(size_t flag)
+{
+	for (size_t k = 0; k < NKEYS; k++)
+		if (!strcmp(blk_keys[k].name, flag_keys[flag].key))
+			return blk_keys[k].type == CFG_BOOL;
+	return 0;
 }
 
 /* Builds the getopt table: shared flags, then the caller's extras. */
@@ -598,7 +705,8 @@ static void build_options(struct option *o, size_t max,
 	o[n++] = (struct option){ "help", no_argument, NULL, OPT_HELP };
 	o[n++] = (struct option){ "check-config", no_argument, NULL, OPT_CHECK };
 	for (size_t i = 0; i < NFLAGS; i++)
-		o[n++] = (struct option){ flag_keys[i].flag, required_argument,
+		o[n++] = (struct option){ flag_keys[i].flag,
+					  flag_is_bool(i) ? no_argument : required_argument,
 					  NULL, OPT_KEY_BASE + (int)i };
 	for (size_t i = 0; extra && extra->opts && extra->opts[i].name &&
 	     n + 1 < max; i++)
@@ -632,7 +740,8 @@ int blk_config_parse(int argc, char **argv, enum blk_command command,
 		} else if (c >= OPT_KEY_BASE && c < OPT_KEY_BASE + (int)NFLAGS) {
 			if (nflags == (int)(sizeof(flags) / sizeof(flags[0])))
 				return fail(err, errlen, "too many flags");
-			flags[nflags++] = (struct pending){ c - OPT_KEY_BASE, optarg };
+			flags[nflags++] = (struct pending){ c - OPT_KEY_BASE,
+							    optarg ? optarg : "yes" };
 		} else if (c >= 0x1000 && extra && extra->handle) {
 			rc = extra->handle(extra->arg, c, optarg, err, errlen);
 			if (rc < 0)

@@ -59,6 +59,12 @@ struct blk_settings {
 	char state_dir[PATH_MAX];
 	char frontend[16];                    /* ublk | nbd; empty: by command */
 	char nbd[256];                        /* [serve] nbd: unix:/path | tcp://h:p */
+	char tls_psk[PATH_MAX];               /* [serve] tls-psk: username:hexkey file */
+	char tls_cert[PATH_MAX];              /* [serve] tls-cert, tls-key: x509 PEM */
+	char tls_key[PATH_MAX];
+	uint64_t handshake_timeout_ms;        /* [serve] whole handshake */
+	uint64_t idle_timeout_ms;             /* [serve] after GO; 0: none */
+	int insecure;                         /* [serve] tcp:// beyond loopback, no TLS */
 	char metrics[300];                    /* HOST:PORT for Prometheus; "" = off */
 	int64_t swap_priority;                /* [swap] priority (farmem-swap reads it) */
 	char swap_discard[16];                /* [swap] discard: pages|once|both|none */

@@ -77,6 +77,11 @@ static int run_server(const struct blk_config *cfg, struct store *st,
 		.listen = cfg->nbd, .max_conns = cfg->queues, .workers = cfg->depth,
 		.max_block = SERVE_MAX_IO, .export_name = "",
 		.description = "farmem store",
+		.handshake_timeout_ms = (uint32_t)cfg->set.handshake_timeout_ms,
+		.idle_timeout_ms = (uint32_t)cfg->set.idle_timeout_ms,
+		.tls_psk_file = cfg->set.tls_psk[0] ? cfg->set.tls_psk : NULL,
+		.tls_cert_file = cfg->set.tls_cert[0] ? cfg->set.tls_cert : NULL,
+		.tls_key_file = cfg->set.tls_key[0] ? cfg->set.tls_key : NULL,
 	};
 	struct metrics_server *ms = NULL;
 	struct nbd_server *srv;
@@ -122,6 +127,15 @@ static int run_server(const struct blk_config *cfg, struct store *st,
 		 addr_str(&cfg->nbd, a, sizeof(a)), cfg->queues, cfg->depth);
 	if (cfg->nbd.kind == ADDR_TCP && cfg->nbd.port == 0)
 		log_info("serve: listening on port %u", nbd_server_port(srv));
+	log_info("serve: TLS %s; handshake within %llums, idle connections "
+		 "closed after %llums", p.tls_psk_file || p.tls_cert_file ?
+		 "required" : "off",
+		 (unsigned long long)cfg->set.handshake_timeout_ms,
+		 (unsigned long long)cfg->set.idle_timeout_ms);
+	if (cfg->set.insecure && cfg->nbd.kind == ADDR_TCP && !p.tls_psk_file &&
+	    !p.tls_cert_file)
+		log_warn("serve: --insecure: NBD in the clear and without "
+			 "authentication on %s", a);
 	rc = nbd_server_run(srv);
 	/* A stop from elsewhere than a signal still ends the signal thread. */
 	pthread_kill(sig_thread, SIGTERM);

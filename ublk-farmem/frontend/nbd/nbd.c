@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -12,118 +11,50 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
-#define HANDSHAKE_TIMEOUT_S 30
-
-/* /run/farmem may not exist yet after a reboot (it is a tmpfs): make the
- * socket's directory, one level only. */
-static void make_parent_dir(const char *path)
+static int set_nonblock(int fd)
 {
-	char dir[ADDR_PATH_MAX];
-	char *slash;
+	int fl = fcntl(fd, F_GETFL);
 
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
-		return;
-	*slash = '\0';
-	if (mkdir(dir, 0755) == 0)
-		log_info("nbd: created %s", dir);
-}
-
-static int listen_unix(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (fd < 0)
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		return -errno;
-	make_parent_dir(path);
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	/* A stale socket from an earlier run would make bind fail. */
-	if (unlink(path) < 0 && errno != ENOENT)
-		log_warn("nbd: cannot remove old %s: %s", path, strerror(errno));
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
-		int e = errno;
-
-		log_err("nbd: listen on unix:%s: %s", path, strerror(e));
-		close(fd);
-		return -e;
-	}
-	return fd;
+	return 0;
 }
 
-static int listen_tcp(const struct fm_addr *a, uint16_t *port)
-{
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *res, *ai;
-	char svc[8];
-	int fd = -1, rc, one = 1, e = EADDRNOTAVAIL;
-
-	snprintf(svc, sizeof(svc), "%u", a->port);
-	rc = getaddrinfo(a->host, svc, &hints, &res);
-	if (rc) {
-		log_err("nbd: listen on %s:%u: %s", a->host, a->port, gai_strerror(rc));
-		return -EINVAL;
-	}
-	for (ai = res; ai; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			continue;
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 64) == 0)
-			break;
-		e = errno;
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	if (fd < 0) {
-		log_err("nbd: listen on tcp://%s:%u: %s", a->host, a->port, strerror(e));
-		return -e;
-	}
-	{
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-
-		if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-			*port = ntohs(ss.ss_family == AF_INET6 ?
-				      ((struct sockaddr_in6 *)&ss)->sin6_port :
-				      ((struct sockaddr_in *)&ss)->sin_port);
-	}
-	return fd;
-}
-
-static void set_handshake_timeout(int fd, int seconds)
-{
-	struct timeval tv = { .tv_sec = seconds };
-
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-}
-
-/* Serve one connection: handshake, requests, goodbye. */
+/* Serve one connection: handshake (the whole of it within the deadline,
+ * however the client trickles), requests, goodbye. */
 static void serve_conn(struct nbd_server *srv, int fd, unsigned id)
 {
+	struct nbd_io io = { .fd = fd, .id = id };
 	struct nbd_slot *slot = NULL;
 	int rc;
 
-	set_handshake_timeout(fd, HANDSHAKE_TIMEOUT_S);
-	rc = nbd_handshake(srv, fd, id, &slot);
+	if (srv->p.handshake_timeout_ms)
+		io.deadline_ns = fm_mono_after_ms(srv->p.handshake_timeout_ms);
+	rc = set_nonblock(fd);
+	if (rc == 0)
+		rc = nbd_handshake(srv, &io, &slot);
 	if (rc < 0) {
-		if (rc != -ECONNABORTED && rc != -EPIPE)
+		if (rc == -ETIMEDOUT)
+			log_info("nbd conn %u: handshake not done within %ums, closing",
+				 id, srv->p.handshake_timeout_ms);
+		else if (rc != -ECONNABORTED && rc != -EPIPE)
 			log_info("nbd conn %u: handshake ended: %s", id, strerror(-rc));
+		nbd_tls_end(&io);
 		return;
 	}
-	set_handshake_timeout(fd, 0);
-	log_info("nbd conn %u: serving (slot %d)", id, slot->index);
-	nbd_transmit(slot, fd, id);
+	io.deadline_ns = 0;
+	io.idle_ns = (uint64_t)srv->p.idle_timeout_ms * 1000000u;
+	io.last_active_ns = fm_mono_ns();
+	log_info("nbd conn %u: serving (slot %d%s)", id, slot->index,
+		 io.tls ? ", TLS" : "");
+	nbd_transmit(slot, &io);
 	nbd_slot_release(slot);
+	nbd_tls_end(&io);
 }
 
 static void *conn_main(void *arg)
@@ -281,9 +212,9 @@ static int open_listener(struct nbd_server *srv)
 
 	srv->listen_fd = -1;
 	if (a->kind == ADDR_UNIX)
-		srv->listen_fd = listen_unix(a->path);
+		srv->listen_fd = nbd_listen_unix(a->path);
 	else if (a->kind == ADDR_TCP)
-		srv->listen_fd = listen_tcp(a, &srv->port);
+		srv->listen_fd = nbd_listen_tcp(a, &srv->port);
 	else if (a->kind == 0)
 		return 0;
 	else
@@ -329,6 +260,8 @@ int nbd_server_create(const struct nbd_server_params *p,
 	}
 	for (int i = 0; i < srv->nconns; i++)
 		srv->conns[i].fd = -1;
+	if ((rc = nbd_tls_server_init(srv)) < 0)
+		goto fail;
 	if ((rc = open_listener(srv)) < 0)
 		goto fail;
 	if ((rc = nbd_slots_create(srv)) < 0)
@@ -355,6 +288,7 @@ void nbd_server_destroy(struct nbd_server *srv)
 		close(srv->stop_fd[1]);
 	}
 	free(srv->conns);
+	nbd_tls_server_fini(srv);
 	fm_rwlock_destroy(&srv->rmw_lock);
 	pthread_mutex_destroy(&srv->lock);
 	pthread_attr_destroy(&srv->thread_attr);

@@ -41,13 +41,26 @@ struct nbd_server_params {
 	uint32_t max_block;     /* advertised maximum request; multiple of 4096 */
 	const char *export_name;   /* listed by OPT_LIST; any name is accepted */
 	const char *description;   /* NBD_INFO_DESCRIPTION, may be NULL */
+	/* Bounds on what a client may hold (0: none, for trusted sockets
+	 * such as the kernel's socketpair): the whole handshake, from
+	 * accept to GO, and the time without a request while none is in
+	 * flight (or to send one reply) after it. */
+	uint32_t handshake_timeout_ms;
+	uint32_t idle_timeout_ms;
+	/* TLS (NBD_OPT_STARTTLS through GnuTLS).  With either set, TLS is
+	 * required: every option but STARTTLS and ABORT before it gets
+	 * NBD_REP_ERR_TLS_REQD. */
+	const char *tls_psk_file;  /* "username:hexkey" lines (psktool's format) */
+	const char *tls_cert_file; /* x509: PEM certificate chain ... */
+	const char *tls_key_file;  /* ... and its private key */
 };
 
 struct nbd_server;
 
-/* Binds and listens (a unix socket path is replaced if it exists and
- * removed again at destroy), allocates every slot and starts the worker
- * threads.  0 or -errno. */
+/* Loads the TLS credentials, binds and listens (a unix socket is made
+ * mode 0600 whatever the umask; a stale socket at its path is replaced,
+ * and it is removed again at destroy), allocates every slot.  0 or
+ * -errno (logged). */
 int nbd_server_create(const struct nbd_server_params *p,
 		      const struct nbd_backend *be, struct nbd_server **out);
 /* Accepts and serves connections until nbd_server_stop(); then lets every

@@ -3,14 +3,39 @@
 #ifndef FARMEM_NBD_INT_H
 #define FARMEM_NBD_INT_H
 
+#include <gnutls/gnutls.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "fiber.h"
 #include "nbd.h"
+#include "nbd_psk.h"
 
 struct nbd_slot;
+
+/* One client's byte stream: the socket (non-blocking: a wait parks a
+ * fiber or polls a plain thread, always with the bound below), and the
+ * TLS session once STARTTLS succeeded.
+ *
+ * Bounds: during the handshake every read and write ends at deadline_ns,
+ * however the client trickles its bytes.  After GO (deadline_ns 0) a
+ * read waits at most idle_ns past the last request read or reply sent,
+ * renewed while requests are in flight; a reply must leave within
+ * idle_ns of its start.  0 everywhere: no bound (the kernel's
+ * socketpair). */
+struct nbd_io {
+	int fd;
+	gnutls_session_t tls;       /* NULL until STARTTLS */
+	unsigned id;                /* connection id, for messages */
+	uint64_t deadline_ns;       /* fm_mono_ns() time; 0: none */
+	uint64_t idle_ns;
+	uint64_t last_active_ns;
+	uint64_t send_start_ns;
+	unsigned inflight;          /* requests read and not yet answered */
+	int err;                    /* the socket's -errno behind a TLS error */
+};
 
 /* One request as parsed from the wire. */
 struct nbd_req {
@@ -40,7 +65,7 @@ struct nbd_slot {
 	struct nbd_server *srv;
 	int index;
 	int in_use;                 /* under srv->lock */
-	int fd;                     /* the connection while in use */
+	struct nbd_io *io;          /* the connection while in use */
 	unsigned conn_id;
 	struct fm_loop *loop;
 	int active;                 /* worker fibers still serving */
@@ -79,16 +104,44 @@ struct nbd_server {
 	volatile int stopping;
 	struct fm_rwlock rmw_lock;  /* edge read-modify-write vs other writes */
 	uint16_t tflags;            /* transmission flags we advertise */
+	/* TLS, set up at create (nbd_tls.c); tls_required when any is. */
+	int tls_required;
+	struct nbd_psk_table psk;
+	gnutls_psk_server_credentials_t psk_cred;
+	gnutls_certificate_credentials_t x509_cred;
+	gnutls_priority_t priority;
 };
 
-/* nbd_sock.c */
-int nbd_read_full(int fd, void *buf, size_t len);     /* 0, -EPIPE at EOF, -errno */
-int nbd_write_full(int fd, const void *buf, size_t len);
-int nbd_discard_bytes(int fd, uint64_t len);
+/* nbd_sock.c: whole-buffer I/O on a connection within its bounds (plain
+ * or TLS).  0, -EPIPE at EOF, -ETIMEDOUT past a bound, -errno. */
+int nbd_read_full(struct nbd_io *io, void *buf, size_t len);
+int nbd_write_full(struct nbd_io *io, const void *buf, size_t len);
+int nbd_writev_full(struct nbd_io *io, struct iovec *iov, int n);
+int nbd_discard_bytes(struct nbd_io *io, uint64_t len);
+/* One recv/send on the socket itself, waiting within the bounds:
+ * bytes moved, 0 at EOF (recv), or -errno.  GnuTLS's pull and push. */
+ssize_t nbd_sock_recv(struct nbd_io *io, void *buf, size_t len);
+ssize_t nbd_sock_send(struct nbd_io *io, const void *buf, size_t len);
+
+/* nbd_listen.c: a listening socket; the unix one mode 0600.  fd or -errno. */
+int nbd_listen_unix(const char *path);
+int nbd_listen_tcp(const struct fm_addr *a, uint16_t *port);
+
+/* nbd_tls.c */
+int nbd_tls_server_init(struct nbd_server *srv);      /* 0 or -errno (logged) */
+void nbd_tls_server_fini(struct nbd_server *srv);
+/* After STARTTLS was acknowledged: the TLS handshake, within io's
+ * deadline; on success io->tls is set.  0 or -errno. */
+int nbd_tls_start(struct nbd_server *srv, struct nbd_io *io);
+/* One record's worth: bytes moved, 0 at EOF (recv), or -errno. */
+ssize_t nbd_tls_recv(struct nbd_io *io, void *buf, size_t len);
+ssize_t nbd_tls_send(struct nbd_io *io, const void *buf, size_t len);
+/* Say goodbye (bounded) and free the session. */
+void nbd_tls_end(struct nbd_io *io);
 
 /* nbd_handshake.c: negotiate; on success *slot is claimed for the
  * transmission phase.  0, or -errno when the connection must close. */
-int nbd_handshake(struct nbd_server *srv, int fd, unsigned id,
+int nbd_handshake(struct nbd_server *srv, struct nbd_io *io,
 		  struct nbd_slot **slot);
 
 /* nbd_slot.c */
@@ -100,7 +153,7 @@ void nbd_slots_destroy(struct nbd_server *srv);
 /* nbd_transmit.c: serve requests until DISC, EOF or error with all of
  * the slot's workers, in the calling thread; returns once every
  * in-flight request is answered. */
-void nbd_transmit(struct nbd_slot *slot, int fd, unsigned id);
+void nbd_transmit(struct nbd_slot *slot, struct nbd_io *io);
 
 /* nbd_exec.c: run one request in a worker; returns 0 or -errno for the
  * reply (read data is left at w->buf + off % 4096). */

@@ -71,7 +71,7 @@ static int slot_init(struct nbd_server *srv, struct nbd_slot *slot, int index)
 
 	slot->srv = srv;
 	slot->index = index;
-	slot->fd = -1;
+	slot->io = NULL;
 	fm_mutex_init(&slot->send_lock);
 	fm_mutex_init(&slot->read_lock);
 	rc = fm_loop_create(&lp, &slot->loop);

@@ -11,12 +11,11 @@
 #include "nbd_proto.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define PAGE 4096u
@@ -36,38 +35,6 @@ static uint32_t wire_errno(int rc)
 	}
 }
 
-static int send_iov(int fd, struct iovec *iov, int n)
-{
-	struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)n };
-
-	while (m.msg_iovlen) {
-		ssize_t sent = sendmsg(fd, &m, MSG_NOSIGNAL);
-
-		if (sent < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN) {
-				int ev = fm_fiber_poll(fd, POLLOUT);
-
-				if (ev < 0)
-					return ev;
-				continue;
-			}
-			return -errno;
-		}
-		while (m.msg_iovlen && (size_t)sent >= m.msg_iov->iov_len) {
-			sent -= (ssize_t)m.msg_iov->iov_len;
-			m.msg_iov++;
-			m.msg_iovlen--;
-		}
-		if (m.msg_iovlen) {
-			m.msg_iov->iov_base = (uint8_t *)m.msg_iov->iov_base + sent;
-			m.msg_iov->iov_len -= (size_t)sent;
-		}
-	}
-	return 0;
-}
-
 static int send_reply(struct nbd_slot *slot, uint64_t cookie, int err,
 		      const void *data, uint32_t len)
 {
@@ -82,11 +49,16 @@ static int send_reply(struct nbd_slot *slot, uint64_t cookie, int err,
 	nbd_put64(h + 8, cookie);
 	fm_mutex_lock(&slot->send_lock);
 	if (!slot->send_failed) {
-		rc = send_iov(slot->fd, iov, data && len ? 2 : 1);
+		rc = nbd_writev_full(slot->io, iov, data && len ? 2 : 1);
 		if (rc < 0) {
-			/* The client is gone: stop the reader too. */
+			/* The client is gone (or stopped reading): stop the
+			 * reader too. */
+			if (rc == -ETIMEDOUT)
+				log_info("nbd conn %u: client took no reply for "
+					 "%llums, closing", slot->conn_id,
+					 (unsigned long long)(slot->io->idle_ns / 1000000u));
 			slot->send_failed = 1;
-			shutdown(slot->fd, SHUT_RD);
+			shutdown(slot->io->fd, SHUT_RD);
 		}
 	}
 	slot->requests++;
@@ -154,7 +126,7 @@ static int refuse(struct nbd_slot *slot, const struct nbd_req *r, int err)
 				 "limit, closing", slot->conn_id, r->len);
 			return -EMSGSIZE;
 		}
-		int rc = nbd_discard_bytes(slot->fd, r->len);
+		int rc = nbd_discard_bytes(slot->io, r->len);
 
 		if (rc < 0)
 			return rc;
@@ -169,7 +141,7 @@ static int read_request(struct nbd_worker *w, struct nbd_req *r)
 {
 	struct nbd_slot *slot = w->slot;
 	uint8_t b[NBD_REQUEST_SIZE];
-	int rc = nbd_read_full(slot->fd, b, sizeof(b));
+	int rc = nbd_read_full(slot->io, b, sizeof(b));
 
 	if (rc < 0)
 		return rc;
@@ -184,9 +156,10 @@ static int read_request(struct nbd_worker *w, struct nbd_req *r)
 	rc = check_req(slot->srv, r);
 	if (rc < 0)
 		return refuse(slot, r, rc) < 0 ? -EPROTO : 0;
-	if (r->type == NBD_CMD_WRITE)
-		return nbd_read_full(slot->fd, w->buf + r->off % PAGE, r->len) < 0 ?
-			-EPIPE : 1;
+	if (r->type == NBD_CMD_WRITE) {
+		rc = nbd_read_full(slot->io, w->buf + r->off % PAGE, r->len);
+		return rc < 0 ? rc : 1;
+	}
 	return 1;
 }
 
@@ -225,23 +198,17 @@ static void worker_serve_once(struct nbd_worker *w)
 			return;
 		if (rc == 0)
 			continue;
+		/* In flight: the reader waiting for the next request does
+		 * not count the connection idle (nbd_sock.c). */
+		slot->io->inflight++;
+		slot->io->last_active_ns = fm_mono_ns();
 		rc = nbd_exec(w, &r);
 		send_reply(slot, r.cookie, rc,
 			   r.type == NBD_CMD_READ && rc == 0 ? w->buf + r.off % PAGE : NULL,
 			   r.type == NBD_CMD_READ && rc == 0 ? r.len : 0);
+		slot->io->inflight--;
+		slot->io->last_active_ns = fm_mono_ns();
 	}
-}
-
-/* The socket does not block while the workers own it: a worker that
- * would wait parks in the loop instead. */
-static int set_nonblock(int fd, int on)
-{
-	int fl = fcntl(fd, F_GETFL);
-
-	if (fl < 0)
-		return -errno;
-	fl = on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK;
-	return fcntl(fd, F_SETFL, fl) < 0 ? -errno : 0;
 }
 
 /* Run the slot's workers as fibers of this thread until each is out. */
@@ -280,24 +247,26 @@ static int run_workers(struct nbd_slot *slot)
 	return rc;
 }
 
-void nbd_transmit(struct nbd_slot *slot, int fd, unsigned id)
+void nbd_transmit(struct nbd_slot *slot, struct nbd_io *io)
 {
+	unsigned id = io->id;
 	int rc;
 
-	slot->fd = fd;
+	slot->io = io;
 	slot->conn_id = id;
 	slot->closing = 0;
 	slot->close_rc = 0;
 	slot->send_failed = 0;
 	slot->requests = slot->errors = 0;
-	rc = set_nonblock(fd, 1);
-	if (rc == 0)
-		rc = run_workers(slot);
+	rc = run_workers(slot);
 	if (rc < 0 && !slot->close_rc)
 		slot->close_rc = rc;
-	set_nonblock(fd, 0);
+	slot->io = NULL;
 	rc = slot->close_rc;
-	if (rc < 0 && rc != -EPIPE && rc != -ECONNRESET)
+	if (rc == -ETIMEDOUT)
+		log_info("nbd conn %u: idle for %llums, closing", id,
+			 (unsigned long long)(io->idle_ns / 1000000u));
+	else if (rc < 0 && rc != -EPIPE && rc != -ECONNRESET)
 		log_info("nbd conn %u: closing after error: %s", id, strerror(-rc));
 	log_info("nbd conn %u: %s after %llu requests (%llu failed)", id,
 		 rc == 0 ? "disconnected" : "closed",
