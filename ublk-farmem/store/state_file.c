@@ -2,7 +2,8 @@
  *
  * With cfg->state_path the mapping is a shared file (under /run, so
  * memory-backed) that a restarted daemon attaches to; otherwise it is
- * anonymous.  Either way it is allocated in full at open, so the I/O
+ * anonymous.  Its header also holds the device's record key
+ * (store_key.c), so the file is mode 0600.  Either way it is allocated in full at open, so the I/O
  * path never allocates metadata.
  */
 #include <errno.h>
@@ -99,6 +100,14 @@ static int map_file(struct store *s, struct state_hdr *tmpl, char *err, size_t e
 		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
 		snprintf(err, errlen, "%s: %s", path, rc == -EBUSY ?
 			 "in use by another running farmem-blk" : strerror(-rc));
+		close(fd);
+		return rc;
+	}
+	/* The header holds the device's record key: owner only, whatever
+	 * the umask was or an older file said. */
+	if (fchmod(fd, 0600) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: chmod 600: %s", path, strerror(-rc));
 		close(fd);
 		return rc;
 	}
