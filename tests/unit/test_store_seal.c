@@ -8,6 +8,7 @@
  * none) so every record has the same length and can stand in for any
  * other. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -356,6 +357,46 @@ static int test_key_in_state_file(void)
 	return 0;
 }
 
+/* A state file from before sealing (version 1) still attaches, as a
+ * plain device, and reads back what was written. */
+static int test_v1_state_attaches_plain(void)
+{
+	char path[] = "/tmp/farmem-test-seal-XXXXXX";
+	struct store_config c;
+	struct store_stats st;
+	struct store *s;
+	int fd = mkstemp(path);
+
+	CHECK(fd >= 0);
+	close(fd);
+	fault_reset();
+	fix_config(&c, 2, 2, NPAGES * STORE_PAGE);
+	c.state_path = path;
+	c.encrypt = STORE_ENCRYPT_NONE;
+	s = fix_open(&c);
+	CHECK(s);
+	fix_fill(page_a, 4, 6, 1);
+	CHECK(store_write(s, 0, 4 * STORE_PAGE, STORE_PAGE, page_a) == 0);
+	/* What version 1 wrote: no fields from aead on. */
+	s->hdr->version = 1;
+	s->hdr->hdr_size = offsetof(struct state_hdr, aead);
+	memset(&s->hdr->aead, 0, sizeof(*s->hdr) - offsetof(struct state_hdr, aead));
+	store_close(s);
+	c.attach = 1;
+	c.encrypt = STORE_ENCRYPT_AUTO;
+	s = fix_open(&c);
+	CHECK(s);
+	CHECK(s->hdr->version == STATE_VERSION && s->hdr->hdr_size == sizeof(*s->hdr));
+	CHECK(store_read(s, 1, 4 * STORE_PAGE, STORE_PAGE, got) == 0);
+	CHECK(!memcmp(got, page_a, STORE_PAGE));
+	store_get_stats(s, &st);
+	CHECK(st.encrypt == STORE_ENCRYPT_NONE);
+	store_close(s);
+	unlink(path);
+	fault_reset();
+	return 0;
+}
+
 static const struct tap_case cases[] = {
 	{ "donor forgery, replay and move: plain fooled, sealed EIO + counted",
 	  test_donor_attacks },
@@ -364,6 +405,7 @@ static const struct tap_case cases[] = {
 	{ "zero pages never reach a donor", test_zero_pages_stay_home },
 	{ "each algorithm round-trips through the store", test_each_algorithm },
 	{ "key in the 0600 state file; attach keeps the algorithm", test_key_in_state_file },
+	{ "a version 1 state file attaches as a plain device", test_v1_state_attaches_plain },
 };
 
 TAP_MAIN(cases)
