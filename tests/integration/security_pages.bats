@@ -97,7 +97,7 @@ read_forged_page() {
 	require_cmd qemu-io curl
 	local port
 	port=$(free_port)
-	start_serve --size 16M --replicas 2 --compress none --queues 1 --depth 1 \
+	start_serve --size 16M --replicas 2 --compress none \
 		--metrics "127.0.0.1:$port"
 	head -c 1M /dev/urandom >"$FM_DIR/in"
 	nbdcopy --connections=1 "$FM_DIR/in" "$NBD_URI"
@@ -121,7 +121,7 @@ read_forged_page() {
 
 @test "control: with --encrypt none the same forgery (checksum recomputed) is served as good, nothing counted" {
 	require_cmd qemu-io
-	start_serve --size 16M --replicas 2 --compress none --queues 1 --depth 1 --encrypt none
+	start_serve --size 16M --replicas 2 --compress none --encrypt none
 	head -c 1M /dev/urandom >"$FM_DIR/in"
 	nbdcopy --connections=1 "$FM_DIR/in" "$NBD_URI"
 	[ "$(forge_page 3 FMRC)" -eq 2 ]
@@ -137,7 +137,7 @@ read_forged_page() {
 
 @test "a record forged on one replica only: the read returns the right data from the other" {
 	require_cmd qemu-io
-	start_serve --size 16M --replicas 2 --compress none --queues 1 --depth 1
+	start_serve --size 16M --replicas 2 --compress none
 	# Page 3 is all 0x41, so the right data is easy to check.
 	head -c 1M /dev/urandom >"$FM_DIR/in"
 	printf 'A%.0s' $(seq 4096) | dd of="$FM_DIR/in" bs=4096 seek=3 conv=notrunc status=none
