@@ -538,9 +538,8 @@ int seg_load(struct store *s, uint32_t idx, uint32_t *used)
 		if (rc < 0)
 			continue;
 		while (off < *used) {
-			struct rec_hdr h;
-
 			const uint8_t *payload;
+			struct rec_hdr h;
 
 			/* Sealed: opened, so the cleaner moves only records
 			 * we wrote (into maint_io.clear, then dropped). */

@@ -1,8 +1,8 @@
 /* store_read.c — the read path: look pages up, fetch runs of adjacent
  * records from one healthy replica each, verify every record against
  * the map and its checksum or AEAD tag, fall back replica by replica,
- * rewrite a bad copy from a good one (sealed bytes, as stored).  Wrong data is never returned: no good copy is
- * -EIO.
+ * rewrite a bad copy from a good one (sealed bytes, as stored).  Wrong
+ * data is never returned: no good copy is -EIO.
  */
 #include <errno.h>
 #include <stdlib.h>
