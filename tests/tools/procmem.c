@@ -4,7 +4,8 @@
  *
  *   procmem count PID MIN_BYTES STRING
  *       how often STRING occurs in PID's writable anonymous mappings of
- *       at least MIN_BYTES (the memserver's pool: its --size; 0: all)
+ *       at least MIN_BYTES (the memserver's pool: its --size; 0: all of
+ *       them up to 4 GiB each)
  *   procmem records PID MIN_BYTES PAGE
  *       every stored record header for device page PAGE found there:
  *       "ADDR LEN VERSION FMRC|FMRS" per line (hex address)
@@ -30,6 +31,10 @@
 
 #define CHUNK      (1u << 20)
 #define MAX_MAPS   4096
+/* Larger anonymous mappings are address space reserved, not memory a
+ * pool could be (ASan's shadow is terabytes): skipped, so a scan stays
+ * bounded under sanitizers too. */
+#define MAX_MAP    (4ull << 30)
 #define HDR        32u
 #define MAX_PLEN   (4096u + 16u)
 #define MAGIC_PLAIN  0x43524d46u /* "FMRC" */
@@ -60,7 +65,7 @@ static int pool_ranges(int pid, uint64_t min, struct range *r, int max)
 			continue;
 		if (name[0] && !strstr(name, "anon_hugepage") && strcmp(name, "[heap]"))
 			continue;
-		if (hi - lo < min)
+		if (hi - lo < min || hi - lo > MAX_MAP)
 			continue;
 		r[n++] = (struct range){ lo, hi };
 	}
