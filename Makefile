@@ -72,6 +72,12 @@ $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libfarmem-common.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# seal-cost measures the store's record format: it links record.o too.
+$(BUILD)/tests/tools/seal-cost: $(BUILD)/tests/tools/seal-cost.o \
+		$(BUILD)/ublk-farmem/store/record.o $(BUILD)/libfarmem-common.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 # Unit tests link the real objects of both programs (minus their main.c).
 $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(MEMSERVER_LIB_OBJ) $(BLK_LIB_OBJ) $(BUILD)/libfarmem-common.a
 	@$(if $(Q),echo "  LD      $@")

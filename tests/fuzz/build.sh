@@ -6,8 +6,9 @@
 #   tests/fuzz/build.sh --run 30      build, then a bounded run of each target
 #
 # Targets: fuzz_frame (every wire decoder in common/protocol.c),
-# fuzz_session (the memserver's request handling) and fuzz_keyfile (the
-# client key file parser, common/keyfile.c).  Exits 0 with a
+# fuzz_session (the memserver's request handling), fuzz_keyfile (the
+# client key file parser, common/keyfile.c) and fuzz_record (stored
+# records as a donor returns them, plain and sealed).  Exits 0 with a
 # "skip" line when clang or its fuzzer runtime is missing; non-zero when
 # a target crashes (the input is kept as build-fuzz/<target>-crash-*).
 set -eu
@@ -66,8 +67,14 @@ echo "  FUZZ    $OUT/fuzz_keyfile"
 "$CC" $FLAGS -o "$OUT/fuzz_keyfile" tests/fuzz/fuzz_keyfile.c \
 	common/keyfile.c common/protocol.c common/auth.c common/log.c common/clock.c $SODIUM
 
+echo "  FUZZ    $OUT/fuzz_record"
+# shellcheck disable=SC2086
+"$CC" $FLAGS -o "$OUT/fuzz_record" tests/fuzz/fuzz_record.c \
+	ublk-farmem/store/record.c common/checksum.c $SODIUM $(pkg-config --libs libxxhash)
+
 # Seeds: valid frames, so short runs start past the magic number.
-mkdir -p "$OUT/corpus/fuzz_frame" "$OUT/corpus/fuzz_session" "$OUT/corpus/fuzz_keyfile"
+mkdir -p "$OUT/corpus/fuzz_frame" "$OUT/corpus/fuzz_session" "$OUT/corpus/fuzz_keyfile" \
+	"$OUT/corpus/fuzz_record"
 "$CC" -O1 -std=gnu11 -I. -Icommon -o "$OUT/make_seeds" \
 	tests/fuzz/make_seeds.c common/protocol.c
 "$OUT/make_seeds" "$OUT/corpus/fuzz_frame" "$OUT/corpus/fuzz_session" \
@@ -75,7 +82,7 @@ mkdir -p "$OUT/corpus/fuzz_frame" "$OUT/corpus/fuzz_session" "$OUT/corpus/fuzz_k
 
 [ -n "$RUN" ] || exit 0
 rc=0
-for t in fuzz_frame fuzz_session fuzz_keyfile; do
+for t in fuzz_frame fuzz_session fuzz_keyfile fuzz_record; do
 	echo "fuzz: $t for ${RUN}s"
 	if ! "$OUT/$t" -max_total_time="$RUN" -max_len=8192 -rss_limit_mb=2048 \
 		-timeout=10 -print_final_stats=1 \

@@ -169,13 +169,14 @@ ms_holds_more_than() {
 	[ -n "$uuid" ]
 	head -c 1M /dev/urandom >"$FM_DIR/in"
 	nbdcopy --connections=1 "$FM_DIR/in" "$NBD_URI"
-	# Random pages are stored raw: 32-byte header + 4096 bytes each.  Flip
+	# Random pages are stored raw: 32-byte header + 4096 bytes (+ a
+	# 16-byte tag, sealed: records then start 4144 bytes apart).  Flip
 	# a payload byte of record 0 on m1, record 1 on m2, record 2 on m3:
 	# every page keeps one good copy, and whichever copy a read picks
 	# for a segment, one of its two corrupted records is read.
 	n=0
 	for i in 1 2 3; do
-		off=$(( (i - 1) * 4128 + 2000 ))
+		off=$(( (i - 1) * 4144 + 2000 ))
 		for seg in $(fm_client "m$i" --uuid "$uuid" list | awk '/^[0-9]/ {print $1}'); do
 			fm_client "m$i" --uuid "$uuid" read "$seg" "$off" 1 "$FM_DIR/b"
 			byte=$(od -An -tu1 "$FM_DIR/b" | tr -d ' ')
@@ -187,7 +188,8 @@ ms_holds_more_than() {
 	[ "$n" -ge 2 ]
 	nbdcopy --connections=1 "$NBD_URI" "$FM_DIR/out"
 	cmp -n $(( 1 << 20 )) "$FM_DIR/in" "$FM_DIR/out"
-	[ "$(serve_stat checksum_errors)" -gt 0 ]
+	# Sealed by default: a damaged copy fails to open (auth_errors).
+	[ "$(serve_stat auth_errors)" -gt 0 ]
 	[ "$(serve_stat read_errors)" -eq 0 ]
 }
 

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "ublk-farmem/store/record.h"
 #include "ublk-farmem/store/store.h"
 #include "transport_fault.h"
 
@@ -41,6 +42,12 @@ static inline void fix_config(struct store_config *c, int nservers, int replicas
 	c->transport = &fm_transport_fault;
 	c->no_background = 1;
 }
+
+/* The fixture's devices seal their records (encrypt AUTO, the default):
+ * a bad copy counts as an auth error there, a checksum error when plain. */
+#define FIX_BAD_COPIES(st) ((st).checksum_errors + (st).auth_errors)
+/* An incompressible page's record on a sealed device. */
+#define FIX_RAW_REC rec_len(STORE_PAGE + REC_TAG_SIZE)
 
 static inline struct store *fix_open(const struct store_config *c)
 {

@@ -324,6 +324,43 @@ static int t_identity(void)
 	return 0;
 }
 
+/* Encryption: on by default; none, each algorithm by name; a bad value
+ * names the flag or the file and key, and the value; the device record
+ * keeps the setting. */
+static int t_encrypt(void)
+{
+	char conf[256], text[1024], *rec;
+	char *argv[] = { "serve", "--config", conf, "--encrypt", "none", NULL };
+
+	base();
+	CHECK(finish() == 0 && cfg.store.encrypt == STORE_ENCRYPT_AUTO);
+	base();
+	set("device:encrypt", "none");
+	CHECK(finish() == 0 && cfg.store.encrypt == STORE_ENCRYPT_NONE);
+	base();
+	set("device:encrypt", "xchacha20poly1305");
+	CHECK(finish() == 0 && cfg.store.encrypt == STORE_ENCRYPT_XCHACHA20POLY1305);
+	rec = blk_settings_text(&cfg.set);
+	CHECK(rec && strstr(rec, "encrypt = \"xchacha20poly1305\""));
+	free(rec);
+	base();
+	set("device:encrypt", "rot13");
+	CHECK(finish() == -EINVAL && has("--encrypt") && has("'rot13'"));
+	snprintf(conf, sizeof(conf), "%s/enc.conf", dir);
+	snprintf(text, sizeof(text),
+		 "[device]\nservers = tcp://127.0.0.1:1\nsecret-file = %s\nsize = 64M\n"
+		 "encrypt = des\n[serve]\nnbd = tcp://127.0.0.1:10809\n", secret_path);
+	CHECK(write_file(conf, text) == 0);
+	CHECK(blk_config_parse(3, argv, BLK_CMD_SERVE, NULL, &cfg, NULL,
+			       err, sizeof(err)) == -EINVAL);
+	CHECK(has("enc.conf") && has("device:encrypt") && has("'des'"));
+	/* The flag overrides the file. */
+	CHECK(blk_config_parse(5, argv, BLK_CMD_SERVE, NULL, &cfg, NULL,
+			       err, sizeof(err)) == 0);
+	CHECK(cfg.store.encrypt == STORE_ENCRYPT_NONE);
+	return 0;
+}
+
 static int t_bad_flags(void)
 {
 	char *a1[] = { "serve", "--bogus", "1", NULL };
@@ -408,6 +445,7 @@ static const struct tap_case cases[] = {
 	{ "file first, flags override, file errors name file and key", t_file_then_flags },
 	{ "key file or secret, not both; the record keeps it", t_identity },
 	{ "unknown flag, missing value, missing file", t_bad_flags },
+	{ "encrypt: default auto, names, errors, device record", t_encrypt },
 	{ "extra command flags", t_extra_opts },
 };
 

@@ -99,18 +99,18 @@ static int test_corrupt_copy_served_from_other(void)
 	CHECK(fault_corrupt(port, id, off + REC_HDR_SIZE + 5) == 0);
 	CHECK(verify_all(s, 1) == 0);
 	store_get_stats(s, &st);
-	CHECK(st.checksum_errors == 1);
+	CHECK(FIX_BAD_COPIES(st) == 1);
 	CHECK(st.read_errors == 0);
 	/* The bad copy was rewritten from the good one: no new error. */
 	CHECK(verify_all(s, 1) == 0);
 	store_get_stats(s, &st);
-	CHECK(st.checksum_errors == 1);
+	CHECK(FIX_BAD_COPIES(st) == 1);
 	/* A damaged header is caught as well. */
 	CHECK(locate(s, 2, 0, &port, &id, &off) == 0);
 	CHECK(fault_corrupt(port, id, off + 9) == 0);
 	CHECK(verify_all(s, 1) == 0);
 	store_get_stats(s, &st);
-	CHECK(st.checksum_errors == 2);
+	CHECK(FIX_BAD_COPIES(st) == 2);
 	store_close(s);
 	fault_reset();
 	return 0;
@@ -135,7 +135,7 @@ static int test_all_copies_bad_is_eio(void)
 	CHECK(store_read(s, 0, 4 * STORE_PAGE, STORE_PAGE, page) == -EIO);
 	store_get_stats(s, &st);
 	CHECK(st.read_errors == 1);
-	CHECK(st.checksum_errors >= 2);
+	CHECK(FIX_BAD_COPIES(st) >= 2);
 	/* Neighbours are unaffected. */
 	CHECK(store_read(s, 0, 5 * STORE_PAGE, STORE_PAGE, page) == 0);
 	store_close(s);
@@ -641,7 +641,7 @@ static int test_transient_outage_is_ridden_out(void)
 	CHECK(verify_all(s, 3) == 0);
 	store_get_stats(s, &st);
 	CHECK(st.read_errors == 0 && st.write_errors == 0);
-	CHECK(st.checksum_errors == 0);
+	CHECK(FIX_BAD_COPIES(st) == 0);
 	store_close(s);
 	fault_reset();
 	return 0;
@@ -714,7 +714,7 @@ static int test_bad_copy_not_retried(void)
 	fix_fill(want, 1, 1, 1);
 	CHECK(memcmp(page, want, STORE_PAGE) == 0);
 	store_get_stats(s, &st);
-	CHECK(st.checksum_errors == 1);   /* the bad copy was read once */
+	CHECK(FIX_BAD_COPIES(st) == 1);   /* the bad copy was read once */
 	CHECK(st.read_errors == 0);
 	/* It was rewritten from the good one. */
 	fault_set_mode(port1, FAULT_DOWN);
@@ -742,7 +742,7 @@ static int test_bad_copy_not_retried(void)
 	store_get_stats(s, &st);
 	CHECK(st.read_errors == 2);
 	/* The bad copy was verified once per read, not once per round. */
-	CHECK(st.checksum_errors == 1 + 2 + 1);
+	CHECK(FIX_BAD_COPIES(st) == 1 + 2 + 1);
 	store_close(s);
 	fault_reset();
 	return 0;

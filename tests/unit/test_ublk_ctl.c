@@ -48,6 +48,8 @@ static int stats_round_trip(void)
 	a.degraded_segments = 3;
 	a.rereplicated_segments = 7;
 	a.write_errors = 2;
+	a.auth_errors = 4;
+	a.encrypt = STORE_ENCRYPT_XCHACHA20POLY1305;
 	a.replicas = 2;
 	a.nservers = 2;
 	snprintf(a.server[0].addr, sizeof(a.server[0].addr), "tcp://10.0.0.1:7000");
@@ -63,6 +65,7 @@ static int stats_round_trip(void)
 	CHECK(b.bytes_remote == a.bytes_remote && b.degraded_segments == 3);
 	CHECK(b.rereplicated_segments == 7 && b.write_errors == 2);
 	CHECK(b.replicas == 2 && b.nservers == 2);
+	CHECK(b.auth_errors == 4 && b.encrypt == STORE_ENCRYPT_XCHACHA20POLY1305);
 	CHECK(!strcmp(b.server[0].addr, "tcp://10.0.0.1:7000") && b.server[0].up == 1);
 	CHECK(b.server[0].bytes == 4ull << 20);
 	CHECK(!strcmp(b.server[1].addr, "tcp://[::1]:7001") && b.server[1].up == 0);

@@ -84,6 +84,9 @@ static const struct cfg_key blk_keys[] = {
 	  "farmem-swap@: swapon priority (default 100)" },
 	{ "swap:discard", CFG_STRING, S(swap_discard), SZ(swap_discard), 0, 0,
 	  "farmem-swap@: pages (default), once, both or none" },
+	{ "device:encrypt", CFG_STRING, S(encrypt), SZ(encrypt), 0, 0,
+	  "records sealed with: auto (default: aes256gcm with AES-NI, else "
+	  "xchacha20poly1305), aes256gcm, xchacha20poly1305 or none" },
 };
 #define NKEYS (sizeof(blk_keys) / sizeof(blk_keys[0]))
 
@@ -115,8 +118,10 @@ static const struct { const char *flag; const char *key; } flag_keys[] = {
 	{ "insecure", "serve:insecure" },
 	{ "metrics", "device:metrics" },
 	{ "key-file", "device:key-file" },
+	{ "encrypt", "device:encrypt" },
 };
 #define NFLAGS (sizeof(flag_keys) / sizeof(flag_keys[0]))
+_Static_assert(NFLAGS <= 32, "from_flags has one bit per flag");
 #define MAX_EXTRA 32
 
 const char *blk_compress_name(enum store_compress c)
@@ -136,6 +141,7 @@ void blk_config_defaults(struct blk_config *cfg, enum blk_command command)
 	snprintf(cfg->set.compress, sizeof(cfg->set.compress), "zstd");
 	snprintf(cfg->set.state_dir, sizeof(cfg->set.state_dir), "/run/farmem");
 	snprintf(cfg->set.swap_discard, sizeof(cfg->set.swap_discard), "pages");
+	snprintf(cfg->set.encrypt, sizeof(cfg->set.encrypt), "auto");
 	cfg->set.swap_priority = 100;
 	cfg->set.handshake_timeout_ms = SERVE_HANDSHAKE_DEFAULT_MS;
 	cfg->set.idle_timeout_ms = SERVE_IDLE_DEFAULT_MS;
@@ -282,6 +288,22 @@ static int finish_compress(struct blk_config *cfg, char *err, size_t errlen)
 		return fail(err, errlen, "%s: level %lld given with compress none",
 			    o, (long long)lvl);
 	cfg->store.level = (int)lvl;
+	return 0;
+}
+
+/* On by default; an algorithm this CPU cannot run is refused here. */
+static int finish_encrypt(struct blk_config *cfg, char *err, size_t errlen)
+{
+	enum store_encrypt resolved;
+	char o[PATH_MAX + 32];
+
+	origin_of(cfg, "encrypt", o, sizeof(o));
+	if (store_encrypt_parse(cfg->set.encrypt, &cfg->store.encrypt) < 0)
+		return fail(err, errlen, "%s: unknown encryption '%s' (auto, "
+			    "aes256gcm, xchacha20poly1305 or none)", o, cfg->set.encrypt);
+	if (store_encrypt_resolve(cfg->store.encrypt, &resolved) < 0)
+		return fail(err, errlen, "%s: '%s' needs AES-NI, which this CPU "
+			    "lacks (auto or xchacha20poly1305)", o, cfg->set.encrypt);
 	return 0;
 }
 
@@ -539,6 +561,7 @@ int blk_config_finish(struct blk_config *cfg, int load_secret,
 	    (rc = finish_replicas(cfg, err, errlen)) < 0 ||
 	    (rc = finish_size(cfg, err, errlen)) < 0 ||
 	    (rc = finish_compress(cfg, err, errlen)) < 0 ||
+	    (rc = finish_encrypt(cfg, err, errlen)) < 0 ||
 	    (rc = finish_frontend(cfg, err, errlen)) < 0 ||
 	    (rc = finish_queues(cfg, err, errlen)) < 0 ||
 	    (rc = finish_nbd(cfg, err, errlen)) < 0 ||
@@ -586,6 +609,8 @@ char *blk_settings_text(const struct blk_settings *set)
 		fprintf(f, "frontend = \"%s\"\n", set->frontend);
 	if (set->metrics[0])
 		fprintf(f, "metrics = \"%s\"\n", set->metrics);
+	if (set->encrypt[0])
+		fprintf(f, "encrypt = \"%s\"\n", set->encrypt);
 	if (fclose(f) != 0) {
 		free(text);
 		return NULL;
@@ -647,6 +672,8 @@ void blk_config_usage(FILE *f, enum blk_command command,
 "  --handshake-timeout DURATION  serve: a client's whole handshake (default 10s)\n"
 "  --idle-timeout DURATION       serve: close a connection without requests\n"
 "                       this long (default 10m; 0: never)\n"
+"  --encrypt ALG        records in memservers: auto (default), aes256gcm,\n"
+"                       xchacha20poly1305, or none (plain, checksummed)\n"
 "  --check-config       check the settings, print them, and exit\n"
 "  --help               this text\n",
 		STORE_MAX_REPLICAS,
@@ -673,6 +700,7 @@ static void print_config(const struct blk_config *cfg)
 	printf("replicas     %d\n", cfg->store.replicas);
 	printf("compress     %s level %d\n", blk_compress_name(cfg->store.compress),
 	       cfg->store.level);
+	printf("encrypt      %s\n", store_encrypt_name(cfg->store.encrypt));
 	printf("queues       %d\ndepth        %d\n", cfg->queues, cfg->depth);
 	printf("uuid         %s%s\n", cfg->uuid_text,
 	       cfg->uuid_generated ? " (generated)" : "");

@@ -68,6 +68,7 @@ struct blk_settings {
 	char metrics[300];                    /* HOST:PORT for Prometheus; "" = off */
 	int64_t swap_priority;                /* [swap] priority (farmem-swap reads it) */
 	char swap_discard[16];                /* [swap] discard: pages|once|both|none */
+	char encrypt[24];                     /* auto | aes256gcm | xchacha20poly1305 | none */
 };
 
 /* The checked result. */

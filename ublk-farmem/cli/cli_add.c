@@ -309,6 +309,11 @@ static int launch(struct blk_config *cfg, int recover_id, int foreground,
 		/* recover must rebuild the same store: same uuid, so the
 		 * same state file and the same segments on the servers. */
 		snprintf(cfg->set.uuid, sizeof(cfg->set.uuid), "%s", cfg->uuid_text);
+		/* ... and the record says which algorithm "auto" became
+		 * (the state file holds it too, with the key). */
+		if (store_encrypt_resolve(cfg->store.encrypt, &cfg->store.encrypt) == 0)
+			snprintf(cfg->set.encrypt, sizeof(cfg->set.encrypt), "%s",
+				 store_encrypt_name(cfg->store.encrypt));
 		record = blk_settings_text(&cfg->set);
 		if (!record) {
 			fprintf(stderr, "farmem-blk %s: out of memory\n", cmd);

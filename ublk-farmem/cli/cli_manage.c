@@ -249,8 +249,10 @@ static void status_text(const struct devinfo *d)
 	printf("replicas     %s\n", replica_health(st, health, sizeof(health)));
 	printf("io           %" PRIu64 " reads, %" PRIu64 " writes, %" PRIu64 " discards\n",
 	       st->reads, st->writes, st->discards);
-	printf("errors       %" PRIu64 " read, %" PRIu64 " write, %" PRIu64 " checksum\n",
-	       st->read_errors, st->write_errors, st->checksum_errors);
+	printf("errors       %" PRIu64 " read, %" PRIu64 " write, %" PRIu64 " checksum, %"
+	       PRIu64 " auth\n", st->read_errors, st->write_errors, st->checksum_errors,
+	       st->auth_errors);
+	printf("encryption   %s\n", store_encrypt_name(st->encrypt));
 	printf("maintenance  %" PRIu64 " segments cleaned, %" PRIu64 " re-replicated\n",
 	       st->cleaned_segments, st->rereplicated_segments);
 	printf("\n%-28s %-4s %8s %10s %10s %10s %7s\n", "SERVER", "UP", "SEGMENTS",
@@ -282,13 +284,15 @@ static void status_json(const struct devinfo *d)
 		       ", \"segments\": %" PRIu64 ", \"degraded_segments\": %" PRIu64
 		       ", \"replicas\": %d, \"reads\": %" PRIu64 ", \"writes\": %" PRIu64
 		       ", \"discards\": %" PRIu64 ", \"checksum_errors\": %" PRIu64
+		       ", \"auth_errors\": %" PRIu64 ", \"encrypt\": \"%s\""
 		       ", \"read_errors\": %" PRIu64 ", \"write_errors\": %" PRIu64
 		       ", \"cleaned_segments\": %" PRIu64
 		       ", \"rereplicated_segments\": %" PRIu64 ", \"servers\": [",
 		       st->pages_stored, st->zero_pages, st->bytes_logical,
 		       st->bytes_stored, st->bytes_remote, ratio(st), st->segments,
 		       st->degraded_segments, st->replicas, st->reads, st->writes,
-		       st->discards, st->checksum_errors, st->read_errors,
+		       st->discards, st->checksum_errors, st->auth_errors,
+		       store_encrypt_name(st->encrypt), st->read_errors,
 		       st->write_errors, st->cleaned_segments, st->rereplicated_segments);
 		for (int i = 0; i < st->nservers; i++) {
 			const struct store_server_stats *s = &st->server[i];

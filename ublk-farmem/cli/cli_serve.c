@@ -28,13 +28,14 @@ static void print_stats(struct store *st)
 	fprintf(stderr, "farmem-blk: stats pages_stored=%llu zero_pages=%llu "
 		"bytes_logical=%llu bytes_stored=%llu bytes_remote=%llu "
 		"segments=%llu degraded_segments=%llu checksum_errors=%llu "
-		"read_errors=%llu write_errors=%llu rereplicated_segments=%llu "
+		"auth_errors=%llu read_errors=%llu write_errors=%llu rereplicated_segments=%llu "
 		"cleaned_segments=%llu\n",
 		(unsigned long long)s.pages_stored, (unsigned long long)s.zero_pages,
 		(unsigned long long)s.bytes_logical, (unsigned long long)s.bytes_stored,
 		(unsigned long long)s.bytes_remote, (unsigned long long)s.segments,
 		(unsigned long long)s.degraded_segments,
 		(unsigned long long)s.checksum_errors,
+		(unsigned long long)s.auth_errors,
 		(unsigned long long)s.read_errors, (unsigned long long)s.write_errors,
 		(unsigned long long)s.rereplicated_segments,
 		(unsigned long long)s.cleaned_segments);

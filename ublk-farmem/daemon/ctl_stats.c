@@ -18,6 +18,7 @@ static const struct { const char *key; size_t off; } u64_fields[] = {
 	F(bytes_stored), F(bytes_remote), F(segments), F(degraded_segments),
 	F(reads), F(writes), F(discards), F(checksum_errors), F(read_errors),
 	F(write_errors), F(cleaned_segments), F(rereplicated_segments),
+	F(auth_errors),
 };
 #undef F
 #define NFIELDS (sizeof(u64_fields) / sizeof(u64_fields[0]))
@@ -27,7 +28,8 @@ void ctl_stats_write(FILE *f, const struct store_stats *st)
 	for (size_t i = 0; i < NFIELDS; i++)
 		fprintf(f, "%s %" PRIu64 "\n", u64_fields[i].key,
 			*(const uint64_t *)((const char *)st + u64_fields[i].off));
-	fprintf(f, "replicas %d\nnservers %d\n", st->replicas, st->nservers);
+	fprintf(f, "replicas %d\nnservers %d\nencrypt %d\n", st->replicas, st->nservers,
+		(int)st->encrypt);
 	for (int i = 0; i < st->nservers && i < STORE_MAX_SERVERS; i++) {
 		const struct store_server_stats *s = &st->server[i];
 
@@ -69,6 +71,8 @@ static int parse_line(const char *line, struct store_stats *st)
 		return 0;
 	if (!strcmp(key, "replicas"))
 		st->replicas = (int)v;
+	else if (!strcmp(key, "encrypt") && v <= STORE_ENCRYPT_XCHACHA20POLY1305)
+		st->encrypt = (enum store_encrypt)v;
 	else if (!strcmp(key, "nservers"))
 		st->nservers = v > STORE_MAX_SERVERS ? STORE_MAX_SERVERS : (int)v;
 	for (size_t i = 0; i < NFIELDS; i++)

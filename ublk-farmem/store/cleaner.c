@@ -6,6 +6,8 @@
  * fraction, re-appends its still-live records to its own open segment
  * on every replica, switches each map entry only if it still points at
  * the old record, and frees the old segment once no read uses it.
+ * Records move as they are: a sealed record's associated data holds no
+ * location, so it opens the same in its new home (record.h).
  */
 #include <errno.h>
 #include <string.h>
@@ -121,7 +123,7 @@ static int move_live(struct store *s, uint32_t victim, uint32_t used)
 		struct pm_entry e;
 		uint32_t len;
 
-		rec_check(s->maint_seg_buf + off, used - off, &h); /* verified by load */
+		rec_parse(&s->rkey, s->maint_seg_buf + off, used - off, &h); /* verified by load */
 		len = rec_len(h.plen);
 		if (record_live(s, victim, off, &h, &e)) {
 			if (n == io->npages || pos + len > io->buf_len) {
@@ -147,6 +149,7 @@ static int fetch_record(struct store *s, uint32_t victim, const struct page_io *
 			uint8_t *dst)
 {
 	struct seg_rep reps[STORE_MAX_REPLICAS];
+	const uint8_t *payload;
 	struct rec_hdr h;
 
 	pthread_mutex_lock(&s->lock);
@@ -157,11 +160,12 @@ static int fetch_record(struct store *s, uint32_t victim, const struct page_io *
 			continue;
 		if (seg_read_range(s, &s->maint_io, &reps[r], p->e.off, p->rec_len, dst) < 0)
 			continue;
-		if (rec_check(dst, p->rec_len, &h) == 0 && h.page == p->page &&
+		if (rec_open(&s->rkey, dst, p->rec_len, &h, s->maint_io.clear, &payload) == 0 &&
+		    h.page == p->page &&
 		    (h.version & PM_VERSION_MASK) == pm_version(&p->e) &&
 		    h.plen == pm_plen(&p->e))
 			return 0;
-		atomic_add64(&s->hdr->checksum_errors, 1);
+		count_bad_copy(s);
 	}
 	log_err("store: segment %u: page %llu has no good copy to move",
 		victim, (unsigned long long)p->page);

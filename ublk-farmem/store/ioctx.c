@@ -20,6 +20,7 @@ int ioctx_init(struct store *s, struct ioctx *io, int id)
 	/* One spare record at the end: the landing area for one-page
 	 * retries, which must not clobber records still to be decoded. */
 	io->buf = malloc(io->buf_len + REC_MAX_LEN);
+	io->clear = malloc(REC_MAX_PLEN);
 	io->pio = calloc(io->npages, sizeof(*io->pio));
 	io->chunks = calloc(io->npages, sizeof(*io->chunks));
 	io->nreqs = io->npages * (unsigned)s->replicas + STORE_MAX_REPLICAS;
@@ -27,7 +28,7 @@ int ioctx_init(struct store *s, struct ioctx *io, int id)
 	pthread_mutex_init(&io->lock, NULL);
 	waiter_init(&io->w);
 	waiter_init(&io->cw);
-	if (!io->buf || !io->pio || !io->chunks || !io->reqs) {
+	if (!io->buf || !io->clear || !io->pio || !io->chunks || !io->reqs) {
 		ioctx_fini(io);
 		return -ENOMEM;
 	}
@@ -43,6 +44,9 @@ void ioctx_fini(struct ioctx *io)
 {
 	fm_codec_fini(&io->codec);
 	free(io->buf);
+	if (io->clear)
+		sodium_memzero(io->clear, REC_MAX_PLEN);   /* a page in the clear */
+	free(io->clear);
 	free(io->pio);
 	free(io->chunks);
 	free(io->reqs);

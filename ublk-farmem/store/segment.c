@@ -543,9 +543,13 @@ int seg_load(struct store *s, uint32_t idx, uint32_t *used)
 		if (rc < 0)
 			continue;
 		while (off < *used) {
+			const uint8_t *payload;
 			struct rec_hdr h;
 
-			if (rec_check(s->maint_seg_buf + off, *used - off, &h) < 0)
+			/* Sealed: opened, so the cleaner moves only records
+			 * we wrote (into maint_io.clear, then dropped). */
+			if (rec_open(&s->rkey, s->maint_seg_buf + off, *used - off, &h,
+				     s->maint_io.clear, &payload) < 0)
 				break;
 			off += rec_len(h.plen);
 		}
@@ -557,7 +561,7 @@ int seg_load(struct store *s, uint32_t idx, uint32_t *used)
 			log_debug("store: segment %u: unwritten hole at %u", idx, off);
 			return -ENODATA;
 		}
-		atomic_add64(&s->hdr->checksum_errors, 1);
+		count_bad_copy(s);
 		log_warn("server %s: segment %u: bad record at %u while cleaning",
 			 s->srv[reps[r].server].addr, idx, off);
 	}

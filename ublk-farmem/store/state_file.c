@@ -2,11 +2,13 @@
  *
  * With cfg->state_path the mapping is a shared file (under /run, so
  * memory-backed) that a restarted daemon attaches to; otherwise it is
- * anonymous.  Either way it is allocated in full at open, so the I/O
+ * anonymous.  Its header also holds the device's record key
+ * (store_key.c), so the file is mode 0600.  Either way it is allocated in full at open, so the I/O
  * path never allocates metadata.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -50,11 +52,30 @@ static void fill_header(struct store *s, struct state_hdr *h, uint32_t nsegs)
 	h->total_len = align_up(h->map_off + s->npages * sizeof(struct pm_entry), 4096);
 }
 
-static int check_header(struct store *s, const struct state_hdr *h, size_t flen,
+/* A version 1 state (before records were sealed) belongs to a plain
+ * device: the fields added since sat in zero padding before the segment
+ * table, so it becomes version 2 in place, with no key.  A daemon
+ * upgraded under a running device thus still recovers it. */
+static void upgrade_v1(const struct store *s, struct state_hdr *h, size_t flen)
+{
+	if (flen < sizeof(*h) || h->magic != STATE_MAGIC || h->version != 1 ||
+	    h->hdr_size != offsetof(struct state_hdr, aead) || h->seg_off < sizeof(*h) ||
+	    memcmp(h->uuid, s->cfg.uuid, FM_UUID_LEN))
+		return;
+	h->aead = REC_AEAD_NONE;
+	memset(h->key, 0, sizeof(h->key));
+	h->auth_errors = 0;
+	h->hdr_size = sizeof(*h);
+	h->version = STATE_VERSION;
+	log_info("state: upgraded a version 1 state file (plain records)");
+}
+
+static int check_header(struct store *s, struct state_hdr *h, size_t flen,
 			char *err, size_t errlen)
 {
 	const char *why = NULL;
 
+	upgrade_v1(s, h, flen);
 	if (flen < sizeof(*h) || h->magic != STATE_MAGIC)
 		why = "not a farmem state file";
 	else if (h->version != STATE_VERSION || h->hdr_size != sizeof(*h))
@@ -99,6 +120,14 @@ static int map_file(struct store *s, struct state_hdr *tmpl, char *err, size_t e
 		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
 		snprintf(err, errlen, "%s: %s", path, rc == -EBUSY ?
 			 "in use by another running farmem-blk" : strerror(-rc));
+		close(fd);
+		return rc;
+	}
+	/* The header holds the device's record key: owner only, whatever
+	 * the umask was or an older file said. */
+	if (fchmod(fd, 0600) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: chmod 600: %s", path, strerror(-rc));
 		close(fd);
 		return rc;
 	}

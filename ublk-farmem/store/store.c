@@ -72,6 +72,7 @@ static void store_free(struct store *s)
 	free(s->sweep_ids);
 	free(s->sweep_sizes);
 	free(s->sweep_ref);
+	key_fini(s);
 	state_close(s);
 	free((char *)s->cfg.state_path);
 	pthread_mutex_destroy(&s->lock);
@@ -88,7 +89,7 @@ static void store_free(struct store *s)
 static int store_setup(struct store *s, const struct store_config *cfg,
 		       char *err, size_t errlen)
 {
-	int rc;
+	int rc, aead;
 
 	s->cfg = *cfg;
 	s->cfg.state_path = NULL;
@@ -115,7 +116,15 @@ static int store_setup(struct store *s, const struct store_config *cfg,
 		s->srv[i].need_sweep = 1;
 		addr_str(&cfg->servers[i], s->srv[i].addr, sizeof(s->srv[i].addr));
 	}
+	rc = key_choose(cfg, &aead, err, errlen);
+	if (rc < 0)
+		return rc;
 	rc = state_open(s, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (!s->cfg.attach)
+		key_generate(s->hdr, aead);
+	rc = key_setup(s, err, errlen);
 	if (rc < 0)
 		return rc;
 	s->nstreams = cfg->streams ? cfg->streams :
@@ -232,9 +241,11 @@ int store_open(const struct store_config *cfg, struct store **out,
 			return rc;
 		}
 	}
-	log_info("store: %llu bytes, %d servers (%d up), %d replicas, %s, %u-byte segments%s",
+	log_info("store: %llu bytes, %d servers (%d up), %d replicas, %s, records %s, "
+		 "%u-byte segments%s",
 		 (unsigned long long)s->cfg.size, s->nservers, up, s->replicas,
-		 fm_codec_name((enum fm_codec_algo)s->cfg.compress), s->seg_size,
+		 fm_codec_name((enum fm_codec_algo)s->cfg.compress),
+		 rec_aead_name(s->rkey.aead), s->seg_size,
 		 s->cfg.attach ? ", attached to existing state" : "");
 	*out = s;
 	return 0;
@@ -327,6 +338,8 @@ void store_get_stats(struct store *s, struct store_stats *st)
 	stats_segments(s, st);
 	pthread_mutex_unlock(&s->lock);
 	st->checksum_errors = atomic_get64(&s->hdr->checksum_errors);
+	st->auth_errors = atomic_get64(&s->hdr->auth_errors);
+	st->encrypt = key_encrypt(s);
 	st->reads = atomic_get64(&s->reads);
 	st->writes = atomic_get64(&s->writes);
 	st->discards = atomic_get64(&s->discards);

@@ -28,6 +28,18 @@
 
 enum store_compress { STORE_COMPRESS_NONE = 0, STORE_COMPRESS_ZSTD, STORE_COMPRESS_LZ4 };
 
+/* How records are protected where they are stored (record.h).  AUTO:
+ * AES-256-GCM where the CPU has AES-NI, else XChaCha20-Poly1305.  The
+ * choice is kept in the state with the device's key, so attaching to
+ * existing state (recover) uses what the device was created with; an
+ * explicit value that differs from it is refused. */
+enum store_encrypt {
+	STORE_ENCRYPT_AUTO = 0,
+	STORE_ENCRYPT_NONE,             /* plain records, XXH3 checksum */
+	STORE_ENCRYPT_AES256GCM,
+	STORE_ENCRYPT_XCHACHA20POLY1305,
+};
+
 struct store_config {
 	struct fm_addr servers[STORE_MAX_SERVERS];
 	int nservers;
@@ -39,6 +51,7 @@ struct store_config {
 	int replicas;                   /* 0: 2 when nservers >= 2, else 1 */
 	enum store_compress compress;
 	int level;                      /* zstd level (negative allowed); 0 = default */
+	enum store_encrypt encrypt;     /* 0: AUTO (on) */
 	uint32_t segment_size;          /* 0: 4 MiB */
 	int queues;                     /* frontend queues (threads) */
 	uint32_t max_io;                /* largest request bytes; 0: 1 MiB */
@@ -72,7 +85,9 @@ struct store_stats {
 	uint64_t segments;
 	uint64_t degraded_segments;     /* fewer than R live copies */
 	uint64_t reads, writes, discards;
-	uint64_t checksum_errors;       /* bad copies detected (then retried) */
+	uint64_t checksum_errors;       /* bad plain copies detected (then retried) */
+	uint64_t auth_errors;           /* sealed copies that failed to open (then retried) */
+	enum store_encrypt encrypt;     /* the device's (never AUTO) */
 	uint64_t read_errors;           /* reads that failed on every replica */
 	uint64_t write_errors;
 	uint64_t cleaned_segments;
@@ -148,5 +163,12 @@ void store_get_stats(struct store *s, struct store_stats *st);
  * the same pass on its own. */
 int store_maintain(struct store *s);
 uint64_t store_size(const struct store *s);
+/* "auto", "none", "aes256gcm", "xchacha20poly1305". */
+const char *store_encrypt_name(enum store_encrypt e);
+/* By that name: 0 with *out set, or -EINVAL. */
+int store_encrypt_parse(const char *name, enum store_encrypt *out);
+/* What a new device gets for want on this machine (AUTO resolved):
+ * 0, or -ENOTSUP when want needs AES-NI that this CPU lacks. */
+int store_encrypt_resolve(enum store_encrypt want, enum store_encrypt *out);
 
 #endif

@@ -7,7 +7,8 @@
  * stream.c (shared append streams), segment.c (segment life cycle and
  * the request waiter), store_loop.c and store_aio.c (frontend loops and
  * the asynchronous API), cleaner.c, repair.c, sweep.c (orphans and lost
- * copies), maint.c (the background thread running those three).
+ * copies), maint.c (the background thread running those three),
+ * store_key.c (the device's record key and algorithm).
  *
  * Locking: s->lock guards the page map, the segment table and the
  * accounting in the state header.  It is held only for short in-memory
@@ -71,7 +72,7 @@ struct seg {
 #define SEGF_NOCLEAN   2u     /* cleaning failed (bad record); leave it */
 
 #define STATE_MAGIC    0x3154534d454d5246ull /* "FRMEMST1" */
-#define STATE_VERSION  1u
+#define STATE_VERSION  2u   /* 2: record key and algorithm */
 
 /* Header of the state mapping; the segment table and page map follow. */
 struct state_hdr {
@@ -92,6 +93,12 @@ struct state_hdr {
 	uint64_t pages_stored, zero_pages, bytes_stored;
 	uint64_t cleaned_segments, rereplicated_segments;
 	uint64_t checksum_errors;
+	/* The device's records (record.h): enum rec_aead and its key.  The
+	 * key never leaves this file and the process; the file is 0600. */
+	uint32_t aead;
+	uint32_t pad;
+	uint8_t key[REC_KEY_SIZE];
+	uint64_t auth_errors;
 };
 
 /* Remote requests in flight for one caller.  A fiber waits by parking
@@ -162,6 +169,9 @@ struct ioctx {
 	struct store_lconns *lc; /* its loop's connections, or NULL */
 	uint8_t *buf;         /* staging (write) / landing (read): npages * REC_MAX_LEN */
 	size_t buf_len;
+	uint8_t *clear;       /* REC_MAX_PLEN: one payload in the clear on a
+			       * sealed device (compressed before sealing,
+			       * opened before decompressing) */
 	struct page_io *pio;  /* npages */
 	struct wchunk *chunks; /* npages */
 	struct qreq *reqs;    /* nreqs */
@@ -188,6 +198,7 @@ struct store_server {
 
 struct store {
 	struct store_config cfg;
+	struct rec_key rkey;      /* how records are framed; read-only after open */
 	int replicas;
 	uint32_t seg_size;
 	uint32_t max_io;
@@ -260,6 +271,18 @@ static inline int srv_up(const struct store_server *v) { return __atomic_load_n(
 /* The shared connection: maint stores it atomically when it (re)connects. */
 static inline struct fm_conn *srv_conn(const struct store_server *v) { return __atomic_load_n(&v->conn, __ATOMIC_ACQUIRE); }
 
+/* A copy that failed verification: sealed records count apart, as an
+ * authentication failure is what a forgery looks like. */
+static inline void count_bad_copy(struct store *s)
+{
+	atomic_add64(s->rkey.aead != REC_AEAD_NONE ? &s->hdr->auth_errors :
+		     &s->hdr->checksum_errors, 1);
+}
+static inline const char *bad_copy_text(const struct store *s)
+{
+	return s->rkey.aead != REC_AEAD_NONE ? "record failed to open" : "bad copy";
+}
+
 /* server_conn.c */
 int server_connect(struct store *s, int i);
 /* What every connection to server i is opened with (no state_cb). */
@@ -277,6 +300,17 @@ uint32_t server_drop_stale(struct store *s, int i);
 int state_open(struct store *s, char *err, size_t errlen);
 void state_close(struct store *s);
 void state_rebuild(struct store *s);
+
+/* store_key.c */
+/* The algorithm a new device gets (AUTO resolved); err for the user. */
+int key_choose(const struct store_config *c, int *aead, char *err, size_t errlen);
+/* A fresh random key for a new device's header. */
+void key_generate(struct state_hdr *h, int aead);
+/* s->rkey from the state header (checked against the config), with a
+ * fresh epoch, in locked memory. */
+int key_setup(struct store *s, char *err, size_t errlen);
+void key_fini(struct store *s);
+enum store_encrypt key_encrypt(const struct store *s);
 
 /* segment.c */
 void waiter_init(struct waiter *w);

@@ -68,8 +68,10 @@ void store_metrics_provide(struct metrics_buf *b, void *arg)
 	metrics_counter(b, "farmem_blk_rereplicated_segments_total",
 			"segments copied to a new server after a loss", s.rereplicated_segments);
 	metrics_family(b, "farmem_blk_errors_total", "counter",
-		       "bad copies detected (checksum) and requests failed (read, write)");
+		       "bad copies detected (checksum: plain records; auth: sealed records "
+		       "that failed to open) and requests failed (read, write)");
 	metrics_sample_u64(b, "farmem_blk_errors_total", "kind=\"checksum\"", s.checksum_errors);
+	metrics_sample_u64(b, "farmem_blk_errors_total", "kind=\"auth\"", s.auth_errors);
 	metrics_sample_u64(b, "farmem_blk_errors_total", "kind=\"read\"", s.read_errors);
 	metrics_sample_u64(b, "farmem_blk_errors_total", "kind=\"write\"", s.write_errors);
 	metrics_servers(b, &s);

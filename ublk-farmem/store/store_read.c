@@ -1,8 +1,8 @@
 /* store_read.c — the read path: look pages up, fetch runs of adjacent
  * records from one healthy replica each, verify every record against
- * the map and its checksum, fall back replica by replica, rewrite a bad
- * copy from a good one.  Wrong data is never returned: no good copy is
- * -EIO.
+ * the map and its checksum or AEAD tag, fall back replica by replica,
+ * rewrite a bad copy from a good one (sealed bytes, as stored).  Wrong
+ * data is never returned: no good copy is -EIO.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -13,17 +13,32 @@
 
 #define READ_RETRIES  3
 
-/* Verify a fetched record against the map entry and decode it. */
-static int record_decode(struct ioctx *io, const uint8_t *rec, uint64_t page,
-			 const struct pm_entry *e, void *out)
+/* Verify (or, sealed, open) a fetched record against the map entry and
+ * decode it into out.  A sealed raw page is decrypted straight into
+ * out; a compressed one through io->clear.  The algo byte chosen on is
+ * authenticated with the rest: a changed one fails to open. */
+static int record_decode(struct store *s, struct ioctx *io, const uint8_t *rec,
+			 uint64_t page, const struct pm_entry *e, void *out)
 {
+	uint8_t *dst = rec[6] == FM_CODEC_NONE ? out : io->clear;
+	const uint8_t *payload;
 	struct rec_hdr h;
+	int rc;
 
-	if (rec_check(rec, rec_len(pm_plen(e)), &h) < 0 || h.page != page ||
-	    (h.version & PM_VERSION_MASK) != pm_version(e) || h.plen != pm_plen(e))
-		return -EBADMSG;
-	return fm_codec_decompress(&io->codec, (enum fm_codec_algo)h.algo,
-				   rec + REC_HDR_SIZE, h.plen, out, STORE_PAGE);
+	if (rec_open(&s->rkey, rec, rec_len(pm_plen(e)), &h, dst, &payload) < 0 ||
+	    h.page != page || (h.version & PM_VERSION_MASK) != pm_version(e) ||
+	    h.plen != pm_plen(e)) {
+		rc = -EBADMSG;
+	} else if (payload == out) {
+		rc = 0;
+	} else {
+		rc = fm_codec_decompress(&io->codec, (enum fm_codec_algo)h.algo,
+					 payload, h.dlen, out, STORE_PAGE);
+	}
+	/* Nothing unverified is left where the caller's data goes. */
+	if (rc < 0 && dst == out)
+		memset(out, 0, STORE_PAGE);
+	return rc;
 }
 
 static void readers_put(struct store *s, uint32_t seg)
@@ -108,7 +123,7 @@ static int read_page_slow(struct store *s, struct ioctx *io, uint64_t page,
 					hard |= 1u << reps[r].server;
 				continue;
 			}
-			if (record_decode(io, landing, page, &e, out) == 0) {
+			if (record_decode(s, io, landing, page, &e, out) == 0) {
 				for (int b = 0; b < STORE_MAX_REPLICAS; b++)
 					if (reps[b].server >= 0 &&
 					    (bad & (1u << reps[b].server)))
@@ -121,11 +136,11 @@ static int read_page_slow(struct store *s, struct ioctx *io, uint64_t page,
 				return 0;
 			}
 			bad |= 1u << reps[r].server;
-			atomic_add64(&s->hdr->checksum_errors, 1);
+			count_bad_copy(s);
 			atomic_add64(&s->srv[reps[r].server].errors, 1);
-			log_warn("server %s: page %llu: bad copy in segment %u offset %u",
+			log_warn("server %s: page %llu: %s in segment %u offset %u",
 				 s->srv[reps[r].server].addr, (unsigned long long)page,
-				 e.seg, e.off);
+				 bad_copy_text(s), e.seg, e.off);
 		}
 		readers_put(s, e.seg);
 		pthread_mutex_lock(&s->lock);
@@ -237,16 +252,16 @@ int store_read(struct store *s, int queue, uint64_t off, uint32_t len, void *buf
 			continue;
 		}
 		if (p->status == 0 &&
-		    record_decode(io, io->buf + p->rec_off, first + i, &p->e, out) == 0) {
+		    record_decode(s, io, io->buf + p->rec_off, first + i, &p->e, out) == 0) {
 			readers_put(s, p->e.seg);
 			continue;
 		}
 		if (p->status == 0) {
-			atomic_add64(&s->hdr->checksum_errors, 1);
+			count_bad_copy(s);
 			atomic_add64(&s->srv[p->server].errors, 1);
-			log_warn("server %s: page %llu: bad copy in segment %u offset %u",
+			log_warn("server %s: page %llu: %s in segment %u offset %u",
 				 s->srv[p->server].addr, (unsigned long long)(first + i),
-				 p->e.seg, p->e.off);
+				 bad_copy_text(s), p->e.seg, p->e.off);
 		} else if (p->server >= 0) {
 			server_failed(s, p->server, p->status, "read");
 			if (p->status == -ENOENT)  /* server lost it (restart) */

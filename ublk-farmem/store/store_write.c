@@ -26,7 +26,34 @@ static int page_is_zero(const uint8_t *p)
 	return 1;
 }
 
-/* Compress and frame every non-zero page into the staging buffer. */
+/* Compress one page (raw when that does not pay) and frame it as a
+ * record at rec in the device's format.  Plain records compress in
+ * place; sealed ones compress into io->clear and encrypt from there (or
+ * from the page itself when raw), so no plaintext reaches io->buf. */
+static uint32_t encode_page(struct store *s, struct ioctx *io, struct fm_codec *codec,
+			    uint8_t *rec, const uint8_t *page, uint64_t pageno,
+			    uint64_t version)
+{
+	int sealed = s->rkey.aead != REC_AEAD_NONE;
+	uint8_t *out = sealed ? io->clear : rec + REC_HDR_SIZE;
+	const uint8_t *src = out;
+	uint8_t algo = FM_CODEC_NONE;
+	ssize_t c = 0;
+
+	if (codec->algo != FM_CODEC_NONE)
+		c = fm_codec_compress(codec, page, STORE_PAGE, out, RAW_THRESHOLD);
+	if (c > 0) {
+		algo = (uint8_t)codec->algo;
+	} else {
+		src = page;
+		c = STORE_PAGE;
+	}
+	return rec_put(&s->rkey, rec, src, pageno, version, algo, (uint16_t)c);
+}
+
+/* Compress and frame every non-zero page into the staging buffer.  An
+ * all-zero page becomes no record at all (on either format): the map
+ * says PM_ZERO and no memserver hears of it. */
 static void encode_pages(struct store *s, struct ioctx *io, uint64_t first,
 			 unsigned n, const uint8_t *buf)
 {
@@ -37,9 +64,6 @@ static void encode_pages(struct store *s, struct ioctx *io, uint64_t first,
 	for (unsigned i = 0; i < n; i++) {
 		const uint8_t *page = buf + (size_t)i * STORE_PAGE;
 		struct page_io *p = &io->pio[i];
-		uint8_t *payload = io->buf + pos + REC_HDR_SIZE;
-		uint8_t algo = FM_CODEC_NONE;
-		ssize_t c = 0;
 
 		p->version = ver + i;
 		p->ok = 0;
@@ -49,15 +73,8 @@ static void encode_pages(struct store *s, struct ioctx *io, uint64_t first,
 			p->ok = 1;
 			continue;
 		}
-		if (codec->algo != FM_CODEC_NONE)
-			c = fm_codec_compress(codec, page, STORE_PAGE, payload, RAW_THRESHOLD);
-		if (c > 0) {
-			algo = (uint8_t)codec->algo;
-		} else {
-			memcpy(payload, page, STORE_PAGE);
-			c = STORE_PAGE;
-		}
-		p->rec_len = rec_seal(io->buf + pos, first + i, p->version, algo, (uint16_t)c);
+		p->rec_len = encode_page(s, io, codec, io->buf + pos, page, first + i,
+					 p->version);
 		pos += p->rec_len;
 	}
 	codec_put(s, io, codec);
