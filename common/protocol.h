@@ -30,6 +30,12 @@
  *          rep : u32 count, then count x (u64 seg_id, u32 size) of this device's
  *                segments from start_index on (at most FM_LIST_MAX per reply)
  *
+ * After a successful AUTH every frame, both ways, is followed by a
+ * 16-byte tag (FM_CHAN_TAG_LEN, not counted in len) over its header and
+ * payload and its implicit per-direction number: see common/chan.h.  A
+ * frame whose tag fails closes the connection.  HELLO and AUTH and their
+ * replies carry none.
+ *
  * Rules the server enforces: HELLO must come first, AUTH second; anything
  * else before a successful AUTH closes the connection.  seg_id, offset and
  * len are checked against segments owned by the connection's device; a
@@ -44,7 +50,7 @@
 #include <stdint.h>
 
 #define FM_MAGIC          0x4d454d46u /* "FMEM" */
-#define FM_PROTO_VERSION  1
+#define FM_PROTO_VERSION  2  /* 2: frames after AUTH carry a tag (chan.h) */
 #define FM_HDR_SIZE       24
 #define FM_PAGE           4096u
 #define FM_MAX_IO         (1u << 20)              /* largest READ/WRITE data */

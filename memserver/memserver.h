@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "auth.h"
+#include "chan.h"
 #include "config.h"
 #include "parse.h"
 #include "protocol.h"
@@ -170,6 +171,7 @@ struct ms_session {
 	uint8_t server_nonce[FM_NONCE_LEN];
 	struct ms_device *dev;
 	char peer[80];       /* for log lines: "tcp 127.0.0.1:5123" */
+	struct fm_chan chan; /* up from AUTH on: frames carry tags (session_chan.c) */
 };
 
 /* ms_session_frame() results besides 0 (keep going). */
@@ -187,6 +189,18 @@ int ms_session_frame(struct ms_ctx *ctx, struct ms_session *s,
 		     struct ms_buf *out);
 /* The connection is gone. */
 void ms_session_end(struct ms_ctx *ctx, struct ms_session *s);
+
+/* ---- session_chan.c: the protected channel around a session ---- */
+
+/* Bytes of tag after the next frame's payload: 0 until AUTH succeeded. */
+size_t ms_session_trailer(const struct ms_session *s);
+/* One whole frame as received: header, payload, then (once the channel
+ * is up) its tag.  Checks the tag, runs ms_session_frame(), tags the
+ * reply and starts the channel when this frame completed AUTH.  Returns
+ * as ms_session_frame(); -EBADMSG (logged, counted) for a bad tag. */
+int ms_session_wire_frame(struct ms_ctx *ctx, struct ms_session *s,
+			  const struct fm_hdr *h, const uint8_t *frame,
+			  struct ms_buf *out);
 void ms_ctx_stat(const struct ms_ctx *ctx, struct fm_stat *st);
 
 /* ---- settings.c: flags and config file into checked settings ---- */

@@ -257,6 +257,7 @@ static int conn_process(struct server *sv, struct conn *c)
 		size_t avail = c->rlen - c->rpos;
 		const uint8_t *p = c->rbuf + c->rpos;
 		struct fm_hdr h;
+		size_t flen;
 		int rc;
 
 		if (avail < FM_HDR_SIZE)
@@ -274,11 +275,12 @@ static int conn_process(struct server *sv, struct conn *c)
 				 ms_session_max_payload(&c->sess));
 			return -EMSGSIZE;
 		}
-		if (avail < FM_HDR_SIZE + (size_t)h.len)
-			return conn_room(c, FM_HDR_SIZE + (size_t)h.len);
-		rc = ms_session_frame(sv->ctx, &c->sess, &h, p + FM_HDR_SIZE,
-				      &c->out);
-		c->rpos += FM_HDR_SIZE + h.len;
+		/* Once authenticated, a tag follows each frame. */
+		flen = FM_HDR_SIZE + (size_t)h.len + ms_session_trailer(&c->sess);
+		if (avail < flen)
+			return conn_room(c, flen);
+		rc = ms_session_wire_frame(sv->ctx, &c->sess, &h, p, &c->out);
+		c->rpos += flen;
 		if (rc == -ENOMEM)
 			log_err("%s: closing: no memory for a %s reply",
 				c->sess.peer, fm_op_name(h.op));

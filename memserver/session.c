@@ -361,4 +361,5 @@ void ms_session_end(struct ms_ctx *ctx, struct ms_session *s)
 	}
 	s->dev = NULL;
 	s->state = MS_HELLO;
+	fm_chan_wipe(&s->chan);
 }
