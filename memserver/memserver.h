@@ -201,6 +201,16 @@ size_t ms_session_trailer(const struct ms_session *s);
 int ms_session_wire_frame(struct ms_ctx *ctx, struct ms_session *s,
 			  const struct fm_hdr *h, const uint8_t *frame,
 			  struct ms_buf *out);
+/* Its steps, for transports that answer some frames themselves (rdma):
+ * check a frame's tag (0 before AUTH; -EBADMSG logged and counted), tag
+ * the one reply frame written at `at` of out (nothing before AUTH), and
+ * start the channel when the session went from `before` (MS_AUTH) to
+ * MS_READY. */
+int ms_session_chan_check(struct ms_session *s, const struct fm_hdr *h,
+			  const uint8_t *frame);
+int ms_session_chan_seal(struct ms_session *s, struct ms_buf *out, size_t at);
+void ms_session_chan_after(struct ms_ctx *ctx, struct ms_session *s,
+			   enum ms_sess_state before);
 void ms_ctx_stat(const struct ms_ctx *ctx, struct fm_stat *st);
 
 /* ---- settings.c: flags and config file into checked settings ---- */

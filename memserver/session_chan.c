@@ -40,14 +40,27 @@ static void chan_start(const struct ms_ctx *ctx, struct ms_session *s)
 		     s->server_nonce);
 }
 
-/* Append the tag of the one reply frame the session wrote at `at`. */
-static int seal_reply(struct ms_session *s, struct ms_buf *out, size_t at)
+int ms_session_chan_check(struct ms_session *s, const struct fm_hdr *h,
+			  const uint8_t *frame)
+{
+	size_t flen = FM_HDR_SIZE + (size_t)h->len;
+
+	if (!s->chan.up || fm_chan_check_frame(&s->chan.rx, frame, flen, frame + flen) == 0)
+		return 0;
+	fm_chan_count_reject();
+	log_warn("%s: closing: %s frame %llu (tag 0x%08x) fails its channel "
+		 "check: forged, replayed, reordered or from another connection",
+		 s->peer, fm_op_name(h->op), (unsigned long long)s->chan.rx.seq, h->tag);
+	return -EBADMSG;
+}
+
+int ms_session_chan_seal(struct ms_session *s, struct ms_buf *out, size_t at)
 {
 	size_t flen = out->len - at;
 	uint8_t *tag, *frame;
 	struct iovec iov;
 
-	if (flen == 0)
+	if (flen == 0 || !s->chan.up)
 		return 0;
 	if (flen < FM_HDR_SIZE || flen != FM_HDR_SIZE + (size_t)get_le32(
 		    out->data + out->head + at + 16)) {
@@ -64,30 +77,30 @@ static int seal_reply(struct ms_session *s, struct ms_buf *out, size_t at)
 	return 0;
 }
 
+void ms_session_chan_after(struct ms_ctx *ctx, struct ms_session *s,
+			   enum ms_sess_state before)
+{
+	if (!s->chan.up && before == MS_AUTH && s->state == MS_READY)
+		chan_start(ctx, s);
+}
+
 int ms_session_wire_frame(struct ms_ctx *ctx, struct ms_session *s,
 			  const struct fm_hdr *h, const uint8_t *frame,
 			  struct ms_buf *out)
 {
-	size_t flen = FM_HDR_SIZE + (size_t)h->len, at = out->len;
-	int sealed = s->chan.up, was_auth = s->state == MS_AUTH, rc, sr;
+	enum ms_sess_state before = s->state;
+	size_t at = out->len;
+	int rc, sr;
 
-	if (sealed && fm_chan_check_frame(&s->chan.rx, frame, flen, frame + flen) < 0) {
-		fm_chan_count_reject();
-		log_warn("%s: closing: %s frame %llu (tag 0x%08x) fails its channel "
-			 "check: forged, replayed, reordered or from another connection",
-			 s->peer, fm_op_name(h->op), (unsigned long long)s->chan.rx.seq,
-			 h->tag);
-		return -EBADMSG;
-	}
+	rc = ms_session_chan_check(s, h, frame);
+	if (rc < 0)
+		return rc;
 	rc = ms_session_frame(ctx, s, h, frame + FM_HDR_SIZE, out);
 	if (rc < 0)
 		return rc;
-	if (sealed) {
-		sr = seal_reply(s, out, at);
-		if (sr < 0)
-			return sr;
-	} else if (was_auth && s->state == MS_READY) {
-		chan_start(ctx, s);
-	}
+	sr = ms_session_chan_seal(s, out, at);
+	if (sr < 0)
+		return sr;
+	ms_session_chan_after(ctx, s, before);
 	return rc;
 }
