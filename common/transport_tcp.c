@@ -13,6 +13,12 @@
  * Slots, the receive buffer and the reply scratch are allocated at open:
  * nothing is allocated per request.
  *
+ * Every frame after the handshake carries a channel tag (chan.h).  A
+ * frame's tag is made where its place in the stream is fixed: under
+ * send_lock right before the sendmsg (thread mode), or as it joins the
+ * turn's queue (loop mode: the loop's thread only), into the slot's
+ * trailer.  A reply's tag is checked before the request completes.
+ *
  * Contract details transport.h leaves open, as this file settles them:
  *  - submit returning 0 means done() runs exactly once, possibly before
  *    submit returns; a nonzero return means it never runs.
