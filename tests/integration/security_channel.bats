@@ -103,6 +103,7 @@ refused_on_m1() {
 	write_and_check in2 16
 	wait_until 30 grep -q '^attack .*replayed a WRITE' "$FM_DIR/mitm.log"
 	wait_until 30 refused_on_m1 WRITE
+	wait_until 30 grep -q 'closed by server' "$FM_DIR/mitm.log"
 	read_and_check in2
 }
 
@@ -114,6 +115,7 @@ refused_on_m1() {
 	write_and_check in2 16
 	wait_until 30 grep -q '^attack .*flipped' "$FM_DIR/mitm.log"
 	wait_until 30 refused_on_m1 WRITE
+	wait_until 30 grep -q 'closed by server' "$FM_DIR/mitm.log"
 	read_and_check in2
 }
 

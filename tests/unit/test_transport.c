@@ -42,6 +42,7 @@ enum fake_mode {
 	FAKE_NOT_MEMSERVER, /* answers HELLO with something else entirely */
 	FAKE_BAD_LEN,       /* holds PINGs, answers READ with one byte short */
 	FAKE_DROP_FIRST,    /* first connection: closes after one request */
+	FAKE_BAD_TAG,       /* READ replies altered in transit: tag made first */
 };
 
 struct fake {
@@ -92,12 +93,19 @@ static int fake_reply(struct fake *f, int fd, uint8_t op, uint32_t tag, int32_t 
 	struct iovec iov[2] = { { h, sizeof(h) }, { (void *)payload, len } };
 
 	fm_hdr_encode(h, &hd);
-	if (fd_write(fd, h, sizeof(h)) || (len && fd_write(fd, payload, len)))
+	if (f->ch.up)
+		fm_chan_seal_iov(&f->ch.tx, iov, 2, mac);
+	if (f->mode == FAKE_BAD_TAG && op == FM_OP_READ && len) {
+		/* One bit of the data flipped after the tag was made. */
+		uint8_t first = ((const uint8_t *)payload)[0] ^ 1;
+
+		if (fd_write(fd, h, sizeof(h)) || fd_write(fd, &first, 1) ||
+		    (len > 1 && fd_write(fd, (const uint8_t *)payload + 1, len - 1)))
+			return -1;
+	} else if (fd_write(fd, h, sizeof(h)) || (len && fd_write(fd, payload, len))) {
 		return -1;
-	if (!f->ch.up)
-		return 0;
-	fm_chan_seal_iov(&f->ch.tx, iov, 2, mac);
-	return fd_write(fd, mac, sizeof(mac));
+	}
+	return f->ch.up ? fd_write(fd, mac, sizeof(mac)) : 0;
 }
 
 static int fake_read_frame(struct fake *f, int fd, struct fm_hdr *h)
@@ -591,6 +599,36 @@ static int t_protocol_error_fails_all(void)
 	/* The short READ is the culprit; the held PING goes down with it. */
 	CHECK(async_wait(&bad) == -EPROTO);
 	CHECK(async_wait(&held) == -ECONNRESET);
+	CHECK(fm_conn_is_up(c) == 0);
+	fm_conn_close(c);
+	fake_stop(f);
+	return 0;
+}
+
+static int t_bad_tag_fails_the_reply(void)
+{
+	struct fake *f = fake_start(FAKE_BAD_TAG);
+	struct fm_conn *c;
+	uint8_t page[FM_PAGE], back[FM_PAGE];
+	struct iovec iov = { page, sizeof(page) };
+	uint64_t before = fm_chan_rejected();
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	memset(page, 0x5c, sizeof(page));
+	CHECK(fm_conn_open(&p, &c) == 0);
+	/* Our tags check at the fake (it would drop us otherwise). */
+	struct fm_req w = { .op = FM_OP_WRITE, .seg_id = FAKE_SEG, .len = FM_PAGE,
+			    .iov = &iov, .iovcnt = 1 };
+	struct fm_req r = { .op = FM_OP_READ, .seg_id = FAKE_SEG, .len = FM_PAGE,
+			    .buf = back };
+
+	CHECK(fm_conn_call(c, &w) == 0);
+	CHECK(ping(c) == 0);
+	/* The altered READ reply fails; the connection goes down. */
+	CHECK(fm_conn_call(c, &r) == -EPROTO);
+	CHECK(fm_chan_rejected() == before + 1);
 	CHECK(fm_conn_is_up(c) == 0);
 	fm_conn_close(c);
 	fake_stop(f);
@@ -1552,6 +1590,7 @@ static const struct tap_case cases[] = {
 	{ "peer is not a memserver: EPROTO", t_not_a_memserver },
 	{ "request timeout: ETIMEDOUT, connection down, then ENOTCONN", t_timeout_drops_connection },
 	{ "bad reply length: EPROTO for it, ECONNRESET for the rest", t_protocol_error_fails_all },
+	{ "a reply altered in transit fails its tag: EPROTO, connection down", t_bad_tag_fails_the_reply },
 	{ "connection lost: ECONNRESET, state down, reconnects, state up", t_reconnect },
 	{ "server gone: ENOTCONN while down, back when it listens again", t_down_is_enotconn_until_back },
 	{ "close fails in-flight requests with ECANCELED", t_close_cancels_inflight },
