@@ -14,8 +14,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char client_label[] = "farmem-client-v1";
-static const char server_label[] = "farmem-server-v1";
+/* Domain separation: a MAC of one kind can never pass for another. */
+static const char client_label[] = "farmem-client-v2";
+static const char server_label[] = "farmem-server-v2";
+static const char derive_label[] = "farmem client key v1"; /* then a NUL */
 
 int fm_auth_init(void)
 {
@@ -85,34 +87,61 @@ int fm_secret_load(const char *path, struct fm_secret *s, char *err, size_t errl
 	return 0;
 }
 
-void fm_auth_mac(const struct fm_secret *s, enum fm_auth_role role,
-		 const uint8_t client_nonce[FM_NONCE_LEN],
-		 const uint8_t server_nonce[FM_NONCE_LEN],
-		 const uint8_t uuid[FM_UUID_LEN], uint8_t out[FM_MAC_LEN])
+int fm_identity_derive(const struct fm_secret *s, const char *name,
+		       struct fm_identity *out)
 {
 	crypto_auth_hmacsha256_state st;
-	const uint8_t *first = role == FM_AUTH_CLIENT ? server_nonce : client_nonce;
-	const uint8_t *second = role == FM_AUTH_CLIENT ? client_nonce : server_nonce;
-	const char *label = role == FM_AUTH_CLIENT ? client_label : server_label;
+	size_t n = strnlen(name, FM_NAME_MAX + 1);
 
+	if (fm_client_name_check(name, n) < 0)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	memcpy(out->name, name, n);
 	crypto_auth_hmacsha256_init(&st, s->bytes, s->len);
+	/* The NUL ends the label: no name can extend it. */
+	crypto_auth_hmacsha256_update(&st, (const uint8_t *)derive_label,
+				      sizeof(derive_label));
+	crypto_auth_hmacsha256_update(&st, (const uint8_t *)name, n);
+	crypto_auth_hmacsha256_final(&st, out->key);
+	sodium_memzero(&st, sizeof(st));
+	return 0;
+}
+
+void fm_wipe(void *p, size_t len)
+{
+	sodium_memzero(p, len);
+}
+
+void fm_auth_mac(const struct fm_auth_session *a, enum fm_auth_role role,
+		 uint8_t out[FM_MAC_LEN])
+{
+	crypto_auth_hmacsha256_state st;
+	const uint8_t *first = role == FM_AUTH_CLIENT ? a->server_nonce : a->client_nonce;
+	const uint8_t *second = role == FM_AUTH_CLIENT ? a->client_nonce : a->server_nonce;
+	const char *label = role == FM_AUTH_CLIENT ? client_label : server_label;
+	uint8_t n = (uint8_t)strnlen(a->name, FM_NAME_MAX);
+	uint8_t boot[8];
+
+	put_le64(boot, a->boot_id);
+	crypto_auth_hmacsha256_init(&st, a->key, FM_KEY_LEN);
 	crypto_auth_hmacsha256_update(&st, (const uint8_t *)label, strlen(label));
 	crypto_auth_hmacsha256_update(&st, first, FM_NONCE_LEN);
 	crypto_auth_hmacsha256_update(&st, second, FM_NONCE_LEN);
-	crypto_auth_hmacsha256_update(&st, uuid, FM_UUID_LEN);
+	crypto_auth_hmacsha256_update(&st, a->uuid, FM_UUID_LEN);
+	crypto_auth_hmacsha256_update(&st, boot, sizeof(boot));
+	crypto_auth_hmacsha256_update(&st, &n, 1);
+	crypto_auth_hmacsha256_update(&st, (const uint8_t *)a->name, n);
 	crypto_auth_hmacsha256_final(&st, out);
 	sodium_memzero(&st, sizeof(st));
 }
 
-int fm_auth_verify(const struct fm_secret *s, enum fm_auth_role role,
-		   const uint8_t client_nonce[FM_NONCE_LEN],
-		   const uint8_t server_nonce[FM_NONCE_LEN],
-		   const uint8_t uuid[FM_UUID_LEN], const uint8_t mac[FM_MAC_LEN])
+int fm_auth_verify(const struct fm_auth_session *a, enum fm_auth_role role,
+		   const uint8_t mac[FM_MAC_LEN])
 {
 	uint8_t want[FM_MAC_LEN];
 	int ok;
 
-	fm_auth_mac(s, role, client_nonce, server_nonce, uuid, want);
+	fm_auth_mac(a, role, want);
 	ok = sodium_memcmp(want, mac, FM_MAC_LEN) == 0;
 	sodium_memzero(want, sizeof(want));
 	return ok ? 0 : -EACCES;

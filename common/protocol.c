@@ -50,22 +50,50 @@ int fm_hdr_decode(const uint8_t *buf, size_t len, struct fm_hdr *h)
 	return 0;
 }
 
+int fm_client_name_check(const char *name, size_t len)
+{
+	if (len == 0 || len > FM_NAME_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++) {
+		char c = name[i];
+		int alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+
+		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+			return -EINVAL;
+	}
+	return 0;
+}
+
 size_t fm_hello_req_encode(uint8_t *buf, const struct fm_hello_req *m)
 {
+	size_t n = strnlen(m->name, sizeof(m->name));
+
+	if (fm_client_name_check(m->name, n) < 0)
+		return 0;
 	put_le16(buf, m->version);
-	put_le16(buf + 2, 0);
+	buf[2] = (uint8_t)n;
+	buf[3] = 0;
 	memcpy(buf + 4, m->uuid, FM_UUID_LEN);
 	memcpy(buf + 4 + FM_UUID_LEN, m->client_nonce, FM_NONCE_LEN);
-	return FM_HELLO_REQ_LEN;
+	memcpy(buf + FM_HELLO_REQ_MIN, m->name, n);
+	return FM_HELLO_REQ_MIN + n;
 }
 
 int fm_hello_req_decode(const uint8_t *buf, size_t len, struct fm_hello_req *m)
 {
-	if (len != FM_HELLO_REQ_LEN || get_le16(buf + 2) != 0)
+	size_t n;
+
+	if (len < FM_HELLO_REQ_MIN || buf[3] != 0)
+		return -EPROTO;
+	n = buf[2];
+	if (len != FM_HELLO_REQ_MIN + n ||
+	    fm_client_name_check((const char *)buf + FM_HELLO_REQ_MIN, n) < 0)
 		return -EPROTO;
 	m->version = get_le16(buf);
 	memcpy(m->uuid, buf + 4, FM_UUID_LEN);
 	memcpy(m->client_nonce, buf + 4 + FM_UUID_LEN, FM_NONCE_LEN);
+	memcpy(m->name, buf + FM_HELLO_REQ_MIN, n);
+	m->name[n] = '\0';
 	return 0;
 }
 
@@ -75,6 +103,7 @@ size_t fm_hello_rep_encode(uint8_t *buf, const struct fm_hello_rep *m)
 	put_le16(buf + 2, 0);
 	put_le32(buf + 4, m->segment_max);
 	memcpy(buf + 8, m->server_nonce, FM_NONCE_LEN);
+	put_le64(buf + 8 + FM_NONCE_LEN, m->boot_id);
 	return FM_HELLO_REP_LEN;
 }
 
@@ -85,6 +114,9 @@ int fm_hello_rep_decode(const uint8_t *buf, size_t len, struct fm_hello_rep *m)
 	m->version = get_le16(buf);
 	m->segment_max = get_le32(buf + 4);
 	memcpy(m->server_nonce, buf + 8, FM_NONCE_LEN);
+	m->boot_id = get_le64(buf + 8 + FM_NONCE_LEN);
+	if (m->boot_id == 0)
+		return -EPROTO;
 	return 0;
 }
 

@@ -14,11 +14,18 @@
  *   20  4    reserved 0
  *
  * Payloads (all integers LE; fixed layouts, no padding on the wire):
- *   HELLO  req : u16 version, u16 reserved, u8 device_uuid[16], u8 client_nonce[32]
- *          rep : u16 version, u16 reserved, u32 segment_max, u8 server_nonce[32]
- *   AUTH   req : u8 client_mac[32]   HMAC(secret, "farmem-client-v1" | server_nonce | client_nonce | uuid)
- *          rep : u8 server_mac[32]   HMAC(secret, "farmem-server-v1" | client_nonce | server_nonce | uuid)
- *   ALLOC  req : u32 size (multiple of FM_PAGE, <= segment_max)
+ *   HELLO  req : u16 version, u8 name_len, u8 reserved, u8 device_uuid[16],
+ *                u8 client_nonce[32], then name_len bytes of the client's name
+ *                (1..FM_NAME_MAX, [a-z0-9][a-z0-9._-]*; see fm_client_name_check)
+ *          rep : u16 version, u16 reserved, u32 segment_max, u8 server_nonce[32],
+ *                u64 boot_id (random per memserver start, never 0)
+ *   AUTH   req : u8 client_mac[32]   HMAC(key, "farmem-client-v2" | server_nonce | client_nonce | T)
+ *          rep : u8 server_mac[32]   HMAC(key, "farmem-server-v2" | client_nonce | server_nonce | T)
+ *                key = the client's key, derived from the cluster secret and
+ *                the name (auth.h); T = uuid | boot_id (LE64) | name_len | name
+ *   ALLOC  req : u32 size (multiple of FM_PAGE, <= segment_max); -ENOSPC
+ *                when the pool is full, -EDQUOT when the client's quota is
+ *                used up (other clients may still get space)
  *          rep : u64 seg_id, u32 size, u32 rkey, u64 remote_addr   (rkey/addr 0 on TCP)
  *   FREE   req : u64 seg_id                                  rep : empty
  *   WRITE  req : u64 seg_id, u32 offset, u32 len, then len data bytes
@@ -37,7 +44,8 @@
  * replies carry none.
  *
  * Rules the server enforces: HELLO must come first, AUTH second; anything
- * else before a successful AUTH closes the connection.  seg_id, offset and
+ * else before a successful AUTH closes the connection.  A device is (client name, uuid): two
+ * clients naming the same uuid get two devices.  seg_id, offset and
  * len are checked against segments owned by the connection's device; a
  * segment of another device is -ENOENT (never distinguishable from a
  * missing one).  A bad magic, version, reserved field or an oversized len
@@ -50,7 +58,7 @@
 #include <stdint.h>
 
 #define FM_MAGIC          0x4d454d46u /* "FMEM" */
-#define FM_PROTO_VERSION  2  /* 2: frames after AUTH carry a tag (chan.h) */
+#define FM_PROTO_VERSION  3  /* 2: client names; 3: frames after AUTH carry a tag */
 #define FM_HDR_SIZE       24
 #define FM_PAGE           4096u
 #define FM_MAX_IO         (1u << 20)              /* largest READ/WRITE data */
@@ -58,6 +66,7 @@
 #define FM_NONCE_LEN      32
 #define FM_MAC_LEN        32
 #define FM_UUID_LEN       16
+#define FM_NAME_MAX       32                      /* client name bytes */
 #define FM_PING_MAX       256
 #define FM_LIST_MAX       4096
 #define FM_OP_REPLY       0x80
@@ -83,8 +92,9 @@ struct fm_hdr {
 };
 
 /* Fixed-size payload sizes. */
-#define FM_HELLO_REQ_LEN  (4 + FM_UUID_LEN + FM_NONCE_LEN)
-#define FM_HELLO_REP_LEN  (8 + FM_NONCE_LEN)
+#define FM_HELLO_REQ_MIN  (4 + FM_UUID_LEN + FM_NONCE_LEN)   /* + the name */
+#define FM_HELLO_REQ_MAX  (FM_HELLO_REQ_MIN + FM_NAME_MAX)
+#define FM_HELLO_REP_LEN  (16 + FM_NONCE_LEN)
 #define FM_AUTH_LEN       FM_MAC_LEN
 #define FM_ALLOC_REQ_LEN  4
 #define FM_ALLOC_REP_LEN  24
@@ -98,12 +108,14 @@ struct fm_hello_req {
 	uint16_t version;
 	uint8_t uuid[FM_UUID_LEN];
 	uint8_t client_nonce[FM_NONCE_LEN];
+	char name[FM_NAME_MAX + 1];   /* NUL-terminated; checked by decode */
 };
 
 struct fm_hello_rep {
 	uint16_t version;
 	uint32_t segment_max;
 	uint8_t server_nonce[FM_NONCE_LEN];
+	uint64_t boot_id;             /* changes whenever the memserver restarts */
 };
 
 struct fm_alloc_rep {
@@ -141,7 +153,13 @@ struct fm_stat {
 void fm_hdr_encode(uint8_t *buf, const struct fm_hdr *h);
 int fm_hdr_decode(const uint8_t *buf, size_t len, struct fm_hdr *h);
 
-/* Payload codecs.  Encoders return bytes written (the fixed length);
+/* A client name: 1..FM_NAME_MAX bytes of [a-z0-9._-], starting with a
+ * letter or digit (it appears in logs, config keys and key files).  0 or
+ * -EINVAL. */
+int fm_client_name_check(const char *name, size_t len);
+
+/* Payload codecs.  Encoders return bytes written (the fixed length; for
+ * HELLO requests FM_HELLO_REQ_MIN plus the name, 0 for a bad name);
  * decoders return 0 or -EPROTO when len is not exactly right (for WRITE
  * the range prefix must be followed by exactly range.len bytes). */
 size_t fm_hello_req_encode(uint8_t *buf, const struct fm_hello_req *m);

@@ -42,7 +42,7 @@ int fm_conn_open(const struct fm_conn_params *p, struct fm_conn **out)
 	const struct fm_transport_ops *ops;
 
 	*out = NULL;
-	if (!p || !p->secret)
+	if (!p || (!p->secret && !p->identity))
 		return -EINVAL;
 	ops = ops_for(p);
 	if (!ops)
@@ -58,6 +58,11 @@ int fm_conn_submit(struct fm_conn *c, struct fm_req *r)
 int fm_conn_is_up(struct fm_conn *c)
 {
 	return c->ops->is_up(c);
+}
+
+uint64_t fm_conn_boot_id(struct fm_conn *c)
+{
+	return c ? __atomic_load_n(&c->boot_id, __ATOMIC_ACQUIRE) : 0;
 }
 
 void fm_conn_close(struct fm_conn *c)

@@ -39,6 +39,9 @@ struct fm_req;
 
 struct fm_conn_params {
 	struct fm_addr addr;
+	/* Who we are: a client identity (a key file), or else the cluster
+	 * secret, which acts as the reserved name FM_CLUSTER_NAME. */
+	const struct fm_identity *identity;
 	const struct fm_secret *secret;
 	uint8_t uuid[FM_UUID_LEN];     /* the device identity this connection acts for */
 	uint32_t timeout_ms;           /* per request; 0 means 5000 */
@@ -95,18 +98,26 @@ struct fm_transport_ops {
 /* Every transport's connection struct starts with this. */
 struct fm_conn {
 	const struct fm_transport_ops *ops;
+	/* The memserver's boot id as of the last handshake (0: none yet, or
+	 * a transport without one); set before the connection reports up.
+	 * Read it with fm_conn_boot_id(). */
+	uint64_t boot_id;
 };
 
 extern const struct fm_transport_ops fm_transport_tcp;
 
 /* Connects and authenticates before returning (also with reconnect set):
  * -ECONNREFUSED/-ETIMEDOUT/-EHOSTUNREACH for an unreachable server,
- * -EACCES for a wrong secret, -EPROTO for a peer that is not a memserver. */
+ * -EACCES for a wrong key or secret, -EPROTO for a peer that is not a memserver. */
 int fm_conn_open(const struct fm_conn_params *p, struct fm_conn **out);
 int fm_conn_submit(struct fm_conn *c, struct fm_req *r);
 int fm_conn_is_up(struct fm_conn *c);
 /* Fails in-flight requests with -ECANCELED, then frees. */
 void fm_conn_close(struct fm_conn *c);
+
+/* The server's boot id from the latest handshake: it changes when the
+ * memserver restarted (and so lost every segment).  0 when unknown. */
+uint64_t fm_conn_boot_id(struct fm_conn *c);
 
 /* Submit and wait for the reply; returns the request's status. */
 int fm_conn_call(struct fm_conn *c, struct fm_req *r);

@@ -18,7 +18,10 @@ void fm_tc_conf_init(struct fm_tc_conf *cf, const struct fm_conn_params *p,
 	cf->addr = p->addr;
 	addr_str(&p->addr, cf->name, sizeof(cf->name));
 	cf->who = who;
-	cf->secret = *p->secret;
+	if (p->identity)
+		cf->id = *p->identity;
+	else if (fm_identity_derive(p->secret, FM_CLUSTER_NAME, &cf->id) < 0)
+		memset(&cf->id, 0, sizeof(cf->id));
 	memcpy(cf->uuid, p->uuid, FM_UUID_LEN);
 	cf->timeout_ms = p->timeout_ms ? p->timeout_ms : FM_TC_DEFAULT_TIMEOUT_MS;
 	cf->connect_timeout_ms = p->connect_timeout_ms ? p->connect_timeout_ms
@@ -41,7 +44,63 @@ int fm_tc_resolve(struct fm_tc_conf *cf)
 
 void fm_tc_conf_fini(struct fm_tc_conf *cf)
 {
-	explicit_bzero(&cf->secret, sizeof(cf->secret));
+	explicit_bzero(&cf->id, sizeof(cf->id));
+}
+
+/* ---- the handshake ---- */
+
+void fm_tc_hs_hello(const struct fm_tc_conf *cf, struct fm_tc_hs *hs)
+{
+	struct fm_hello_req hello = { .version = FM_PROTO_VERSION };
+
+	memset(hs, 0, sizeof(*hs));
+	memcpy(hs->sess.name, cf->id.name, sizeof(hs->sess.name));
+	memcpy(hs->sess.uuid, cf->uuid, FM_UUID_LEN);
+	memcpy(hs->sess.key, cf->id.key, FM_KEY_LEN);
+	fm_random(hs->sess.client_nonce, FM_NONCE_LEN);
+	memcpy(hello.uuid, cf->uuid, FM_UUID_LEN);
+	memcpy(hello.client_nonce, hs->sess.client_nonce, FM_NONCE_LEN);
+	memcpy(hello.name, cf->id.name, sizeof(hello.name));
+	hs->hello_len = fm_hello_req_encode(hs->hello, &hello);
+}
+
+int fm_tc_hs_auth(const struct fm_tc_conf *cf, struct fm_tc_hs *hs,
+		  const uint8_t *rep, size_t len, uint8_t mac[FM_MAC_LEN])
+{
+	struct fm_hello_rep r;
+
+	if (fm_hello_rep_decode(rep, len, &r) < 0 || r.version != FM_PROTO_VERSION) {
+		log_err("%s%s: HELLO reply unusable (version %u, ours %u)", cf->who,
+			cf->name, len >= 2 ? get_le16(rep) : 0, FM_PROTO_VERSION);
+		return -EPROTO;
+	}
+	memcpy(hs->sess.server_nonce, r.server_nonce, FM_NONCE_LEN);
+	hs->sess.boot_id = r.boot_id;
+	hs->segment_max = r.segment_max;
+	fm_auth_mac(&hs->sess, FM_AUTH_CLIENT, mac);
+	return 0;
+}
+
+int fm_tc_hs_verify(const struct fm_tc_conf *cf, struct fm_tc_hs *hs,
+		    const uint8_t mac[FM_MAC_LEN])
+{
+	if (fm_auth_verify(&hs->sess, FM_AUTH_SERVER, mac) == 0)
+		return 0;
+	log_err("%s%s: its AUTH proof is wrong: it does not hold the secret "
+		"behind our key (client %s)", cf->who, cf->name, cf->id.name);
+	return -EACCES;
+}
+
+void fm_tc_hs_done(const struct fm_tc_conf *cf, struct fm_conn *base,
+		   const struct fm_tc_hs *hs)
+{
+	uint64_t was = __atomic_exchange_n(&base->boot_id, hs->sess.boot_id,
+					   __ATOMIC_ACQ_REL);
+
+	if (was && was != hs->sess.boot_id)
+		log_warn("%s%s: the memserver restarted (boot id %016llx, was "
+			 "%016llx): what it held for us is gone", cf->who, cf->name,
+			 (unsigned long long)hs->sess.boot_id, (unsigned long long)was);
 }
 
 /* ---- slots ---- */

@@ -32,7 +32,7 @@ struct fm_tc_conf {
 	struct fm_addr addr;
 	char name[ADDR_HOST_MAX + 32];
 	const char *who;              /* log prefix before name ("server " or "") */
-	struct fm_secret secret;
+	struct fm_identity id;        /* who we authenticate as */
 	uint8_t uuid[FM_UUID_LEN];
 	uint32_t timeout_ms;
 	uint32_t connect_timeout_ms;
@@ -49,8 +49,35 @@ void fm_tc_conf_init(struct fm_tc_conf *cf, const struct fm_conn_params *p,
 /* Resolve cf->addr into cf->peer, once at open: reconnects must not
  * wait on DNS or allocate.  0, or -EHOSTUNREACH (logged). */
 int fm_tc_resolve(struct fm_tc_conf *cf);
-/* The secret copy must not linger in freed memory. */
+/* The key copy must not linger in freed memory. */
 void fm_tc_conf_fini(struct fm_tc_conf *cf);
+
+/* ---- the handshake's content (both transports send it their way) ---- */
+
+/* One handshake in progress.  Once fm_tc_hs_verify() accepted the
+ * server's proof, sess is the authenticated session: the key and both
+ * nonces the per-frame channel keys derive from, and the boot id. */
+struct fm_tc_hs {
+	struct fm_auth_session sess;
+	uint8_t hello[FM_HELLO_REQ_MAX];
+	size_t hello_len;
+	uint32_t segment_max;
+};
+
+/* A fresh client nonce and the HELLO payload (hs->hello, hello_len). */
+void fm_tc_hs_hello(const struct fm_tc_conf *cf, struct fm_tc_hs *hs);
+/* The HELLO reply's payload: checked (version, boot id), then our AUTH
+ * MAC into mac.  0, or -EPROTO (logged) for a reply we cannot use. */
+int fm_tc_hs_auth(const struct fm_tc_conf *cf, struct fm_tc_hs *hs,
+		  const uint8_t *rep, size_t len, uint8_t mac[FM_MAC_LEN]);
+/* The server's AUTH reply: 0 when it proves the server holds the secret
+ * behind our key, else -EACCES (logged). */
+int fm_tc_hs_verify(const struct fm_tc_conf *cf, struct fm_tc_hs *hs,
+		    const uint8_t mac[FM_MAC_LEN]);
+/* Publish the new session's boot id on the connection (before it is
+ * reported up), and say so when the server restarted since the last. */
+void fm_tc_hs_done(const struct fm_tc_conf *cf, struct fm_conn *base,
+		   const struct fm_tc_hs *hs);
 
 /* ---- slots ---- */
 

@@ -135,6 +135,9 @@ struct rd_conn {
 	struct rd_ep ep;
 	struct fm_req *culprit;       /* request whose reply broke the protocol */
 	uint32_t segment_max;
+	/* The session the last handshake authenticated (auth.h): the key
+	 * and both nonces per-frame MACs derive their keys from. */
+	struct fm_auth_session auth;
 	struct fm_chan hs_chan;       /* the last handshake's keys, until installed */
 	uint64_t next_scan_ns;
 	int quiet;                    /* retrying: connect failures are debug noise */
@@ -635,48 +638,43 @@ static int hs_reply(struct rd_conn *c, struct rd_ep *ep, uint8_t op, uint8_t *pa
 	}
 }
 
+/* HELLO, then AUTH (see tcp_handshake); on success c->auth is the
+ * session: the key and both nonces the channel keys derive from. */
 static int handshake(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int wake_fd)
 {
-	struct fm_hello_req hello = { .version = FM_PROTO_VERSION };
-	struct fm_hello_rep rep;
-	uint8_t buf[FM_HELLO_REQ_LEN], mac[FM_MAC_LEN];
+	struct fm_tc_hs hs;
+	uint8_t buf[FM_HELLO_REP_LEN], mac[FM_MAC_LEN];
 	int rc;
 
-	memcpy(hello.uuid, c->cf.uuid, FM_UUID_LEN);
-	fm_random(hello.client_nonce, FM_NONCE_LEN);
-	fm_hello_req_encode(buf, &hello);
-	rc = hs_send(c, ep, FM_OP_HELLO, buf, FM_HELLO_REQ_LEN);
+	fm_tc_hs_hello(&c->cf, &hs);
+	if (hs.hello_len == 0)
+		return -EINVAL;
+	rc = hs_send(c, ep, FM_OP_HELLO, hs.hello, (uint32_t)hs.hello_len);
 	if (rc == 0)
 		rc = hs_reply(c, ep, FM_OP_HELLO, buf, FM_HELLO_REP_LEN, deadline, wake_fd);
-	if (rc)
-		return rc;
-	if (fm_hello_rep_decode(buf, FM_HELLO_REP_LEN, &rep) < 0 ||
-	    rep.version != FM_PROTO_VERSION) {
-		conn_log(c, "%s: HELLO reply unusable (version %u, ours %u)", c->cf.name,
-			rep.version, FM_PROTO_VERSION);
-		return -EPROTO;
-	}
-	fm_auth_mac(&c->cf.secret, FM_AUTH_CLIENT, hello.client_nonce, rep.server_nonce,
-		    c->cf.uuid, mac);
-	rc = hs_send(c, ep, FM_OP_AUTH, mac, FM_MAC_LEN);
+	if (rc == 0)
+		rc = fm_tc_hs_auth(&c->cf, &hs, buf, FM_HELLO_REP_LEN, mac);
+	if (rc == 0)
+		rc = hs_send(c, ep, FM_OP_AUTH, mac, FM_MAC_LEN);
 	if (rc == 0)
 		rc = hs_reply(c, ep, FM_OP_AUTH, mac, FM_MAC_LEN, deadline, wake_fd);
 	if (rc == -ECONNRESET || rc == -EPERM) {
-		conn_log(c, "%s: the server refused us at AUTH: wrong secret?", c->cf.name);
-		return -EACCES;
+		conn_log(c, "%s: the server refused us at AUTH: wrong key or secret "
+			 "(client %s)?", c->cf.name, c->cf.id.name);
+		rc = -EACCES;
 	}
-	if (rc)
-		return rc;
-	if (fm_auth_verify(&c->cf.secret, FM_AUTH_SERVER, hello.client_nonce,
-			   rep.server_nonce, c->cf.uuid, mac) < 0) {
-		conn_log(c, "%s: its AUTH proof is wrong: it does not hold our secret", c->cf.name);
-		return -EACCES;
+	if (rc == 0)
+		rc = fm_tc_hs_verify(&c->cf, &hs, mac);
+	if (rc == 0) {
+		c->segment_max = hs.segment_max;
+		c->auth = hs.sess;
+		/* The key that authenticated the handshake, and its nonces. */
+		fm_chan_init(&c->hs_chan, FM_CHAN_CLIENT, hs.sess.key, FM_KEY_LEN,
+			     hs.sess.client_nonce, hs.sess.server_nonce);
+		fm_tc_hs_done(&c->cf, &c->base, &hs);
 	}
-	c->segment_max = rep.segment_max;
-	/* The key that authenticated the handshake: the same as above. */
-	fm_chan_init(&c->hs_chan, FM_CHAN_CLIENT, c->cf.secret.bytes, c->cf.secret.len,
-		     hello.client_nonce, rep.server_nonce);
-	return 0;
+	fm_wipe(&hs, sizeof(hs));
+	return rc;
 }
 
 /* Resolve, set up verbs, connect and authenticate within connect_timeout. */
@@ -1324,6 +1322,7 @@ static void conn_free(struct rd_conn *c)
 	fm_chan_wipe(&c->chan);
 	fm_chan_wipe(&c->hs_chan);
 	fm_tc_conf_fini(&c->cf);
+	fm_wipe(&c->auth, sizeof(c->auth));
 	free(c);
 }
 
@@ -1373,7 +1372,7 @@ static int rd_open(const struct fm_conn_params *p, struct fm_conn **out)
 	int rc;
 
 	*out = NULL;
-	if (!p || p->addr.kind != ADDR_RDMA || !p->secret || p->max_inflight > RD_MAX_INFLIGHT)
+	if (!p || p->addr.kind != ADDR_RDMA || (!p->secret && !p->identity) || p->max_inflight > RD_MAX_INFLIGHT)
 		return -EINVAL;
 	/* Fail fast, and say what to check, on a machine without RDMA. */
 	rc = fm_rdma_device_check(addr_str(&p->addr, name, sizeof(name)));

@@ -129,6 +129,9 @@ struct tcp_conn {
 	uint64_t next_scan_ns;
 	struct fm_req *culprit;       /* request whose reply broke the protocol */
 	uint32_t segment_max;
+	/* The session the last handshake authenticated (auth.h): the key
+	 * and both nonces per-frame MACs derive their keys from. */
+	struct fm_auth_session auth;
 };
 
 static int conn_stopping(struct tcp_conn *c)
@@ -330,7 +333,7 @@ static int hs_reply(struct tcp_conn *c, int fd, uint8_t op, uint8_t *payload,
 static int hs_send(int fd, uint8_t op, const uint8_t *payload, uint32_t len,
 		   uint64_t deadline, int wake_fd)
 {
-	uint8_t frame[FM_HDR_SIZE + FM_HELLO_REQ_LEN];
+	uint8_t frame[FM_HDR_SIZE + FM_HELLO_REQ_MAX];
 	struct fm_hdr h = { .op = op, .tag = 0, .status = 0, .len = len };
 
 	if (len > sizeof(frame) - FM_HDR_SIZE)
@@ -340,57 +343,51 @@ static int hs_send(int fd, uint8_t op, const uint8_t *payload, uint32_t len,
 	return write_full(fd, frame, FM_HDR_SIZE + len, deadline, wake_fd);
 }
 
-/* HELLO, then AUTH; both sides prove they hold the secret, and the
- * channel keys come from the same secret and both nonces. */
+/* HELLO, then AUTH; both sides prove they hold the key (the server
+ * derives ours from the secret and our name).  On success c->auth is
+ * the session, and *ch the channel keys derived from its key and both
+ * nonces. */
 static int tcp_handshake(struct tcp_conn *c, int fd, uint64_t deadline, int wake_fd,
 			 struct fm_chan *ch)
 {
-	struct fm_hello_req hello = { .version = FM_PROTO_VERSION };
-	struct fm_hello_rep rep;
-	uint8_t buf[FM_HELLO_REQ_LEN], mac[FM_MAC_LEN];
+	struct fm_tc_hs hs;
+	uint8_t buf[FM_HELLO_REP_LEN], mac[FM_MAC_LEN];
 	int rc;
 
-	memcpy(hello.uuid, c->cf.uuid, FM_UUID_LEN);
-	fm_random(hello.client_nonce, FM_NONCE_LEN);
-	fm_hello_req_encode(buf, &hello);
-	rc = hs_send(fd, FM_OP_HELLO, buf, FM_HELLO_REQ_LEN, deadline, wake_fd);
+	fm_tc_hs_hello(&c->cf, &hs);
+	if (hs.hello_len == 0)
+		return -EINVAL;
+	rc = hs_send(fd, FM_OP_HELLO, hs.hello, (uint32_t)hs.hello_len, deadline, wake_fd);
 	if (rc == 0)
 		rc = hs_reply(c, fd, FM_OP_HELLO, buf, FM_HELLO_REP_LEN, deadline, wake_fd);
+	if (rc == 0)
+		rc = fm_tc_hs_auth(&c->cf, &hs, buf, FM_HELLO_REP_LEN, mac);
+	if (rc == 0)
+		rc = hs_send(fd, FM_OP_AUTH, mac, FM_MAC_LEN, deadline, wake_fd);
 	if (rc)
-		return rc;
-	if (fm_hello_rep_decode(buf, FM_HELLO_REP_LEN, &rep) < 0 ||
-	    rep.version != FM_PROTO_VERSION) {
-		log_err("server %s: HELLO reply unusable (version %u, ours %u)",
-			c->cf.name, rep.version, FM_PROTO_VERSION);
-		return -EPROTO;
-	}
-
-	fm_auth_mac(&c->cf.secret, FM_AUTH_CLIENT, hello.client_nonce, rep.server_nonce,
-		    c->cf.uuid, mac);
-	rc = hs_send(fd, FM_OP_AUTH, mac, FM_MAC_LEN, deadline, wake_fd);
-	if (rc)
-		return rc;
+		goto out;
 	rc = hs_reply(c, fd, FM_OP_AUTH, mac, FM_MAC_LEN, deadline, wake_fd);
 	if (rc == -ECONNRESET || rc == -EPIPE) {
 		/* The server closes on a MAC it does not accept. */
-		log_err("server %s: closed the connection at AUTH: wrong secret?", c->cf.name);
-		return -EACCES;
+		log_err("server %s: closed the connection at AUTH: wrong key or secret "
+			"(client %s)?", c->cf.name, c->cf.id.name);
+		rc = -EACCES;
 	}
 	if (rc == -EPERM)
 		rc = -EACCES;
-	if (rc)
-		return rc;
-	if (fm_auth_verify(&c->cf.secret, FM_AUTH_SERVER, hello.client_nonce,
-			   rep.server_nonce, c->cf.uuid, mac) < 0) {
-		log_err("server %s: its AUTH proof is wrong: it does not hold our secret",
-			c->cf.name);
-		return -EACCES;
+	if (rc == 0)
+		rc = fm_tc_hs_verify(&c->cf, &hs, mac);
+	if (rc == 0) {
+		c->segment_max = hs.segment_max;
+		c->auth = hs.sess;
+		/* The key that authenticated the handshake, and its nonces. */
+		fm_chan_init(ch, FM_CHAN_CLIENT, hs.sess.key, FM_KEY_LEN,
+			     hs.sess.client_nonce, hs.sess.server_nonce);
+		fm_tc_hs_done(&c->cf, &c->base, &hs);
 	}
-	c->segment_max = rep.segment_max;
-	/* The key that authenticated the handshake: the same as above. */
-	fm_chan_init(ch, FM_CHAN_CLIENT, c->cf.secret.bytes, c->cf.secret.len,
-		     hello.client_nonce, rep.server_nonce);
-	return 0;
+out:
+	fm_wipe(&hs, sizeof(hs));
+	return rc;
 }
 
 /* Dial and authenticate within connect_timeout; the socket comes back
@@ -1156,6 +1153,7 @@ static void conn_free(struct tcp_conn *c)
 	free(c->trailers);
 	fm_chan_wipe(&c->chan);
 	fm_tc_conf_fini(&c->cf);
+	fm_wipe(&c->auth, sizeof(c->auth));
 	free(c);
 }
 
@@ -1204,8 +1202,8 @@ static int tcp_open(const struct fm_conn_params *p, struct fm_conn **out)
 	int fd, rc;
 
 	*out = NULL;
-	if (p->addr.kind != ADDR_TCP || !p->secret) {
-		log_err("tcp transport: needs a tcp:// address and a secret");
+	if (p->addr.kind != ADDR_TCP || (!p->secret && !p->identity)) {
+		log_err("tcp transport: needs a tcp:// address and a key or secret");
 		return -EINVAL;
 	}
 	if (p->max_inflight > TCP_MAX_INFLIGHT) {

@@ -1,5 +1,6 @@
 /* main.c — farmem-memserver: parse, validate, run. */
 #include "memserver.h"
+#include "keyfile.h"
 #include "log.h"
 #include "metrics_http.h"
 #include "metrics_pool.h"
@@ -15,7 +16,7 @@
 
 enum {
 	OPT_CHECK = 256, OPT_STAT, OPT_JSON, OPT_VERSION, OPT_FOREGROUND,
-	OPT_ALLOW_UNLOCKED,
+	OPT_ALLOW_UNLOCKED, OPT_CLIENT_KEY,
 };
 
 /* Flags that set a config key: long name, key. */
@@ -31,6 +32,8 @@ static const struct {
 	{ "log", "memserver:log" },
 	{ "pid-file", "memserver:pid-file" },
 	{ "metrics", "memserver:metrics" },
+	{ "quota", "memserver:quota" },
+	{ "quota-clients", "memserver:quota-clients" },
 };
 
 static const struct option options[] = {
@@ -44,6 +47,9 @@ static const struct option options[] = {
 	{ "log", required_argument, NULL, 'g' },
 	{ "pid-file", required_argument, NULL, 'p' },
 	{ "metrics", required_argument, NULL, 'M' },
+	{ "quota", required_argument, NULL, 'Q' },
+	{ "quota-clients", required_argument, NULL, 'C' },
+	{ "client-key", required_argument, NULL, OPT_CLIENT_KEY },
 	{ "allow-unlocked", no_argument, NULL, OPT_ALLOW_UNLOCKED },
 	{ "check-config", no_argument, NULL, OPT_CHECK },
 	{ "stat", required_argument, NULL, OPT_STAT },
@@ -66,6 +72,7 @@ struct args {
 	int nset;
 	int check, json, verbose, allow_unlocked;
 	const char *stat_addr;
+	const char *client_key;
 };
 
 static void usage(FILE *f)
@@ -75,6 +82,7 @@ static void usage(FILE *f)
 "                        [--config FILE] [options]\n"
 "       farmem-memserver --check-config [--config FILE] [options]\n"
 "       farmem-memserver --stat tcp://HOST:PORT|rdma://HOST:PORT --secret-file FILE [--json]\n"
+"       farmem-memserver --client-key NAME --secret-file FILE > NAME.key\n"
 "\n"
 "Serves a pinned memory pool to farmem-blk clients.  Flags override the\n"
 "config file (which is read only when --config names it).\n"
@@ -90,6 +98,9 @@ static void usage(FILE *f)
 "      --log stderr|syslog  where log lines go (default stderr)\n"
 "      --pid-file FILE      write the pid once listening\n"
 "      --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
+"      --quota LIMIT        most one client may hold: none, N%% or a size\n"
+"      --quota-clients LIST per-client limits: NAME:LIMIT,NAME:LIMIT...\n"
+"      --client-key NAME    print the key file of client NAME, then exit\n"
 "      --foreground         stay in the foreground (always; for unit files)\n"
 "      --check-config       validate the settings and the secret, then exit\n"
 "      --stat ADDR          print a running server's statistics (--json)\n"
@@ -154,6 +165,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 				return 2;
 			break;
 		case 's': case 'k': case 'S': case 'L': case 'H': case 'g': case 'p': case 'M':
+		case 'Q': case 'C':
 			/* options[idx] is only set for long options. */
 			if (add_set(a, flag_of(opt), optarg) < 0)
 				return 2;
@@ -161,6 +173,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		case OPT_ALLOW_UNLOCKED: a->allow_unlocked = 1; break;
 		case OPT_CHECK: a->check = 1; break;
 		case OPT_STAT: a->stat_addr = optarg; break;
+		case OPT_CLIENT_KEY: a->client_key = optarg; break;
 		case OPT_JSON: a->json = 1; break;
 		case OPT_FOREGROUND: break;
 		case 'v': a->verbose = 1; break;
@@ -239,14 +252,19 @@ static int run(struct ms_settings *s, const struct ms_resolved *r,
 		ms_pool_destroy(&pool);
 		return 1;
 	}
+	ms_ctx_new_boot(ctx);
 	ms_devtab_init(&ctx->devs, s->lease_ms);
+	ms_devtab_set_quota(&ctx->devs, &r->quota, ctx->segs.nslots,
+			    ctx->segs.seg_max);
 	ctx->pool_locked = pool.locked;
 	ctx->now_ms = ms_now_ms;
-	log_info("pool %zu MiB (%u segments of %u KiB), %s, %s pages, lease %llu ms",
+	log_info("pool %zu MiB (%u segments of %u KiB), %s, %s pages, lease %llu ms, "
+		 "quota %s, boot id %016llx",
 		 pool.size >> 20, ctx->segs.nslots, ctx->segs.seg_max >> 10,
 		 pool.locked ? "locked" : "NOT locked",
 		 pool.huge == 1 ? "hugetlb" : pool.huge == 2 ? "transparent huge" : "small",
-		 (unsigned long long)s->lease_ms);
+		 (unsigned long long)s->lease_ms, s->quota,
+		 (unsigned long long)ctx->boot_id);
 	rc = metrics_start(s, ctx, &metrics);
 	if (rc == 0)
 		rc = ms_server_run(ctx, r, s->pid_file);
@@ -274,6 +292,47 @@ static int stat_mode(const struct args *a, struct ms_settings *s)
 	return ms_stat_client(a->stat_addr, &secret, a->json) < 0 ? 1 : 0;
 }
 
+/* --client-key NAME: the key file of client NAME on stdout.  Needs the
+ * secret, not the rest of the settings. */
+static int client_key_mode(const struct args *a, const struct ms_settings *s)
+{
+	static struct fm_secret secret;
+	struct fm_identity id;
+	char err[CFG_ERR_LEN], text[512];
+	int rc;
+
+	if (s->secret_file[0] == '\0') {
+		fprintf(stderr, "farmem-memserver: --client-key needs --secret-file "
+			"(or a --config naming secret-file)\n");
+		return 2;
+	}
+	if (strcmp(a->client_key, FM_CLUSTER_NAME) == 0 ||
+	    fm_client_name_check(a->client_key, strlen(a->client_key)) < 0) {
+		fprintf(stderr, "farmem-memserver: --client-key '%s': %s\n", a->client_key,
+			strcmp(a->client_key, FM_CLUSTER_NAME) == 0 ?
+			"reserved for clients holding the secret itself" :
+			"not a client name (1..32 of a-z 0-9 . _ -, starting with a "
+			"letter or digit)");
+		return 2;
+	}
+	if (fm_secret_load(s->secret_file, &secret, err, sizeof(err)) < 0) {
+		fprintf(stderr, "farmem-memserver: %s\n", err);
+		return 1;
+	}
+	rc = fm_identity_derive(&secret, a->client_key, &id);
+	fm_wipe(&secret, sizeof(secret));
+	if (rc == 0)
+		rc = fm_keyfile_format(&id, text, sizeof(text));
+	fm_wipe(&id, sizeof(id));
+	if (rc < 0 || fputs(text, stdout) == EOF || fflush(stdout) != 0) {
+		fm_wipe(text, sizeof(text));
+		fprintf(stderr, "farmem-memserver: --client-key: cannot write the key file\n");
+		return 1;
+	}
+	fm_wipe(text, sizeof(text));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static struct args a;
@@ -299,6 +358,8 @@ int main(int argc, char **argv)
 	}
 	if (a.stat_addr)
 		return stat_mode(&a, &s);
+	if (a.client_key)
+		return client_key_mode(&a, &s);
 	if (ms_settings_complete(&s, &r, &ctx.secret, err, sizeof(err)) < 0) {
 		fprintf(stderr, "farmem-memserver: %s\n", err);
 		return 1;

@@ -2,7 +2,8 @@
  *
  * main ─► server (sockets, epoll) ─► session (one connection's protocol)
  *                                      ─► segtab (slots in the pool)
- *                                      ─► devtab (identities and leases)
+ *                                      ─► devtab (clients, devices, leases)
+ *                                      ─► quota (what one client may hold)
  * pool owns the memory; settings turns flags and the config file into a
  * checked ms_settings.  Functions return 0 or -errno.
  */
@@ -62,6 +63,9 @@ struct ms_segtab {
 
 int ms_segtab_init(struct ms_segtab *t, uint8_t *base, uint64_t pool_bytes,
 		   uint32_t seg_max);
+/* Start every slot's generation at gen (not 0), from the boot id: ids
+ * handed out before a restart then name nothing after it. */
+void ms_segtab_seed(struct ms_segtab *t, uint32_t gen);
 void ms_segtab_fini(struct ms_segtab *t);
 /* -EINVAL for a size that is 0, not page-aligned or above seg_max;
  * -ENOSPC when the pool is full. */
@@ -82,10 +86,55 @@ uint32_t ms_segtab_list(const struct ms_segtab *t, uint32_t owner,
 uint64_t ms_segtab_pool_bytes(const struct ms_segtab *t);
 uint64_t ms_segtab_used_bytes(const struct ms_segtab *t);
 
-/* ---- devtab.c: device identities, their connections and leases ---- */
+/* ---- quota.c: how many segments one client may hold ---- */
+
+#define MS_QUOTA_RULES 64
+
+/* One limit: none, a share of the pool, or bytes. */
+struct ms_limit {
+	enum { MS_LIMIT_NONE, MS_LIMIT_PERCENT, MS_LIMIT_BYTES } kind;
+	uint64_t value;           /* percent 1..100, or bytes */
+};
+
+struct ms_quota {
+	struct ms_limit dflt;     /* memserver:quota */
+	struct {
+		char name[FM_NAME_MAX + 1];
+		struct ms_limit limit;
+	} rule[MS_QUOTA_RULES];   /* memserver:quota-clients */
+	int nrules;
+};
+
+/* "none", "N%" (1..100) or a size ("2G").  0 or -EINVAL. */
+int ms_limit_parse(const char *text, struct ms_limit *l);
+/* "NAME:LIMIT, NAME:LIMIT ..." into q's rules; on error why names the
+ * item at fault.  0 or -EINVAL. */
+int ms_quota_parse_rules(const char *text, struct ms_quota *q, char *why,
+			 size_t whylen);
+/* The segments a limit allows on a pool of nslots slots of seg_max. */
+uint32_t ms_limit_segments(const struct ms_limit *l, uint32_t nslots,
+			   uint32_t seg_max);
+/* The limit that applies to client name: its rule, else the default. */
+const struct ms_limit *ms_quota_for(const struct ms_quota *q, const char *name);
+
+/* ---- devtab.c: clients, their devices, connections and leases ----
+ *
+ * A device is (client name, uuid): the same uuid under another name is
+ * another device, with its own (empty) segments.  A client's segments,
+ * over all its devices, count against its quota.
+ */
+
+struct ms_client {
+	char name[FM_NAME_MAX + 1];
+	uint32_t segs;            /* segments held, all its devices */
+	uint32_t limit;           /* most it may hold (its quota) */
+	unsigned devices;         /* its devices in the table */
+	struct ms_client *next;
+};
 
 struct ms_device {
 	uint8_t uuid[FM_UUID_LEN];
+	struct ms_client *client;
 	uint32_t id;              /* owner id in the segment table, never 0 */
 	unsigned conns;           /* authenticated connections */
 	uint32_t segs;            /* segments held */
@@ -95,18 +144,29 @@ struct ms_device {
 
 struct ms_devtab {
 	struct ms_device *head;
+	struct ms_client *clients;
 	uint32_t next_id;
 	uint32_t count;
 	uint64_t lease_ms;
+	const struct ms_quota *quota;   /* NULL: no limits */
+	uint32_t nslots, seg_max;       /* the pool the quota shares out */
 };
 
 void ms_devtab_init(struct ms_devtab *d, uint64_t lease_ms);
+/* Limits for clients from now on (q must outlive the table). */
+void ms_devtab_set_quota(struct ms_devtab *d, const struct ms_quota *q,
+			 uint32_t nslots, uint32_t seg_max);
 /* Frees the table (not the segments: the pool goes with the process). */
 void ms_devtab_fini(struct ms_devtab *d);
-/* A connection of uuid authenticated: find or create, count it, cancel
- * any running lease.  NULL (-ENOMEM) only when out of memory. */
-struct ms_device *ms_devtab_attach(struct ms_devtab *d,
+/* A connection of client name's device uuid authenticated: find or
+ * create, count it, cancel any running lease.  NULL (-ENOMEM) only when
+ * out of memory. */
+struct ms_device *ms_devtab_attach(struct ms_devtab *d, const char *name,
 				   const uint8_t uuid[FM_UUID_LEN]);
+/* May dev's client hold one more segment?  0 or -EDQUOT. */
+int ms_devtab_quota_check(const struct ms_device *dev);
+/* dev got (delta 1) or gave back (-1) a segment. */
+void ms_devtab_count(struct ms_device *dev, int delta);
 /* The connection went away; the last one starts the lease (or forgets a
  * device holding nothing). */
 void ms_devtab_detach(struct ms_devtab *d, struct ms_device *dev,
@@ -155,6 +215,7 @@ struct ms_ctx {
 	struct ms_segtab segs;
 	struct ms_devtab devs;
 	struct fm_secret secret;
+	uint64_t boot_id;         /* random per start, never 0: in HELLO */
 	struct ms_stats stats;
 	int pool_locked;
 	uint64_t (*now_ms)(void);
@@ -166,9 +227,9 @@ enum ms_sess_state { MS_HELLO, MS_AUTH, MS_READY };
 
 struct ms_session {
 	enum ms_sess_state state;
-	uint8_t uuid[FM_UUID_LEN];
-	uint8_t client_nonce[FM_NONCE_LEN];
-	uint8_t server_nonce[FM_NONCE_LEN];
+	/* Who, which device, and (once MS_READY) the key and both nonces
+	 * that authenticated this session: what channel keys derive from. */
+	struct fm_auth_session auth;
 	struct ms_device *dev;
 	char peer[80];       /* for log lines: "tcp 127.0.0.1:5123" */
 	struct fm_chan chan; /* up from AUTH on: frames carry tags (session_chan.c) */
@@ -212,6 +273,10 @@ int ms_session_chan_seal(struct ms_session *s, struct ms_buf *out, size_t at);
 void ms_session_chan_after(struct ms_ctx *ctx, struct ms_session *s,
 			   enum ms_sess_state before);
 void ms_ctx_stat(const struct ms_ctx *ctx, struct fm_stat *st);
+/* A new random boot id (once per start, segment table set up): sent in
+ * every HELLO reply and folded into segment generations, so no id from
+ * an earlier run names a segment of this one. */
+void ms_ctx_new_boot(struct ms_ctx *ctx);
 
 /* ---- settings.c: flags and config file into checked settings ---- */
 
@@ -228,6 +293,8 @@ struct ms_settings {
 	char log[16];
 	char pid_file[4096];
 	char metrics[300];
+	char quota[32];             /* default limit per client */
+	char quota_clients[4096];   /* NAME:LIMIT, ... */
 	/* Where each key's value came from (file or flag), by key index;
 	 * NULL: the default. */
 	const char *origin[16];
@@ -239,6 +306,7 @@ struct ms_resolved {
 	int nlisten;
 	enum ms_huge huge;
 	int use_syslog;
+	struct ms_quota quota;
 };
 
 extern const struct cfg_key ms_cfg_keys[];

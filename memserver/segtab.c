@@ -41,6 +41,12 @@ int ms_segtab_init(struct ms_segtab *t, uint8_t *base, uint64_t pool_bytes,
 	return 0;
 }
 
+void ms_segtab_seed(struct ms_segtab *t, uint32_t gen)
+{
+	for (uint32_t i = 0; i < t->nslots; i++)
+		t->slots[i].gen = gen ? gen : 1;
+}
+
 void ms_segtab_fini(struct ms_segtab *t)
 {
 	free(t->slots);

@@ -28,7 +28,7 @@ uint32_t ms_session_max_payload(const struct ms_session *s)
 {
 	switch (s->state) {
 	case MS_HELLO:
-		return FM_HELLO_REQ_LEN;
+		return FM_HELLO_REQ_MAX;
 	case MS_AUTH:
 		return FM_AUTH_LEN;
 	default:
@@ -85,11 +85,14 @@ static int op_hello(struct ms_ctx *ctx, struct ms_session *s,
 
 	if (fm_hello_req_decode(pl, h->len, &req) < 0)
 		return malformed(s, h);
-	memcpy(s->uuid, req.uuid, FM_UUID_LEN);
-	memcpy(s->client_nonce, req.client_nonce, FM_NONCE_LEN);
-	fm_random(s->server_nonce, FM_NONCE_LEN);
+	snprintf(s->auth.name, sizeof(s->auth.name), "%s", req.name);
+	memcpy(s->auth.uuid, req.uuid, FM_UUID_LEN);
+	memcpy(s->auth.client_nonce, req.client_nonce, FM_NONCE_LEN);
+	fm_random(s->auth.server_nonce, FM_NONCE_LEN);
+	s->auth.boot_id = ctx->boot_id;
 	rep.segment_max = ctx->segs.seg_max;
-	memcpy(rep.server_nonce, s->server_nonce, FM_NONCE_LEN);
+	rep.boot_id = ctx->boot_id;
+	memcpy(rep.server_nonce, s->auth.server_nonce, FM_NONCE_LEN);
 	p = reply_begin(out, FM_HELLO_REP_LEN);
 	if (!p)
 		return -ENOMEM;
@@ -105,6 +108,25 @@ static int op_hello(struct ms_ctx *ctx, struct ms_session *s,
 	return 0;
 }
 
+/* The key of the client HELLO named, derived from the secret; on a MAC
+ * that does not verify the session forgets it again. */
+static int auth_check(struct ms_ctx *ctx, struct ms_session *s,
+		      const uint8_t *mac)
+{
+	struct fm_identity id;
+	int rc;
+
+	rc = fm_identity_derive(&ctx->secret, s->auth.name, &id);
+	if (rc == 0) {
+		memcpy(s->auth.key, id.key, FM_KEY_LEN);
+		rc = fm_auth_verify(&s->auth, FM_AUTH_CLIENT, mac);
+	}
+	fm_wipe(&id, sizeof(id));
+	if (rc < 0)
+		fm_wipe(s->auth.key, FM_KEY_LEN);
+	return rc;
+}
+
 static int op_auth(struct ms_ctx *ctx, struct ms_session *s,
 		   const struct fm_hdr *h, const uint8_t *pl,
 		   struct ms_buf *out)
@@ -114,11 +136,11 @@ static int op_auth(struct ms_ctx *ctx, struct ms_session *s,
 
 	if (h->len != FM_AUTH_LEN)
 		return malformed(s, h);
-	fm_uuid_format(s->uuid, uuid);
-	if (fm_auth_verify(&ctx->secret, FM_AUTH_CLIENT, s->client_nonce,
-			   s->server_nonce, s->uuid, pl) < 0) {
-		log_warn("%s: closing: authentication failed for device %s "
-			 "(wrong secret?)", s->peer, uuid);
+	fm_uuid_format(s->auth.uuid, uuid);
+	if (auth_check(ctx, s, pl) < 0) {
+		log_warn("%s: closing: authentication failed for client %s "
+			 "device %s (wrong key or secret?)", s->peer,
+			 s->auth.name, uuid);
 		if (reply_status(out, h, -EACCES) < 0)
 			return -ENOMEM;
 		return MS_CLOSE_AFTER_FLUSH;
@@ -126,17 +148,17 @@ static int op_auth(struct ms_ctx *ctx, struct ms_session *s,
 	p = reply_begin(out, FM_MAC_LEN);
 	if (!p)
 		return -ENOMEM;
-	s->dev = ms_devtab_attach(&ctx->devs, s->uuid);
+	s->dev = ms_devtab_attach(&ctx->devs, s->auth.name, s->auth.uuid);
 	if (!s->dev) {
 		log_err("%s: closing: out of memory for device %s", s->peer, uuid);
 		return -ENOMEM;
 	}
-	fm_auth_mac(&ctx->secret, FM_AUTH_SERVER, s->client_nonce,
-		    s->server_nonce, s->uuid, p);
+	fm_auth_mac(&s->auth, FM_AUTH_SERVER, p);
 	reply_done(out, h, 0, FM_MAC_LEN);
 	s->state = MS_READY;
 	ctx->stats.clients++;
-	log_debug("%s: device %s authenticated", s->peer, uuid);
+	log_debug("%s: client %s device %s authenticated", s->peer,
+		  s->auth.name, uuid);
 	return 0;
 }
 
@@ -151,12 +173,15 @@ static int op_alloc(struct ms_ctx *ctx, struct ms_session *s,
 
 	if (fm_alloc_req_decode(pl, h->len, &size) < 0)
 		return malformed(s, h);
-	rc = ms_segtab_alloc(&ctx->segs, s->dev->id, size, &rep.seg_id);
+	rc = ms_devtab_quota_check(s->dev);
+	if (rc == 0)
+		rc = ms_segtab_alloc(&ctx->segs, s->dev->id, size, &rep.seg_id);
 	if (rc < 0) {
-		log_debug("%s: ALLOC %u: %s", s->peer, size, strerror(-rc));
+		log_debug("%s: ALLOC %u for client %s: %s", s->peer, size,
+			  s->auth.name, strerror(-rc));
 		return reply_status(out, h, rc);
 	}
-	s->dev->segs++;
+	ms_devtab_count(s->dev, 1);
 	rep.size = size;
 	p = reply_begin(out, FM_ALLOC_REP_LEN);
 	if (!p)
@@ -177,7 +202,7 @@ static int op_free(struct ms_ctx *ctx, struct ms_session *s,
 		return malformed(s, h);
 	rc = ms_segtab_free(&ctx->segs, s->dev->id, id);
 	if (rc == 0) {
-		s->dev->segs--;
+		ms_devtab_count(s->dev, -1);
 		for (struct ms_free_hook *k = ctx->free_hooks; k; k = k->next)
 			k->fn(k->arg, id);
 	}
@@ -229,6 +254,14 @@ static int op_read(struct ms_ctx *ctx, struct ms_session *s,
 	ctx->stats.reads++;
 	ctx->stats.bytes_read += r.len;
 	return 0;
+}
+
+void ms_ctx_new_boot(struct ms_ctx *ctx)
+{
+	do
+		fm_random(&ctx->boot_id, sizeof(ctx->boot_id));
+	while (ctx->boot_id == 0);
+	ms_segtab_seed(&ctx->segs, (uint32_t)(ctx->boot_id >> 32));
 }
 
 void ms_ctx_stat(const struct ms_ctx *ctx, struct fm_stat *st)
@@ -361,5 +394,6 @@ void ms_session_end(struct ms_ctx *ctx, struct ms_session *s)
 	}
 	s->dev = NULL;
 	s->state = MS_HELLO;
+	fm_wipe(&s->auth, sizeof(s->auth));
 	fm_chan_wipe(&s->chan);
 }

@@ -20,24 +20,12 @@ size_t ms_session_trailer(const struct ms_session *s)
 	return s->chan.up ? FM_CHAN_TAG_LEN : 0;
 }
 
-/* The key that authenticated this session's handshake: the one place
- * that decides it (op_auth verifies with the same). */
-static void session_auth_key(const struct ms_ctx *ctx, const struct ms_session *s,
-			     const uint8_t **key, size_t *len)
+/* From the session AUTH authenticated: the client's key (derived from
+ * the secret and its name) and both nonces, as op_auth verified them. */
+static void chan_start(struct ms_session *s)
 {
-	(void)s;
-	*key = ctx->secret.bytes;
-	*len = ctx->secret.len;
-}
-
-static void chan_start(const struct ms_ctx *ctx, struct ms_session *s)
-{
-	const uint8_t *key;
-	size_t len;
-
-	session_auth_key(ctx, s, &key, &len);
-	fm_chan_init(&s->chan, FM_CHAN_SERVER, key, len, s->client_nonce,
-		     s->server_nonce);
+	fm_chan_init(&s->chan, FM_CHAN_SERVER, s->auth.key, FM_KEY_LEN,
+		     s->auth.client_nonce, s->auth.server_nonce);
 }
 
 int ms_session_chan_check(struct ms_session *s, const struct fm_hdr *h,
@@ -80,8 +68,9 @@ int ms_session_chan_seal(struct ms_session *s, struct ms_buf *out, size_t at)
 void ms_session_chan_after(struct ms_ctx *ctx, struct ms_session *s,
 			   enum ms_sess_state before)
 {
+	(void)ctx;
 	if (!s->chan.up && before == MS_AUTH && s->state == MS_READY)
-		chan_start(ctx, s);
+		chan_start(s);
 }
 
 int ms_session_wire_frame(struct ms_ctx *ctx, struct ms_session *s,

@@ -38,11 +38,15 @@ const struct cfg_key ms_cfg_keys[] = {
 	    "write the process id here once listening"),
 	KEY("metrics", CFG_STRING, metrics, sizeof(((struct ms_settings *)0)->metrics), 0, 0,
 	    "serve Prometheus metrics over HTTP on HOST:PORT (empty: off)"),
+	KEY("quota", CFG_STRING, quota, sizeof(((struct ms_settings *)0)->quota), 0, 0,
+	    "most one client may hold: none (default), N% of the pool, or a size"),
+	KEY("quota-clients", CFG_STRING, quota_clients, sizeof(((struct ms_settings *)0)->quota_clients), 0, 0,
+	    "per-client limits overriding quota: NAME:LIMIT, NAME:LIMIT ..."),
 };
 const size_t ms_cfg_nkeys = sizeof(ms_cfg_keys) / sizeof(ms_cfg_keys[0]);
 
 enum { K_LISTEN, K_SIZE, K_SECRET, K_SEGSIZE, K_LEASE, K_HUGE, K_UNLOCKED,
-       K_LOG, K_PID, K_METRICS };
+       K_LOG, K_PID, K_METRICS, K_QUOTA, K_QUOTA_CLIENTS };
 
 void ms_settings_defaults(struct ms_settings *s)
 {
@@ -51,6 +55,7 @@ void ms_settings_defaults(struct ms_settings *s)
 	s->lease_ms = 60000;
 	snprintf(s->hugepages, sizeof(s->hugepages), "auto");
 	snprintf(s->log, sizeof(s->log), "stderr");
+	snprintf(s->quota, sizeof(s->quota), "none");
 }
 
 static size_t field_size(const struct cfg_key *k)
@@ -169,6 +174,39 @@ static int complete_sizes(struct ms_settings *s, char *err, size_t errlen)
 	return 0;
 }
 
+/* A limit that allows not one segment would refuse every ALLOC of that
+ * client: a mistake (1M quota with 4M segments), not a policy. */
+static int limit_fits(const struct ms_settings *s, const struct ms_limit *l)
+{
+	uint32_t nslots = (uint32_t)(s->size / s->segment_size);
+
+	return ms_limit_segments(l, nslots, (uint32_t)s->segment_size) > 0;
+}
+
+static int complete_quota(struct ms_settings *s, struct ms_resolved *r,
+			  char *err, size_t errlen)
+{
+	char why[160];
+
+	if (ms_limit_parse(s->quota, &r->quota.dflt) < 0)
+		BAD(K_QUOTA, s->quota, "use none, a share of the pool (25%%) or a "
+		    "size (2G)");
+	if (!limit_fits(s, &r->quota.dflt))
+		BAD(K_QUOTA, s->quota, "less than one segment (segment-size %llu, "
+		    "pool %llu bytes)", (unsigned long long)s->segment_size,
+		    (unsigned long long)s->size);
+	if (ms_quota_parse_rules(s->quota_clients, &r->quota, why, sizeof(why)) < 0)
+		BAD(K_QUOTA_CLIENTS, s->quota_clients, "%s (want NAME:LIMIT, "
+		    "NAME:LIMIT ...; LIMIT none, N%% or a size)", why);
+	for (int i = 0; i < r->quota.nrules; i++)
+		if (!limit_fits(s, &r->quota.rule[i].limit))
+			BAD(K_QUOTA_CLIENTS, s->quota_clients, "client '%s': less "
+			    "than one segment (segment-size %llu)",
+			    r->quota.rule[i].name,
+			    (unsigned long long)s->segment_size);
+	return 0;
+}
+
 int ms_settings_complete(struct ms_settings *s, struct ms_resolved *r,
 			 struct fm_secret *secret, char *err, size_t errlen)
 {
@@ -181,6 +219,8 @@ int ms_settings_complete(struct ms_settings *s, struct ms_resolved *r,
 		rc = complete_enums(s, r, err, errlen);
 	if (rc == 0)
 		rc = complete_sizes(s, err, errlen);
+	if (rc == 0)
+		rc = complete_quota(s, r, err, errlen);
 	if (rc < 0)
 		return rc;
 	if (s->metrics[0]) {

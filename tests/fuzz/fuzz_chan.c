@@ -84,28 +84,39 @@ static int send_frame(struct ms_ctx *ctx, struct ms_session *s, struct ms_buf *o
 static int handshake(struct ms_ctx *ctx, struct ms_session *s, struct ms_buf *out,
 		     struct fm_chan *client, uint8_t *f)
 {
-	struct fm_hello_req hq = { .version = FM_PROTO_VERSION, .uuid = { 1, 2, 3 } };
+	struct fm_hello_req hq = { .version = FM_PROTO_VERSION, .uuid = { 1, 2, 3 },
+				   .name = "fuzz" };
 	struct fm_hello_rep hr;
-	struct fm_hdr h = { .op = FM_OP_HELLO, .len = FM_HELLO_REQ_LEN };
+	struct fm_auth_session a = { .name = "fuzz", .uuid = { 1, 2, 3 } };
+	struct fm_identity id;
+	struct fm_hdr h = { .op = FM_OP_HELLO };
+	int rc = -1;
 
 	memset(hq.client_nonce, 0x33, FM_NONCE_LEN);
+	h.len = (uint32_t)fm_hello_req_encode(f + FM_HDR_SIZE, &hq);
 	fm_hdr_encode(f, &h);
-	fm_hello_req_encode(f + FM_HDR_SIZE, &hq);
-	if (ms_session_wire_frame(ctx, s, &h, f, out) != 0 ||
+	if (h.len == 0 || ms_session_wire_frame(ctx, s, &h, f, out) != 0 ||
 	    fm_hello_rep_decode(out->data + out->head + FM_HDR_SIZE,
-				out->len - FM_HDR_SIZE, &hr) != 0)
+				out->len - FM_HDR_SIZE, &hr) != 0 ||
+	    fm_identity_derive(&ctx->secret, "fuzz", &id) != 0)
 		return -1;
 	ms_buf_consume(out, out->len);
+	memcpy(a.key, id.key, FM_KEY_LEN);
+	memcpy(a.client_nonce, hq.client_nonce, FM_NONCE_LEN);
+	memcpy(a.server_nonce, hr.server_nonce, FM_NONCE_LEN);
+	a.boot_id = hr.boot_id;
 	h = (struct fm_hdr){ .op = FM_OP_AUTH, .len = FM_MAC_LEN };
 	fm_hdr_encode(f, &h);
-	fm_auth_mac(&ctx->secret, FM_AUTH_CLIENT, hq.client_nonce, hr.server_nonce,
-		    hq.uuid, f + FM_HDR_SIZE);
-	if (ms_session_wire_frame(ctx, s, &h, f, out) != 0 || !s->chan.up)
-		return -1;
-	ms_buf_consume(out, out->len);
-	fm_chan_init(client, FM_CHAN_CLIENT, ctx->secret.bytes, ctx->secret.len,
-		     hq.client_nonce, hr.server_nonce);
-	return 0;
+	fm_auth_mac(&a, FM_AUTH_CLIENT, f + FM_HDR_SIZE);
+	if (ms_session_wire_frame(ctx, s, &h, f, out) == 0 && s->chan.up) {
+		ms_buf_consume(out, out->len);
+		fm_chan_init(client, FM_CHAN_CLIENT, id.key, FM_KEY_LEN,
+			     hq.client_nonce, hr.server_nonce);
+		rc = 0;
+	}
+	fm_wipe(&id, sizeof(id));
+	fm_wipe(&a, sizeof(a));
+	return rc;
 }
 
 static void run_stream(struct ms_ctx *ctx, struct ms_session *s, struct ms_buf *out,
@@ -159,6 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(ctx.secret.bytes, 'k', 32);
 	ctx.secret.len = 32;
 	ctx.now_ms = clock_fn;
+	ctx.boot_id = 0x5eed;
 	ms_devtab_init(&ctx.devs, 50);
 	if (ms_segtab_init(&ctx.segs, pool, SEG * NSEG, SEG) != 0)
 		abort();

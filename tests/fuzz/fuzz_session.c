@@ -11,6 +11,7 @@
 #include "log.h"
 #include "memserver/memserver.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,6 +81,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct ms_ctx ctx;
+	static struct ms_quota quota;
 	static int ready;
 	uint8_t *pool;
 	struct ms_session s;
@@ -102,23 +104,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(ctx.secret.bytes, 'k', 32);
 	ctx.secret.len = 32;
 	ctx.now_ms = clock_fn;
+	ctx.boot_id = 0x600d;
 	ms_devtab_init(&ctx.devs, 50);
 	if (ms_segtab_init(&ctx.segs, pool, SEG * NSEG, SEG) != 0)
 		abort();
+	/* A quota of a few segments, so -EDQUOT paths are reached too. */
+	quota.dflt.kind = MS_LIMIT_BYTES;
+	quota.dflt.value = 3 * SEG;
+	ms_devtab_set_quota(&ctx.devs, &quota, NSEG, SEG);
 	ms_session_init(&s, "fuzz");
 	if (data[0] & 1) {
 		/* What a successful AUTH leaves behind. */
-		memcpy(s.uuid, uuid, FM_UUID_LEN);
-		s.dev = ms_devtab_attach(&ctx.devs, uuid);
+		memcpy(s.auth.uuid, uuid, FM_UUID_LEN);
+		snprintf(s.auth.name, sizeof(s.auth.name), "fuzz");
+		s.dev = ms_devtab_attach(&ctx.devs, "fuzz", uuid);
 		s.state = MS_READY;
 		ctx.stats.clients++;
-		/* Another device's segment, which must stay out of reach. */
+		/* Another device's segment, which must stay out of reach:
+		 * another client's device of the very same uuid (bit 2), or
+		 * another uuid of ours. */
 		if (data[0] & 2) {
 			const uint8_t other[FM_UUID_LEN] = { 9 };
 
-			o = ms_devtab_attach(&ctx.devs, other);
+			o = (data[0] & 4) ? ms_devtab_attach(&ctx.devs, "other", uuid)
+					  : ms_devtab_attach(&ctx.devs, "fuzz", other);
 			if (o && ms_segtab_alloc(&ctx.segs, o->id, SEG, &other_id) == 0)
-				o->segs++;
+				ms_devtab_count(o, 1);
 		}
 	}
 	run_stream(&ctx, &s, data + 1, size - 1);

@@ -1,6 +1,6 @@
 /* make_seeds.c — writes a few valid inputs for the fuzz targets, so a
  * short run starts from real frames instead of discovering "FMEM".
- * usage: make_seeds FRAME_DIR SESSION_DIR [CHAN_DIR] */
+ * usage: make_seeds FRAME_DIR SESSION_DIR [KEYFILE_DIR [CHAN_DIR]] */
 #include "protocol.h"
 
 #include <stdio.h>
@@ -71,12 +71,13 @@ static int chan_seeds(const char *dir, const struct fm_range *r, uint8_t *p)
 
 int main(int argc, char **argv)
 {
-	struct fm_hello_req hq = { .version = FM_PROTO_VERSION, .uuid = { 1 } };
+	struct fm_hello_req hq = { .version = FM_PROTO_VERSION, .uuid = { 1 },
+				   .name = "alice" };
 	struct fm_range r = { .seg_id = 1ull << 32, .offset = 4096, .len = 4096 };
 	uint8_t p[FM_RANGE_LEN + 4096] = { 0 };
 	int rc = 0;
 
-	if (argc != 3 && argc != 4)
+	if (argc < 3 || argc > 5)
 		return 2;
 	/* Frame decoder: one frame of each request kind. */
 	frame(FM_OP_HELLO, p, (uint32_t)fm_hello_req_encode(p, &hq));
@@ -106,7 +107,21 @@ int main(int argc, char **argv)
 	memset(p, 0x42, FM_MAC_LEN);
 	frame(FM_OP_AUTH, p, FM_MAC_LEN);
 	rc |= save(argv[2], "handshake");
-	if (argc == 4)
-		rc |= chan_seeds(argv[3], &r, p);
+	/* Key files: a good one, one with comments and blanks. */
+	if (argc >= 4) {
+		static const char good[] = "name = alice\nkey = "
+			"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n";
+		static const char loose[] = "# client key\n\n  key=ffeeddccbbaa99887766554433221100"
+			"ffeeddccbbaa99887766554433221100\r\n\tname\t=\tbob-1.x_y \n";
+
+		memcpy(buf, good, sizeof(good) - 1);
+		len = sizeof(good) - 1;
+		rc |= save(argv[3], "good");
+		memcpy(buf, loose, sizeof(loose) - 1);
+		len = sizeof(loose) - 1;
+		rc |= save(argv[3], "loose");
+	}
+	if (argc == 5)
+		rc |= chan_seeds(argv[4], &r, p);
 	return rc;
 }

@@ -1,7 +1,10 @@
 /* fm-client.c — a small memserver client for the integration tests.
  *
- *   fm-client --server tcp://HOST:PORT --secret-file F [--uuid U]
- *             [--timeout MS] CMD [ARGS]
+ *   fm-client --server tcp://HOST:PORT --secret-file F|--key-file F
+ *             [--uuid U] [--timeout MS] CMD [ARGS]
+ *
+ * --secret-file acts as the cluster's own identity, --key-file as the
+ * client the key file names.
  *
  * Normal commands go through the real transport (common/transport.h);
  * the raw-* commands speak to the server over a bare socket to send it
@@ -30,6 +33,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "keyfile.h"
 #include "log.h"
 #include "parse.h"
 #include "protocol.h"
@@ -46,7 +50,7 @@
 
 struct opts {
 	struct fm_addr addr;
-	struct fm_secret secret;
+	struct fm_identity id;          /* who we authenticate as */
 	uint8_t uuid[FM_UUID_LEN];
 	uint32_t timeout_ms;
 	int after_auth;                 /* raw-*: handshake first */
@@ -83,11 +87,11 @@ static int fail(int rc, const char *what)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: fm-client --server ADDR --secret-file FILE [--uuid UUID]\n"
+		"usage: fm-client --server ADDR --secret-file FILE|--key-file FILE [--uuid UUID]\n"
 		"                 [--timeout MS] [--after-auth] [--keep] [--io-size N]\n"
 		"                 [--reconnect] [--verbose] CMD [ARGS]\n"
 		"commands:\n"
-		"  ping | stat | list\n"
+		"  ping | stat | list | boot (the server's boot id)\n"
 		"  alloc SIZE | free SEG\n"
 		"  write SEG OFF FILE | read SEG OFF LEN OUTFILE ('-' = stdout)\n"
 		"  pipeline N        N pipelined writes then N reads, verified\n"
@@ -114,7 +118,7 @@ static int conn_open(const struct opts *o, struct fm_conn **c)
 {
 	struct fm_conn_params p = {
 		.addr = o->addr,
-		.secret = &o->secret,
+		.identity = &o->id,
 		.timeout_ms = o->timeout_ms,
 		.reconnect = o->reconnect,
 		.state_cb = on_state,
@@ -603,7 +607,8 @@ static int cmd_fill(struct fm_conn *c, const struct opts *o, char **argv, int ar
 			freed += call_free(c, segs[i]) == 0;
 		printf("freed=%u\n", freed);
 	}
-	return rc == -ENOSPC ? 0 : EXIT_REPLY;
+	/* Refused for want of room or of quota: both end a fill. */
+	return rc == -ENOSPC || rc == -EDQUOT ? 0 : EXIT_REPLY;
 }
 
 /* ---- hold: keep a connection open (tests kill the server under it) ---- */
@@ -762,27 +767,34 @@ static int raw_handshake(int fd, const struct opts *o, int stop_after_hello)
 {
 	struct fm_hello_req hq = { .version = FM_PROTO_VERSION };
 	struct fm_hello_rep hr;
-	uint8_t buf[FM_HELLO_REQ_LEN], mac[FM_MAC_LEN];
+	struct fm_auth_session a = { 0 };
+	uint8_t buf[FM_HELLO_REQ_MAX], mac[FM_MAC_LEN];
+	size_t len;
 	int rc;
 
 	memcpy(hq.uuid, o->uuid, FM_UUID_LEN);
+	memcpy(hq.name, o->id.name, sizeof(hq.name));
 	fm_random(hq.client_nonce, FM_NONCE_LEN);
-	fm_hello_req_encode(buf, &hq);
-	rc = raw_frame(fd, FM_OP_HELLO, 0, buf, FM_HELLO_REQ_LEN);
+	len = fm_hello_req_encode(buf, &hq);
+	rc = raw_frame(fd, FM_OP_HELLO, 0, buf, (uint32_t)len);
 	if (rc == 0)
 		rc = raw_reply(fd, FM_OP_HELLO, buf, FM_HELLO_REP_LEN);
 	if (rc == 0)
 		rc = fm_hello_rep_decode(buf, FM_HELLO_REP_LEN, &hr);
 	if (rc || stop_after_hello)
 		return rc;
-	fm_auth_mac(&o->secret, FM_AUTH_CLIENT, hq.client_nonce, hr.server_nonce,
-		    o->uuid, mac);
+	memcpy(a.name, o->id.name, sizeof(a.name));
+	memcpy(a.uuid, o->uuid, FM_UUID_LEN);
+	memcpy(a.key, o->id.key, FM_KEY_LEN);
+	memcpy(a.client_nonce, hq.client_nonce, FM_NONCE_LEN);
+	memcpy(a.server_nonce, hr.server_nonce, FM_NONCE_LEN);
+	a.boot_id = hr.boot_id;
+	fm_auth_mac(&a, FM_AUTH_CLIENT, mac);
 	rc = raw_frame(fd, FM_OP_AUTH, 0, mac, FM_MAC_LEN);
 	if (rc == 0)
 		rc = raw_reply(fd, FM_OP_AUTH, mac, FM_MAC_LEN);
 	if (rc == 0)
-		rc = fm_auth_verify(&o->secret, FM_AUTH_SERVER, hq.client_nonce,
-				    hr.server_nonce, o->uuid, mac);
+		rc = fm_auth_verify(&a, FM_AUTH_SERVER, mac);
 	return rc;
 }
 
@@ -916,6 +928,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	static const struct option lo[] = {
 		{ "server", required_argument, NULL, 's' },
 		{ "secret-file", required_argument, NULL, 'k' },
+		{ "key-file", required_argument, NULL, 'f' },
 		{ "uuid", required_argument, NULL, 'u' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "io-size", required_argument, NULL, 'i' },
@@ -926,15 +939,17 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *server = NULL, *secret = NULL, *uuid = DEFAULT_UUID;
+	const char *server = NULL, *secret = NULL, *keyfile = NULL, *uuid = DEFAULT_UUID;
+	static struct fm_secret sec;
 	char err[256];
 	int ch;
 
 	o->io_size = FM_PAGE;
-	while ((ch = getopt_long(argc, argv, "+s:k:u:t:i:aKrvh", lo, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+s:k:f:u:t:i:aKrvh", lo, NULL)) != -1) {
 		switch (ch) {
 		case 's': server = optarg; break;
 		case 'k': secret = optarg; break;
+		case 'f': keyfile = optarg; break;
 		case 'u': uuid = optarg; break;
 		case 't':
 			if (parse_u32_arg(optarg, "timeout", 0, &o->timeout_ms) < 0)
@@ -951,7 +966,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		default: return -EINVAL;
 		}
 	}
-	if (!server || !secret || optind >= argc)
+	if (!server || !(secret || keyfile) || (secret && keyfile) || optind >= argc)
 		return -EINVAL;
 	if (parse_addr(server, 0, &o->addr) < 0) {
 		fprintf(stderr, "fm-client: bad server address '%s'\n", server);
@@ -961,10 +976,19 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		fprintf(stderr, "fm-client: bad uuid '%s'\n", uuid);
 		return -EINVAL;
 	}
-	if (fm_secret_load(secret, &o->secret, err, sizeof(err)) < 0) {
+	if (keyfile) {
+		if (fm_keyfile_load(keyfile, &o->id, err, sizeof(err)) < 0) {
+			fprintf(stderr, "fm-client: %s\n", err);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (fm_secret_load(secret, &sec, err, sizeof(err)) < 0 ||
+	    fm_identity_derive(&sec, FM_CLUSTER_NAME, &o->id) < 0) {
 		fprintf(stderr, "fm-client: %s\n", err);
 		return -EINVAL;
 	}
+	fm_wipe(&sec, sizeof(sec));
 	return 0;
 }
 
@@ -977,6 +1001,10 @@ static int run(struct fm_conn *c, const struct opts *o, const char *cmd,
 		return cmd_stat(c);
 	if (strcmp(cmd, "list") == 0 && nargs == 0)
 		return cmd_list(c);
+	if (strcmp(cmd, "boot") == 0 && nargs == 0) {
+		printf("boot %016llx\n", (unsigned long long)fm_conn_boot_id(c));
+		return 0;
+	}
 	if (strcmp(cmd, "alloc") == 0)
 		return cmd_alloc(c, args, nargs);
 	if (strcmp(cmd, "free") == 0)

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "keyfile.h"
 #include "log.h"
 #include "tests/unit/tap.h"
 #include "ublk-farmem/cli/blk_config.h"
@@ -283,6 +284,46 @@ static int t_file_then_flags(void)
 	return 0;
 }
 
+/* Who the device is: a key file, or the secret as the cluster itself;
+ * one of the two, and the record that recover reads keeps it. */
+static int t_identity(void)
+{
+	char key[256], *text;
+	struct fm_identity want;
+
+	base();
+	CHECK(blk_config_finish(&cfg, 1, err, sizeof(err)) == 0);
+	CHECK(strcmp(cfg.store.identity.name, FM_CLUSTER_NAME) == 0);
+	CHECK(fm_auth_init() == 0);
+	CHECK(fm_identity_derive(&cfg.store.secret, "db1", &want) == 0);
+	snprintf(key, sizeof(key), "%s/db1.key", dir);
+	{
+		char kf[256];
+
+		CHECK(fm_keyfile_format(&want, kf, sizeof(kf)) > 0);
+		CHECK(write_file(key, kf) == 0);
+	}
+	CHECK(set("device:key-file", key) == 0);
+	CHECK(finish() == -EINVAL && has("not both") && has("--key-file") &&
+	      has("--secret-file"));
+	base();
+	cfg.set.secret_file[0] = '\0';
+	CHECK(finish() == -EINVAL && has("--key-file"));
+	CHECK(set("device:key-file", key) == 0);
+	CHECK(blk_config_finish(&cfg, 1, err, sizeof(err)) == 0);
+	CHECK(strcmp(cfg.store.identity.name, "db1") == 0);
+	CHECK(memcmp(cfg.store.identity.key, want.key, FM_KEY_LEN) == 0);
+	text = blk_settings_text(&cfg.set);
+	CHECK(text && strstr(text, "key-file = ") && !strstr(text, "secret-file"));
+	free(text);
+	/* A damaged key file: the flag, the file and the line. */
+	CHECK(write_file(key, "name = db1\nkey = 12\n") == 0);
+	CHECK(blk_config_finish(&cfg, 1, err, sizeof(err)) == -EINVAL);
+	CHECK(has("--key-file") && has(key) && has("line 2"));
+	unlink(key);
+	return 0;
+}
+
 static int t_bad_flags(void)
 {
 	char *a1[] = { "serve", "--bogus", "1", NULL };
@@ -365,6 +406,7 @@ static const struct tap_case cases[] = {
 	{ "uuid given or generated", t_uuid },
 	{ "frontend by command", t_frontend },
 	{ "file first, flags override, file errors name file and key", t_file_then_flags },
+	{ "key file or secret, not both; the record keeps it", t_identity },
 	{ "unknown flag, missing value, missing file", t_bad_flags },
 	{ "extra command flags", t_extra_opts },
 };

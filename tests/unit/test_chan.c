@@ -293,12 +293,17 @@ static int rig_frame(struct rig *r, uint8_t op, uint32_t tag, const uint8_t *pl,
 	return rc;
 }
 
+/* HELLO and AUTH as client "alice" (protocol.h), the channel up after. */
 static int rig_open(struct rig *r)
 {
-	struct fm_hello_req hq = { .version = FM_PROTO_VERSION, .uuid = { 7 } };
+	struct fm_hello_req hq = { .version = FM_PROTO_VERSION, .uuid = { 7 },
+				   .name = "alice" };
 	struct fm_hello_rep hr;
+	struct fm_auth_session a = { .name = "alice", .uuid = { 7 } };
+	struct fm_identity id;
 	uint8_t pl[128], rpl[128], mac[FM_MAC_LEN];
 	struct fm_hdr rh;
+	size_t n;
 
 	memset(r, 0, sizeof(*r));
 	r->pool = calloc(1, POOL);
@@ -308,21 +313,28 @@ static int rig_open(struct rig *r)
 	memcpy(r->ctx.secret.bytes, key, sizeof(key) - 1);
 	r->ctx.secret.len = sizeof(key) - 1;
 	r->ctx.now_ms = fixed_now;
+	r->ctx.boot_id = 0x1234;
 	ms_session_init(&r->s, "test");
 	fm_random(hq.client_nonce, FM_NONCE_LEN);
-	fm_hello_req_encode(pl, &hq);
-	if (rig_frame(r, FM_OP_HELLO, 0, pl, FM_HELLO_REQ_LEN, &rh, rpl, 0) ||
+	n = fm_hello_req_encode(pl, &hq);
+	if (n == 0 || rig_frame(r, FM_OP_HELLO, 0, pl, (uint32_t)n, &rh, rpl, 0) ||
 	    fm_hello_rep_decode(rpl, rh.len, &hr))
 		return -1;
-	if (ms_session_trailer(&r->s) != 0)
+	if (ms_session_trailer(&r->s) != 0 ||
+	    fm_identity_derive(&r->ctx.secret, "alice", &id) < 0)
 		return -1;
-	fm_auth_mac(&r->ctx.secret, FM_AUTH_CLIENT, hq.client_nonce, hr.server_nonce,
-		    hq.uuid, mac);
+	memcpy(a.key, id.key, FM_KEY_LEN);
+	memcpy(a.client_nonce, hq.client_nonce, FM_NONCE_LEN);
+	memcpy(a.server_nonce, hr.server_nonce, FM_NONCE_LEN);
+	a.boot_id = hr.boot_id;
+	fm_auth_mac(&a, FM_AUTH_CLIENT, mac);
 	/* The AUTH reply is plain: the client's channel starts after it. */
 	if (rig_frame(r, FM_OP_AUTH, 0, mac, FM_MAC_LEN, &rh, rpl, 0) || rh.status)
 		return -1;
-	fm_chan_init(&r->client, FM_CHAN_CLIENT, key, sizeof(key) - 1, hq.client_nonce,
+	/* Keyed by alice's key, not the cluster secret. */
+	fm_chan_init(&r->client, FM_CHAN_CLIENT, id.key, FM_KEY_LEN, hq.client_nonce,
 		     hr.server_nonce);
+	fm_wipe(&id, sizeof(id));
 	return ms_session_trailer(&r->s) == FM_CHAN_TAG_LEN ? 0 : -1;
 }
 

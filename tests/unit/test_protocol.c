@@ -155,30 +155,68 @@ static int t_hdr_truncated(void)
 
 static int t_hello(void)
 {
-	uint8_t buf[FM_HELLO_REQ_LEN + 1];
-	struct fm_hello_req rq = { .version = FM_PROTO_VERSION }, rq2;
-	struct fm_hello_rep rp = { .version = 7, .segment_max = 4u << 20 }, rp2;
+	uint8_t buf[FM_HELLO_REQ_MAX + 1];
+	struct fm_hello_req rq = { .version = FM_PROTO_VERSION, .name = "alice" }, rq2;
+	struct fm_hello_rep rp = { .version = 7, .segment_max = 4u << 20,
+				   .boot_id = 0x1122334455667788ull }, rp2;
+	const size_t len = FM_HELLO_REQ_MIN + 5;
 
 	fill(rq.uuid, FM_UUID_LEN, 1);
 	fill(rq.client_nonce, FM_NONCE_LEN, 2);
-	CHECK(fm_hello_req_encode(buf, &rq) == FM_HELLO_REQ_LEN);
-	CHECK(fm_hello_req_decode(buf, FM_HELLO_REQ_LEN, &rq2) == 0);
+	CHECK(fm_hello_req_encode(buf, &rq) == len);
+	CHECK(fm_hello_req_decode(buf, len, &rq2) == 0);
 	CHECK(rq2.version == rq.version);
 	CHECK(!memcmp(rq2.uuid, rq.uuid, FM_UUID_LEN));
 	CHECK(!memcmp(rq2.client_nonce, rq.client_nonce, FM_NONCE_LEN));
-	CHECK(fm_hello_req_decode(buf, FM_HELLO_REQ_LEN - 1, &rq2) == -EPROTO);
-	CHECK(fm_hello_req_decode(buf, FM_HELLO_REQ_LEN + 1, &rq2) == -EPROTO);
-	buf[2] = 1;                    /* reserved */
-	CHECK(fm_hello_req_decode(buf, FM_HELLO_REQ_LEN, &rq2) == -EPROTO);
+	CHECK(strcmp(rq2.name, "alice") == 0);
+	CHECK(fm_hello_req_decode(buf, len - 1, &rq2) == -EPROTO);
+	CHECK(fm_hello_req_decode(buf, len + 1, &rq2) == -EPROTO);
+	buf[FM_HELLO_REQ_MIN] = 'A';   /* upper case is not a name */
+	CHECK(fm_hello_req_decode(buf, len, &rq2) == -EPROTO);
+	buf[FM_HELLO_REQ_MIN] = 'a';
+	buf[2] = 0;                    /* no name at all */
+	CHECK(fm_hello_req_decode(buf, FM_HELLO_REQ_MIN, &rq2) == -EPROTO);
+	buf[2] = 5;
+	buf[3] = 1;                    /* reserved */
+	CHECK(fm_hello_req_decode(buf, len, &rq2) == -EPROTO);
+	/* An encoder never sends a name the decoder refuses. */
+	snprintf(rq.name, sizeof(rq.name), "-x");
+	CHECK(fm_hello_req_encode(buf, &rq) == 0);
+	memset(rq.name, 'a', FM_NAME_MAX);
+	rq.name[FM_NAME_MAX] = '\0';
+	CHECK(fm_hello_req_encode(buf, &rq) == FM_HELLO_REQ_MAX);
+	CHECK(fm_hello_req_decode(buf, FM_HELLO_REQ_MAX, &rq2) == 0);
 
 	fill(rp.server_nonce, FM_NONCE_LEN, 3);
 	CHECK(fm_hello_rep_encode(buf, &rp) == FM_HELLO_REP_LEN);
 	CHECK(fm_hello_rep_decode(buf, FM_HELLO_REP_LEN, &rp2) == 0);
 	CHECK(rp2.version == 7 && rp2.segment_max == (4u << 20));
+	CHECK(rp2.boot_id == 0x1122334455667788ull);
 	CHECK(!memcmp(rp2.server_nonce, rp.server_nonce, FM_NONCE_LEN));
 	CHECK(fm_hello_rep_decode(buf, FM_HELLO_REP_LEN - 1, &rp2) == -EPROTO);
 	buf[3] = 1;
 	CHECK(fm_hello_rep_decode(buf, FM_HELLO_REP_LEN, &rp2) == -EPROTO);
+	buf[3] = 0;
+	rp.boot_id = 0;                /* a boot id is never 0 */
+	fm_hello_rep_encode(buf, &rp);
+	CHECK(fm_hello_rep_decode(buf, FM_HELLO_REP_LEN, &rp2) == -EPROTO);
+	return 0;
+}
+
+static int t_names(void)
+{
+	static const char *const good[] = { "a", "alice", "host-1.example", "0", "a_b" };
+	static const char *const bad[] = { "", "Alice", "-a", ".a", "_a", "a b",
+					   "a/b", "a:b", "a\n", "\xc3\xa9" };
+	char longest[FM_NAME_MAX + 2];
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		CHECK(fm_client_name_check(good[i], strlen(good[i])) == 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(fm_client_name_check(bad[i], strlen(bad[i])) == -EINVAL);
+	memset(longest, 'z', sizeof(longest));
+	CHECK(fm_client_name_check(longest, FM_NAME_MAX) == 0);
+	CHECK(fm_client_name_check(longest, FM_NAME_MAX + 1) == -EINVAL);
 	return 0;
 }
 
@@ -325,6 +363,7 @@ static const struct tap_case cases[] = {
 	{ "header rejects oversized len", t_hdr_oversized },
 	{ "header rejects truncated input", t_hdr_truncated },
 	{ "HELLO request and reply", t_hello },
+	{ "client names: charset and length", t_names },
 	{ "ALLOC and FREE", t_alloc_free },
 	{ "READ request", t_read_req },
 	{ "WRITE request", t_write_req },

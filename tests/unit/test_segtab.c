@@ -1,7 +1,7 @@
 /* test_segtab.c — the memserver's own logic without sockets: segment
  * slots and generations, device leases, and whole sessions driven frame
- * by frame (authentication, isolation between devices, a full pool,
- * protocol violations). */
+ * by frame (authentication, isolation between devices and between
+ * clients, quotas, a full pool, protocol violations). */
 #include "log.h"
 #include "tap.h"
 #include "../../memserver/memserver.h"
@@ -153,7 +153,7 @@ static int t_lease_cycle(void)
 
 	CHECK(ms_segtab_init(&t, pool, sizeof(pool), SEG) == 0);
 	ms_devtab_init(&d, 1000);
-	a = ms_devtab_attach(&d, uuid_a);
+	a = ms_devtab_attach(&d, "c", uuid_a);
 	CHECK(a && a->conns == 1 && d.count == 1);
 	CHECK(ms_segtab_alloc(&t, a->id, SEG, &id) == 0);
 	a->segs++;
@@ -163,7 +163,7 @@ static int t_lease_cycle(void)
 	ms_devtab_expire(&d, &t, 5999);          /* not yet */
 	CHECK(d.count == 1 && t.nused == 1);
 	/* Back within the lease: same device, lease cancelled. */
-	a2 = ms_devtab_attach(&d, uuid_a);
+	a2 = ms_devtab_attach(&d, "c", uuid_a);
 	CHECK(a2 == a && a2->conns == 1 && ms_devtab_leased(&d) == 0);
 	ms_devtab_expire(&d, &t, 100000);
 	CHECK(t.nused == 1);
@@ -182,9 +182,9 @@ static int t_lease_two_connections(void)
 	struct ms_device *a, *b;
 
 	ms_devtab_init(&d, 1000);
-	a = ms_devtab_attach(&d, uuid_a);
-	CHECK(ms_devtab_attach(&d, uuid_a) == a && a->conns == 2);
-	b = ms_devtab_attach(&d, uuid_b);
+	a = ms_devtab_attach(&d, "c", uuid_a);
+	CHECK(ms_devtab_attach(&d, "c", uuid_a) == a && a->conns == 2);
+	b = ms_devtab_attach(&d, "c", uuid_b);
 	CHECK(b != a && b->id != a->id && d.count == 2);
 	a->segs = 1;
 	ms_devtab_detach(&d, a, 0);              /* one of two: no lease */
@@ -217,6 +217,7 @@ static int rig_init(struct rig *r)
 	memset(r->ctx.secret.bytes, 's', 32);
 	r->ctx.secret.len = 32;
 	r->ctx.now_ms = now_fake;
+	r->ctx.boot_id = 0x0123456789abcdefull;
 	ms_devtab_init(&r->ctx.devs, 1000);
 	return ms_segtab_init(&r->ctx.segs, pool, sizeof(pool), SEG);
 }
@@ -252,33 +253,59 @@ static int send_req(struct rig *r, struct ms_session *s, uint8_t op,
 	return rc;
 }
 
-static int handshake(struct rig *r, struct ms_session *s, const uint8_t *uuid,
-		     int good_secret)
+/* HELLO and AUTH as client name with key (NULL: name's real key,
+ * derived from the rig's secret).  0 when both sides proved themselves,
+ * else the AUTH reply's status or a negative test code. */
+static int handshake_key(struct rig *r, struct ms_session *s, const char *name,
+			 const uint8_t *uuid, const uint8_t *key)
 {
 	struct fm_hello_req hq = { .version = FM_PROTO_VERSION };
 	struct fm_hello_rep hp;
-	struct fm_secret wrong = { .len = 32 };
+	struct fm_auth_session a = { 0 };
+	struct fm_identity id;
 	uint8_t buf[128], mac[FM_MAC_LEN];
 	struct fm_hdr rh;
+	size_t len;
 	int rc;
 
 	ms_session_init(s, "test");
 	memcpy(hq.uuid, uuid, FM_UUID_LEN);
+	snprintf(hq.name, sizeof(hq.name), "%s", name);
 	fm_random(hq.client_nonce, FM_NONCE_LEN);
-	fm_hello_req_encode(buf, &hq);
-	if (send_req(r, s, FM_OP_HELLO, buf, FM_HELLO_REQ_LEN, &rh, buf) != 0 ||
+	len = fm_hello_req_encode(buf, &hq);
+	if (send_req(r, s, FM_OP_HELLO, buf, (uint32_t)len, &rh, buf) != 0 ||
 	    rh.status != 0 || fm_hello_rep_decode(buf, rh.len, &hp) < 0 ||
-	    hp.segment_max != SEG)
+	    hp.segment_max != SEG || hp.boot_id != r->ctx.boot_id)
 		return -1;
-	memset(wrong.bytes, 'w', 32);
-	fm_auth_mac(good_secret ? &r->ctx.secret : &wrong, FM_AUTH_CLIENT,
-		    hq.client_nonce, hp.server_nonce, uuid, mac);
+	if (fm_identity_derive(&r->ctx.secret, name, &id) < 0)
+		return -4;
+	snprintf(a.name, sizeof(a.name), "%s", name);
+	memcpy(a.uuid, uuid, FM_UUID_LEN);
+	memcpy(a.key, key ? key : id.key, FM_KEY_LEN);
+	memcpy(a.client_nonce, hq.client_nonce, FM_NONCE_LEN);
+	memcpy(a.server_nonce, hp.server_nonce, FM_NONCE_LEN);
+	a.boot_id = hp.boot_id;
+	fm_auth_mac(&a, FM_AUTH_CLIENT, mac);
 	rc = send_req(r, s, FM_OP_AUTH, mac, FM_MAC_LEN, &rh, buf);
 	if (rc != 0)
 		return rc == MS_CLOSE_AFTER_FLUSH ? rh.status : -2;
-	/* The server proves it holds the secret too. */
-	return fm_auth_verify(&r->ctx.secret, FM_AUTH_SERVER, hq.client_nonce,
-			      hp.server_nonce, uuid, buf) == 0 ? 0 : -3;
+	/* The server proves it holds the secret behind our key too, and
+	 * both ends now hold the same session (what channel keys use). */
+	if (fm_auth_verify(&a, FM_AUTH_SERVER, buf) != 0 ||
+	    memcmp(s->auth.key, a.key, FM_KEY_LEN) ||
+	    memcmp(s->auth.client_nonce, a.client_nonce, FM_NONCE_LEN) ||
+	    memcmp(s->auth.server_nonce, a.server_nonce, FM_NONCE_LEN))
+		return -3;
+	return 0;
+}
+
+static int handshake(struct rig *r, struct ms_session *s, const uint8_t *uuid,
+		     int good_secret)
+{
+	uint8_t wrong[FM_KEY_LEN];
+
+	memset(wrong, 'w', sizeof(wrong));
+	return handshake_key(r, s, FM_CLUSTER_NAME, uuid, good_secret ? NULL : wrong);
 }
 
 static int do_alloc(struct rig *r, struct ms_session *s, uint32_t size,
@@ -499,7 +526,7 @@ static int t_session_violations(void)
 	CHECK(rig_init(&r) == 0);
 	/* Each of these closes the connection and is not answered. */
 	CHECK(handshake(&r, &s, uuid_a, 1) == 0);
-	CHECK(send_req(&r, &s, FM_OP_HELLO, pl, FM_HELLO_REQ_LEN, &rh, NULL) < 0);
+	CHECK(send_req(&r, &s, FM_OP_HELLO, pl, FM_HELLO_REQ_MIN + 1, &rh, NULL) < 0);
 	CHECK(send_req(&r, &s, FM_OP_AUTH, pl, FM_AUTH_LEN, &rh, NULL) < 0);
 	CHECK(send_req(&r, &s, FM_OP_ALLOC, pl, 3, &rh, NULL) < 0);
 	CHECK(send_req(&r, &s, FM_OP_FREE, pl, 9, &rh, NULL) < 0);
@@ -517,7 +544,7 @@ static int t_session_violations(void)
 	ms_session_end(&r.ctx, &s);
 	/* Before authentication, only the tiny handshake sizes are taken. */
 	ms_session_init(&s, "test");
-	CHECK(ms_session_max_payload(&s) == FM_HELLO_REQ_LEN);
+	CHECK(ms_session_max_payload(&s) == FM_HELLO_REQ_MAX);
 	rig_fini(&r);
 	return 0;
 }
@@ -526,14 +553,15 @@ static int t_session_version(void)
 {
 	struct rig r;
 	struct ms_session s;
-	struct fm_hello_req hq = { .version = FM_PROTO_VERSION + 1 };
+	struct fm_hello_req hq = { .version = FM_PROTO_VERSION + 1, .name = "a" };
 	uint8_t buf[128];
 	struct fm_hdr rh;
+	size_t len;
 
 	CHECK(rig_init(&r) == 0);
 	ms_session_init(&s, "test");
-	fm_hello_req_encode(buf, &hq);
-	CHECK(send_req(&r, &s, FM_OP_HELLO, buf, FM_HELLO_REQ_LEN, &rh, buf)
+	len = fm_hello_req_encode(buf, &hq);
+	CHECK(send_req(&r, &s, FM_OP_HELLO, buf, (uint32_t)len, &rh, buf)
 	      == MS_CLOSE_AFTER_FLUSH);
 	CHECK(rh.status == -EPROTONOSUPPORT && s.state == MS_HELLO);
 	rig_fini(&r);
@@ -560,6 +588,236 @@ static int t_session_list(void)
 	CHECK(id == ids[1] && size == 8192);
 	ms_session_end(&r.ctx, &s);
 	rig_fini(&r);
+	return 0;
+}
+
+/* ---- clients: devices scoped per name, quotas, boot ids ---- */
+
+static int list_count(struct rig *r, struct ms_session *s, uint32_t *count)
+{
+	uint8_t req[4], buf[4 + NSEG * FM_LIST_ENTRY_LEN];
+	struct fm_hdr rh;
+
+	fm_list_req_encode(req, 0);
+	if (send_req(r, s, FM_OP_LIST, req, 4, &rh, buf) != 0 || rh.status)
+		return -1;
+	return fm_list_rep_decode(buf, rh.len, count);
+}
+
+static int t_devtab_scoped_by_client(void)
+{
+	struct ms_devtab d;
+	struct ms_device *a, *b, *a2;
+
+	ms_devtab_init(&d, 1000);
+	a = ms_devtab_attach(&d, "alice", uuid_a);
+	b = ms_devtab_attach(&d, "bob", uuid_a);     /* the same uuid */
+	CHECK(a && b && a != b && a->id != b->id && d.count == 2);
+	CHECK(a->client != b->client);
+	a2 = ms_devtab_attach(&d, "alice", uuid_a);
+	CHECK(a2 == a && a->conns == 2);
+	/* Two devices of one client share its client record. */
+	CHECK(ms_devtab_attach(&d, "alice", uuid_b)->client == a->client);
+	CHECK(a->client->devices == 2);
+	ms_devtab_fini(&d);
+	return 0;
+}
+
+/* The attack of issue 11: bob holds a valid key of his own and claims
+ * alice's device uuid.  He must see and touch nothing of hers. */
+static int t_session_takeover_refused(void)
+{
+	struct rig r;
+	struct ms_session alice, bob, alice2;
+	uint8_t page[4096], back[4096], buf[64];
+	struct fm_hdr rh;
+	uint32_t n;
+	uint64_t id, bob_id;
+
+	CHECK(rig_init(&r) == 0);
+	CHECK(handshake_key(&r, &alice, "alice", uuid_a, NULL) == 0);
+	CHECK(do_alloc(&r, &alice, SEG, &id) == 0);
+	memset(page, 0xa1, sizeof(page));
+	CHECK(do_io(&r, &alice, FM_OP_WRITE, id, 0, 4096, page) == 0);
+
+	CHECK(handshake_key(&r, &bob, "bob", uuid_a, NULL) == 0);
+	CHECK(bob.dev != alice.dev);
+	CHECK(list_count(&r, &bob, &n) == 0 && n == 0);
+	CHECK(do_io(&r, &bob, FM_OP_READ, id, 0, 4096, back) == -ENOENT);
+	memset(back, 0xbb, sizeof(back));
+	CHECK(do_io(&r, &bob, FM_OP_WRITE, id, 0, 4096, back) == -ENOENT);
+	fm_u64_encode(buf, id);
+	CHECK(send_req(&r, &bob, FM_OP_FREE, buf, 8, &rh, NULL) == 0 &&
+	      rh.status == -ENOENT);
+	/* His own device of that uuid works, and is his alone. */
+	CHECK(do_alloc(&r, &bob, SEG, &bob_id) == 0 && bob_id != id);
+	CHECK(do_io(&r, &alice, FM_OP_READ, bob_id, 0, 4096, back) == -ENOENT);
+
+	/* Control: the same conversation as alice does see her segment. */
+	CHECK(handshake_key(&r, &alice2, "alice", uuid_a, NULL) == 0);
+	CHECK(alice2.dev == alice.dev);
+	CHECK(list_count(&r, &alice2, &n) == 0 && n == 1);
+	CHECK(do_io(&r, &alice2, FM_OP_READ, id, 0, 4096, back) == 0);
+	CHECK(memcmp(back, page, sizeof(page)) == 0);
+	ms_session_end(&r.ctx, &alice);
+	ms_session_end(&r.ctx, &alice2);
+	ms_session_end(&r.ctx, &bob);
+	rig_fini(&r);
+	return 0;
+}
+
+/* A key is good for its own name only. */
+static int t_session_key_bound_to_name(void)
+{
+	struct rig r;
+	struct ms_session s;
+	struct fm_identity alice;
+
+	CHECK(rig_init(&r) == 0);
+	CHECK(fm_identity_derive(&r.ctx.secret, "alice", &alice) == 0);
+	CHECK(handshake_key(&r, &s, "alice", uuid_a, alice.key) == 0);
+	ms_session_end(&r.ctx, &s);
+	CHECK(handshake_key(&r, &s, "bob", uuid_a, alice.key) == -EACCES);
+	CHECK(s.state != MS_READY && s.dev == NULL);
+	CHECK(handshake_key(&r, &s, FM_CLUSTER_NAME, uuid_a, alice.key) == -EACCES);
+	CHECK(r.ctx.stats.clients == 0 && r.ctx.devs.count == 0);
+	rig_fini(&r);
+	return 0;
+}
+
+static int t_quota_limits(void)
+{
+	struct ms_limit l;
+	struct ms_quota q = { 0 };
+	char why[160];
+
+	CHECK(ms_limit_parse("none", &l) == 0 && l.kind == MS_LIMIT_NONE);
+	CHECK(ms_limit_parse("25%", &l) == 0 && l.kind == MS_LIMIT_PERCENT && l.value == 25);
+	CHECK(ms_limit_parse("2M", &l) == 0 && l.kind == MS_LIMIT_BYTES && l.value == 2u << 20);
+	CHECK(ms_limit_parse("0%", &l) == -EINVAL);
+	CHECK(ms_limit_parse("101%", &l) == -EINVAL);
+	CHECK(ms_limit_parse("%", &l) == -EINVAL);
+	CHECK(ms_limit_parse("0", &l) == -EINVAL);
+	CHECK(ms_limit_parse("lots", &l) == -EINVAL);
+	/* Whole segments, rounded down: a bound is never exceeded. */
+	l = (struct ms_limit){ MS_LIMIT_PERCENT, 50 };
+	CHECK(ms_limit_segments(&l, 7, SEG) == 3);
+	l = (struct ms_limit){ MS_LIMIT_BYTES, 3 * SEG - 1 };
+	CHECK(ms_limit_segments(&l, 7, SEG) == 2);
+	l = (struct ms_limit){ MS_LIMIT_NONE, 0 };
+	CHECK(ms_limit_segments(&l, 7, SEG) == UINT32_MAX);
+
+	CHECK(ms_quota_parse_rules(" alice:2M, bob:50% ,carol:none,", &q, why,
+				   sizeof(why)) == 0);
+	CHECK(q.nrules == 3 && strcmp(q.rule[1].name, "bob") == 0);
+	CHECK(ms_quota_for(&q, "bob")->kind == MS_LIMIT_PERCENT);
+	CHECK(ms_quota_for(&q, "dave") == &q.dflt);
+	CHECK(ms_quota_parse_rules("alice", &q, why, sizeof(why)) == -EINVAL &&
+	      strstr(why, "NAME:LIMIT"));
+	CHECK(ms_quota_parse_rules("Alice:1G", &q, why, sizeof(why)) == -EINVAL &&
+	      strstr(why, "Alice"));
+	CHECK(ms_quota_parse_rules("a:1G,a:2G", &q, why, sizeof(why)) == -EINVAL &&
+	      strstr(why, "twice"));
+	CHECK(ms_quota_parse_rules("a:many", &q, why, sizeof(why)) == -EINVAL &&
+	      strstr(why, "many"));
+	return 0;
+}
+
+/* bob may hold 2 segments; alice (default: none) still gets space; what
+ * bob frees, and what his expired lease returns, he may take again. */
+static int t_session_quota(void)
+{
+	struct rig r;
+	struct ms_quota q = { 0 };
+	struct ms_session alice, bob;
+	uint64_t ids[NSEG], id;
+	uint8_t buf[64];
+	struct fm_hdr rh;
+
+	CHECK(rig_init(&r) == 0);
+	q.rule[0] = (typeof(q.rule[0])){ "bob", { MS_LIMIT_BYTES, 2 * SEG } };
+	q.nrules = 1;
+	ms_devtab_set_quota(&r.ctx.devs, &q, r.ctx.segs.nslots, r.ctx.segs.seg_max);
+	CHECK(handshake_key(&r, &bob, "bob", uuid_b, NULL) == 0);
+	CHECK(do_alloc(&r, &bob, SEG, &ids[0]) == 0);
+	CHECK(do_alloc(&r, &bob, SEG, &ids[1]) == 0);
+	CHECK(do_alloc(&r, &bob, SEG, &id) == -EDQUOT);
+	CHECK(r.ctx.segs.nused == 2);             /* nothing taken for it */
+	/* Another uuid of bob's shares his quota. */
+	fake_now = 0;
+	ms_session_end(&r.ctx, &bob);             /* lease until 1000 */
+	CHECK(handshake_key(&r, &bob, "bob", uuid_a, NULL) == 0);
+	CHECK(do_alloc(&r, &bob, SEG, &id) == -EDQUOT);
+	/* Others are not limited by bob's quota. */
+	CHECK(handshake_key(&r, &alice, "alice", uuid_b, NULL) == 0);
+	CHECK(do_alloc(&r, &alice, SEG, &id) == 0);
+	CHECK(do_alloc(&r, &alice, SEG, &id) == 0);
+	CHECK(do_alloc(&r, &alice, SEG, &id) == 0);
+	/* bob's first device's lease ends: its segments count no more. */
+	ms_devtab_expire(&r.ctx.devs, &r.ctx.segs, 1000);
+	CHECK(do_alloc(&r, &bob, SEG, &ids[2]) == 0);
+	CHECK(do_alloc(&r, &bob, SEG, &ids[3]) == 0);
+	CHECK(do_alloc(&r, &bob, SEG, &id) == -EDQUOT);
+	fm_u64_encode(buf, ids[2]);
+	CHECK(send_req(&r, &bob, FM_OP_FREE, buf, 8, &rh, NULL) == 0 && rh.status == 0);
+	CHECK(do_alloc(&r, &bob, SEG, &id) == 0);
+	ms_session_end(&r.ctx, &alice);
+	ms_session_end(&r.ctx, &bob);
+	rig_fini(&r);
+	return 0;
+}
+
+/* Ids from before a restart (another boot id, so other generations)
+ * name nothing after it, though the slots are the same. */
+static int t_boot_seeds_generations(void)
+{
+	struct ms_segtab t;
+	uint64_t before, after;
+	uint8_t *p;
+
+	CHECK(ms_segtab_init(&t, pool, sizeof(pool), SEG) == 0);
+	ms_segtab_seed(&t, 0x1234);
+	CHECK(ms_segtab_alloc(&t, 1, SEG, &before) == 0);
+	CHECK(before >> 32 == 0x1234);
+	ms_segtab_fini(&t);
+	CHECK(ms_segtab_init(&t, pool, sizeof(pool), SEG) == 0);
+	ms_segtab_seed(&t, 0xbeef);
+	CHECK(ms_segtab_alloc(&t, 1, SEG, &after) == 0);
+	CHECK((uint32_t)after == (uint32_t)before && after != before);
+	CHECK(ms_segtab_range(&t, 1, before, 0, 4096, &p) == -ENOENT);
+	CHECK(ms_segtab_free(&t, 1, before) == -ENOENT);
+	ms_segtab_seed(&t, 0);                    /* never generation 0 */
+	CHECK(t.slots[1].gen == 1);
+	ms_segtab_fini(&t);
+	return 0;
+}
+
+static int t_settings_quota_errors(void)
+{
+	struct ms_settings st;
+	struct ms_resolved res;
+	struct fm_secret sec;
+	char err[512];
+
+	ms_settings_defaults(&st);
+	CHECK(ms_settings_set(&st, "memserver:listen", "tcp://127.0.0.1:1", "--listen",
+			      err, sizeof(err)) == 0);
+	CHECK(ms_settings_set(&st, "memserver:size", "64M", "--size", err, sizeof(err)) == 0);
+	CHECK(ms_settings_set(&st, "memserver:quota", "lots", "test.conf", err,
+			      sizeof(err)) == 0);
+	CHECK(ms_settings_complete(&st, &res, &sec, err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "test.conf") && strstr(err, "'memserver:quota'") &&
+	      strstr(err, "'lots'"));
+	/* 1M with 4M segments would refuse everything: said so. */
+	CHECK(ms_settings_set(&st, "memserver:quota", "1M", "--quota", err, sizeof(err)) == 0);
+	CHECK(ms_settings_complete(&st, &res, &sec, err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "--quota") && strstr(err, "less than one segment"));
+	CHECK(ms_settings_set(&st, "memserver:quota", "10%", "--quota", err, sizeof(err)) == 0);
+	CHECK(ms_settings_set(&st, "memserver:quota-clients", "alice:2G,bob", "x.conf",
+			      err, sizeof(err)) == 0);
+	CHECK(ms_settings_complete(&st, &res, &sec, err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "x.conf") && strstr(err, "'memserver:quota-clients'") &&
+	      strstr(err, "'bob'"));
 	return 0;
 }
 
@@ -627,6 +885,13 @@ static const struct tap_case cases[] = {
 	{ "session: protocol violations close", t_session_violations },
 	{ "session: other protocol versions refused", t_session_version },
 	{ "session: LIST pages through this device's segments", t_session_list },
+	{ "devtab: a device is (client, uuid)", t_devtab_scoped_by_client },
+	{ "session: another client claiming a uuid gets its own device", t_session_takeover_refused },
+	{ "session: a key authenticates its own name only", t_session_key_bound_to_name },
+	{ "quota: limits and per-client rules parse", t_quota_limits },
+	{ "session: quota bounds one client, not the others", t_session_quota },
+	{ "segtab: the boot id seeds generations", t_boot_seeds_generations },
+	{ "settings: quota errors name origin, key and value", t_settings_quota_errors },
 	{ "buf: reserve, commit, consume, grow", t_buf },
 };
 

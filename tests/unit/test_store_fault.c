@@ -391,6 +391,62 @@ static int test_server_restart_lost_segments(void)
 	return 0;
 }
 
+/* What the transport does when a handshake brings a boot id. */
+static void publish_boot(struct store *s, int i, uint64_t boot)
+{
+	__atomic_store_n(&s->srv[i].conn->boot_id, boot, __ATOMIC_RELEASE);
+}
+
+static int copies_with_boot(struct store *s, int i, uint64_t boot)
+{
+	int n = 0;
+
+	for (uint32_t k = 0; k < s->hdr->nsegs; k++)
+		for (int r = 0; r < STORE_MAX_REPLICAS; r++)
+			n += s->segs[k].state != SEG_FREE && s->segs[k].rep[r].server == i &&
+			     s->segs[k].rep[r].boot == boot_tag(boot);
+	return n;
+}
+
+/* A server that comes back with another boot id restarted, even when
+ * (here) its LIST still names our old ids: those copies are dropped and
+ * rebuilt, never trusted.  Control: a reconnect with the same boot id
+ * changes nothing. */
+static int test_new_boot_id_drops_copies(void)
+{
+	struct store_stats st;
+	struct store *s = open3(3, 2);
+	int before;
+
+	CHECK(s);
+	for (int i = 0; i < 3; i++)
+		publish_boot(s, i, 0x100 + (uint64_t)i);
+	CHECK(write_all(s, 1) == 0);
+	before = copies_with_boot(s, 2, 0x102);
+	CHECK(before > 0);
+	/* Control: reconnected, same boot. */
+	__atomic_store_n(&s->srv[2].need_sweep, 1, __ATOMIC_RELEASE);
+	store_maintain(s);
+	store_get_stats(s, &st);
+	CHECK(st.rereplicated_segments == 0 && copies_with_boot(s, 2, 0x102) == before);
+	/* Reconnected to a new run of server 2. */
+	publish_boot(s, 2, 0x777);
+	__atomic_store_n(&s->srv[2].need_sweep, 1, __ATOMIC_RELEASE);
+	for (int round = 0; round < 3; round++)
+		store_maintain(s);
+	store_get_stats(s, &st);
+	CHECK(copies_with_boot(s, 2, 0x102) == 0);
+	CHECK(st.rereplicated_segments > 0 && st.degraded_segments == 0);
+	CHECK(verify_all(s, 1) == 0);
+	/* New copies record the new boot. */
+	CHECK(write_all(s, 2) == 0);
+	CHECK(copies_with_boot(s, 2, 0x777) > 0);
+	CHECK(verify_all(s, 2) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
 static int test_repair_copies_a_good_replica(void)
 {
 	struct store *s = open3(4, 3);
@@ -699,6 +755,7 @@ static const struct tap_case cases[] = {
 	{ "server lost and back under two writers with background cleaner and repair", test_loss_under_load_background },
 	{ "repair copies from a replica that verifies, not a damaged one", test_repair_copies_a_good_replica },
 	{ "server restarted empty: lost copies dropped and re-replicated", test_server_restart_lost_segments },
+	{ "a new boot id drops that server's old copies, and repair rebuilds them", test_new_boot_id_drops_copies },
 	{ "corrupted copy is detected, counted, served from the other replica, rewritten", test_corrupt_copy_served_from_other },
 	{ "no good copy left is -EIO, counted", test_all_copies_bad_is_eio },
 	{ "server loss: reads/writes continue, repair restores R copies, server rejoins", test_server_loss_and_repair },

@@ -301,6 +301,7 @@ static struct msrv *msrv_start(const struct fm_secret *secret)
 		goto fail_pool;
 	ms_devtab_init(&sv->ctx.devs, 60000);
 	sv->ctx.secret = *secret;
+	ms_ctx_new_boot(&sv->ctx);
 	sv->ctx.now_ms = ms_now_ms;
 	pthread_mutex_init(&sv->lock, NULL);
 	sv->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

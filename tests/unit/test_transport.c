@@ -127,8 +127,10 @@ static int fake_read_frame(struct fake *f, int fd, struct fm_hdr *h)
 static int fake_handshake(struct fake *f, int fd)
 {
 	struct fm_hello_req hq;
-	struct fm_hello_rep hr = { .version = FM_PROTO_VERSION, .segment_max = FAKE_MEM };
-	struct fm_secret other = f->secret;
+	struct fm_hello_rep hr = { .version = FM_PROTO_VERSION, .segment_max = FAKE_MEM,
+				   .boot_id = 0x5eed };
+	struct fm_auth_session a = { 0 };
+	struct fm_identity id;
 	uint8_t out[FM_HELLO_REP_LEN], mac[FM_MAC_LEN];
 	struct fm_hdr h;
 
@@ -146,19 +148,25 @@ static int fake_handshake(struct fake *f, int fd)
 	if (fake_reply(f, fd, FM_OP_HELLO, h.tag, 0, out, FM_HELLO_REP_LEN) ||
 	    fake_read_frame(f, fd, &h) || h.op != FM_OP_AUTH || h.len != FM_MAC_LEN)
 		return -1;
+	if (fm_identity_derive(&f->secret, hq.name, &id) < 0)
+		return -1;
+	memcpy(a.name, hq.name, sizeof(a.name));
+	memcpy(a.uuid, hq.uuid, FM_UUID_LEN);
+	memcpy(a.key, id.key, FM_KEY_LEN);
+	memcpy(a.client_nonce, hq.client_nonce, FM_NONCE_LEN);
+	memcpy(a.server_nonce, hr.server_nonce, FM_NONCE_LEN);
+	a.boot_id = hr.boot_id;
 	if (f->mode == FAKE_REJECT ||
-	    (f->mode != FAKE_BAD_MAC &&
-	     fm_auth_verify(&f->secret, FM_AUTH_CLIENT, hq.client_nonce,
-			    hr.server_nonce, hq.uuid, f->buf)))
+	    (f->mode != FAKE_BAD_MAC && fm_auth_verify(&a, FM_AUTH_CLIENT, f->buf)))
 		return -1;
 	if (f->mode == FAKE_BAD_MAC)
-		other.bytes[0] ^= 1;
-	fm_auth_mac(&other, FM_AUTH_SERVER, hq.client_nonce, hr.server_nonce,
-		    hq.uuid, mac);
+		a.key[0] ^= 1;
+	fm_auth_mac(&a, FM_AUTH_SERVER, mac);
 	if (fake_reply(f, fd, FM_OP_AUTH, h.tag, 0, mac, FM_MAC_LEN))
 		return -1;
-	fm_chan_init(&f->ch, FM_CHAN_SERVER, f->secret.bytes, f->secret.len,
-		     hq.client_nonce, hr.server_nonce);
+	/* The channel runs on the client's real key. */
+	fm_chan_init(&f->ch, FM_CHAN_SERVER, id.key, FM_KEY_LEN, hq.client_nonce,
+		     hr.server_nonce);
 	return 0;
 }
 

@@ -372,6 +372,7 @@ static struct server *server_start(const char *ip, uint16_t port)
 	}
 	ms_devtab_init(&s->ctx.devs, 60000);
 	s->ctx.secret = test_secret;
+	ms_ctx_new_boot(&s->ctx);
 	s->ctx.now_ms = ms_now_ms;
 	rc = ms_rdma_listen(&s->ctx, &a, &s->l);
 	if (rc == 0) {

@@ -3,11 +3,13 @@
  * device names, the device record read back by recover, the ioctl
  * encodings of the ublk commands. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ublk-farmem/cli/blk_config.h"
@@ -210,6 +212,27 @@ static int record_round_trip(void)
 	return 0;
 }
 
+/* A daemon killed while its parent cannot reap it stays a zombie:
+ * kill(pid, 0) still succeeds, but recover must see it as dead. */
+static int zombie_not_alive(void)
+{
+	pid_t child = fork();
+	int status;
+
+	CHECK(child >= 0);
+	if (child == 0)
+		_exit(0);
+	/* Not reaped yet: wait until the kernel has made it a zombie. */
+	for (int i = 0; i < 500 && pid_alive(child); i++)
+		usleep(2000);
+	CHECK(kill(child, 0) == 0);   /* the control: still there */
+	CHECK(!pid_alive(child));
+	CHECK(waitpid(child, &status, 0) == child);
+	CHECK(!pid_alive(child));
+	CHECK(pid_alive(getpid()));
+	return 0;
+}
+
 /* The kernel's values for the 6.1 header's plain opcodes and the newer
  * ioctl-encoded ones (include/uapi/linux/ublk_cmd.h). */
 static int encodings(void)
@@ -230,6 +253,7 @@ static const struct tap_case cases[] = {
 	{ "control socket: request, unknown command, stop, nobody listening", control_socket },
 	{ "device record and pid file read back as add wrote them", record_round_trip },
 	{ "ublk command encodings match the kernel's", encodings },
+	{ "a zombie daemon is not alive", zombie_not_alive },
 };
 
 int main(void)

@@ -159,6 +159,16 @@ daemon_pid() {
 	echo "$pid"
 }
 
+# pid_gone PID: true once PID has exited, zombie or not.  A killed daemon
+# stays a zombie until init reaps it, and init (a shell here) may itself
+# wait on a swap-in from the device the dead daemon served; `kill -0`
+# alone would wait on it for good.
+pid_gone() {
+	local state
+	state=$(sed -n 's/.*) \([A-Z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null)
+	[ -z "$state" ] || [ "$state" = Z ] || [ "$state" = X ]
+}
+
 # dev_write_sectors DEVICE: sectors the block layer wrote to DEVICE.
 dev_write_sectors() {
 	awk '{ print $7 }' "/sys/block/$(basename "$1")/stat"

@@ -12,7 +12,7 @@ kill_daemon() {
 	kill -9 "$pid" || fail "kill -9 $pid"
 	say "killed $pid"
 	( sleep 60; grep -E "MemFree|SwapFree" /proc/meminfo; echo w > /proc/sysrq-trigger ) &
-	wait_for 10 "daemon $pid to die" sh -c "! kill -0 $pid"
+	wait_for 10 "daemon $pid to die" pid_gone "$pid"
 	say "daemon $pid dead; recovering"
 	farmem-blk recover "$DEV" || fail "farmem-blk recover $DEV"
 	say "recovered: daemon $(daemon_pid "$DEV")"

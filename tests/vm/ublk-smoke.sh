@@ -41,7 +41,7 @@ fi
 
 pid=$(daemon_pid "$DEV")
 kill -9 "$pid"
-wait_for 10 "daemon to die" sh -c "! kill -0 $pid"
+wait_for 10 "daemon to die" pid_gone "$pid"
 t0=$(cut -d' ' -f1 /proc/uptime)
 farmem-blk recover "$DEV" || fail "recover"
 t1=$(cut -d' ' -f1 /proc/uptime)

@@ -13,6 +13,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "keyfile.h"
 #include "metrics_http.h"
 
 #define S(field) offsetof(struct blk_settings, field)
@@ -30,7 +31,9 @@ static const struct cfg_key blk_keys[] = {
 	{ "device:servers", CFG_STRING, S(servers), SZ(servers), 0, 0,
 	  "memservers, comma-separated tcp://host:port or rdma://host:port" },
 	{ "device:secret-file", CFG_STRING, S(secret_file), SZ(secret_file), 0, 0,
-	  "file holding the shared secret (>= 16 bytes)" },
+	  "file holding the shared secret (>= 16 bytes): the cluster's identity" },
+	{ "device:key-file", CFG_STRING, S(key_file), SZ(key_file), 0, 0,
+	  "client key file (farmem-memserver --client-key NAME): act as NAME" },
 	{ "device:size", CFG_SIZE, S(size), 0, 0, 0,
 	  "device size, multiple of 4096 (K/M/G/T suffixes)" },
 	{ "device:replicas", CFG_U64, S(replicas), 0, 0, STORE_MAX_REPLICAS,
@@ -85,6 +88,7 @@ static const struct { const char *flag; const char *key; } flag_keys[] = {
 	{ "frontend", "device:frontend" },
 	{ "nbd", "serve:nbd" },
 	{ "metrics", "device:metrics" },
+	{ "key-file", "device:key-file" },
 };
 #define NFLAGS (sizeof(flag_keys) / sizeof(flag_keys[0]))
 #define MAX_EXTRA 32
@@ -396,18 +400,37 @@ static int finish_extras(struct blk_config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* Who the device authenticates as: the client a key file names, or,
+ * with the secret itself, the cluster's own identity.  One of the two:
+ * with both, which one acts would be a guess. */
 static int finish_secret(struct blk_config *cfg, int load, char *err, size_t errlen)
 {
-	char o[PATH_MAX + 32], why[256];
+	char o[PATH_MAX + 32], k[PATH_MAX + 32], why[PATH_MAX + 256];
 	int rc;
 
 	origin_of(cfg, "secret-file", o, sizeof(o));
-	if (!cfg->set.secret_file[0])
-		return fail(err, errlen, "%s: no secret file given "
-			    "(the same secret as the memservers')", o);
+	origin_of(cfg, "key-file", k, sizeof(k));
+	if (cfg->set.key_file[0] && cfg->set.secret_file[0])
+		return fail(err, errlen, "%s '%s' and %s '%s': give a key file or "
+			    "the secret, not both", k, cfg->set.key_file, o,
+			    cfg->set.secret_file);
+	if (!cfg->set.secret_file[0] && !cfg->set.key_file[0])
+		return fail(err, errlen, "%s: no key file given (--key-file, made by "
+			    "farmem-memserver --client-key NAME), nor %s "
+			    "(the memservers' secret)", k, o);
 	if (!load)
 		return 0;
+	if (cfg->set.key_file[0]) {
+		rc = fm_keyfile_load(cfg->set.key_file, &cfg->store.identity, why,
+				     sizeof(why));
+		if (rc < 0)
+			snprintf(err, errlen, "%s: %s", k, why);
+		return rc;
+	}
 	rc = fm_secret_load(cfg->set.secret_file, &cfg->store.secret, why, sizeof(why));
+	if (rc == 0 && fm_identity_derive(&cfg->store.secret, FM_CLUSTER_NAME,
+					  &cfg->store.identity) < 0)
+		rc = -EINVAL;
 	if (rc < 0) {
 		snprintf(err, errlen, "%s: %s", o, why);
 		return rc;
@@ -454,7 +477,10 @@ char *blk_settings_text(const struct blk_settings *set)
 	fprintf(f, "; written by farmem-blk add; read by recover, status, del\n"
 		"[device]\n");
 	fprintf(f, "servers = \"%s\"\n", set->servers);
-	fprintf(f, "secret-file = \"%s\"\n", set->secret_file);
+	if (set->secret_file[0])
+		fprintf(f, "secret-file = \"%s\"\n", set->secret_file);
+	if (set->key_file[0])
+		fprintf(f, "key-file = \"%s\"\n", set->key_file);
 	fprintf(f, "size = %llu\n", (unsigned long long)set->size);
 	if (set->replicas)
 		fprintf(f, "replicas = %llu\n", (unsigned long long)set->replicas);
@@ -482,7 +508,7 @@ char *blk_settings_text(const struct blk_settings *set)
 }
 
 static const char *serve_intro =
-"usage: farmem-blk serve --servers LIST --secret-file FILE --size SIZE\n"
+"usage: farmem-blk serve --servers LIST --key-file FILE|--secret-file FILE --size SIZE\n"
 "                        --nbd unix:/PATH|tcp://HOST:PORT [OPTIONS]\n"
 "\n"
 "Export a farmem store over the NBD protocol in the foreground until\n"
@@ -494,7 +520,8 @@ static const char *serve_intro =
 "  nbdinfo 'nbd+unix:///?socket=/run/farmem/nbd0.sock'\n";
 
 static const char *add_intro =
-"usage: farmem-blk add --servers LIST --secret-file FILE --size SIZE [OPTIONS]\n"
+"usage: farmem-blk add --servers LIST --key-file FILE|--secret-file FILE --size SIZE\n"
+"                      [OPTIONS]\n"
 "\n"
 "Create a ublk block device (or an NBD one with --frontend nbd) whose\n"
 "pages live in the given memservers.\n";
@@ -508,6 +535,10 @@ void blk_config_usage(FILE *f, enum blk_command command,
 "  --config FILE        config file (default " BLK_CONFIG_DEFAULT_FILE " if present)\n"
 "  --servers LIST       memservers: tcp://host:port[,tcp://host:port...]\n"
 "  --secret-file FILE   shared secret, the same file as the memservers'\n"
+"                       (acts as the cluster's own identity)\n"
+"  --key-file FILE      act as the client this key file names (made by\n"
+"                       farmem-memserver --client-key NAME); instead of\n"
+"                       --secret-file\n"
 "  --size SIZE          device size, a multiple of 4096 (K/M/G/T suffixes)\n"
 "  --replicas N         copies of each page, 1..%d, <= servers\n"
 "                       (default 2 with at least 2 servers)\n"
@@ -551,6 +582,8 @@ static void print_config(const struct blk_config *cfg)
 	printf("queues       %d\ndepth        %d\n", cfg->queues, cfg->depth);
 	printf("uuid         %s%s\n", cfg->uuid_text,
 	       cfg->uuid_generated ? " (generated)" : "");
+	if (cfg->store.identity.name[0])
+		printf("client       %s\n", cfg->store.identity.name);
 	if (cfg->set.nbd[0])
 		printf("nbd          %s\n", addr_str(&cfg->nbd, a, sizeof(a)));
 }

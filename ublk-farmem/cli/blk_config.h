@@ -46,6 +46,7 @@ enum blk_command { BLK_CMD_SERVE, BLK_CMD_ADD };
 struct blk_settings {
 	char servers[BLK_SERVERS_TEXT_MAX];   /* "tcp://h:p,tcp://h:p" */
 	char secret_file[PATH_MAX];
+	char key_file[PATH_MAX];              /* a client key file (else the secret) */
 	uint64_t size;
 	uint64_t replicas;                    /* 0: default */
 	char compress[16];                    /* zstd | lz4 | none */
@@ -97,7 +98,8 @@ struct blk_extra_opts {
  * Returns 0 with *cfg ready and *first_arg = index of the first
  * positional argument; 1 when --help was printed (exit 0); -EINVAL or
  * another -errno with err set (exit 2 for usage errors, 1 otherwise).
- * extra may be NULL.  Loads the secret file (fm_secret_load). */
+ * extra may be NULL.  Loads the key file (fm_keyfile_load) or the secret
+ * file (fm_secret_load), which acts as the cluster's own identity. */
 int blk_config_parse(int argc, char **argv, enum blk_command command,
 		     const struct blk_extra_opts *extra, struct blk_config *cfg,
 		     int *first_arg, char *err, size_t errlen);
@@ -111,7 +113,8 @@ int blk_config_load_file(struct blk_config *cfg, const char *file,
 int blk_config_set(struct blk_config *cfg, const char *key, const char *value,
 		   const char *origin, char *err, size_t errlen);
 /* Validate cfg->set and fill the rest of cfg.  load_secret 0 skips
- * reading the secret file (unit tests, --check-config of a file alone). */
+ * reading the key or secret file (unit tests, --check-config of a file
+ * alone). */
 int blk_config_finish(struct blk_config *cfg, int load_secret,
 		      char *err, size_t errlen);
 

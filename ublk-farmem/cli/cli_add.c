@@ -93,6 +93,7 @@ static int server_free_here(const struct store_config *sc, int i, uint64_t *free
 	struct fm_conn_params p = {
 		.addr = sc->servers[i],
 		.secret = &sc->secret,
+		.identity = sc->identity.name[0] ? &sc->identity : NULL,
 		.timeout_ms = PREFLIGHT_TIMEOUT_MS,
 		.connect_timeout_ms = PREFLIGHT_TIMEOUT_MS,
 		.max_inflight = 2,
@@ -147,7 +148,7 @@ static int server_free(const struct store_config *sc, int i, uint64_t *free_byte
 static const char *conn_error(int ret)
 {
 	switch (ret) {
-	case -EACCES: return "refused our secret (not the memservers' secret file?)";
+	case -EACCES: return "refused our secret or key (made from another cluster's secret?)";
 	case -EPROTO: return "is not a farmem memserver (protocol error)";
 	case -ECONNREFUSED: return "unreachable: connection refused (is farmem-memserver running?)";
 	case -ETIMEDOUT: return "unreachable: timed out";
@@ -298,7 +299,8 @@ static int launch(struct blk_config *cfg, int recover_id, int foreground,
 			.size = cfg->store.size,
 		},
 		.metrics = cfg->set.metrics,
-		.secret_file = cfg->set.secret_file,
+		.secret_file = cfg->set.key_file[0] ? cfg->set.key_file
+						    : cfg->set.secret_file,
 	};
 	char *record = NULL;
 	int status;

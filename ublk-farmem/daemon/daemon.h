@@ -68,7 +68,7 @@ int pidfile_read(const char *name, pid_t *pid);
 /* The same for the keeper (<name>.keeper). */
 int keeperfile_write(const char *name, pid_t pid);
 int keeperfile_read(const char *name, pid_t *pid);
-/* 1 when pid is a live process. */
+/* 1 when pid is a live process (a zombie is not). */
 int pid_alive(pid_t pid);
 
 /* Remove every run-dir file of a device (conf, pid, keeper, sock, log). */
@@ -91,7 +91,7 @@ struct devd_config {
 						* device, whose daemon died
 						* (recover); -1: a new device */
 	const char *metrics;                   /* [device] metrics HOST:PORT; "" off */
-	const char *secret_file;               /* kept resident for recover */
+	const char *secret_file;               /* key or secret file: kept resident for recover */
 	const char *record;                    /* dev_conf_write() text; NULL:
 						* keep the record there (recover) */
 };

@@ -156,9 +156,47 @@ int keeperfile_read(const char *name, pid_t *pid)
 	return pid_read(name, ".keeper", pid);
 }
 
+/* The kernel's PF_EXITING (include/linux/sched.h): the task is in
+ * do_exit() and will never run user code again. */
+#define TASK_PF_EXITING 0x4u
+
+/* 1 when /proc/PID/stat shows a process on its way out: a zombie, or one
+ * whose exit has begun (its files, the keeper's pipe among them, close
+ * before it becomes a zombie).  The command name may hold a ')': parse
+ * after the last one. */
+static int pid_exiting(pid_t pid)
+{
+	char path[64], buf[512], state = 0;
+	const char *paren;
+	unsigned flags = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	paren = strrchr(buf, ')');
+	if (!paren || sscanf(paren + 1, " %c %*d %*d %*d %*d %*d %u", &state, &flags) != 2)
+		return 0;
+	return state == 'Z' || state == 'X' || (flags & TASK_PF_EXITING);
+}
+
+/* A killed daemon stays a zombie until its parent reaps it, and kill(0)
+ * still succeeds on it.  Under heavy swap that parent (often init) may
+ * itself wait on the very device the dead daemon served: treating the
+ * zombie as alive made `recover` (and the keeper's own recover) say
+ * "nothing to recover" while every swap I/O waited for good. */
 int pid_alive(pid_t pid)
 {
-	return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+	if (pid <= 0 || (kill(pid, 0) < 0 && errno != EPERM))
+		return 0;
+	return !pid_exiting(pid);
 }
 
 void dev_files_remove(const char *name)

@@ -4,7 +4,9 @@
  * then copied from a surviving replica onto another up server that does
  * not hold it yet, and the new replica is added only once the copy is
  * complete.  Only sealed segments are repaired (their bytes no longer
- * change), so open segments that lost a copy are sealed first.
+ * change), so open segments that lost a copy are sealed first.  A copy
+ * on a server that restarted since it was made (another boot id) is
+ * lost like one on a down server, and is never a source.
  */
 #include <errno.h>
 #include <string.h>
@@ -62,7 +64,8 @@ static int find_victim(struct store *s, uint32_t *out)
 		 * take their place: a segment whose every holder is down
 		 * keeps its replicas for when they come back. */
 		for (int r = 0; r < STORE_MAX_REPLICAS; r++)
-			if (g->rep[r].server >= 0 && !srv_up(&s->srv[g->rep[r].server])) {
+			if (g->rep[r].server >= 0 && (!srv_up(&s->srv[g->rep[r].server]) ||
+						      rep_stale(s, &g->rep[r]))) {
 				g->rep[r].server = -1;
 				g->flags |= SEGF_DEGRADED;
 			}
@@ -102,6 +105,7 @@ static int alloc_target(struct store *s, struct ioctx *io, const struct seg_rep 
 		if (q->status == 0 && q->req.rep.alloc.size >= s->seg_size) {
 			out->server = pick;
 			out->remote_id = q->req.rep.alloc.seg_id;
+			out->boot = boot_tag(q->boot);
 			return 0;
 		}
 		server_failed(s, pick, q->status ? q->status : -EPROTO, "alloc for repair");
@@ -132,7 +136,8 @@ static int copy_segment(struct store *s, struct ioctx *io, uint32_t idx,
 
 	if (rc == -EIO) {
 		for (int r = 0; r < STORE_MAX_REPLICAS && rc < 0; r++)
-			if (reps[r].server >= 0 && srv_up(&s->srv[reps[r].server]))
+			if (reps[r].server >= 0 && srv_up(&s->srv[reps[r].server]) &&
+			    !rep_stale(s, &reps[r]))
 				rc = seg_read_range(s, io, &reps[r], 0, used, buf);
 		if (rc < 0)
 			return rc;

@@ -207,6 +207,7 @@ void req_submit_w(struct store *s, struct ioctx *io, struct waiter *w,
 	q->status = 0;
 	q->req.done = req_done;
 	q->req.priv = q;
+	q->boot = fm_conn_boot_id(c);
 	waiter_add(w, 1);
 	if (c && srv_up(v))
 		rc = fm_conn_submit(c, &q->req);
@@ -226,7 +227,8 @@ int seg_live_replicas(const struct store *s, const struct seg *g)
 	int n = 0;
 
 	for (int r = 0; r < STORE_MAX_REPLICAS; r++)
-		if (g->rep[r].server >= 0 && srv_up(&s->srv[g->rep[r].server]))
+		if (g->rep[r].server >= 0 && srv_up(&s->srv[g->rep[r].server]) &&
+		    !rep_stale(s, &g->rep[r]))
 			n++;
 	return n;
 }
@@ -365,10 +367,13 @@ int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 			if (q->status == 0 && q->req.rep.alloc.size >= s->seg_size) {
 				reps[got].server = pick[k];
 				reps[got].remote_id = q->req.rep.alloc.seg_id;
+				reps[got].boot = boot_tag(q->boot);
 				got++;
 				continue;
 			}
-			nospc |= q->status == -ENOSPC;
+			/* Out of quota is a full server to us: the
+			 * cleaner makes room, other servers may have some. */
+			nospc |= q->status == -ENOSPC || q->status == -EDQUOT;
 			hard |= !is_transient_error(q->status);
 			server_failed(s, pick[k], q->status ? q->status : -EPROTO, "alloc");
 		}

@@ -31,7 +31,9 @@ enum store_compress { STORE_COMPRESS_NONE = 0, STORE_COMPRESS_ZSTD, STORE_COMPRE
 struct store_config {
 	struct fm_addr servers[STORE_MAX_SERVERS];
 	int nservers;
-	struct fm_secret secret;
+	struct fm_secret secret;        /* used when identity.name is empty */
+	struct fm_identity identity;    /* who we authenticate as (a key file,
+					 * or the cluster's own from the secret) */
 	uint8_t uuid[FM_UUID_LEN];      /* device identity; survives restarts */
 	uint64_t size;                  /* device bytes, multiple of STORE_PAGE */
 	int replicas;                   /* 0: 2 when nservers >= 2, else 1 */
@@ -110,9 +112,6 @@ int store_flush(struct store *s, int queue);
  * caller's own, for the connections' link fibers.  store_loop_detach()
  * closes them, from the same thread, before fm_loop_detach(). */
 int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n);
-/* The same without connections of its own: the queues' I/O (and
- * store_submit) runs in the loop's fibers over the shared connections. */
-int store_loop_attach_shared(struct store *s, struct fm_loop *loop, int first, int n);
 void store_loop_detach(struct store *s, int first, int n);
 int store_loop_fibers(const struct store *s);
 

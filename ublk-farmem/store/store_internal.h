@@ -42,8 +42,19 @@ enum seg_state {
 struct seg_rep {
 	uint64_t remote_id;
 	int32_t server;       /* -1: empty slot */
-	uint32_t pad;
+	uint32_t boot;        /* boot_tag() of the server's boot id when it
+			       * handed out remote_id; 0: unknown (older
+			       * state).  Another boot: the copy is gone. */
 };
+
+/* A replica's record of which memserver run it lives in: 32 bits of
+ * the 64-bit boot id, never 0 for a known one. */
+static inline uint32_t boot_tag(uint64_t boot_id)
+{
+	uint32_t t = (uint32_t)(boot_id ^ (boot_id >> 32));
+
+	return boot_id && !t ? 1 : t;
+}
 
 /* One segment table entry (lives in the state mapping). */
 struct seg {
@@ -99,6 +110,7 @@ struct qreq {
 	struct waiter *w;
 	int status;
 	int server;
+	uint64_t boot;        /* the server's boot id when submitted */
 	struct iovec iov;
 };
 
@@ -252,6 +264,14 @@ static inline struct fm_conn *srv_conn(const struct store_server *v) { return __
 int server_connect(struct store *s, int i);
 /* What every connection to server i is opened with (no state_cb). */
 void server_conn_params(struct store *s, int i, struct fm_conn_params *p);
+/* boot_tag() of server i's current boot id; 0 when not known. */
+uint32_t server_boot_tag(const struct store *s, int i);
+/* r lives in an earlier run of its server (which restarted since): its
+ * id names nothing there now, or someone else's segment. */
+int rep_stale(const struct store *s, const struct seg_rep *r);
+/* Drop every replica on server i that is stale; returns how many.
+ * Lock held. */
+uint32_t server_drop_stale(struct store *s, int i);
 
 /* state_file.c */
 int state_open(struct store *s, char *err, size_t errlen);

@@ -25,8 +25,7 @@ static int queues_valid(const struct store *s, int first, int n)
 	return first >= 0 && n > 0 && first + n <= s->nqueues;
 }
 
-static int loop_attach(struct store *s, struct fm_loop *loop, int first, int n,
-		       int own_conns)
+int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n)
 {
 	struct store_lconns *lc;
 	int opened = 0;
@@ -42,7 +41,7 @@ static int loop_attach(struct store *s, struct fm_loop *loop, int first, int n,
 	for (int i = 0; i < s->nservers; i++) {
 		struct fm_conn_params p;
 
-		if (!own_conns || s->srv[i].fa.kind != ADDR_TCP || s->cfg.transport)
+		if (s->srv[i].fa.kind != ADDR_TCP || s->cfg.transport)
 			continue;   /* rdma (own threads) or a test transport */
 		server_conn_params(s, i, &p);
 		/* Only these queues' requests, plus slack for retries. */
@@ -61,16 +60,6 @@ static int loop_attach(struct store *s, struct fm_loop *loop, int first, int n,
 	log_debug("store: queues %d-%d: own connections to %d of %d servers",
 		  first, first + n - 1, opened, s->nservers);
 	return 0;
-}
-
-int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n)
-{
-	return loop_attach(s, loop, first, n, 1);
-}
-
-int store_loop_attach_shared(struct store *s, struct fm_loop *loop, int first, int n)
-{
-	return loop_attach(s, loop, first, n, 0);
 }
 
 void store_loop_detach(struct store *s, int first, int n)

@@ -5,7 +5,9 @@
  * (a failed write, a server that was down and came back after repair)
  * and after a restart (allocations whose replies died with the old
  * process).  A server is swept when the store opens and whenever it
- * comes back up.
+ * comes back up.  A server that came back with another boot id
+ * restarted: every copy it held for us is gone, whatever its LIST says,
+ * and those copies are dropped first (repair re-replicates them).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -125,7 +127,14 @@ int sweep_server(struct store *s, int i)
 
 	pthread_mutex_lock(&s->lock);
 	gen = s->alloc_gen;
+	n = server_drop_stale(s, i);
 	pthread_mutex_unlock(&s->lock);
+	if (n) {
+		log_warn("server %s: restarted (new boot id): its %u segment copies "
+			 "are lost; re-replicating", s->srv[i].addr, n);
+		maint_kick(s);
+	}
+	n = 0;
 	rc = list_server(s, i, &n, &complete);
 	if (rc == 0)
 		rc = keep_orphans(s, i, &n, gen, complete);

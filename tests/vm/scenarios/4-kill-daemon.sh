@@ -14,7 +14,7 @@ kill_daemon() {
 	pid=$(daemon_pid "$DEV")
 	[ -n "$pid" ] || fail "no daemon pid for $DEV"
 	kill -9 "$pid" || fail "kill -9 $pid"
-	wait_for 10 "daemon $pid to die" sh -c "! kill -0 $pid"
+	wait_for 10 "daemon $pid to die" pid_gone "$pid"
 	say "daemon $pid killed with SIGKILL; recovering"
 	farmem-blk recover "$DEV" || fail "farmem-blk recover $DEV"
 	say "recovered: daemon $(daemon_pid "$DEV")"

@@ -26,7 +26,7 @@ grep -q '^metrics = "127.0.0.1:9480"$' "${FARMEM_RUN_DIR:-/run/farmem}/$(basenam
 pid=$(daemon_pid "$DEV")
 [ -n "$pid" ] || fail "no daemon pid for $DEV"
 kill -9 "$pid" || fail "kill -9 $pid"
-wait_for 10 "daemon $pid to die" sh -c "! kill -0 $pid"
+wait_for 10 "daemon $pid to die" pid_gone "$pid"
 farmem-blk recover "$DEV" || fail "farmem-blk recover $DEV"
 say "recovered: daemon $(daemon_pid "$DEV")"
 wait_for 10 "metrics on $M after recover" sh -c "wget -q -O - http://$M/metrics | grep -q '^farmem_blk_pages_stored '"

@@ -245,12 +245,9 @@ static int queue_fetch_all(struct ublk_queue *q)
 		return ret;
 	}
 	/* This queue's store queues, served through the asynchronous API
-	 * with this loop's own connections. */
-	/* Over the shared connections: with the queue's own ones, recovery
-	 * after kill -9 (guest scenario 4-kill-daemon) failed in about one
-	 * run of three; bisected to the commit that gave loops their own
-	 * connections.  Why is not known yet. */
-	ret = store_loop_attach_shared(q->store, q->loop, q->q_id * q->workers, q->workers);
+	 * with this loop's own connections: a request, its memserver reply
+	 * and its commit all stay in this thread. */
+	ret = store_loop_attach(q->store, q->loop, q->q_id * q->workers, q->workers);
 	if (ret < 0) {
 		log_err("ublk %u queue %d: store queues: %s", q->dev_id, q->q_id,
 			strerror(-ret));
