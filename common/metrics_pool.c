@@ -1,6 +1,7 @@
 /* metrics_pool.c — farmem_memserver_* metrics from a published fm_stat. */
 #include <string.h>
 
+#include "chan.h"
 #include "metrics_pool.h"
 
 void metrics_pool_snap_init(struct metrics_pool_snap *s)
@@ -58,6 +59,10 @@ void metrics_pool_write(struct metrics_buf *b, const struct fm_stat *st)
 			"Bytes read by clients.", st->bytes_read);
 	metrics_counter(b, "farmem_memserver_written_bytes_total",
 			"Bytes written by clients.", st->bytes_written);
+	/* Process-wide and atomic (chan.c): safe to read from here. */
+	metrics_counter(b, "farmem_memserver_frames_rejected_total",
+			"Frames whose channel tag failed (forged, replayed, reordered); "
+			"each closed its connection.", fm_chan_rejected());
 }
 
 void metrics_pool_provide(struct metrics_buf *b, void *arg)

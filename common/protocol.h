@@ -37,6 +37,12 @@
  *          rep : u32 count, then count x (u64 seg_id, u32 size) of this device's
  *                segments from start_index on (at most FM_LIST_MAX per reply)
  *
+ * After a successful AUTH every frame, both ways, is followed by a
+ * 16-byte tag (FM_CHAN_TAG_LEN, not counted in len) over its header and
+ * payload and its implicit per-direction number: see common/chan.h.  A
+ * frame whose tag fails closes the connection.  HELLO and AUTH and their
+ * replies carry none.
+ *
  * Rules the server enforces: HELLO must come first, AUTH second; anything
  * else before a successful AUTH closes the connection.  A device is (client name, uuid): two
  * clients naming the same uuid get two devices.  seg_id, offset and
@@ -52,7 +58,7 @@
 #include <stdint.h>
 
 #define FM_MAGIC          0x4d454d46u /* "FMEM" */
-#define FM_PROTO_VERSION  2
+#define FM_PROTO_VERSION  3  /* 2: client names; 3: frames after AUTH carry a tag */
 #define FM_HDR_SIZE       24
 #define FM_PAGE           4096u
 #define FM_MAX_IO         (1u << 20)              /* largest READ/WRITE data */

@@ -47,6 +47,7 @@
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 
+#include "chan.h"
 #include "log.h"
 #include "transport_common.h"
 
@@ -64,7 +65,10 @@
 #define RD_RD_ATOMIC            16      /* outstanding RDMA READs we ask for */
 
 _Static_assert(RD_RECV_BUF >= FM_RDMA_MSG_MAX, "receive buffer holds a LIST reply");
-_Static_assert(RD_UNIT >= FM_HDR_SIZE + FM_PING_MAX, "a unit holds a request frame");
+_Static_assert(RD_UNIT >= FM_HDR_SIZE + FM_PING_MAX + FM_CHAN_TAG_LEN,
+	       "a unit holds a tagged request frame");
+_Static_assert(FM_RDMA_MSG_MAX >= FM_HDR_SIZE + 4u + FM_LIST_MAX * FM_LIST_ENTRY_LEN +
+	       FM_CHAN_TAG_LEN, "a message holds a tagged LIST reply");
 _Static_assert(RD_MAX_SGE * RD_UNIT >= FM_MAX_IO && RD_MAX_SGE <= 16, "FM_MAX_IO in few units");
 
 /* What a work request is, in the top byte of its wr_id; the low 32 bits
@@ -122,6 +126,10 @@ struct rd_conn {
 	struct fm_rdma_grants grants;
 	struct ibv_qp *qp;            /* valid while up */
 	uint32_t lkey_units;
+	/* The channel (chan.h): control messages are tagged in the order
+	 * they are posted and checked in the order they complete, both
+	 * under lock.  One-sided transfers carry no tag. */
+	struct fm_chan chan;
 
 	/* Completion thread (or open, before the thread exists) only. */
 	struct rd_ep ep;
@@ -130,6 +138,7 @@ struct rd_conn {
 	/* The session the last handshake authenticated (auth.h): the key
 	 * and both nonces per-frame MACs derive their keys from. */
 	struct fm_auth_session auth;
+	struct fm_chan hs_chan;       /* the last handshake's keys, until installed */
 	uint64_t next_scan_ns;
 	int quiet;                    /* retrying: connect failures are debug noise */
 };
@@ -659,6 +668,9 @@ static int handshake(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int
 	if (rc == 0) {
 		c->segment_max = hs.segment_max;
 		c->auth = hs.sess;
+		/* The key that authenticated the handshake, and its nonces. */
+		fm_chan_init(&c->hs_chan, FM_CHAN_CLIENT, hs.sess.key, FM_KEY_LEN,
+			     hs.sess.client_nonce, hs.sess.server_nonce);
 		fm_tc_hs_done(&c->cf, &c->base, &hs);
 	}
 	fm_wipe(&hs, sizeof(hs));
@@ -825,6 +837,7 @@ static int post_ctrl(struct rd_conn *c, uint32_t idx, uint8_t op)
 	struct ibv_send_wr wr = { .wr_id = WR_ID(WR_SEND, h.tag), .sg_list = &sge,
 				  .num_sge = 1, .opcode = IBV_WR_SEND,
 				  .send_flags = IBV_SEND_SIGNALED }, *bad;
+	struct iovec iov;
 	size_t n = 0;
 	int rc;
 
@@ -850,7 +863,10 @@ static int post_ctrl(struct rd_conn *c, uint32_t idx, uint8_t op)
 	}
 	h.len = (uint32_t)n;
 	fm_hdr_encode(buf, &h);
-	sge.length = (uint32_t)(FM_HDR_SIZE + n);
+	/* Tagged under lock as it is posted: posting order is tag order. */
+	iov = (struct iovec){ .iov_base = buf, .iov_len = FM_HDR_SIZE + n };
+	fm_chan_seal_iov(&c->chan.tx, &iov, 1, buf + FM_HDR_SIZE + n);
+	sge.length = (uint32_t)(FM_HDR_SIZE + n + FM_CHAN_TAG_LEN);
 	c->slots[idx].state = op == FM_OP_RDMA_GRANT ? SLOT_GRANT : SLOT_CTRL;
 	c->ctrl_used++;
 	rc = ibv_post_send(c->qp, &wr, &bad);
@@ -1064,9 +1080,19 @@ static int on_recv(struct rd_conn *c, uint32_t ridx, uint32_t byte_len, struct f
 	uint8_t want;
 	int rc;
 
-	if (fm_rdma_msg_decode(msg, byte_len, &h)) {
+	if (byte_len < FM_CHAN_TAG_LEN ||
+	    fm_rdma_msg_decode(msg, byte_len - FM_CHAN_TAG_LEN, &h)) {
 		log_err("%s: reply message rejected (%u bytes); dropping the connection",
 			c->cf.name, byte_len);
+		return -EPROTO;
+	}
+	/* Nothing of a reply counts before its tag checks. */
+	if (fm_chan_check_frame(&c->chan.rx, msg, byte_len - FM_CHAN_TAG_LEN,
+				msg + byte_len - FM_CHAN_TAG_LEN) < 0) {
+		fm_chan_count_reject();
+		log_err("%s: reply op 0x%02x tag 0x%08x fails its channel check: forged, "
+			"replayed or reordered; dropping the connection", c->cf.name, h.op,
+			h.tag);
 		return -EPROTO;
 	}
 	idx = fm_tc_tag_idx(h.tag);
@@ -1142,6 +1168,8 @@ static void conn_install(struct rd_conn *c)
 	pthread_mutex_lock(&c->lock);
 	c->qp = c->ep.id->qp;
 	c->lkey_units = c->ep.mr_units->lkey;
+	c->chan = c->hs_chan;
+	fm_chan_wipe(&c->hs_chan);
 	fm_rdma_grants_clear(&c->grants);
 	c->up = 1;
 	pthread_cond_broadcast(&c->slot_cv);
@@ -1291,6 +1319,8 @@ static void conn_free(struct rd_conn *c)
 	if (c->recv_mem)
 		munmap(c->recv_mem, c->recv_len);
 	fm_rdma_grants_fini(&c->grants);
+	fm_chan_wipe(&c->chan);
+	fm_chan_wipe(&c->hs_chan);
 	fm_tc_conf_fini(&c->cf);
 	fm_wipe(&c->auth, sizeof(c->auth));
 	free(c);

@@ -39,8 +39,9 @@ extern const struct fm_transport_ops fm_transport_rdma;
 #define FM_GRANT_REQ_LEN   8
 #define FM_GRANT_REP_LEN   FM_ALLOC_REP_LEN
 
-/* Largest control message either side sends: a full LIST reply. */
-#define FM_RDMA_MSG_MAX    (FM_HDR_SIZE + 4u + FM_LIST_MAX * FM_LIST_ENTRY_LEN)
+/* Largest control message either side sends: a full LIST reply and its
+ * channel tag (chan.h: after AUTH every message ends with one). */
+#define FM_RDMA_MSG_MAX    (FM_HDR_SIZE + 4u + FM_LIST_MAX * FM_LIST_ENTRY_LEN + 16u)
 /* Control requests a client keeps outstanding on one connection; the
  * server posts this many receives per connection, so a client within
  * this credit never meets a receiver without a buffer. */
@@ -49,8 +50,9 @@ extern const struct fm_transport_ops fm_transport_rdma;
 /* The one text every "RDMA is not there" error carries. */
 #define FM_RDMA_CHECK_HINT "check `rdma link` and `ibv_devices`"
 
-/* fm_hdr_decode() that also accepts GRANT; msg_len is the whole message
- * (header + payload) and must match the header's len exactly. */
+/* fm_hdr_decode() that also accepts GRANT; msg_len is the message's
+ * header and payload (without its tag) and must match the header's len
+ * exactly. */
 int fm_rdma_msg_decode(const uint8_t *msg, size_t msg_len, struct fm_hdr *h);
 
 /* 0 when this machine has at least one RDMA device; -ENODEV (with a

@@ -13,6 +13,12 @@
  * Slots, the receive buffer and the reply scratch are allocated at open:
  * nothing is allocated per request.
  *
+ * Every frame after the handshake carries a channel tag (chan.h).  A
+ * frame's tag is made where its place in the stream is fixed: under
+ * send_lock right before the sendmsg (thread mode), or as it joins the
+ * turn's queue (loop mode: the loop's thread only), into the slot's
+ * trailer.  A reply's tag is checked before the request completes.
+ *
  * Contract details transport.h leaves open, as this file settles them:
  *  - submit returning 0 means done() runs exactly once, possibly before
  *    submit returns; a nonzero return means it never runs.
@@ -45,6 +51,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chan.h"
 #include "fiber.h"
 #include "log.h"
 #include "transport_common.h"
@@ -100,6 +107,7 @@ struct tcp_conn {
 	struct iovec *pend;           /* TCP_PEND_MAX */
 	int npend;
 	uint8_t (*heads)[TCP_HEAD_MAX]; /* per slot: the queued frame's head */
+	uint8_t (*trailers)[FM_CHAN_TAG_LEN]; /* per slot: the queued frame's tag */
 	struct fm_loop_op out_op;     /* POLLOUT armed: the socket was full */
 	int out_armed;
 
@@ -109,6 +117,10 @@ struct tcp_conn {
 	struct fm_mutex send_lock;
 	int fd;
 	uint64_t fd_epoch;
+	/* The socket's channel keys (chan.h): chan.tx under send_lock (loop
+	 * mode: the loop thread), tags computed in the order frames leave;
+	 * chan.rx the receiver's.  Set with the socket by conn_install. */
+	struct fm_chan chan;
 
 	/* Receiver thread only. */
 	uint8_t *rbuf;
@@ -333,8 +345,10 @@ static int hs_send(int fd, uint8_t op, const uint8_t *payload, uint32_t len,
 
 /* HELLO, then AUTH; both sides prove they hold the key (the server
  * derives ours from the secret and our name).  On success c->auth is
- * the session: the key and both nonces the channel keys derive from. */
-static int tcp_handshake(struct tcp_conn *c, int fd, uint64_t deadline, int wake_fd)
+ * the session, and *ch the channel keys derived from its key and both
+ * nonces. */
+static int tcp_handshake(struct tcp_conn *c, int fd, uint64_t deadline, int wake_fd,
+			 struct fm_chan *ch)
 {
 	struct fm_tc_hs hs;
 	uint8_t buf[FM_HELLO_REP_LEN], mac[FM_MAC_LEN];
@@ -366,6 +380,9 @@ static int tcp_handshake(struct tcp_conn *c, int fd, uint64_t deadline, int wake
 	if (rc == 0) {
 		c->segment_max = hs.segment_max;
 		c->auth = hs.sess;
+		/* The key that authenticated the handshake, and its nonces. */
+		fm_chan_init(ch, FM_CHAN_CLIENT, hs.sess.key, FM_KEY_LEN,
+			     hs.sess.client_nonce, hs.sess.server_nonce);
 		fm_tc_hs_done(&c->cf, &c->base, &hs);
 	}
 out:
@@ -375,7 +392,7 @@ out:
 
 /* Dial and authenticate within connect_timeout; the socket comes back
  * blocking (senders rely on it; the receiver polls and uses MSG_DONTWAIT). */
-static int tcp_connect(struct tcp_conn *c, int wake_fd, int *out)
+static int tcp_connect(struct tcp_conn *c, int wake_fd, int *out, struct fm_chan *ch)
 {
 	uint64_t deadline = fm_mono_after_ms(c->cf.connect_timeout_ms);
 	int fd = -1, rc;
@@ -383,7 +400,7 @@ static int tcp_connect(struct tcp_conn *c, int wake_fd, int *out)
 	rc = tcp_dial(c, deadline, wake_fd, &fd);
 	if (rc)
 		return rc;
-	rc = tcp_handshake(c, fd, deadline, wake_fd);
+	rc = tcp_handshake(c, fd, deadline, wake_fd, ch);
 	/* A loop's senders are fibers: they wait for room through the ring. */
 	if (rc == 0 && !c->loop &&
 	    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
@@ -589,11 +606,15 @@ static int send_all(int fd, struct iovec *iov, int n)
  * fails it with the rest when it sees the socket go down. */
 static void frame_send(struct tcp_conn *c, uint64_t epoch, struct iovec *iov, int n)
 {
+	uint8_t tag[FM_CHAN_TAG_LEN];
 	int rc;
 
 	fm_mutex_lock(&c->send_lock);
 	if (c->fd >= 0 && c->fd_epoch == epoch) {
-		rc = send_all(c->fd, iov, n);
+		/* Tagged under the lock: tags number frames in send order. */
+		fm_chan_seal_iov(&c->chan.tx, iov, n, tag);
+		iov[n] = (struct iovec){ .iov_base = tag, .iov_len = sizeof(tag) };
+		rc = send_all(c->fd, iov, n + 1);
 		if (rc) {
 			log_warn("server %s: send failed: %s", c->cf.name, strerror(-rc));
 			/* A half-written frame poisons the stream: end it. */
@@ -670,8 +691,9 @@ static void flush_hook(struct fm_loop_hook *h)
 	tcp_flush((struct tcp_conn *)((char *)h - offsetof(struct tcp_conn, flush_hook)));
 }
 
-/* Queue a frame (its head copied into the slot's buffer) for the next
- * flush; a fiber waits for room when the queue is full. */
+/* Queue a frame (its head copied into the slot's buffer, its tag made
+ * into the slot's trailer) for the next flush; a fiber waits for room
+ * when the queue is full.  iov has room for one more entry (the tag). */
 static void frame_queue(struct tcp_conn *c, uint32_t idx, uint64_t epoch,
 			struct iovec *iov, int n)
 {
@@ -680,21 +702,25 @@ static void frame_queue(struct tcp_conn *c, uint32_t idx, uint64_t epoch,
 	for (;;) {
 		if (c->fd < 0 || c->fd_epoch != epoch)
 			return;     /* dropped: the link fiber fails the request */
-		if (c->npend + n <= TCP_PEND_MAX)
+		if (c->npend + n + 1 <= TCP_PEND_MAX)
 			break;
 		tcp_flush(c);
-		if (c->npend + n > TCP_PEND_MAX && fm_fiber_poll(c->fd, POLLOUT) < 0)
+		if (c->npend + n + 1 > TCP_PEND_MAX && fm_fiber_poll(c->fd, POLLOUT) < 0)
 			return;
 	}
-	memcpy(&c->pend[c->npend], iov, (size_t)n * sizeof(*iov));
-	c->npend += n;
+	/* Tagged as it joins the queue, with no yield before: the queue's
+	 * order is the order the tags number. */
+	fm_chan_seal_iov(&c->chan.tx, iov, n, c->trailers[idx]);
+	iov[n] = (struct iovec){ .iov_base = c->trailers[idx], .iov_len = FM_CHAN_TAG_LEN };
+	memcpy(&c->pend[c->npend], iov, (size_t)(n + 1) * sizeof(*iov));
+	c->npend += n + 1;
 }
 
 static int tcp_submit(struct fm_conn *base, struct fm_req *r)
 {
 	struct tcp_conn *c = (struct tcp_conn *)base;
 	uint8_t head[FM_HDR_SIZE + FM_RANGE_LEN];
-	struct iovec iov[TCP_IOV_MAX + 1];
+	struct iovec iov[TCP_IOV_MAX + 2];   /* head, data, tag */
 	uint64_t epoch;
 	uint32_t tag;
 	int n, rc;
@@ -848,11 +874,21 @@ static int rx_read(struct tcp_conn *c, void *dst, size_t len)
 	return 0;
 }
 
-static int rx_discard(struct tcp_conn *c, size_t len)
+/* Exactly len bytes into dst, fed to the frame's tag. */
+static int rx_read_mac(struct tcp_conn *c, void *dst, size_t len, struct fm_chan_mac *m)
+{
+	int rc = rx_read(c, dst, len);
+
+	if (rc == 0)
+		fm_chan_mac_update(m, dst, len);
+	return rc;
+}
+
+static int rx_discard(struct tcp_conn *c, size_t len, struct fm_chan_mac *m)
 {
 	while (len) {
 		size_t k = len < TCP_PBUF_SIZE ? len : TCP_PBUF_SIZE;
-		int rc = rx_read(c, c->pbuf, k);
+		int rc = rx_read_mac(c, c->pbuf, k, m);
 
 		if (rc)
 			return rc;
@@ -896,12 +932,29 @@ static int rx_protocol_error(struct tcp_conn *c, struct fm_req *r, const char *w
 	return -EPROTO;
 }
 
+/* The tag after a reply: nothing of the reply counts until it checks. */
+static int rx_tag(struct tcp_conn *c, struct fm_req *r, const struct fm_hdr *h,
+		  struct fm_chan_mac *m)
+{
+	uint8_t tag[FM_CHAN_TAG_LEN];
+	int rc = rx_read(c, tag, sizeof(tag));
+
+	if (rc)
+		return rc;
+	if (fm_chan_mac_check(m, &c->chan.rx, tag) == 0)
+		return 0;
+	fm_chan_count_reject();
+	return rx_protocol_error(c, r, "fails its channel check: forged, replayed or "
+				 "reordered", h);
+}
+
 /* Read and complete one reply.  Nonzero means the connection must go. */
 static int rx_one(struct tcp_conn *c)
 {
 	uint8_t hb[FM_HDR_SIZE];
 	struct fm_hdr h;
 	struct fm_req *r = NULL;
+	struct fm_chan_mac m;
 	uint32_t idx;
 	int rc;
 
@@ -927,44 +980,54 @@ static int rx_one(struct tcp_conn *c)
 	if (h.status > 0 || h.status < -4095)
 		return rx_protocol_error(c, r, "status out of range", &h);
 
+	fm_chan_mac_begin(&m, &c->chan.rx);
+	fm_chan_mac_update(&m, hb, sizeof(hb));
 	if (h.status < 0) {
-		rc = rx_discard(c, h.len);
+		rc = rx_discard(c, h.len, &m);
+		if (rc == 0)
+			rc = rx_tag(c, r, &h, &m);
 		if (rc)
 			return rc;
 		slot_complete(c, idx, h.status);
 		return 0;
 	}
+	/* READ data lands in the caller's buffer before its tag is checked;
+	 * a bad tag fails the request, so the caller never uses it. */
 	if (r->op == FM_OP_READ || (r->op == FM_OP_PING && r->buf)) {
 		if (h.len != r->len)
 			return rx_protocol_error(c, r, "data length differs from the request", &h);
-		rc = rx_read(c, r->buf, h.len);
+		rc = rx_read_mac(c, r->buf, h.len, &m);
 	} else if (r->op == FM_OP_PING) {
 		if (h.len != r->len)
 			return rx_protocol_error(c, r, "echo length differs", &h);
-		rc = rx_discard(c, h.len);
+		rc = rx_discard(c, h.len, &m);
 	} else {
 		if (h.len > TCP_PBUF_SIZE)
 			return rx_protocol_error(c, r, "payload too long", &h);
-		rc = rx_read(c, c->pbuf, h.len);
-		if (rc == 0 && rx_decode(c, r, h.len) < 0)
-			return rx_protocol_error(c, r, "payload does not decode", &h);
+		rc = rx_read_mac(c, c->pbuf, h.len, &m);
 	}
+	if (rc == 0)
+		rc = rx_tag(c, r, &h, &m);
 	if (rc)
 		return rc;
+	if (r->op != FM_OP_READ && r->op != FM_OP_PING && rx_decode(c, r, h.len) < 0)
+		return rx_protocol_error(c, r, "payload does not decode", &h);
 	slot_complete(c, idx, 0);
 	return 0;
 }
 
 /* ---- connection state ---- */
 
-static void conn_install(struct tcp_conn *c, int fd)
+static void conn_install(struct tcp_conn *c, int fd, struct fm_chan *ch)
 {
 	uint64_t epoch = c->epoch + 1;   /* only this thread writes epoch */
 
 	fm_mutex_lock(&c->send_lock);
 	c->fd = fd;
 	c->fd_epoch = epoch;
+	c->chan = *ch;
 	fm_mutex_unlock(&c->send_lock);
+	fm_chan_wipe(ch);
 	c->rpos = c->rlen = 0;
 	c->next_scan_ns = 0;
 	pthread_mutex_lock(&c->lock);
@@ -1025,17 +1088,18 @@ static void conn_drop(struct tcp_conn *c, int why)
 
 static void conn_reconnect(struct tcp_conn *c, struct fm_tc_backoff *b)
 {
+	struct fm_chan ch;
 	int fd, rc;
 
 	if (fm_tc_sleep_or_stop(c->wake_fd, &c->stop, b->ms))
 		return;
-	rc = tcp_connect(c, c->wake_fd, &fd);
+	rc = tcp_connect(c, c->wake_fd, &fd, &ch);
 	if (rc) {
 		/* tcp_connect logs little on its own: retries go to debug. */
 		fm_tc_backoff_failed(b, &c->cf, rc, 1);
 		return;
 	}
-	conn_install(c, fd);
+	conn_install(c, fd, &ch);
 	fm_tc_backoff_succeeded(b, &c->cf);
 }
 
@@ -1086,6 +1150,8 @@ static void conn_free(struct tcp_conn *c)
 	free(c->pbuf);
 	free(c->pend);
 	free(c->heads);
+	free(c->trailers);
+	fm_chan_wipe(&c->chan);
 	fm_tc_conf_fini(&c->cf);
 	fm_wipe(&c->auth, sizeof(c->auth));
 	free(c);
@@ -1114,12 +1180,13 @@ static struct tcp_conn *conn_alloc(const struct fm_conn_params *p)
 	if (c->loop) {
 		c->pend = calloc(TCP_PEND_MAX, sizeof(*c->pend));
 		c->heads = calloc(c->cf.nslots, sizeof(*c->heads));
+		c->trailers = calloc(c->cf.nslots, sizeof(*c->trailers));
 		c->flush_hook.fn = flush_hook;
 		c->out_op.cb = out_ready;
 	}
 	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (cv_rc || !c->slots || !c->free_idx || !c->rbuf || !c->pbuf || c->wake_fd < 0 ||
-	    (c->loop && (!c->pend || !c->heads))) {
+	    (c->loop && (!c->pend || !c->heads || !c->trailers))) {
 		conn_free(c);
 		return NULL;
 	}
@@ -1131,6 +1198,7 @@ static struct tcp_conn *conn_alloc(const struct fm_conn_params *p)
 static int tcp_open(const struct fm_conn_params *p, struct fm_conn **out)
 {
 	struct tcp_conn *c;
+	struct fm_chan ch;
 	int fd, rc;
 
 	*out = NULL;
@@ -1150,13 +1218,13 @@ static int tcp_open(const struct fm_conn_params *p, struct fm_conn **out)
 	}
 	rc = fm_tc_resolve(&c->cf);
 	if (rc == 0)
-		rc = tcp_connect(c, -1, &fd);
+		rc = tcp_connect(c, -1, &fd, &ch);
 	if (rc) {
 		log_err("server %s: cannot connect: %s", c->cf.name, strerror(-rc));
 		conn_free(c);
 		return rc;
 	}
-	conn_install(c, fd);
+	conn_install(c, fd, &ch);
 	if (c->loop) {
 		rc = fm_loop_spawn(c->loop, link_fiber, c);
 		if (rc == 0)

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "auth.h"
+#include "chan.h"
 #include "config.h"
 #include "parse.h"
 #include "protocol.h"
@@ -270,6 +271,7 @@ struct ms_session {
 	struct fm_auth_session auth;
 	struct ms_device *dev;
 	char peer[80];       /* for log lines: "tcp 127.0.0.1:5123" */
+	struct fm_chan chan; /* up from AUTH on: frames carry tags (session_chan.c) */
 };
 
 /* ms_session_frame() results besides 0 (keep going). */
@@ -287,6 +289,28 @@ int ms_session_frame(struct ms_ctx *ctx, struct ms_session *s,
 		     struct ms_buf *out);
 /* The connection is gone. */
 void ms_session_end(struct ms_ctx *ctx, struct ms_session *s);
+
+/* ---- session_chan.c: the protected channel around a session ---- */
+
+/* Bytes of tag after the next frame's payload: 0 until AUTH succeeded. */
+size_t ms_session_trailer(const struct ms_session *s);
+/* One whole frame as received: header, payload, then (once the channel
+ * is up) its tag.  Checks the tag, runs ms_session_frame(), tags the
+ * reply and starts the channel when this frame completed AUTH.  Returns
+ * as ms_session_frame(); -EBADMSG (logged, counted) for a bad tag. */
+int ms_session_wire_frame(struct ms_ctx *ctx, struct ms_session *s,
+			  const struct fm_hdr *h, const uint8_t *frame,
+			  struct ms_buf *out);
+/* Its steps, for transports that answer some frames themselves (rdma):
+ * check a frame's tag (0 before AUTH; -EBADMSG logged and counted), tag
+ * the one reply frame written at `at` of out (nothing before AUTH), and
+ * start the channel when the session went from `before` (MS_AUTH) to
+ * MS_READY. */
+int ms_session_chan_check(struct ms_session *s, const struct fm_hdr *h,
+			  const uint8_t *frame);
+int ms_session_chan_seal(struct ms_session *s, struct ms_buf *out, size_t at);
+void ms_session_chan_after(struct ms_ctx *ctx, struct ms_session *s,
+			   enum ms_sess_state before);
 void ms_ctx_stat(const struct ms_ctx *ctx, struct fm_stat *st);
 /* A new random boot id (once per start, segment table set up): sent in
  * every HELLO reply and folded into segment generations, so no id from

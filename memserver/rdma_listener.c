@@ -66,7 +66,8 @@
 
 _Static_assert(RL_SEND_DEPTH <= 32, "send buffers are tracked in a 32-bit mask");
 _Static_assert(RL_RECV_DEPTH <= 32, "held receive buffers are tracked in a 32-bit mask");
-_Static_assert(RL_RECV_BUF >= FM_HDR_SIZE + FM_PING_MAX, "a PING request fits");
+_Static_assert(RL_RECV_BUF >= FM_HDR_SIZE + FM_PING_MAX + FM_CHAN_TAG_LEN,
+	       "a tagged PING request fits");
 
 enum { WR_RECV = 1, WR_SEND, WR_BIND, WR_HS_SEND };
 #define WR_ID(kind, idx)  ((uint64_t)(kind) << 32 | (uint32_t)(idx))
@@ -513,12 +514,22 @@ static int send_slot(struct rl_conn *c, uint8_t **buf, size_t *cap, uint32_t *lk
 	return 0;
 }
 
+/* A queued reply's tag: every reply carries one but HELLO's and AUTH's,
+ * the only ones sent before the channel is up (anything else before
+ * AUTH closes the connection unanswered). */
+static size_t reply_trailer(const uint8_t *f)
+{
+	uint8_t base = f[5] & (uint8_t)~FM_OP_REPLY;
+
+	return base == FM_OP_HELLO || base == FM_OP_AUTH ? 0 : FM_CHAN_TAG_LEN;
+}
+
 /* Send queued replies while send buffers are free. */
 static int flush_out(struct rl_conn *c)
 {
 	while (c->out.len >= FM_HDR_SIZE) {
 		const uint8_t *f = c->out.data + c->out.head;
-		size_t n = FM_HDR_SIZE + (size_t)get_le32(f + 16), cap;
+		size_t n = FM_HDR_SIZE + (size_t)get_le32(f + 16) + reply_trailer(f), cap;
 		struct ibv_sge sge = { .length = (uint32_t)n };
 		struct ibv_send_wr wr = { .sg_list = &sge, .num_sge = 1,
 					  .opcode = IBV_WR_SEND,
@@ -650,40 +661,54 @@ static int conn_authenticated(struct rl_conn *c)
 	return 0;
 }
 
-/* One request message.  Nonzero: close the connection. */
-static int on_msg(struct rl_conn *c, const uint8_t *msg, uint32_t len)
+/* A request the channel let through: its reply goes to out. */
+static int on_request(struct rl_conn *c, const struct fm_hdr *h, const uint8_t *pl,
+		      size_t at)
 {
-	struct ms_ctx *ctx = c->l->ctx;
-	const uint8_t *pl = msg + FM_HDR_SIZE;
+	uint8_t base = h->op & (uint8_t)~FM_OP_REPLY;
 	enum ms_sess_state was;
-	struct fm_hdr h;
-	uint8_t base;
-	size_t at;
 	int rc;
 
-	c->l->stats.ctrl_msgs++;
-	if (fm_rdma_msg_decode(msg, len, &h)) {
-		log_warn("%s: closing: malformed message (%u bytes)", c->sess.peer, len);
-		return -EPROTO;
-	}
-	base = h.op & (uint8_t)~FM_OP_REPLY;
 	if (base == FM_OP_RDMA_GRANT)
-		return on_grant(c, &h, pl);
+		return on_grant(c, h, pl);
 	if ((base == FM_OP_READ || base == FM_OP_WRITE) && c->sess.state == MS_READY &&
-	    !(h.op & FM_OP_REPLY))
-		return reply_status(c, &h, -EOPNOTSUPP, NULL, 0); /* one-sided only */
-	at = c->out.len;
+	    !(h->op & FM_OP_REPLY))
+		return reply_status(c, h, -EOPNOTSUPP, NULL, 0); /* one-sided only */
 	was = c->sess.state;
-	rc = ms_session_frame(ctx, &c->sess, &h, pl, &c->out);
+	rc = ms_session_frame(c->l->ctx, &c->sess, h, pl, &c->out);
 	if (rc < 0)
 		return rc;
 	if (was != MS_READY && c->sess.state == MS_READY && conn_authenticated(c) < 0)
 		return -ENOMEM;
 	if (rc == MS_CLOSE_AFTER_FLUSH)
 		c->close_after_flush = 1;
-	if (h.op == FM_OP_ALLOC)
+	if (h->op == FM_OP_ALLOC)
 		return alloc_patch(c, at);
 	return 0;
+}
+
+/* One request message; after AUTH its last FM_CHAN_TAG_LEN bytes are
+ * its tag (session_chan.c).  Nonzero: close the connection. */
+static int on_msg(struct rl_conn *c, const uint8_t *msg, uint32_t len)
+{
+	enum ms_sess_state before = c->sess.state;
+	size_t trailer = ms_session_trailer(&c->sess), at = c->out.len;
+	struct fm_hdr h;
+	int rc;
+
+	c->l->stats.ctrl_msgs++;
+	if (len < trailer || fm_rdma_msg_decode(msg, len - trailer, &h)) {
+		log_warn("%s: closing: malformed message (%u bytes)", c->sess.peer, len);
+		return -EPROTO;
+	}
+	rc = ms_session_chan_check(&c->sess, &h, msg);
+	if (rc == 0)
+		rc = on_request(c, &h, msg + FM_HDR_SIZE, at);
+	if (rc == 0)
+		rc = ms_session_chan_seal(&c->sess, &c->out, at);
+	if (rc == 0)
+		ms_session_chan_after(c->l->ctx, &c->sess, before);
+	return rc;
 }
 
 static int on_wc(struct rl_conn *c, const struct ibv_wc *wc)

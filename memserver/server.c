@@ -301,6 +301,7 @@ static int conn_process(struct server *sv, struct conn *c)
 		const uint8_t *p = c->rbuf + c->rpos;
 		enum ms_sess_state was;
 		struct fm_hdr h;
+		size_t flen;
 		int rc;
 
 		if (avail < FM_HDR_SIZE)
@@ -318,12 +319,13 @@ static int conn_process(struct server *sv, struct conn *c)
 				 ms_session_max_payload(&c->sess));
 			return -EMSGSIZE;
 		}
-		if (avail < FM_HDR_SIZE + (size_t)h.len)
-			return conn_room(c, FM_HDR_SIZE + (size_t)h.len);
+		/* Once authenticated, a tag follows each frame. */
+		flen = FM_HDR_SIZE + (size_t)h.len + ms_session_trailer(&c->sess);
+		if (avail < flen)
+			return conn_room(c, flen);
 		was = c->sess.state;
-		rc = ms_session_frame(sv->ctx, &c->sess, &h, p + FM_HDR_SIZE,
-				      &c->out);
-		c->rpos += FM_HDR_SIZE + h.len;
+		rc = ms_session_wire_frame(sv->ctx, &c->sess, &h, p, &c->out);
+		c->rpos += flen;
 		if (was != MS_READY && c->sess.state == MS_READY)
 			conn_authenticated(sv, c);
 		if (rc == -ENOMEM)

@@ -395,4 +395,5 @@ void ms_session_end(struct ms_ctx *ctx, struct ms_session *s)
 	s->dev = NULL;
 	s->state = MS_HELLO;
 	fm_wipe(&s->auth, sizeof(s->auth));
+	fm_chan_wipe(&s->chan);
 }

@@ -7,8 +7,9 @@
 #
 # Targets: fuzz_frame (every wire decoder in common/protocol.c),
 # fuzz_session (the memserver's request handling), fuzz_keyfile (the
-# client key file parser, common/keyfile.c) and fuzz_record (stored
-# records as a donor returns them, plain and sealed).  Exits 0 with a
+# client key file parser, common/keyfile.c), fuzz_record (stored
+# records as a donor returns them, plain and sealed) and fuzz_chan (the
+# tag after each frame, memserver/session_chan.c).  Exits 0 with a
 # "skip" line when clang or its fuzzer runtime is missing; non-zero when
 # a target crashes (the input is kept as build-fuzz/<target>-crash-*).
 set -eu
@@ -61,7 +62,7 @@ echo "  FUZZ    $OUT/fuzz_session"
 "$CC" $FLAGS -o "$OUT/fuzz_session" tests/fuzz/fuzz_session.c \
 	memserver/session.c memserver/segtab.c memserver/devtab.c \
 	memserver/quota.c common/parse.c \
-	memserver/buf.c common/protocol.c common/auth.c common/log.c common/clock.c $SODIUM
+	memserver/buf.c common/protocol.c common/auth.c common/chan.c common/log.c common/clock.c $SODIUM
 echo "  FUZZ    $OUT/fuzz_keyfile"
 # shellcheck disable=SC2086
 "$CC" $FLAGS -o "$OUT/fuzz_keyfile" tests/fuzz/fuzz_keyfile.c \
@@ -71,18 +72,24 @@ echo "  FUZZ    $OUT/fuzz_record"
 # shellcheck disable=SC2086
 "$CC" $FLAGS -o "$OUT/fuzz_record" tests/fuzz/fuzz_record.c \
 	ublk-farmem/store/record.c common/checksum.c $SODIUM $(pkg-config --libs libxxhash)
+echo "  FUZZ    $OUT/fuzz_chan"
+# shellcheck disable=SC2086
+"$CC" $FLAGS -o "$OUT/fuzz_chan" tests/fuzz/fuzz_chan.c memserver/session_chan.c \
+	memserver/session.c memserver/segtab.c memserver/devtab.c \
+	memserver/quota.c common/parse.c \
+	memserver/buf.c common/protocol.c common/auth.c common/chan.c common/log.c common/clock.c $SODIUM
 
 # Seeds: valid frames, so short runs start past the magic number.
 mkdir -p "$OUT/corpus/fuzz_frame" "$OUT/corpus/fuzz_session" "$OUT/corpus/fuzz_keyfile" \
-	"$OUT/corpus/fuzz_record"
+	"$OUT/corpus/fuzz_record" "$OUT/corpus/fuzz_chan"
 "$CC" -O1 -std=gnu11 -I. -Icommon -o "$OUT/make_seeds" \
 	tests/fuzz/make_seeds.c common/protocol.c
 "$OUT/make_seeds" "$OUT/corpus/fuzz_frame" "$OUT/corpus/fuzz_session" \
-	"$OUT/corpus/fuzz_keyfile"
+	"$OUT/corpus/fuzz_keyfile" "$OUT/corpus/fuzz_chan"
 
 [ -n "$RUN" ] || exit 0
 rc=0
-for t in fuzz_frame fuzz_session fuzz_keyfile fuzz_record; do
+for t in fuzz_frame fuzz_session fuzz_keyfile fuzz_record fuzz_chan; do
 	echo "fuzz: $t for ${RUN}s"
 	if ! "$OUT/$t" -max_total_time="$RUN" -max_len=8192 -rss_limit_mb=2048 \
 		-timeout=10 -print_final_stats=1 \

@@ -1,6 +1,6 @@
 /* make_seeds.c — writes a few valid inputs for the fuzz targets, so a
  * short run starts from real frames instead of discovering "FMEM".
- * usage: make_seeds FRAME_DIR SESSION_DIR */
+ * usage: make_seeds FRAME_DIR SESSION_DIR [KEYFILE_DIR [CHAN_DIR]] */
 #include "protocol.h"
 
 #include <stdio.h>
@@ -34,6 +34,41 @@ static int save(const char *dir, const char *name)
 	return 0;
 }
 
+/* The session's conversation again: byte 0 says how tags come. */
+static void conversation(const struct fm_range *r, uint8_t *p, int tagged)
+{
+	uint8_t tag[16] = { 0 };
+
+	frame(FM_OP_ALLOC, p, (uint32_t)fm_alloc_req_encode(p, 1u << 14));
+	if (tagged) {
+		memcpy(buf + len, tag, sizeof(tag));
+		len += sizeof(tag);
+	}
+	fm_range_encode(p, r);
+	frame(FM_OP_WRITE, p, FM_RANGE_LEN + 4096);
+	if (tagged) {
+		memcpy(buf + len, tag, sizeof(tag));
+		len += sizeof(tag);
+	}
+	frame(FM_OP_READ, p, FM_RANGE_LEN);
+	frame(FM_OP_FREE, p, (uint32_t)fm_u64_encode(p, r->seg_id));
+}
+
+/* fuzz_chan: sealed by the harness (byte 0 = 1), and with the input's
+ * own (wrong) tags (byte 0 = 0). */
+static int chan_seeds(const char *dir, const struct fm_range *r, uint8_t *p)
+{
+	int rc = 0;
+
+	buf[len++] = 1;
+	conversation(r, p, 0);
+	rc |= save(dir, "sealed");
+	buf[len++] = 0;
+	conversation(r, p, 1);
+	rc |= save(dir, "forged");
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	struct fm_hello_req hq = { .version = FM_PROTO_VERSION, .uuid = { 1 },
@@ -42,7 +77,7 @@ int main(int argc, char **argv)
 	uint8_t p[FM_RANGE_LEN + 4096] = { 0 };
 	int rc = 0;
 
-	if (argc != 3 && argc != 4)
+	if (argc < 3 || argc > 5)
 		return 2;
 	/* Frame decoder: one frame of each request kind. */
 	frame(FM_OP_HELLO, p, (uint32_t)fm_hello_req_encode(p, &hq));
@@ -73,7 +108,7 @@ int main(int argc, char **argv)
 	frame(FM_OP_AUTH, p, FM_MAC_LEN);
 	rc |= save(argv[2], "handshake");
 	/* Key files: a good one, one with comments and blanks. */
-	if (argc == 4) {
+	if (argc >= 4) {
 		static const char good[] = "name = alice\nkey = "
 			"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n";
 		static const char loose[] = "# client key\n\n  key=ffeeddccbbaa99887766554433221100"
@@ -86,5 +121,7 @@ int main(int argc, char **argv)
 		len = sizeof(loose) - 1;
 		rc |= save(argv[3], "loose");
 	}
+	if (argc == 5)
+		rc |= chan_seeds(argv[4], &r, p);
 	return rc;
 }

@@ -321,7 +321,7 @@ no_lock() {
 	done <<-'TABLE'
 		garbage|bad magic
 		oversized|payload length
-		badversion|protocol version 3, we speak 2
+		badversion|protocol version 4, we speak 3
 		reserved|reserved fields not zero
 		unknown-op|unknown op
 		truncated|ended inside a frame

@@ -227,20 +227,22 @@ static void *mconn_thread(void *arg)
 {
 	struct mconn *c = arg;
 	struct msrv *sv = c->sv;
-	uint8_t *payload = malloc(FM_MAX_PAYLOAD);
+	/* The whole frame as it came: header, payload, tag. */
+	uint8_t *frame = malloc(FM_HDR_SIZE + FM_MAX_PAYLOAD + FM_CHAN_TAG_LEN);
 	struct ms_buf out = { 0 };
 	struct ms_session sess;
-	uint8_t hb[FM_HDR_SIZE];
 	struct fm_hdr h;
 	int rc = 0;
 
 	ms_session_init(&sess, "test");
-	while (payload && rc == 0) {
-		if (recv_full(c->fd, hb, sizeof(hb)) || fm_hdr_decode(hb, sizeof(hb), &h) ||
-		    h.len > ms_session_max_payload(&sess) || recv_full(c->fd, payload, h.len))
+	while (frame && rc == 0) {
+		if (recv_full(c->fd, frame, FM_HDR_SIZE) ||
+		    fm_hdr_decode(frame, FM_HDR_SIZE, &h) ||
+		    h.len > ms_session_max_payload(&sess) ||
+		    recv_full(c->fd, frame + FM_HDR_SIZE, h.len + ms_session_trailer(&sess)))
 			break;
 		pthread_mutex_lock(&sv->lock);
-		rc = ms_session_frame(&sv->ctx, &sess, &h, payload, &out);
+		rc = ms_session_wire_frame(&sv->ctx, &sess, &h, frame, &out);
 		pthread_mutex_unlock(&sv->lock);
 		if (h.op == FM_OP_READ || h.op == FM_OP_WRITE)
 			__atomic_add_fetch(&c->data_frames, 1, __ATOMIC_ACQ_REL);
@@ -252,7 +254,7 @@ static void *mconn_thread(void *arg)
 	ms_session_end(&sv->ctx, &sess);
 	pthread_mutex_unlock(&sv->lock);
 	ms_buf_free(&out);
-	free(payload);
+	free(frame);
 	return NULL;
 }
 

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "chan.h"
 #include "fiber.h"
 #include "log.h"
 #include "loop_rig.h"
@@ -41,6 +42,7 @@ enum fake_mode {
 	FAKE_NOT_MEMSERVER, /* answers HELLO with something else entirely */
 	FAKE_BAD_LEN,       /* holds PINGs, answers READ with one byte short */
 	FAKE_DROP_FIRST,    /* first connection: closes after one request */
+	FAKE_BAD_TAG,       /* READ replies altered in transit: tag made first */
 };
 
 struct fake {
@@ -54,6 +56,7 @@ struct fake {
 	pthread_t thread;
 	uint8_t *mem;         /* FAKE_SEG's bytes */
 	uint8_t *buf;         /* one request payload */
+	struct fm_chan ch;    /* the connection's channel, up after AUTH */
 };
 
 static struct fm_secret test_secret;
@@ -81,26 +84,44 @@ static int fd_write(int fd, const void *buf, size_t len)
 	return send(fd, buf, len, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
 }
 
-static int fake_reply(int fd, uint8_t op, uint32_t tag, int32_t status,
+static int fake_reply(struct fake *f, int fd, uint8_t op, uint32_t tag, int32_t status,
 		      const void *payload, uint32_t len)
 {
-	uint8_t h[FM_HDR_SIZE];
+	uint8_t h[FM_HDR_SIZE], mac[FM_CHAN_TAG_LEN];
 	struct fm_hdr hd = { .op = op | FM_OP_REPLY, .tag = tag, .status = status,
 			     .len = len };
+	struct iovec iov[2] = { { h, sizeof(h) }, { (void *)payload, len } };
 
 	fm_hdr_encode(h, &hd);
-	if (fd_write(fd, h, sizeof(h)))
+	if (f->ch.up)
+		fm_chan_seal_iov(&f->ch.tx, iov, 2, mac);
+	if (f->mode == FAKE_BAD_TAG && op == FM_OP_READ && len) {
+		/* One bit of the data flipped after the tag was made. */
+		uint8_t first = ((const uint8_t *)payload)[0] ^ 1;
+
+		if (fd_write(fd, h, sizeof(h)) || fd_write(fd, &first, 1) ||
+		    (len > 1 && fd_write(fd, (const uint8_t *)payload + 1, len - 1)))
+			return -1;
+	} else if (fd_write(fd, h, sizeof(h)) || (len && fd_write(fd, payload, len))) {
 		return -1;
-	return len ? fd_write(fd, payload, len) : 0;
+	}
+	return f->ch.up ? fd_write(fd, mac, sizeof(mac)) : 0;
 }
 
 static int fake_read_frame(struct fake *f, int fd, struct fm_hdr *h)
 {
-	uint8_t hb[FM_HDR_SIZE];
+	uint8_t hb[FM_HDR_SIZE], mac[FM_CHAN_TAG_LEN];
+	struct iovec iov[2] = { { hb, sizeof(hb) }, { f->buf, 0 } };
 
-	if (fd_read(fd, hb, sizeof(hb)) || fm_hdr_decode(hb, sizeof(hb), h))
+	if (fd_read(fd, hb, sizeof(hb)) || fm_hdr_decode(hb, sizeof(hb), h) ||
+	    fd_read(fd, f->buf, h->len))
 		return -1;
-	return fd_read(fd, f->buf, h->len);
+	if (!f->ch.up)
+		return 0;
+	iov[1].iov_len = h->len;
+	if (fd_read(fd, mac, sizeof(mac)) || fm_chan_check_iov(&f->ch.rx, iov, 2, mac))
+		return -1;
+	return 0;
 }
 
 static int fake_handshake(struct fake *f, int fd)
@@ -124,7 +145,7 @@ static int fake_handshake(struct fake *f, int fd)
 	}
 	fm_random(hr.server_nonce, FM_NONCE_LEN);
 	fm_hello_rep_encode(out, &hr);
-	if (fake_reply(fd, FM_OP_HELLO, h.tag, 0, out, FM_HELLO_REP_LEN) ||
+	if (fake_reply(f, fd, FM_OP_HELLO, h.tag, 0, out, FM_HELLO_REP_LEN) ||
 	    fake_read_frame(f, fd, &h) || h.op != FM_OP_AUTH || h.len != FM_MAC_LEN)
 		return -1;
 	if (fm_identity_derive(&f->secret, hq.name, &id) < 0)
@@ -141,7 +162,12 @@ static int fake_handshake(struct fake *f, int fd)
 	if (f->mode == FAKE_BAD_MAC)
 		a.key[0] ^= 1;
 	fm_auth_mac(&a, FM_AUTH_SERVER, mac);
-	return fake_reply(fd, FM_OP_AUTH, h.tag, 0, mac, FM_MAC_LEN);
+	if (fake_reply(f, fd, FM_OP_AUTH, h.tag, 0, mac, FM_MAC_LEN))
+		return -1;
+	/* The channel runs on the client's real key. */
+	fm_chan_init(&f->ch, FM_CHAN_SERVER, id.key, FM_KEY_LEN, hq.client_nonce,
+		     hr.server_nonce);
+	return 0;
 }
 
 static int fake_answer(struct fake *f, int fd, const struct fm_hdr *h)
@@ -154,38 +180,38 @@ static int fake_answer(struct fake *f, int fd, const struct fm_hdr *h)
 	case FM_OP_PING:
 		if (f->mode == FAKE_BAD_LEN)
 			return 0;               /* held forever */
-		return fake_reply(fd, h->op, h->tag, 0, f->buf, h->len);
+		return fake_reply(f, fd, h->op, h->tag, 0, f->buf, h->len);
 	case FM_OP_WRITE:
 		if (fm_write_req_decode(f->buf, h->len, &r, &data) ||
 		    r.seg_id != FAKE_SEG || r.offset > FAKE_MEM || r.len > FAKE_MEM - r.offset)
-			return fake_reply(fd, h->op, h->tag, -ENOENT, NULL, 0);
+			return fake_reply(f, fd, h->op, h->tag, -ENOENT, NULL, 0);
 		memcpy(f->mem + r.offset, data, r.len);
-		return fake_reply(fd, h->op, h->tag, 0, NULL, 0);
+		return fake_reply(f, fd, h->op, h->tag, 0, NULL, 0);
 	case FM_OP_READ:
 		if (fm_read_req_decode(f->buf, h->len, &r) ||
 		    r.seg_id != FAKE_SEG || r.offset > FAKE_MEM || r.len > FAKE_MEM - r.offset)
-			return fake_reply(fd, h->op, h->tag, -ENOENT, NULL, 0);
+			return fake_reply(f, fd, h->op, h->tag, -ENOENT, NULL, 0);
 		if (f->mode == FAKE_BAD_LEN && r.len)
 			r.len--;
-		return fake_reply(fd, h->op, h->tag, 0, f->mem + r.offset, r.len);
+		return fake_reply(f, fd, h->op, h->tag, 0, f->mem + r.offset, r.len);
 	case FM_OP_ALLOC: {
 		struct fm_alloc_rep a = { .seg_id = FAKE_SEG, .size = get_le32(f->buf) };
 
-		return fake_reply(fd, h->op, h->tag, 0, out, (uint32_t)fm_alloc_rep_encode(out, &a));
+		return fake_reply(f, fd, h->op, h->tag, 0, out, (uint32_t)fm_alloc_rep_encode(out, &a));
 	}
 	case FM_OP_STAT: {
 		struct fm_stat s = { .pool_bytes = 12345, .segment_max = FAKE_MEM, .locked = 1 };
 
-		return fake_reply(fd, h->op, h->tag, 0, out, (uint32_t)fm_stat_encode(out, &s));
+		return fake_reply(f, fd, h->op, h->tag, 0, out, (uint32_t)fm_stat_encode(out, &s));
 	}
 	case FM_OP_LIST:
 		put_le32(out, 3);
 		for (uint32_t i = 0; i < 3; i++)
 			fm_list_entry_encode(out + 4 + i * FM_LIST_ENTRY_LEN, 100 + i,
 					     FM_PAGE * (i + 1));
-		return fake_reply(fd, h->op, h->tag, 0, out, 4 + 3 * FM_LIST_ENTRY_LEN);
+		return fake_reply(f, fd, h->op, h->tag, 0, out, 4 + 3 * FM_LIST_ENTRY_LEN);
 	default:
-		return fake_reply(fd, h->op, h->tag, -ENOENT, NULL, 0);
+		return fake_reply(f, fd, h->op, h->tag, -ENOENT, NULL, 0);
 	}
 }
 
@@ -196,6 +222,7 @@ static void fake_serve(struct fake *f, int fd)
 	int first = __atomic_fetch_add(&f->conns, 1, __ATOMIC_ACQ_REL) == 0;
 	struct fm_hdr h;
 
+	fm_chan_wipe(&f->ch);   /* a new connection starts plain */
 	/* Reads time out so the thread notices stop. */
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	/* Header and payload go out in two sends: keep Nagle out of it. */
@@ -580,6 +607,36 @@ static int t_protocol_error_fails_all(void)
 	/* The short READ is the culprit; the held PING goes down with it. */
 	CHECK(async_wait(&bad) == -EPROTO);
 	CHECK(async_wait(&held) == -ECONNRESET);
+	CHECK(fm_conn_is_up(c) == 0);
+	fm_conn_close(c);
+	fake_stop(f);
+	return 0;
+}
+
+static int t_bad_tag_fails_the_reply(void)
+{
+	struct fake *f = fake_start(FAKE_BAD_TAG);
+	struct fm_conn *c;
+	uint8_t page[FM_PAGE], back[FM_PAGE];
+	struct iovec iov = { page, sizeof(page) };
+	uint64_t before = fm_chan_rejected();
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	memset(page, 0x5c, sizeof(page));
+	CHECK(fm_conn_open(&p, &c) == 0);
+	/* Our tags check at the fake (it would drop us otherwise). */
+	struct fm_req w = { .op = FM_OP_WRITE, .seg_id = FAKE_SEG, .len = FM_PAGE,
+			    .iov = &iov, .iovcnt = 1 };
+	struct fm_req r = { .op = FM_OP_READ, .seg_id = FAKE_SEG, .len = FM_PAGE,
+			    .buf = back };
+
+	CHECK(fm_conn_call(c, &w) == 0);
+	CHECK(ping(c) == 0);
+	/* The altered READ reply fails; the connection goes down. */
+	CHECK(fm_conn_call(c, &r) == -EPROTO);
+	CHECK(fm_chan_rejected() == before + 1);
 	CHECK(fm_conn_is_up(c) == 0);
 	fm_conn_close(c);
 	fake_stop(f);
@@ -1541,6 +1598,7 @@ static const struct tap_case cases[] = {
 	{ "peer is not a memserver: EPROTO", t_not_a_memserver },
 	{ "request timeout: ETIMEDOUT, connection down, then ENOTCONN", t_timeout_drops_connection },
 	{ "bad reply length: EPROTO for it, ECONNRESET for the rest", t_protocol_error_fails_all },
+	{ "a reply altered in transit fails its tag: EPROTO, connection down", t_bad_tag_fails_the_reply },
 	{ "connection lost: ECONNRESET, state down, reconnects, state up", t_reconnect },
 	{ "server gone: ENOTCONN while down, back when it listens again", t_down_is_enotconn_until_back },
 	{ "close fails in-flight requests with ECANCELED", t_close_cancels_inflight },

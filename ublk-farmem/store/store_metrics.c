@@ -2,6 +2,7 @@
  * store_metrics.h). */
 #include <stdio.h>
 
+#include "chan.h"
 #include "store.h"
 #include "store_metrics.h"
 
@@ -67,6 +68,9 @@ void store_metrics_provide(struct metrics_buf *b, void *arg)
 			s.cleaned_segments);
 	metrics_counter(b, "farmem_blk_rereplicated_segments_total",
 			"segments copied to a new server after a loss", s.rereplicated_segments);
+	metrics_counter(b, "farmem_blk_frames_rejected_total",
+			"replies whose channel tag failed; each dropped its connection",
+			fm_chan_rejected());
 	metrics_family(b, "farmem_blk_errors_total", "counter",
 		       "bad copies detected (checksum: plain records; auth: sealed records "
 		       "that failed to open) and requests failed (read, write)");
