@@ -9,7 +9,8 @@
 # fuzz_session (the memserver's request handling), fuzz_keyfile (the
 # client key file parser, common/keyfile.c), fuzz_record (stored
 # records as a donor returns them, plain and sealed) and fuzz_chan (the
-# tag after each frame, memserver/session_chan.c).  Exits 0 with a
+# tag after each frame, memserver/session_chan.c) and fuzz_psk (serve's
+# TLS pre-shared key file).  Exits 0 with a
 # "skip" line when clang or its fuzzer runtime is missing; non-zero when
 # a target crashes (the input is kept as build-fuzz/<target>-crash-*).
 set -eu
@@ -78,10 +79,16 @@ echo "  FUZZ    $OUT/fuzz_chan"
 	memserver/session.c memserver/segtab.c memserver/devtab.c \
 	memserver/quota.c common/parse.c \
 	memserver/buf.c common/protocol.c common/auth.c common/chan.c common/log.c common/clock.c $SODIUM
+echo "  FUZZ    $OUT/fuzz_psk"
+# shellcheck disable=SC2086
+"$CC" $FLAGS -o "$OUT/fuzz_psk" tests/fuzz/fuzz_psk.c \
+	ublk-farmem/frontend/nbd/nbd_psk.c common/log.c common/clock.c $SODIUM
 
 # Seeds: valid frames, so short runs start past the magic number.
 mkdir -p "$OUT/corpus/fuzz_frame" "$OUT/corpus/fuzz_session" "$OUT/corpus/fuzz_keyfile" \
-	"$OUT/corpus/fuzz_record" "$OUT/corpus/fuzz_chan"
+	"$OUT/corpus/fuzz_record" "$OUT/corpus/fuzz_chan" "$OUT/corpus/fuzz_psk"
+printf 'alice:000102030405060708090a0b0c0d0e0f\n# a comment\nbob:%064d\n' 0 \
+	> "$OUT/corpus/fuzz_psk/two-users"
 "$CC" -O1 -std=gnu11 -I. -Icommon -o "$OUT/make_seeds" \
 	tests/fuzz/make_seeds.c common/protocol.c
 "$OUT/make_seeds" "$OUT/corpus/fuzz_frame" "$OUT/corpus/fuzz_session" \
@@ -89,7 +96,7 @@ mkdir -p "$OUT/corpus/fuzz_frame" "$OUT/corpus/fuzz_session" "$OUT/corpus/fuzz_k
 
 [ -n "$RUN" ] || exit 0
 rc=0
-for t in fuzz_frame fuzz_session fuzz_keyfile fuzz_record fuzz_chan; do
+for t in fuzz_frame fuzz_session fuzz_keyfile fuzz_record fuzz_chan fuzz_psk; do
 	echo "fuzz: $t for ${RUN}s"
 	if ! "$OUT/$t" -max_total_time="$RUN" -max_len=8192 -rss_limit_mb=2048 \
 		-timeout=10 -print_final_stats=1 \

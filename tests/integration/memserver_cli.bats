@@ -290,7 +290,7 @@ no_lock() {
 	port=$(ms_port a)
 	# 20 sockets that never say HELLO: the first 8 are kept (none is
 	# evicted), the rest refused.  Floods from another source while
-	# genuine clients connect: security_listeners.bats.
+	# genuine clients connect: security.bats, its listeners section.
 	fds=()
 	for _ in $(seq 20); do
 		exec {fd}<>"/dev/tcp/127.0.0.1/$port"

@@ -1,4 +1,4 @@
-/* fm-flood.c — hostile clients for tests/integration/security_listeners.bats.
+/* fm-flood.c — hostile clients for tests/integration/security.bats (listeners).
  *
  *   fm-flood flood HOST PORT SOURCE CONNS SECONDS
  *       Keeps up to CONNS connections from address SOURCE open at once,
