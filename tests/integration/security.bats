@@ -1105,3 +1105,37 @@ replies_above() { local n; n=$(replies_of "$1"); [ -n "$n" ] && [ "$n" -gt "$2" 
 	run nbdinfo "nbds://localhost:$port/?tls-certificates=$FM_DIR/other"
 	[ "$status" -ne 0 ]
 }
+
+@test "nbd: a flood of bad handshakes is refused without flooding the log" {
+	start_memservers 1 --size 64M
+	start_serve --size 16M
+	local t0 t1 lines bound
+	t0=$(date +%s)
+	# 200 clients in turn, each sending a bad option magic after the
+	# greeting, then waiting for the server to close.
+	timeout 120 perl -MIO::Socket::UNIX -e '
+		my ($path) = @ARGV;
+		for my $i (1 .. 200) {
+			my $s = IO::Socket::UNIX->new(Peer => $path) or die "connect: $!";
+			my $b = "";
+			while (length($b) < 18) {
+				sysread($s, $b, 18 - length($b), length($b)) or die "no greeting";
+			}
+			syswrite($s, pack("N", 3) . "BADMAGIC" . pack("NN", 1, 0));
+			1 while sysread($s, $b, 64);
+			close($s);
+		}' "$NBD_SOCK"
+	t1=$(date +%s)
+	lines=$(grep -c "bad option magic" "$FM_DIR/serve/log" || true)
+	# The clients did get as far as the line being logged (an unlimited
+	# server logs it 200 times)...
+	[ "$lines" -ge 1 ]
+	# ...but at most 20 lines per 10 s window pass (nbd.c's handshake
+	# limiter); the bound stays below 200 for any run under 80 s.
+	bound=$(( 20 * ((t1 - t0) / 10 + 2) ))
+	echo "# lines=$lines bound=$bound in $((t1 - t0))s" >&3
+	[ "$bound" -lt 200 ]
+	[ "$lines" -le "$bound" ]
+	# The export still serves a genuine client.
+	nbdinfo --size "$NBD_URI"
+}

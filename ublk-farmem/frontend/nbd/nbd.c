@@ -25,12 +25,18 @@ static int set_nonblock(int fd)
 	return 0;
 }
 
+/* Every line logged while a client has not finished its handshake goes
+ * through one limiter: a flood of clients that never get that far must
+ * not be able to fill the log (or the disk under it). */
+static struct log_limit handshake_log = LOG_LIMIT_INIT(20, 10000);
+
 /* Serve one connection: handshake (the whole of it within the deadline,
  * however the client trickles), requests, goodbye. */
 static void serve_conn(struct nbd_server *srv, int fd, unsigned id)
 {
 	struct nbd_io io = { .fd = fd, .id = id };
 	struct nbd_slot *slot = NULL;
+	struct log_limit *outer = log_limit_scope(&handshake_log);
 	int rc;
 
 	if (srv->p.handshake_timeout_ms)
@@ -44,9 +50,11 @@ static void serve_conn(struct nbd_server *srv, int fd, unsigned id)
 				 id, srv->p.handshake_timeout_ms);
 		else if (rc != -ECONNABORTED && rc != -EPIPE)
 			log_info("nbd conn %u: handshake ended: %s", id, strerror(-rc));
+		log_limit_scope(outer);
 		nbd_tls_end(&io);
 		return;
 	}
+	log_limit_scope(outer);
 	io.deadline_ns = 0;
 	io.idle_ns = (uint64_t)srv->p.idle_timeout_ms * 1000000u;
 	io.last_active_ns = fm_mono_ns();
@@ -109,8 +117,8 @@ static void start_conn(struct nbd_server *srv, int fd)
 	c = free_conn(srv);
 	if (!c) {
 		/* Past twice the slot count even the handshake is refused. */
-		log_warn("nbd conn %u: refused: too many connections (at most %d)",
-			 id, srv->p.max_conns);
+		log_warn_rl("nbd conn %u: refused: too many connections (at most %d)",
+			    id, srv->p.max_conns);
 		close(fd);
 		return;
 	}
