@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "admit.h"
 #include "auth.h"
 #include "chan.h"
 #include "config.h"
@@ -197,7 +198,7 @@ void ms_buf_free(struct ms_buf *b);
  * (a large reply went out); 0, or -ENOMEM leaving the buffer as it was. */
 int ms_buf_shrink(struct ms_buf *b, size_t keep);
 
-/* ---- admit.c: bounds on listeners, and who may start a handshake ---- */
+/* ---- limits.c: bounds on listeners (common/admit.c: who may start a handshake) ---- */
 
 #define MS_HANDSHAKE_MS_DEFAULT               10000
 #define MS_MAX_HANDSHAKES_DEFAULT             256
@@ -214,22 +215,6 @@ struct ms_limits {
 
 void ms_limits_defaults(struct ms_limits *l);
 
-struct ms_admit_src;
-struct ms_admit {
-	unsigned max_total, max_per_src, total, nslots;
-	struct ms_admit_src *slots;
-};
-
-struct sockaddr;
-int ms_admit_init(struct ms_admit *a, unsigned max_total, unsigned max_per_src);
-void ms_admit_fini(struct ms_admit *a);
-/* A handshake from sa may start: 0; -EBUSY when its source already has
- * max_per_src in progress, -EAGAIN when max_total are.  Refused ones
- * take nothing: new connections are refused, none is evicted. */
-int ms_admit_take(struct ms_admit *a, const struct sockaddr *sa);
-/* That handshake ended (authenticated or closed). */
-void ms_admit_put(struct ms_admit *a, const struct sockaddr *sa);
-unsigned ms_admit_source_count(const struct ms_admit *a, const struct sockaddr *sa);
 
 /* ---- session.c: one connection's protocol state ---- */
 
@@ -259,7 +244,7 @@ struct ms_ctx {
 	struct metrics_pool_snap *metrics; /* --metrics: the loop publishes here */
 	struct ms_free_hook *free_hooks;
 	const struct ms_limits *limits;  /* NULL: ms_limits_defaults() */
-	struct ms_admit *admit;          /* shared by every listener; NULL: none */
+	struct fm_admit *admit;          /* shared by every listener; NULL: none */
 };
 
 enum ms_sess_state { MS_HELLO, MS_AUTH, MS_READY };

@@ -452,7 +452,7 @@ static int post_recv(struct rl_conn *c, uint32_t i)
 static void conn_destroy(struct ms_rdma *l, struct rl_conn *c)
 {
 	if (c->admitted && l->ctx->admit)
-		ms_admit_put(l->ctx->admit, (struct sockaddr *)&c->sa);
+		fm_admit_put(l->ctx->admit, (struct sockaddr *)&c->sa);
 	ms_session_end(l->ctx, &c->sess);
 	grants_drop_all(c);
 	if (c->id && c->id->qp) {
@@ -635,7 +635,7 @@ static int conn_authenticated(struct rl_conn *c)
 	struct ms_rdma *l = c->l;
 
 	if (c->admitted && l->ctx->admit) {
-		ms_admit_put(l->ctx->admit, (struct sockaddr *)&c->sa);
+		fm_admit_put(l->ctx->admit, (struct sockaddr *)&c->sa);
 		c->admitted = 0;
 	}
 	if (dev_register_pool(l, c->dev) < 0)
@@ -823,7 +823,7 @@ static int admit(struct ms_rdma *l, struct rdma_cm_id *id, struct sockaddr_stora
 		return 0;
 	memcpy(sa, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 						     : sizeof(struct sockaddr_in));
-	rc = ms_admit_take(l->ctx->admit, peer);
+	rc = fm_admit_take(l->ctx->admit, peer);
 	if (rc == 0 || rc == -EAFNOSUPPORT)
 		return 0;
 	peer_name(id, name, sizeof(name));
@@ -895,7 +895,7 @@ static void on_connect_request(struct ms_rdma *l, struct rdma_cm_id *id,
 	c = calloc(1, sizeof(*c));
 	if (rc || !c) {
 		if (l->ctx->admit && sa.ss_family)
-			ms_admit_put(l->ctx->admit, (struct sockaddr *)&sa);
+			fm_admit_put(l->ctx->admit, (struct sockaddr *)&sa);
 		free(c);
 		c = NULL;
 		goto reject;

@@ -100,7 +100,7 @@ struct server {
 	unsigned nconns;
 	int stop;
 	struct ms_limits limits;
-	struct ms_admit admit;
+	struct fm_admit admit;
 	struct log_limit unauth_log;   /* every line about unauthenticated peers */
 };
 
@@ -197,7 +197,7 @@ static int listeners_watch(struct server *sv, int on)
 static void conn_close(struct server *sv, struct conn *c)
 {
 	if (c->admitted)
-		ms_admit_put(&sv->admit, (struct sockaddr *)&c->sa);
+		fm_admit_put(&sv->admit, (struct sockaddr *)&c->sa);
 	ms_session_end(sv->ctx, &c->sess);
 	epoll_ctl(sv->ep, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
@@ -284,7 +284,7 @@ static void conn_authenticated(struct server *sv, struct conn *c)
 	int on = 1, idle = KEEPIDLE_S, intvl = KEEPINTVL_S, cnt = KEEPCNT;
 
 	if (c->admitted) {
-		ms_admit_put(&sv->admit, (struct sockaddr *)&c->sa);
+		fm_admit_put(&sv->admit, (struct sockaddr *)&c->sa);
 		c->admitted = 0;
 	}
 	setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
@@ -505,14 +505,14 @@ static int admit(struct server *sv, struct listener *l,
 			    l->name, sv->nconns);
 		return -EMFILE;
 	}
-	rc = ms_admit_take(&sv->admit, (const struct sockaddr *)ss);
+	rc = fm_admit_take(&sv->admit, (const struct sockaddr *)ss);
 	if (rc == 0)
 		return 0;
 	peer_name(ss, len, peer, sizeof(peer));
 	if (rc == -EBUSY)
 		log_warn_rl("%s: refusing %s: %u handshakes from that source in "
 			    "progress (max-handshakes-per-source)", l->name, peer,
-			    ms_admit_source_count(&sv->admit,
+			    fm_admit_source_count(&sv->admit,
 						  (const struct sockaddr *)ss));
 	else
 		log_warn_rl("%s: refusing %s: %u handshakes in progress "
@@ -547,7 +547,7 @@ static void accept_all(struct server *sv, struct listener *l)
 			continue;
 		}
 		if (conn_add(sv, fd, &ss, len) < 0) {
-			ms_admit_put(&sv->admit, (struct sockaddr *)&ss);
+			fm_admit_put(&sv->admit, (struct sockaddr *)&ss);
 			log_err_rl("%s: cannot set up a connection", l->name);
 			close(fd);
 		}
@@ -749,7 +749,7 @@ int ms_server_run(struct ms_ctx *ctx, const struct ms_resolved *r,
 							  UNAUTH_LOG_PERIOD_MS) };
 	int rc;
 
-	rc = ms_admit_init(&sv.admit, sv.limits.max_handshakes,
+	rc = fm_admit_init(&sv.admit, sv.limits.max_handshakes,
 			   sv.limits.max_handshakes_per_source);
 	if (rc < 0) {
 		log_err("handshake limits: %s", strerror(-rc));
@@ -788,7 +788,7 @@ int ms_server_run(struct ms_ctx *ctx, const struct ms_resolved *r,
 	server_teardown(&sv);
 	ctx->limits = NULL;
 	ctx->admit = NULL;
-	ms_admit_fini(&sv.admit);
+	fm_admit_fini(&sv.admit);
 	if (pid_file && pid_file[0] && rc == 0)
 		unlink(pid_file);
 	return rc;

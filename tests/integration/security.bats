@@ -1139,3 +1139,56 @@ replies_above() { local n; n=$(replies_of "$1"); [ -n "$n" ] && [ "$n" -gt "$2" 
 	# The export still serves a genuine client.
 	nbdinfo --size "$NBD_URI"
 }
+
+probe_says_greeting() { [ "$(tcp_probe "$1" "$2")" = greeting ]; }
+
+# tcp_probe SRC PORT [HOLD]: connect from SRC to serve on 127.0.0.1:PORT
+# and print "greeting" (the handshake began) or "closed" (refused); with
+# HOLD, then sit in the handshake for up to 60 s.
+tcp_probe() {
+	timeout 70 perl -MIO::Socket::INET -e '
+		my ($src, $port, $hold) = @ARGV;
+		my $s = IO::Socket::INET->new(LocalAddr => $src, PeerAddr => "127.0.0.1",
+					      PeerPort => $port, Timeout => 5) or die "connect: $!";
+		my $b = "";
+		eval {
+			local $SIG{ALRM} = sub { die "alarm\n" };
+			alarm 5;
+			while (length($b) < 18) {
+				sysread($s, $b, 18 - length($b), length($b)) or last;
+			}
+			alarm 0;
+		};
+		$| = 1;
+		print length($b) == 18 ? "greeting\n" : "closed\n";
+		sleep 60 if $hold;' "$@"
+}
+
+@test "nbd: one host holds at most half the connections in handshake; others still get in" {
+	start_memservers 1 --size 64M
+	port=$(free_port)
+	NBD_URI="nbd://127.0.0.1:$port/"
+	launch_serve --servers "$FM_SERVERS" --secret-file "$FM_SECRET" --size 16M \
+		--nbd "tcp://127.0.0.1:$port" --queues 2 --handshake-timeout 60s
+	# --queues 2: 4 connection entries, at most 2 in handshake per host.
+	tcp_probe 127.0.0.1 "$port" hold >"$FM_DIR/h1" &
+	h1=$!
+	tcp_probe 127.0.0.1 "$port" hold >"$FM_DIR/h2" &
+	h2=$!
+	wait_until 20 grep -q greeting "$FM_DIR/h1"
+	wait_until 20 grep -q greeting "$FM_DIR/h2"
+	run tcp_probe 127.0.0.1 "$port"
+	[ "$output" = closed ]
+	grep -q "too many handshakes in progress from this host" "$FM_DIR/serve/log"
+	# The control: another host is not refused, so the refusal above
+	# was this host's cap, not a full server.
+	run tcp_probe 127.0.0.2 "$port"
+	[ "$output" = greeting ]
+	# The stalled handshakes end: their places come back.
+	pkill -P "$h1" 2>/dev/null || true
+	pkill -P "$h2" 2>/dev/null || true
+	kill "$h1" "$h2" 2>/dev/null || true
+	wait "$h1" "$h2" 2>/dev/null || true
+	wait_until 20 probe_says_greeting 127.0.0.1 "$port"
+	nbdinfo --size "$NBD_URI"
+}

@@ -1,4 +1,4 @@
-/* test_ms_admit.c — who may start a handshake: a cap per source address
+/* test_fm_admit.c — who may start a handshake: a cap per source address
  * (IPv4 address, IPv6 /64) and in all; refused newcomers take nothing. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -36,66 +36,66 @@ static struct sockaddr_storage v6(const char *ip)
 
 static int t_per_source_cap(void)
 {
-	struct ms_admit a;
+	struct fm_admit a;
 	struct sockaddr_storage flood = v4("127.0.0.2", 1000), other = v4("127.0.0.1", 5);
 
-	CHECK(ms_admit_init(&a, 100, 4) == 0);
+	CHECK(fm_admit_init(&a, 100, 4) == 0);
 	for (int i = 0; i < 4; i++) {
 		flood = v4("127.0.0.2", (uint16_t)(1000 + i));   /* port does not matter */
-		CHECK(ms_admit_take(&a, SA(flood)) == 0);
+		CHECK(fm_admit_take(&a, SA(flood)) == 0);
 	}
-	CHECK(ms_admit_take(&a, SA(flood)) == -EBUSY);
-	CHECK(ms_admit_source_count(&a, SA(flood)) == 4);
+	CHECK(fm_admit_take(&a, SA(flood)) == -EBUSY);
+	CHECK(fm_admit_source_count(&a, SA(flood)) == 4);
 	/* Another source is not affected. */
-	CHECK(ms_admit_take(&a, SA(other)) == 0);
+	CHECK(fm_admit_take(&a, SA(other)) == 0);
 	CHECK(a.total == 5);
 	/* One handshake ends: that source may start one more. */
-	ms_admit_put(&a, SA(flood));
-	CHECK(ms_admit_take(&a, SA(flood)) == 0);
-	ms_admit_fini(&a);
+	fm_admit_put(&a, SA(flood));
+	CHECK(fm_admit_take(&a, SA(flood)) == 0);
+	fm_admit_fini(&a);
 	return 0;
 }
 
 static int t_global_cap(void)
 {
-	struct ms_admit a;
+	struct fm_admit a;
 	char ip[32];
 
-	CHECK(ms_admit_init(&a, 8, 2) == 0);
+	CHECK(fm_admit_init(&a, 8, 2) == 0);
 	for (int i = 0; i < 8; i++) {
 		struct sockaddr_storage s;
 
 		snprintf(ip, sizeof(ip), "10.0.0.%d", i + 1);
 		s = v4(ip, 1);
-		CHECK(ms_admit_take(&a, SA(s)) == 0);
+		CHECK(fm_admit_take(&a, SA(s)) == 0);
 	}
 	struct sockaddr_storage late = v4("10.0.1.1", 1), first = v4("10.0.0.1", 1);
 
-	CHECK(ms_admit_take(&a, SA(late)) == -EAGAIN);
+	CHECK(fm_admit_take(&a, SA(late)) == -EAGAIN);
 	CHECK(a.total == 8);
-	ms_admit_put(&a, SA(first));
-	CHECK(ms_admit_take(&a, SA(late)) == 0);
-	ms_admit_fini(&a);
+	fm_admit_put(&a, SA(first));
+	CHECK(fm_admit_take(&a, SA(late)) == 0);
+	fm_admit_fini(&a);
 	return 0;
 }
 
 /* IPv6 peers count per /64; a v4-mapped address counts as its IPv4. */
 static int t_v6_prefix_and_mapped(void)
 {
-	struct ms_admit a;
+	struct fm_admit a;
 	struct sockaddr_storage x = v6("2001:db8:1:2::1"), y = v6("2001:db8:1:2:ffff::9"),
 				z = v6("2001:db8:1:3::1"), m = v6("::ffff:192.0.2.7"),
 				p = v4("192.0.2.7", 9);
 
-	CHECK(ms_admit_init(&a, 16, 2) == 0);
-	CHECK(ms_admit_take(&a, SA(x)) == 0);
-	CHECK(ms_admit_take(&a, SA(y)) == 0);
-	CHECK(ms_admit_take(&a, SA(x)) == -EBUSY);   /* same /64 */
-	CHECK(ms_admit_take(&a, SA(z)) == 0);        /* next /64 */
-	CHECK(ms_admit_take(&a, SA(m)) == 0);
-	CHECK(ms_admit_take(&a, SA(p)) == 0);
-	CHECK(ms_admit_take(&a, SA(p)) == -EBUSY);   /* mapped and plain: one source */
-	ms_admit_fini(&a);
+	CHECK(fm_admit_init(&a, 16, 2) == 0);
+	CHECK(fm_admit_take(&a, SA(x)) == 0);
+	CHECK(fm_admit_take(&a, SA(y)) == 0);
+	CHECK(fm_admit_take(&a, SA(x)) == -EBUSY);   /* same /64 */
+	CHECK(fm_admit_take(&a, SA(z)) == 0);        /* next /64 */
+	CHECK(fm_admit_take(&a, SA(m)) == 0);
+	CHECK(fm_admit_take(&a, SA(p)) == 0);
+	CHECK(fm_admit_take(&a, SA(p)) == -EBUSY);   /* mapped and plain: one source */
+	fm_admit_fini(&a);
 	return 0;
 }
 
@@ -103,27 +103,27 @@ static int t_v6_prefix_and_mapped(void)
  * middle): every count stays exact and the table never leaks a slot. */
 static int t_churn(void)
 {
-	struct ms_admit a;
+	struct fm_admit a;
 	char ip[32];
 
-	CHECK(ms_admit_init(&a, 64, 3) == 0);
+	CHECK(fm_admit_init(&a, 64, 3) == 0);
 	for (int round = 0; round < 50; round++) {
 		for (int i = 0; i < 64; i++) {
 			struct sockaddr_storage s;
 
 			snprintf(ip, sizeof(ip), "10.%d.%d.1", round % 7, i % 21);
 			s = v4(ip, 1);
-			if (ms_admit_source_count(&a, SA(s)) < 3)
-				CHECK(ms_admit_take(&a, SA(s)) == 0);
+			if (fm_admit_source_count(&a, SA(s)) < 3)
+				CHECK(fm_admit_take(&a, SA(s)) == 0);
 			else
-				CHECK(ms_admit_take(&a, SA(s)) == -EBUSY);
+				CHECK(fm_admit_take(&a, SA(s)) == -EBUSY);
 		}
 		for (int i = 63; i >= 0; i -= 2) {
 			struct sockaddr_storage s;
 
 			snprintf(ip, sizeof(ip), "10.%d.%d.1", round % 7, i % 21);
 			s = v4(ip, 1);
-			ms_admit_put(&a, SA(s));
+			fm_admit_put(&a, SA(s));
 		}
 		/* Give everything back. */
 		for (int i = 0; i < 64 * 3 && a.total; i++) {
@@ -131,8 +131,8 @@ static int t_churn(void)
 
 			snprintf(ip, sizeof(ip), "10.%d.%d.1", round % 7, i % 21);
 			s = v4(ip, 1);
-			while (ms_admit_source_count(&a, SA(s)))
-				ms_admit_put(&a, SA(s));
+			while (fm_admit_source_count(&a, SA(s)))
+				fm_admit_put(&a, SA(s));
 		}
 		CHECK(a.total == 0);
 		for (unsigned i = 0; i < a.nslots; i++) {
@@ -140,19 +140,19 @@ static int t_churn(void)
 
 			snprintf(ip, sizeof(ip), "10.%d.%u.1", round % 7, i % 21);
 			s = v4(ip, 1);
-			CHECK(ms_admit_source_count(&a, SA(s)) == 0);
+			CHECK(fm_admit_source_count(&a, SA(s)) == 0);
 		}
 	}
-	ms_admit_fini(&a);
+	fm_admit_fini(&a);
 	return 0;
 }
 
 static int t_bad_limits(void)
 {
-	struct ms_admit a;
+	struct fm_admit a;
 
-	CHECK(ms_admit_init(&a, 0, 1) == -EINVAL);
-	CHECK(ms_admit_init(&a, 1, 0) == -EINVAL);
+	CHECK(fm_admit_init(&a, 0, 1) == -EINVAL);
+	CHECK(fm_admit_init(&a, 1, 0) == -EINVAL);
 	return 0;
 }
 

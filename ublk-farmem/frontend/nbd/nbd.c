@@ -30,9 +30,21 @@ static int set_nonblock(int fd)
  * not be able to fill the log (or the disk under it). */
 static struct log_limit handshake_log = LOG_LIMIT_INIT(20, 10000);
 
-/* Serve one connection: handshake (the whole of it within the deadline,
- * however the client trickles), requests, goodbye. */
-static void serve_conn(struct nbd_server *srv, int fd, unsigned id)
+/* The handshake of c is over (GO, or closed): its place goes back. */
+static void admit_end(struct nbd_server *srv, struct nbd_conn *c)
+{
+	if (!c || !c->admitted)
+		return;
+	pthread_mutex_lock(&srv->lock);
+	fm_admit_put(&srv->admit, (struct sockaddr *)&c->peer);
+	c->admitted = 0;
+	pthread_mutex_unlock(&srv->lock);
+}
+
+/* Serve one connection (c: its entry, NULL for a handed-over socket):
+ * handshake (the whole of it within the deadline, however the client
+ * trickles), requests, goodbye. */
+static void serve_conn(struct nbd_server *srv, struct nbd_conn *c, int fd, unsigned id)
 {
 	struct nbd_io io = { .fd = fd, .id = id };
 	struct nbd_slot *slot = NULL;
@@ -51,10 +63,12 @@ static void serve_conn(struct nbd_server *srv, int fd, unsigned id)
 		else if (rc != -ECONNABORTED && rc != -EPIPE)
 			log_info("nbd conn %u: handshake ended: %s", id, strerror(-rc));
 		log_limit_scope(outer);
+		admit_end(srv, c);
 		nbd_tls_end(&io);
 		return;
 	}
 	log_limit_scope(outer);
+	admit_end(srv, c);
 	io.deadline_ns = 0;
 	io.idle_ns = (uint64_t)srv->p.idle_timeout_ms * 1000000u;
 	io.last_active_ns = fm_mono_ns();
@@ -70,7 +84,7 @@ static void *conn_main(void *arg)
 	struct nbd_conn *c = arg;
 	struct nbd_server *srv = c->srv;
 
-	serve_conn(srv, c->fd, c->id);
+	serve_conn(srv, c, c->fd, c->id);
 	pthread_mutex_lock(&srv->lock);
 	close(c->fd);
 	c->fd = -1;
@@ -105,7 +119,35 @@ static struct nbd_conn *free_conn(struct nbd_server *srv)
 	return NULL;
 }
 
-static void start_conn(struct nbd_server *srv, int fd)
+/* May a handshake from peer start?  A tcp peer's host may have at most
+ * half the entries in handshake (unix peers have no host to count).
+ * 0 (c->admitted says whether a place was taken) or -EBUSY. */
+static int admit_begin(struct nbd_server *srv, struct nbd_conn *c,
+		       const struct sockaddr_storage *peer, socklen_t len, unsigned id)
+{
+	int rc;
+
+	c->admitted = 0;
+	if (srv->p.listen.kind != ADDR_TCP || len == 0)
+		return 0;
+	memcpy(&c->peer, peer, sizeof(*peer));
+	pthread_mutex_lock(&srv->lock);
+	rc = fm_admit_take(&srv->admit, (struct sockaddr *)&c->peer);
+	pthread_mutex_unlock(&srv->lock);
+	if (rc == 0) {
+		c->admitted = 1;
+		return 0;
+	}
+	if (rc == -EAFNOSUPPORT)
+		return 0;
+	log_warn_rl("nbd conn %u: refused: %s", id, rc == -EBUSY ?
+		    "too many handshakes in progress from this host" :
+		    "too many handshakes in progress");
+	return -EBUSY;
+}
+
+static void start_conn(struct nbd_server *srv, int fd,
+		       const struct sockaddr_storage *peer, socklen_t len)
 {
 	struct nbd_conn *c;
 	unsigned id = __atomic_fetch_add(&srv->next_id, 1, __ATOMIC_RELAXED);
@@ -122,6 +164,10 @@ static void start_conn(struct nbd_server *srv, int fd)
 		close(fd);
 		return;
 	}
+	if (admit_begin(srv, c, peer, len, id) < 0) {
+		close(fd);
+		return;
+	}
 	c->srv = srv;
 	c->id = id;
 	c->done = 0;
@@ -131,6 +177,7 @@ static void start_conn(struct nbd_server *srv, int fd)
 	rc = pthread_create(&c->thread, &srv->thread_attr, conn_main, c);
 	if (rc) {
 		log_err("nbd conn %u: cannot start thread: %s", id, strerror(rc));
+		admit_end(srv, c);
 		c->fd = -1;
 		c->thread = 0;
 		close(fd);
@@ -145,6 +192,8 @@ int nbd_server_run(struct nbd_server *srv)
 	};
 
 	while (!srv->stopping) {
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof(peer);
 		int fd;
 
 		if (poll(pf, 2, -1) < 0) {
@@ -157,13 +206,13 @@ int nbd_server_run(struct nbd_server *srv)
 			break;
 		if (!(pf[0].revents & POLLIN))
 			continue;
-		fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		fd = accept4(srv->listen_fd, (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
 				log_warn("nbd: accept: %s", strerror(errno));
 			continue;
 		}
-		start_conn(srv, fd);
+		start_conn(srv, fd, &peer, plen);
 	}
 	srv->stopping = 1;
 	/* Stop every reader; workers finish, replies go out, then close. */
@@ -192,7 +241,7 @@ void nbd_server_stop(struct nbd_server *srv)
 
 int nbd_server_serve_fd(struct nbd_server *srv, int fd)
 {
-	serve_conn(srv, fd, __atomic_fetch_add(&srv->next_id, 1, __ATOMIC_RELAXED));
+	serve_conn(srv, NULL, fd, __atomic_fetch_add(&srv->next_id, 1, __ATOMIC_RELAXED));
 	return 0;
 }
 
@@ -268,6 +317,10 @@ int nbd_server_create(const struct nbd_server_params *p,
 	}
 	for (int i = 0; i < srv->nconns; i++)
 		srv->conns[i].fd = -1;
+	rc = fm_admit_init(&srv->admit, (unsigned)srv->nconns,
+			   p->max_conns > 1 ? (unsigned)p->max_conns : 1u);
+	if (rc < 0)
+		goto fail;
 	if ((rc = nbd_tls_server_init(srv)) < 0)
 		goto fail;
 	if ((rc = open_listener(srv)) < 0)
@@ -296,6 +349,7 @@ void nbd_server_destroy(struct nbd_server *srv)
 		close(srv->stop_fd[1]);
 	}
 	free(srv->conns);
+	fm_admit_fini(&srv->admit);
 	nbd_tls_server_fini(srv);
 	fm_rwlock_destroy(&srv->rmw_lock);
 	pthread_mutex_destroy(&srv->lock);

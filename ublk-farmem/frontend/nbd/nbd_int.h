@@ -5,10 +5,12 @@
 
 #include <gnutls/gnutls.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "admit.h"
 #include "fiber.h"
 #include "nbd.h"
 #include "nbd_psk.h"
@@ -85,6 +87,8 @@ struct nbd_conn {
 	int done;                   /* thread finished; join it */
 	pthread_t thread;
 	unsigned id;
+	struct sockaddr_storage peer;
+	int admitted;               /* holds a place in srv->admit until GO */
 };
 
 #define NBD_THREAD_STACK (512u << 10)
@@ -96,7 +100,10 @@ struct nbd_server {
 	int listen_fd;
 	int stop_fd[2];             /* self-pipe: nbd_server_stop() writes */
 	uint16_t port;
-	pthread_mutex_t lock;       /* slots' in_use, conns[] */
+	pthread_mutex_t lock;       /* slots' in_use, conns[], admit */
+	/* Handshakes in progress per source host (tcp): one host may hold
+	 * at most half the connection entries before GO. */
+	struct fm_admit admit;
 	struct nbd_slot *slots;
 	struct nbd_conn *conns;     /* 2 * max_conns: room for refused ones */
 	int nconns;

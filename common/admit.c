@@ -1,11 +1,13 @@
-/* admit.c — who may start a handshake (see memserver.h).
+/* admit.c — who may start a handshake (see admit.h).
  *
  * A connection that has not authenticated costs us a socket, buffers and
  * a deadline while costing its sender one SYN: a cap on how many may be
  * in progress keeps that bounded, and a cap per source address keeps one
  * host from taking all of them.  New connections beyond either cap are
  * refused; none already in progress is evicted, so a flood cannot push a
- * genuine client out half-way through its handshake.
+ * genuine client out half-way through its handshake.  Used by the
+ * memserver's listeners and by `farmem-blk serve`; not locked: callers
+ * that share one across threads hold their own lock.
  *
  * Sources are counted in an open-addressing table (linear probing,
  * backward-shift deletion) with room for twice the global cap, so it
@@ -13,28 +15,19 @@
  * are counted per /64: a host usually owns a whole /64, and counting
  * single addresses would let it take every slot.
  */
-#include "memserver.h"
+#include "admit.h"
 
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct ms_admit_src {
+struct fm_admit_src {
 	uint8_t key[17];     /* family tag, then the address (or /64) */
 	uint32_t count;      /* 0: empty slot */
 };
 
-void ms_limits_defaults(struct ms_limits *l)
-{
-	l->handshake_ms = MS_HANDSHAKE_MS_DEFAULT;
-	l->idle_ms = 0;
-	l->max_handshakes = MS_MAX_HANDSHAKES_DEFAULT;
-	l->max_handshakes_per_source = MS_MAX_HANDSHAKES_PER_SOURCE_DEFAULT;
-	l->allow_shared_rkey = 0;
-}
-
-int ms_admit_init(struct ms_admit *a, unsigned max_total, unsigned max_per_src)
+int fm_admit_init(struct fm_admit *a, unsigned max_total, unsigned max_per_src)
 {
 	unsigned n = 16;
 
@@ -52,7 +45,7 @@ int ms_admit_init(struct ms_admit *a, unsigned max_total, unsigned max_per_src)
 	return 0;
 }
 
-void ms_admit_fini(struct ms_admit *a)
+void fm_admit_fini(struct fm_admit *a)
 {
 	free(a->slots);
 	memset(a, 0, sizeof(*a));
@@ -93,7 +86,7 @@ static unsigned key_hash(const uint8_t key[17], unsigned mask)
 }
 
 /* The slot holding key, or the empty slot where it would go. */
-static unsigned find(const struct ms_admit *a, const uint8_t key[17])
+static unsigned find(const struct fm_admit *a, const uint8_t key[17])
 {
 	unsigned mask = a->nslots - 1, i = key_hash(key, mask);
 
@@ -102,7 +95,7 @@ static unsigned find(const struct ms_admit *a, const uint8_t key[17])
 	return i;
 }
 
-int ms_admit_take(struct ms_admit *a, const struct sockaddr *sa)
+int fm_admit_take(struct fm_admit *a, const struct sockaddr *sa)
 {
 	uint8_t key[17];
 	unsigned i;
@@ -123,7 +116,7 @@ int ms_admit_take(struct ms_admit *a, const struct sockaddr *sa)
 
 /* Empty slot i, moving later entries of its probe run back so that
  * every lookup still finds them. */
-static void remove_slot(struct ms_admit *a, unsigned i)
+static void remove_slot(struct fm_admit *a, unsigned i)
 {
 	unsigned mask = a->nslots - 1, j = i;
 
@@ -144,7 +137,7 @@ static void remove_slot(struct ms_admit *a, unsigned i)
 	a->slots[i].count = 0;
 }
 
-void ms_admit_put(struct ms_admit *a, const struct sockaddr *sa)
+void fm_admit_put(struct fm_admit *a, const struct sockaddr *sa)
 {
 	uint8_t key[17];
 	unsigned i;
@@ -159,7 +152,7 @@ void ms_admit_put(struct ms_admit *a, const struct sockaddr *sa)
 		remove_slot(a, i);
 }
 
-unsigned ms_admit_source_count(const struct ms_admit *a, const struct sockaddr *sa)
+unsigned fm_admit_source_count(const struct fm_admit *a, const struct sockaddr *sa)
 {
 	uint8_t key[17];
 
