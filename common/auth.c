@@ -5,6 +5,7 @@
  */
 #include "auth.h"
 #include "log.h"
+#include "parse.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -147,17 +148,6 @@ int fm_auth_verify(const struct fm_auth_session *a, enum fm_auth_role role,
 	return ok ? 0 : -EACCES;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int fm_uuid_parse(const char *s, uint8_t out[FM_UUID_LEN])
 {
 	int n = 0;
@@ -172,8 +162,8 @@ int fm_uuid_parse(const char *s, uint8_t out[FM_UUID_LEN])
 				return -EINVAL;
 			continue;
 		}
-		hi = hexval(s[i]);
-		lo = hexval(s[i + 1]);
+		hi = hex_digit(s[i]);
+		lo = hex_digit(s[i + 1]);
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
 		out[n++] = (uint8_t)(hi << 4 | lo);

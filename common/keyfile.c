@@ -7,6 +7,7 @@
  */
 #include "keyfile.h"
 #include "log.h"
+#include "parse.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,17 +36,6 @@ static int is_blank(char c)
 	return c == ' ' || c == '\t';
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* One line [p, end) without its newline, blanks around trimmed. */
 struct kf_line {
 	const char *p, *end;
@@ -65,7 +55,7 @@ static int parse_key_hex(const char *v, size_t n, uint8_t key[FM_KEY_LEN])
 	if (n != 2 * FM_KEY_LEN)
 		return -EINVAL;
 	for (size_t i = 0; i < FM_KEY_LEN; i++) {
-		int hi = hexval(v[2 * i]), lo = hexval(v[2 * i + 1]);
+		int hi = hex_digit(v[2 * i]), lo = hex_digit(v[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return -EINVAL;

@@ -38,6 +38,9 @@ int parse_addr(const char *s, int allow_unix, struct fm_addr *out);
 /* Back to text, for messages. */
 const char *addr_str(const struct fm_addr *a, char *buf, size_t len);
 
+/* The value of one hex digit (either case), or -1. */
+int hex_digit(char c);
+
 /* Split a comma-separated list in place; returns count or -E2BIG. */
 int split_list(char *s, char **items, int max_items);
 

@@ -67,7 +67,7 @@ echo "  FUZZ    $OUT/fuzz_session"
 echo "  FUZZ    $OUT/fuzz_keyfile"
 # shellcheck disable=SC2086
 "$CC" $FLAGS -o "$OUT/fuzz_keyfile" tests/fuzz/fuzz_keyfile.c \
-	common/keyfile.c common/protocol.c common/auth.c common/log.c common/clock.c $SODIUM
+	common/keyfile.c common/protocol.c common/auth.c common/parse.c common/log.c common/clock.c $SODIUM
 
 echo "  FUZZ    $OUT/fuzz_record"
 # shellcheck disable=SC2086
@@ -82,7 +82,7 @@ echo "  FUZZ    $OUT/fuzz_chan"
 echo "  FUZZ    $OUT/fuzz_psk"
 # shellcheck disable=SC2086
 "$CC" $FLAGS -o "$OUT/fuzz_psk" tests/fuzz/fuzz_psk.c \
-	ublk-farmem/frontend/nbd/nbd_psk.c common/log.c common/clock.c $SODIUM
+	ublk-farmem/frontend/nbd/nbd_psk.c common/parse.c common/log.c common/clock.c $SODIUM
 
 # Seeds: valid frames, so short runs start past the magic number.
 mkdir -p "$OUT/corpus/fuzz_frame" "$OUT/corpus/fuzz_session" "$OUT/corpus/fuzz_keyfile" \

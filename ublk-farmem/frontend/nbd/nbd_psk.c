@@ -10,17 +10,7 @@
 #include <unistd.h>
 
 #include "log.h"
-
-static int hex_val(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
+#include "parse.h"
 
 /* One line's user name: why it is refused, or NULL when good. */
 static const char *check_user(const char *u, size_t n)
@@ -45,7 +35,7 @@ static const char *parse_key(const char *h, size_t n, struct nbd_psk_entry *e)
 	if (n / 2 > NBD_PSK_KEY_MAX)
 		return "key longer than 64 bytes";
 	for (size_t i = 0; i < n; i += 2) {
-		int hi = hex_val(h[i]), lo = hex_val(h[i + 1]);
+		int hi = hex_digit(h[i]), lo = hex_digit(h[i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return "key is not hexadecimal";
