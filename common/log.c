@@ -9,6 +9,8 @@
 static const char *log_prog = "farmem";
 static enum log_level log_level = LOG_LVL_INFO;
 static int log_syslog;
+/* Set by log_async_start(): whole lines go there instead of stderr. */
+static void (*log_sink)(const char *line, size_t len);
 static __thread struct log_limit *log_scope;
 
 void log_init(const char *progname, enum log_level level)
@@ -37,13 +39,30 @@ static void emit(enum log_level level, const char *fmt, va_list ap)
 	if (log_syslog) {
 		vsyslog(prio[level], fmt, ap);
 	} else {
-		/* One fprintf per line keeps lines whole across threads. */
-		char line[1024];
+		/* One write per line keeps lines whole across threads. */
+		char msg[1024], line[1100];
+		int n;
 
-		vsnprintf(line, sizeof(line), fmt, ap);
-		fprintf(stderr, "%s: %s: %s\n", log_prog, tag[level], line);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		n = snprintf(line, sizeof(line), "%s: %s: %s\n", log_prog, tag[level], msg);
+		if (n < 0)
+			n = 0;
+		if ((size_t)n >= sizeof(line))
+			n = (int)sizeof(line) - 1;
+		void (*sink)(const char *, size_t) =
+			__atomic_load_n(&log_sink, __ATOMIC_ACQUIRE);
+
+		if (sink)
+			sink(line, (size_t)n);
+		else
+			fputs(line, stderr);
 	}
 	errno = saved;
+}
+
+void log_set_sink(void (*sink)(const char *line, size_t len))
+{
+	__atomic_store_n(&log_sink, sink, __ATOMIC_RELEASE);
 }
 
 static void emit_msg(enum log_level level, const char *fmt, ...)

@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum log_level { LOG_LVL_ERR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
@@ -21,6 +22,24 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void log_vmsg(enum log_level level, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));
+
+/* Where stderr lines go instead (log_async.c); NULL: stderr again. */
+void log_set_sink(void (*sink)(const char *line, size_t len));
+
+/* ---- log_async.c: lines that never wait on where they are stored ----
+ *
+ * A swap device's daemon must not block on its own log: its stderr is a
+ * file in tmpfs, whose last page may have been swapped out to the very
+ * device the daemon serves, and a write then waits on a swap-in only the
+ * writer could complete (seen: a queue thread in shmem_swapin_folio
+ * under write(2), every swap I/O waiting on it).  Once started, lines
+ * are copied into a ring allocated up front; one thread writes them to
+ * stderr.  A full ring drops lines and counts them, never blocks.
+ * Call after the last fork() whose child logs on its own. */
+int log_async_start(size_t ring_bytes);     /* 0 or -errno */
+/* Write what the ring holds (waits at most wait_ms), stop the thread. */
+void log_async_stop(unsigned wait_ms);
+uint64_t log_async_dropped(void);
 
 #define log_err(...)   log_msg(LOG_LVL_ERR, __VA_ARGS__)
 #define log_warn(...)  log_msg(LOG_LVL_WARN, __VA_ARGS__)

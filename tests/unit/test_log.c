@@ -1,5 +1,9 @@
 /* test_log.c — the log rate limiter: bursts, windows, the suppressed
- * count, and the per-thread scope that bounds lines from shared code. */
+ * count, and the per-thread scope that bounds lines from shared code;
+ * asynchronous lines that never wait on a stalled stderr. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,12 +144,74 @@ static int t_level_filtered(void)
 	return 0;
 }
 
+static void log_one_line(void)
+{
+	log_warn("straight again");
+}
+
+/* Reads the pipe's read end until EOF into a buffer. */
+struct drain {
+	int fd;
+	char text[256 * 1024];
+	size_t len;
+};
+
+static void *drain_main(void *arg)
+{
+	struct drain *d = arg;
+
+	for (;;) {
+		ssize_t n = read(d->fd, d->text + d->len, sizeof(d->text) - 1 - d->len);
+
+		if (n <= 0 || d->len + (size_t)n >= sizeof(d->text) - 1)
+			break;
+		d->len += (size_t)n;
+	}
+	d->text[d->len] = '\0';
+	return NULL;
+}
+
+/* stderr is a pipe nobody reads (as a swapped-out log file blocks a
+ * write): 20000 lines must still return at once, the excess dropped and
+ * counted, and once the pipe is read the writer says how many. */
+static int t_async_never_blocks(void)
+{
+	static struct drain d;
+	int p[2], saved = dup(2);
+	pthread_t reader;
+
+	CHECK(saved >= 0 && pipe(p) == 0);
+	fflush(stderr);
+	dup2(p[1], 2);
+	close(p[1]);
+	CHECK(log_async_start(16 * 1024) == 0);
+	alarm(30);   /* a blocking log call would hang here: fail instead */
+	for (int i = 0; i < 20000; i++)
+		log_warn("line %d of a flood that cannot all fit", i);
+	alarm(0);
+	CHECK(log_async_dropped() > 0);
+	d.fd = p[0];
+	CHECK(pthread_create(&reader, NULL, drain_main, &d) == 0);
+	log_async_stop(5000);
+	dup2(saved, 2);    /* the last write end closes: the reader sees EOF */
+	close(saved);
+	CHECK(pthread_join(reader, NULL) == 0);
+	close(p[0]);
+	CHECK(strstr(d.text, "line 0 of a flood") != NULL);
+	CHECK(strstr(d.text, "lines dropped (log writer behind)") != NULL);
+	CHECK(count(d.text, "of a flood") < 20000);
+	/* Stopped: lines go straight to stderr again. */
+	CHECK(strstr(capture_stderr(log_one_line), "straight again") != NULL);
+	return 0;
+}
+
 static const struct tap_case cases[] = {
 	{ "burst, then suppressed until the next window", t_burst_then_suppress },
 	{ "1000 lines through a limit of 5: 5 logged", t_lines_bounded },
 	{ "the next line reports the suppressed count", t_suppressed_reported },
 	{ "a scope bounds plain log calls on its thread", t_scope },
 	{ "lines below the log level are not counted", t_level_filtered },
+	{ "async: a stalled stderr never blocks a log call", t_async_never_blocks },
 };
 
 TAP_MAIN(cases)

@@ -20,6 +20,11 @@
 #include "store/store.h"
 #include "store/store_metrics.h"
 
+/* The log ring: room for a few thousand lines while the writer waits. */
+#define DAEMON_LOG_RING    (256u << 10)
+/* How long an exiting daemon waits for its last lines to be written. */
+#define DAEMON_LOG_STOP_MS 2000
+
 struct devd {
 	const struct devd_config *cfg;
 	struct store *store;
@@ -167,6 +172,7 @@ static int finish(struct devd *d)
 			log_warn("%s: answering del: %s", d->name, strerror(errno));
 		close(del_fd);
 	}
+	log_async_stop(DAEMON_LOG_STOP_MS);
 	return ret < 0 ? 1 : 0;
 }
 
@@ -194,6 +200,11 @@ int daemon_run_device(const struct devd_config *cfg, int ready_fd)
 	if (keeper_start(&d.keeper) < 0)
 		log_warn("no keeper process: after a crash, recover may wait for "
 			 "pages swapped out to this device");
+	/* After the fork: from here no log line waits on where it is stored
+	 * (log.h says why a swap device must not). */
+	if (log_async_start(DAEMON_LOG_RING) < 0)
+		log_warn("log lines are written directly: a full or swapped-out "
+			 "log file can stall this device");
 	ret = daemon_swap_safety(err, sizeof(err));
 	if (ret == 0)
 		ret = store_open(cfg->store, &d.store, err, sizeof(err));
@@ -240,6 +251,7 @@ fail:
 	/* No store_close(): queue threads may still hold kernel commands
 	 * and the store; the caller exits, which returns both. */
 	log_err("%s", err);
+	log_async_stop(DAEMON_LOG_STOP_MS);
 	daemon_ready(&ready_fd, 0, err);
 	return 1;
 }
