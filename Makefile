@@ -4,8 +4,10 @@
 
 CC ?= cc
 CFLAGS ?= -O2 -g
-PKGS := liburing libibverbs librdmacm libzstd liblz4 libsodium libxxhash gnutls
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKGS := liburing libibverbs librdmacm libzstd liblz4 libsodium libxxhash
+# GnuTLS: its header only; serve dlopen()s the library when TLS is asked
+# for (ublk-farmem/frontend/nbd/nbd_tls_lib.h says why).
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) gnutls 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wmissing-prototypes \
         -Wstrict-prototypes -Wvla -Wpointer-arith
@@ -15,7 +17,7 @@ WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wmissing-prototypes \
 INCLUDE_DIRS := . common ublk-farmem
 override CFLAGS += -std=gnu11 -D_GNU_SOURCE $(WARN) $(addprefix -I,$(INCLUDE_DIRS)) \
         -I/usr/include/iniparser $(PKG_CFLAGS) -MMD -MP
-override LDLIBS += $(PKG_LIBS) -liniparser -lpthread
+override LDLIBS += $(PKG_LIBS) -liniparser -lpthread -ldl
 
 ifeq ($(V),1)
 Q :=

@@ -21,6 +21,44 @@
 
 #include "clock.h"
 #include "log.h"
+#include "nbd_tls_lib.h"
+
+/* Every GnuTLS call goes through the table nbd_tls_lib.c fills. */
+#define gnutls_bye nbd_gnutls.gnutls_bye
+#define gnutls_certificate_allocate_credentials nbd_gnutls.gnutls_certificate_allocate_credentials
+#define gnutls_certificate_free_credentials nbd_gnutls.gnutls_certificate_free_credentials
+#define gnutls_certificate_server_set_request nbd_gnutls.gnutls_certificate_server_set_request
+#define gnutls_certificate_set_known_dh_params nbd_gnutls.gnutls_certificate_set_known_dh_params
+#define gnutls_certificate_set_x509_key_file nbd_gnutls.gnutls_certificate_set_x509_key_file
+#define gnutls_cipher_get nbd_gnutls.gnutls_cipher_get
+#define gnutls_cipher_get_name nbd_gnutls.gnutls_cipher_get_name
+#define gnutls_credentials_set nbd_gnutls.gnutls_credentials_set
+#define gnutls_deinit nbd_gnutls.gnutls_deinit
+#define gnutls_error_is_fatal nbd_gnutls.gnutls_error_is_fatal
+#define gnutls_handshake nbd_gnutls.gnutls_handshake
+#define gnutls_handshake_set_timeout nbd_gnutls.gnutls_handshake_set_timeout
+#define gnutls_init nbd_gnutls.gnutls_init
+#define gnutls_priority_deinit nbd_gnutls.gnutls_priority_deinit
+#define gnutls_priority_init nbd_gnutls.gnutls_priority_init
+#define gnutls_priority_set nbd_gnutls.gnutls_priority_set
+#define gnutls_protocol_get_name nbd_gnutls.gnutls_protocol_get_name
+#define gnutls_protocol_get_version nbd_gnutls.gnutls_protocol_get_version
+#define gnutls_psk_allocate_server_credentials nbd_gnutls.gnutls_psk_allocate_server_credentials
+#define gnutls_psk_free_server_credentials nbd_gnutls.gnutls_psk_free_server_credentials
+#define gnutls_psk_server_get_username nbd_gnutls.gnutls_psk_server_get_username
+#define gnutls_psk_set_server_credentials_function nbd_gnutls.gnutls_psk_set_server_credentials_function
+#define gnutls_psk_set_server_known_dh_params nbd_gnutls.gnutls_psk_set_server_known_dh_params
+#define gnutls_record_recv nbd_gnutls.gnutls_record_recv
+#define gnutls_record_send nbd_gnutls.gnutls_record_send
+#define gnutls_session_get_ptr nbd_gnutls.gnutls_session_get_ptr
+#define gnutls_session_set_ptr nbd_gnutls.gnutls_session_set_ptr
+#define gnutls_strerror nbd_gnutls.gnutls_strerror
+#define gnutls_transport_get_ptr nbd_gnutls.gnutls_transport_get_ptr
+#define gnutls_transport_set_ptr nbd_gnutls.gnutls_transport_set_ptr
+#define gnutls_transport_set_pull_function nbd_gnutls.gnutls_transport_set_pull_function
+#define gnutls_transport_set_pull_timeout_function nbd_gnutls.gnutls_transport_set_pull_timeout_function
+#define gnutls_transport_set_push_function nbd_gnutls.gnutls_transport_set_push_function
+#define gnutls_malloc (*nbd_gnutls.malloc_fn)
 
 /* Forward secrecy: ephemeral (EC)DH on top of the PSK; no plain PSK.
  * Where the CPU has AES instructions the server picks AES-GCM first:
@@ -276,6 +314,10 @@ int nbd_tls_server_init(struct nbd_server *srv)
 
 	if (!p->tls_psk_file && !p->tls_cert_file && !p->tls_key_file)
 		return 0;
+	if (nbd_tls_lib_load(prio, sizeof(prio)) < 0) {
+		log_err("nbd: TLS: %s", prio);
+		return -ENOENT;
+	}
 	if (p->tls_psk_file && (rc = load_psk(srv, p->tls_psk_file)) < 0)
 		return rc;
 	if ((p->tls_cert_file || p->tls_key_file) &&
