@@ -125,8 +125,11 @@ int nbd_read_full(struct nbd_io *io, void *buf, size_t len);
 int nbd_write_full(struct nbd_io *io, const void *buf, size_t len);
 int nbd_writev_full(struct nbd_io *io, struct iovec *iov, int n);
 int nbd_discard_bytes(struct nbd_io *io, uint64_t len);
-/* One recv/send on the socket itself, waiting within the bounds:
- * bytes moved, 0 at EOF (recv), or -errno.  GnuTLS's pull and push. */
+/* nbd_wait.c: one recv/send on the socket itself, waiting within the
+ * bounds: bytes moved, 0 at EOF (recv), or -errno.  GnuTLS's pull and
+ * push.  nbd_io_wait: the socket would block; wait for events within
+ * the bounds: 0 to retry, -ETIMEDOUT or -errno. */
+int nbd_io_wait(struct nbd_io *io, short events);
 ssize_t nbd_sock_recv(struct nbd_io *io, void *buf, size_t len);
 ssize_t nbd_sock_send(struct nbd_io *io, const void *buf, size_t len);
 
