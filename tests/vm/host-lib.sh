@@ -109,6 +109,22 @@ hl_cleanup() {
 	HL_MS_PIDS=() HL_MS_PORTS=() HL_CTL_PID=
 }
 
+# hl_emulator_crash CONSOLE: true when a guest's console shows a death
+# that says nothing about farmem:
+# - it died before its kernel finished booting;
+# - the kernel trapped on an int3 it had placed itself while patching its
+#   own text (a static key flipped by "crng init done"), which QEMU's
+#   multi-threaded emulation lets the other vCPU run into (seen in 0-zram,
+#   where farmem is not even running);
+# - the kernel took a debug exception (#DB) nobody asked for (seen in
+#   rdma_rxe's receive work in the memserver guest, with impossible
+#   EFLAGS): no debugger runs in these guests.
+hl_emulator_crash() {
+	[ -f "$1" ] || return 1
+	grep -q "farmem-vm: booted in" "$1" || return 0
+	grep -qE "Oops: int3|WARNING: .* at arch/x86/kernel/traps.c:[0-9]+ exc_debug_kernel" "$1"
+}
+
 # hl_header FILE KEY DEFAULT: the value of "# vm-KEY: VALUE" in a guest
 # scenario FILE, or DEFAULT.
 hl_header() {
