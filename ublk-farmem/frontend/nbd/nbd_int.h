@@ -130,6 +130,9 @@ int nbd_discard_bytes(struct nbd_io *io, uint64_t len);
  * push.  nbd_io_wait: the socket would block; wait for events within
  * the bounds: 0 to retry, -ETIMEDOUT or -errno. */
 int nbd_io_wait(struct nbd_io *io, short events);
+/* After a socket call failed with errno: 0 to call again (EINTR, or the
+ * socket became ready within the bounds), -ETIMEDOUT or -errno. */
+int nbd_io_retry(struct nbd_io *io, short events);
 ssize_t nbd_sock_recv(struct nbd_io *io, void *buf, size_t len);
 ssize_t nbd_sock_send(struct nbd_io *io, const void *buf, size_t len);
 

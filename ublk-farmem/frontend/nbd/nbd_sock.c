@@ -58,13 +58,9 @@ static int sendmsg_all(struct nbd_io *io, struct iovec *iov, int n)
 		ssize_t sent = sendmsg(io->fd, &m, MSG_NOSIGNAL);
 
 		if (sent < 0) {
-			int rc;
+			int rc = nbd_io_retry(io, POLLOUT);
 
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			if ((rc = nbd_io_wait(io, POLLOUT)) < 0)
+			if (rc < 0)
 				return rc;
 			continue;
 		}

@@ -69,6 +69,15 @@ int nbd_io_wait(struct nbd_io *io, short events)
 	}
 }
 
+int nbd_io_retry(struct nbd_io *io, short events)
+{
+	if (errno == EINTR)
+		return 0;
+	if (errno != EAGAIN)
+		return -errno;
+	return nbd_io_wait(io, events);
+}
+
 ssize_t nbd_sock_recv(struct nbd_io *io, void *buf, size_t len)
 {
 	for (;;) {
@@ -77,11 +86,7 @@ ssize_t nbd_sock_recv(struct nbd_io *io, void *buf, size_t len)
 
 		if (n >= 0)
 			return n;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN)
-			return -errno;
-		if ((rc = nbd_io_wait(io, POLLIN)) < 0)
+		if ((rc = nbd_io_retry(io, POLLIN)) < 0)
 			return rc;
 	}
 }
@@ -95,11 +100,7 @@ ssize_t nbd_sock_send(struct nbd_io *io, const void *buf, size_t len)
 
 		if (n >= 0)
 			return n;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN)
-			return -errno;
-		if ((rc = nbd_io_wait(io, POLLOUT)) < 0)
+		if ((rc = nbd_io_retry(io, POLLOUT)) < 0)
 			return rc;
 	}
 }
