@@ -136,12 +136,45 @@ static int test_drop_replica_degrades(void)
 	return 0;
 }
 
+/* The race that once freed a segment under a page: a writer's records
+ * are on the servers but not yet in the map (a retry round can keep them
+ * there for seconds) while another writer fills and retires the
+ * segment.  It looks empty, yet the cleaner must leave it alone. */
+static int test_appended_records_keep_their_segment(void)
+{
+	struct store *s = open_store(2, 2);
+	struct ioctx *io;
+	uint32_t idx;
+
+	CHECK(s);
+	io = &s->q[0];
+	memset(io->buf, 0x5a, 256);
+	io->pio[0] = (struct page_io){ .rec_off = 0, .rec_len = 256 };
+	CHECK(records_append(s, io, 1) == 0);
+	CHECK(io->pio[0].ok);
+	idx = io->pio[0].seg;
+	seg_retire(s, idx);
+	CHECK(s->segs[idx].state == SEG_FULL);
+	CHECK(cleaner_run(s) == 0);
+	CHECK(s->segs[idx].state == SEG_FULL);
+	/* Applied (here: dropped, nothing points at it): now it is fair game. */
+	records_settle(s, io);
+	CHECK(io->nheld == 0);
+	CHECK(s->segs[idx].state == SEG_SEALED);
+	CHECK(cleaner_run(s) == 1);
+	CHECK(s->segs[idx].state == SEG_FREE);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
 static const struct tap_case cases[] = {
 	{ "open: R distinct servers, first replica rotates evenly; free gives all back", test_open_places_and_rotates },
 	{ "a retired segment stays FULL until its last append lands", test_full_until_last_append },
 	{ "a server refusing ALLOC is skipped; none left is -ENOSPC", test_refused_alloc_tries_others },
 	{ "the last table slots are kept for the cleaner", test_cleaner_reserve },
 	{ "dropping a replica degrades; repair restores it", test_drop_replica_degrades },
+	{ "records written but not yet in the map keep their segment from the cleaner", test_appended_records_keep_their_segment },
 };
 
 int main(void)

@@ -80,8 +80,23 @@ static void chunks_reap(struct store *s, struct ioctx *io, int nchunks)
 				io->pio[i].seg_off = c->seg_off +
 					(io->pio[i].rec_off - c->buf_off);
 			}
-		seg_write_done(s, c->seg);
+		/* Records this chunk wrote reach the map only after the
+		 * caller applies them: until then the segment looks empty,
+		 * so it must not seal (and be freed as such) yet.  A chunk
+		 * that wrote nothing holds nothing.  Each held chunk made
+		 * a record ok for good, so at most npages are held. */
+		if (good && io->nheld < io->npages)
+			io->held[io->nheld++] = c->seg;
+		else
+			seg_write_done(s, c->seg);
 	}
+}
+
+void records_settle(struct store *s, struct ioctx *io)
+{
+	for (unsigned k = 0; k < io->nheld; k++)
+		seg_write_done(s, io->held[k]);
+	io->nheld = 0;
 }
 
 /* Append every not-yet-written record: runs of records that fit the

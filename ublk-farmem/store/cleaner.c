@@ -94,6 +94,7 @@ static void flush_moves(struct store *s, uint32_t victim, unsigned n)
 		s->segs[p->seg].live += p->rec_len;
 	}
 	pthread_mutex_unlock(&s->lock);
+	records_settle(s, io);
 }
 
 /* Is the record at off of victim what the map says page h->page is? */

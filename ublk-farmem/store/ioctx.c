@@ -23,12 +23,13 @@ int ioctx_init(struct store *s, struct ioctx *io, int id)
 	io->clear = malloc(REC_MAX_PLEN);
 	io->pio = calloc(io->npages, sizeof(*io->pio));
 	io->chunks = calloc(io->npages, sizeof(*io->chunks));
+	io->held = calloc(io->npages, sizeof(*io->held));
 	io->nreqs = io->npages * (unsigned)s->replicas + STORE_MAX_REPLICAS;
 	io->reqs = calloc(io->nreqs, sizeof(*io->reqs));
 	pthread_mutex_init(&io->lock, NULL);
 	waiter_init(&io->w);
 	waiter_init(&io->cw);
-	if (!io->buf || !io->clear || !io->pio || !io->chunks || !io->reqs) {
+	if (!io->buf || !io->clear || !io->pio || !io->chunks || !io->held || !io->reqs) {
 		ioctx_fini(io);
 		return -ENOMEM;
 	}
@@ -49,6 +50,7 @@ void ioctx_fini(struct ioctx *io)
 	free(io->clear);
 	free(io->pio);
 	free(io->chunks);
+	free(io->held);
 	free(io->reqs);
 	pthread_mutex_destroy(&io->lock);
 	waiter_destroy(&io->w);

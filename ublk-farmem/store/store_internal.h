@@ -174,6 +174,12 @@ struct ioctx {
 			       * opened before decompressing) */
 	struct page_io *pio;  /* npages */
 	struct wchunk *chunks; /* npages */
+	uint32_t *held;       /* npages: segments holding records that are
+			       * written but not yet in the page map; each
+			       * keeps a writer count (so it stays FULL, never
+			       * SEALED with live 0 for the cleaner to free)
+			       * until records_settle() */
+	unsigned nheld;
 	struct qreq *reqs;    /* nreqs */
 	unsigned nreqs;
 	unsigned npages;
@@ -385,6 +391,9 @@ void codec_put(struct store *s, struct ioctx *io, struct fm_codec *c);
  * io's open segment(s), writing every replica; sets pio[].ok/seg/seg_off.
  * Returns 0 or the error that stopped it (seg_open). */
 int records_append(struct store *s, struct ioctx *io, unsigned n);
+/* The appended records are in the map (or never will be): let their
+ * segments seal.  Call after every records_append(), map lock not held. */
+void records_settle(struct store *s, struct ioctx *io);
 
 /* cleaner.c */
 int cleaner_run(struct store *s);        /* 1 when a segment was cleaned */

@@ -148,6 +148,7 @@ int store_write(struct store *s, int queue, uint64_t off, uint32_t len, const vo
 			break;
 	}
 	map_apply(s, io, off / STORE_PAGE, n);
+	records_settle(s, io);
 	pthread_mutex_unlock(&io->lock);
 	atomic_add64(&s->writes, 1);
 	if (rc < 0) {
