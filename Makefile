@@ -17,7 +17,9 @@ WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wmissing-prototypes \
 INCLUDE_DIRS := . common ublk-farmem
 override CFLAGS += -std=gnu11 -D_GNU_SOURCE $(WARN) $(addprefix -I,$(INCLUDE_DIRS)) \
         -I/usr/include/iniparser $(PKG_CFLAGS) -MMD -MP
-override LDLIBS += $(PKG_LIBS) -liniparser -lpthread -ldl
+# Boost.Context (fibers' context switch, common/fiber.c says why) from
+# its static library: only its assembly objects, no C++ runtime.
+override LDLIBS += $(PKG_LIBS) -liniparser -l:libboost_context.a -lpthread -ldl
 
 ifeq ($(V),1)
 Q :=

@@ -1,11 +1,14 @@
 /* fiber.c — per-thread event loop with fibers; see fiber.h.
  *
- * Fibers are ucontext coroutines whose stacks (with a guard page) are
+ * Fibers are stackful coroutines whose stacks (with a guard page) are
  * mapped at create time; a fiber that finishes its function goes back to
- * the free list and is reused by the next spawn without a new
- * makecontext.  Switches are annotated for ASan and TSan and the stacks
- * registered with valgrind, so the sanitizer builds and valgrind follow
- * them.
+ * the free list and is reused by the next spawn without a new context.
+ * Switches are Boost.Context's: ucontext's swapcontext() also saves and
+ * restores the signal mask, one rt_sigprocmask system call per switch,
+ * which at several switches per request cost more than the request's
+ * own socket calls.  Switches are annotated for ASan and TSan and the
+ * stacks registered with valgrind, so the sanitizer builds and valgrind
+ * follow them.
  */
 #include "fiber.h"
 
@@ -17,12 +20,26 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include "log.h"
 
+/* Boost.Context's context switch (libboost-context-dev), linked from its
+ * static library: only the assembly objects come in, no C++ runtime.
+ * Declared here because its header is C++.  jump_fcontext() suspends the
+ * caller and resumes to; when the caller is resumed in turn, fctx is the
+ * context that resumed it, now suspended. */
+typedef void *fcontext_t;
+struct fc_transfer {
+	fcontext_t fctx;
+	void *data;
+};
+extern struct fc_transfer jump_fcontext(fcontext_t to, void *data);
+extern fcontext_t make_fcontext(void *stack_top, size_t size,
+				void (*fn)(struct fc_transfer));
+
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define FIBER_ASAN 1
 #define FIBER_STACK_DEFAULT (1024u << 10)   /* ASan's redzones grow frames */
@@ -54,7 +71,7 @@ enum fiber_state { FIBER_FREE, FIBER_READY, FIBER_RUNNING, FIBER_PARKED };
 
 struct fm_fiber {
 	struct fm_loop *loop;
-	ucontext_t ctx;
+	fcontext_t ctx;               /* where it resumes */
 	void *map;                    /* guard page + stack */
 	size_t map_len;
 	void *stack;
@@ -83,7 +100,8 @@ struct fm_loop {
 	struct io_uring ring;
 	int ring_ok;
 	unsigned ring_entries;
-	ucontext_t main_ctx;
+	fcontext_t main_ctx;          /* where the loop resumes (fibers switch
+				       * only to it) */
 	const void *main_bottom;      /* the attached thread's stack (ASan) */
 	size_t main_size;
 	void *tsan_main;
@@ -151,14 +169,17 @@ static struct fm_fiber *ready_pop(struct fm_loop *l)
 
 /* ---- switching ---------------------------------------------------- */
 
-/* Save the running context in from and resume to, whose stack is
- * [bottom, bottom + size) (sanitizers need to know).  When this context
- * is resumed later, *fake is its ASan fake-stack handle and the stack we
- * came back from is stored in *from_bottom and *from_size if set. */
-static void ctx_switch(ucontext_t *from, ucontext_t *to, const void *bottom,
-		       size_t size, void *tsan_to, void **fake,
-		       const void **from_bottom, size_t *from_size)
+/* Suspend the running context and resume to, whose stack is
+ * [bottom, bottom + size) (sanitizers need to know).  Returns, once this
+ * context is resumed, the context that resumed it.  *fake is this
+ * context's ASan fake-stack handle; the stack we came back from is
+ * stored in *from_bottom and *from_size if set. */
+static fcontext_t ctx_switch(fcontext_t to, const void *bottom, size_t size,
+			     void *tsan_to, void **fake, const void **from_bottom,
+			     size_t *from_size)
 {
+	struct fc_transfer t;
+
 #ifdef FIBER_ASAN
 	__sanitizer_start_switch_fiber(fake, bottom, size);
 #else
@@ -173,20 +194,23 @@ static void ctx_switch(ucontext_t *from, ucontext_t *to, const void *bottom,
 #else
 	(void)tsan_to;
 #endif
-	swapcontext(from, to);
+	t = jump_fcontext(to, NULL);
 #ifdef FIBER_ASAN
 	__sanitizer_finish_switch_fiber(*fake, from_bottom, from_size);
 #endif
+	return t.fctx;
 }
 
+/* Only the running fiber switches back to the loop, so what resumes the
+ * loop is f, suspended. */
 static void switch_into(struct fm_loop *l, struct fm_fiber *f)
 {
 	void *fake = NULL;
 
 	l->current = f;
 	f->state = FIBER_RUNNING;
-	ctx_switch(&l->main_ctx, &f->ctx, f->stack, f->stack_size, f->tsan_fiber,
-		   &fake, NULL, NULL);
+	f->ctx = ctx_switch(f->ctx, f->stack, f->stack_size, f->tsan_fiber, &fake,
+			    NULL, NULL);
 	l->current = NULL;
 }
 
@@ -196,17 +220,18 @@ static void switch_out(struct fm_fiber *f)
 {
 	struct fm_loop *l = f->loop;
 
-	ctx_switch(&f->ctx, &l->main_ctx, l->main_bottom, l->main_size, l->tsan_main,
-		   &f->asan_fake, &l->main_bottom, &l->main_size);
+	l->main_ctx = ctx_switch(l->main_ctx, l->main_bottom, l->main_size, l->tsan_main,
+				 &f->asan_fake, &l->main_bottom, &l->main_size);
 }
 
 /* Every fiber's body: run what it was spawned with, go back to the
  * free list, wait for the next spawn. */
-static void fiber_main(void)
+static void fiber_main(struct fc_transfer from)
 {
 	struct fm_fiber *f = tl_loop->current;
 	struct fm_loop *l = f->loop;
 
+	l->main_ctx = from.fctx;
 #ifdef FIBER_ASAN
 	__sanitizer_finish_switch_fiber(NULL, &l->main_bottom, &l->main_size);
 #endif
@@ -514,6 +539,12 @@ static int fiber_init(struct fm_loop *l, struct fm_fiber *f, size_t stack_size)
 	if (mprotect(f->map, FIBER_GUARD, PROT_NONE) < 0)
 		return -errno;
 	f->stack = (char *)f->map + FIBER_GUARD;
+#ifdef FIBER_ASAN
+	/* The mapping may reuse a dead fiber's stack, whose frames ASan
+	 * still has poisoned (nothing intercepts a jump_fcontext switch to
+	 * clear them, as it does for swapcontext). */
+	ASAN_UNPOISON_MEMORY_REGION(f->stack, f->stack_size);
+#endif
 	memset(f->stack, STACK_FILL, f->stack_size);
 #ifdef FIBER_VALGRIND
 	f->vg_id = VALGRIND_STACK_REGISTER(f->stack, (char *)f->stack + f->stack_size);
@@ -521,12 +552,7 @@ static int fiber_init(struct fm_loop *l, struct fm_fiber *f, size_t stack_size)
 #ifdef FIBER_TSAN
 	f->tsan_fiber = __tsan_create_fiber(0);
 #endif
-	if (getcontext(&f->ctx) < 0)
-		return -errno;
-	f->ctx.uc_stack.ss_sp = f->stack;
-	f->ctx.uc_stack.ss_size = f->stack_size;
-	f->ctx.uc_link = NULL;
-	makecontext(&f->ctx, fiber_main, 0);
+	f->ctx = make_fcontext((char *)f->stack + f->stack_size, f->stack_size, fiber_main);
 	f->timer_op.cb = timer_done;
 	f->poll_op.cb = poll_done;
 	f->state = FIBER_FREE;
@@ -568,6 +594,9 @@ static void fiber_fini(struct fm_fiber *f)
 #ifdef FIBER_TSAN
 	if (f->tsan_fiber)
 		__tsan_destroy_fiber(f->tsan_fiber);
+#endif
+#ifdef FIBER_ASAN
+	ASAN_UNPOISON_MEMORY_REGION(f->stack, f->stack_size);
 #endif
 	munmap(f->map, f->map_len);
 	f->map = NULL;
@@ -686,6 +715,25 @@ void fm_mutex_init(struct fm_mutex *m)
 	m->waiters = NULL;
 }
 
+void fm_mutex_init_one_loop(struct fm_mutex *m)
+{
+	fm_mutex_init(m);
+	m->one_loop = 1;
+}
+
+/* f got m while still queued on it (a stale wake let it try again):
+ * take it off the list, whose links it would otherwise reuse. */
+static void waiter_unlink(struct fm_mutex *m, struct fm_fiber *f)
+{
+	for (struct fm_fiber **p = &m->waiters; *p; p = &(*p)->mutex_next)
+		if (*p == f) {
+			*p = f->mutex_next;
+			break;
+		}
+	f->mutex_next = NULL;
+	f->waiting_on = NULL;
+}
+
 void fm_mutex_destroy(struct fm_mutex *m)
 {
 	pthread_mutex_destroy(&m->m);
@@ -718,6 +766,8 @@ void fm_mutex_lock(struct fm_mutex *m)
 			sleep_ns *= 2;
 	}
 	__atomic_store_n(&m->owner, f->loop, __ATOMIC_RELEASE);
+	if (f->waiting_on == m)
+		waiter_unlink(m, f);
 }
 
 void fm_mutex_unlock(struct fm_mutex *m)
@@ -726,7 +776,12 @@ void fm_mutex_unlock(struct fm_mutex *m)
 
 	if (__atomic_load_n(&m->owner, __ATOMIC_RELAXED)) {
 		w = m->waiters;
-		m->waiters = NULL;
+		if (m->one_loop && w) {
+			m->waiters = w->mutex_next;
+			w->mutex_next = NULL;
+		} else {
+			m->waiters = NULL;
+		}
 		__atomic_store_n(&m->owner, NULL, __ATOMIC_RELEASE);
 	}
 	pthread_mutex_unlock(&m->m);

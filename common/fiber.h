@@ -106,9 +106,15 @@ struct fm_mutex {
 	struct fm_fiber *waiters;      /* parked fibers of the owner's loop;
 					* touched only in that loop's thread
 					* while one of its fibers holds m */
+	int one_loop;                  /* fm_mutex_init_one_loop() */
 };
 
 void fm_mutex_init(struct fm_mutex *m);
+/* A mutex only fibers of one loop ever take: an unlock wakes one waiter,
+ * not all (with W fibers queued on it, waking all costs 2W switches per
+ * unlock, nearly all of them to park again).  Waking all is what keeps a
+ * shared mutex's waiters from outliving their loop's hold on it. */
+void fm_mutex_init_one_loop(struct fm_mutex *m);
 void fm_mutex_destroy(struct fm_mutex *m);
 void fm_mutex_lock(struct fm_mutex *m);
 void fm_mutex_unlock(struct fm_mutex *m);
