@@ -510,6 +510,44 @@ static int t_pipelined(void)
 	return 0;
 }
 
+/* Replies the socket cannot take at once: 32 reads of 64 KiB sent
+ * before any reply is read, into a small send buffer.  The batch's
+ * sendmsg stops short, a worker finishes it while the others wait, and
+ * every reply still arrives whole, once, with its own data. */
+static int t_replies_past_a_full_socket(void)
+{
+	static uint8_t w[MAX_BLOCK], r[MAX_BLOCK];
+	int sndbuf = 4096, seen[32] = { 0 };
+	struct peer p;
+
+	CHECK(peer_start(&p, srv1) == 0);
+	CHECK(setsockopt(p.sfd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) == 0);
+	CHECK(go(p.fd) == 0);
+	for (int i = 0; i < 4; i++) {
+		fill(w, MAX_BLOCK, (unsigned)i + 50);
+		CHECK(cmd(p.fd, NBD_CMD_WRITE, (uint64_t)i * MAX_BLOCK, MAX_BLOCK, w, NULL) == 0);
+	}
+	for (int i = 0; i < 32; i++)
+		CHECK(request(p.fd, NBD_CMD_READ, 0, (uint64_t)i,
+			      (uint64_t)(i % 4) * MAX_BLOCK, MAX_BLOCK, NULL) == 0);
+	usleep(200 * 1000);   /* let the server run into the full socket */
+	for (int i = 0; i < 32; i++) {
+		uint8_t h[NBD_REPLY_SIZE];
+		uint64_t ck;
+
+		CHECK(rd(p.fd, h, sizeof(h)) == 0);
+		CHECK(nbd_get32(h) == NBD_SIMPLE_REPLY_MAGIC && nbd_get32(h + 4) == 0);
+		ck = nbd_get64(h + 8);
+		CHECK(ck < 32 && !seen[ck]);
+		seen[ck] = 1;
+		CHECK(rd(p.fd, r, MAX_BLOCK) == 0);
+		fill(w, MAX_BLOCK, (unsigned)(ck % 4) + 50);
+		CHECK(memcmp(r, w, MAX_BLOCK) == 0);
+	}
+	peer_end(&p);
+	return 0;
+}
+
 static struct nbd_server *new_server_with(struct nbd_server_params *prm)
 {
 	struct nbd_server *srv = NULL;
@@ -637,6 +675,7 @@ static const struct tap_case cases[] = {
 	{ "bad magic, huge write, huge option, bad flags close", t_hostile_closes },
 	{ "connection cap refuses GO with a message", t_connection_cap },
 	{ "pipelined requests answered by cookie", t_pipelined },
+	{ "replies past a full socket arrive whole, once each", t_replies_past_a_full_socket },
 	{ "handshake deadline closes a trickling client", t_handshake_deadline },
 	{ "idle timeout closes a connection after GO", t_idle_timeout },
 	{ "TLS required: TLS_REQD before STARTTLS, EXPORT_NAME closes", t_tls_required },

@@ -37,6 +37,12 @@ struct nbd_io {
 	uint64_t send_start_ns;
 	unsigned inflight;          /* requests read and not yet answered */
 	int err;                    /* the socket's -errno behind a TLS error */
+	/* Transmission on a plain socket: bytes read ahead of the parser,
+	 * so requests a client sent together cost one recv, not two each
+	 * (header, payload).  NULL during the handshake (STARTTLS must find
+	 * every byte after it still in the socket) and under TLS. */
+	uint8_t *rbuf;
+	uint32_t rcap, rpos, rlen;
 };
 
 /* One request as parsed from the wire. */
@@ -58,6 +64,11 @@ struct nbd_worker {
 	uint8_t *buf;               /* max_block + 2 pages, page aligned;
 				     * request data sits at buf + (off % 4096) */
 	uint8_t *page;              /* one scratch page for edge RMW */
+	/* Its reply while it waits in the slot's batch (nbd_transmit.c). */
+	uint8_t reply_head[16];     /* NBD_REPLY_SIZE */
+	struct fm_fiber *fiber;
+	int reply_state;            /* REPLY_* */
+	int reply_rc;
 };
 
 /* A connection's share of the server: its workers, their event loop
@@ -78,6 +89,19 @@ struct nbd_slot {
 	int send_failed;
 	uint64_t requests, errors;  /* under send_lock, for the close log */
 	struct nbd_worker *workers;
+	/* Plain sockets: the replies a loop turn produced leave together in
+	 * one sendmsg at the start of the next (flush_hook), so a client at
+	 * queue depth 32 is woken once per batch, not once per reply.  Loop
+	 * thread only.  pend: 2 iovecs per worker; pend_w: whose they are. */
+	int batched;
+	struct fm_loop_hook flush_hook;
+	struct iovec *pend;
+	int npend;
+	struct nbd_worker **pend_w;
+	int npend_w;
+	int flushing;               /* a worker finishes a batch the socket
+				     * did not take at once */
+	uint8_t *rbuf;              /* the connection's read-ahead (nbd_io) */
 };
 
 /* One accepted socket and the thread that serves it. */
@@ -92,6 +116,9 @@ struct nbd_conn {
 };
 
 #define NBD_THREAD_STACK (512u << 10)
+/* A connection's read-ahead: a queue depth of 4 KiB writes, headers
+ * included, in one recv. */
+#define NBD_READ_AHEAD (128u << 10)
 
 struct nbd_server {
 	struct nbd_server_params p;

@@ -56,6 +56,12 @@ static void slot_fini(struct nbd_slot *slot)
 	}
 	free(slot->workers);
 	slot->workers = NULL;
+	free(slot->pend);
+	free(slot->pend_w);
+	free(slot->rbuf);
+	slot->pend = NULL;
+	slot->pend_w = NULL;
+	slot->rbuf = NULL;
 	fm_loop_destroy(slot->loop);
 	slot->loop = NULL;
 	fm_mutex_destroy(&slot->send_lock);
@@ -72,13 +78,17 @@ static int slot_init(struct nbd_server *srv, struct nbd_slot *slot, int index)
 	slot->srv = srv;
 	slot->index = index;
 	slot->io = NULL;
-	fm_mutex_init(&slot->send_lock);
-	fm_mutex_init(&slot->read_lock);
+	/* Only the slot's worker fibers take these. */
+	fm_mutex_init_one_loop(&slot->send_lock);
+	fm_mutex_init_one_loop(&slot->read_lock);
 	rc = fm_loop_create(&lp, &slot->loop);
 	if (rc < 0)
 		log_err("nbd: slot %d: %d worker fibers: %s", index, n, strerror(-rc));
 	slot->workers = calloc((size_t)n, sizeof(*slot->workers));
-	if (rc == 0 && !slot->workers)
+	slot->pend = calloc(2 * (size_t)n, sizeof(*slot->pend));
+	slot->pend_w = calloc((size_t)n, sizeof(*slot->pend_w));
+	slot->rbuf = malloc(NBD_READ_AHEAD);
+	if (rc == 0 && (!slot->workers || !slot->pend || !slot->pend_w || !slot->rbuf))
 		rc = -ENOMEM;
 	for (int i = 0; i < n && rc == 0; i++)
 		rc = worker_init(slot, &slot->workers[i], index * n + i);

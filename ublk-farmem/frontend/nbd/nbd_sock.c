@@ -4,20 +4,54 @@
 #include "nbd_int.h"
 
 #include <errno.h>
+#include <string.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "clock.h"
 
+/* Copy out what the read-ahead buffer holds, up to len. */
+static size_t take_ahead(struct nbd_io *io, uint8_t *p, size_t len)
+{
+	size_t n = io->rlen - io->rpos;
+
+	if (n > len)
+		n = len;
+	memcpy(p, io->rbuf + io->rpos, n);
+	io->rpos += (uint32_t)n;
+	return n;
+}
+
+/* One recv into the read-ahead buffer (empty when called): bytes, 0 at
+ * EOF, -errno. */
+static ssize_t fill_ahead(struct nbd_io *io)
+{
+	ssize_t n = nbd_sock_recv(io, io->rbuf, io->rcap);
+
+	io->rpos = 0;
+	io->rlen = n > 0 ? (uint32_t)n : 0;
+	return n;
+}
+
 int nbd_read_full(struct nbd_io *io, void *buf, size_t len)
 {
 	uint8_t *p = buf;
 
 	while (len) {
-		ssize_t n = io->tls ? nbd_tls_recv(io, p, len)
-				    : nbd_sock_recv(io, p, len);
+		ssize_t n;
 
+		if (io->rbuf && io->rpos < io->rlen) {
+			n = (ssize_t)take_ahead(io, p, len);
+		} else if (io->rbuf && len < io->rcap / 2) {
+			/* Small reads (headers, one page) go through the
+			 * buffer; large payloads land in place. */
+			n = fill_ahead(io);
+			if (n > 0)
+				continue;
+		} else {
+			n = io->tls ? nbd_tls_recv(io, p, len) : nbd_sock_recv(io, p, len);
+		}
 		if (n == 0)
 			return -EPIPE;
 		if (n < 0)
