@@ -43,6 +43,9 @@ struct nbd_io {
 	 * every byte after it still in the socket) and under TLS. */
 	uint8_t *rbuf;
 	uint32_t rcap, rpos, rlen;
+	int drained;                /* the last fill took less than rcap: the
+				     * next waits for data before its recv
+				     * (saves one that would say EAGAIN) */
 };
 
 /* One request as parsed from the wire. */

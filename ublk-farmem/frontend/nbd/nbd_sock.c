@@ -27,10 +27,19 @@ static size_t take_ahead(struct nbd_io *io, uint8_t *p, size_t len)
  * EOF, -errno. */
 static ssize_t fill_ahead(struct nbd_io *io)
 {
-	ssize_t n = nbd_sock_recv(io, io->rbuf, io->rcap);
+	ssize_t n;
 
+	if (io->drained) {
+		int rc = nbd_io_wait(io, POLLIN);
+
+		if (rc < 0)
+			return rc;
+		io->drained = 0;
+	}
+	n = nbd_sock_recv(io, io->rbuf, io->rcap);
 	io->rpos = 0;
 	io->rlen = n > 0 ? (uint32_t)n : 0;
+	io->drained = n > 0 && (uint32_t)n < io->rcap;
 	return n;
 }
 

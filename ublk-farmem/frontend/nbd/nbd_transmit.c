@@ -393,6 +393,7 @@ void nbd_transmit(struct nbd_slot *slot, struct nbd_io *io)
 		io->rbuf = slot->rbuf;
 		io->rcap = NBD_READ_AHEAD;
 		io->rpos = io->rlen = 0;
+		io->drained = 0;
 	}
 	rc = run_workers(slot);
 	io->rbuf = NULL;
