@@ -17,7 +17,7 @@
 
 #define ETCD_MAX_ENDPOINTS 8
 #define ETCD_URL_MAX       256
-#define ETCD_KEY_MAX       256
+#define ETCD_KEY_MAX       512
 #define ETCD_VALUE_MAX     1024
 #define ETCD_CLUSTER_MAX   64
 
@@ -86,6 +86,27 @@ int etcd_parse_range(const char *body, struct etcd_kv *kvs, int max, int *n,
 int etcd_parse_watch_line(const char *line);
 /* The header's revision of any reply; 0 when absent. */
 int64_t etcd_parse_revision(const char *body);
+
+/* ---- etcd_member.c: what a memserver publishes about itself ----
+ *
+ * Key: /farmem/CLUSTER/members/ADDR (etcd_members_prefix() + address).
+ * Value: {"addr":"tcp://10.0.0.2:7070","size":N,"free":N,"zone":"rack1"}
+ * with sizes in bytes; zone is "" when not set. */
+#define ETCD_ZONE_MAX 64
+
+struct etcd_member {
+	char addr[300];
+	uint64_t size;          /* pool bytes it offers */
+	uint64_t free;          /* of which unallocated */
+	char zone[ETCD_ZONE_MAX];
+};
+
+int etcd_member_encode(const struct etcd_member *m, char *out, size_t len);
+/* 0, or -EPROTO for a value that is not a member's (missing addr, a
+ * field of the wrong type, free above size, too long). */
+int etcd_member_decode(const char *value, struct etcd_member *m);
+/* A zone name: 0..ETCD_ZONE_MAX-1 of [A-Za-z0-9._-]. */
+int etcd_zone_valid(const char *zone);
 
 /* ---- etcd.c: the calls ---- */
 

@@ -151,6 +151,28 @@ static int test_etcd_url(void)
 	return 0;
 }
 
+static int test_member_value(void)
+{
+	struct etcd_member m = { .addr = "tcp://10.0.0.2:7070", .size = 1ull << 33,
+				 .free = 1ull << 32, .zone = "rack-1" }, back;
+	char v[512];
+
+	CHECK(etcd_member_encode(&m, v, sizeof(v)) == 0);
+	CHECK(etcd_member_decode(v, &back) == 0);
+	CHECK(!strcmp(back.addr, m.addr) && back.size == m.size && back.free == m.free);
+	CHECK(!strcmp(back.zone, "rack-1"));
+	CHECK(etcd_member_decode("{\"addr\":\"tcp://a:1\"}", &back) == 0);
+	CHECK(back.size == 0 && back.zone[0] == '\0');
+	CHECK(etcd_member_decode("{\"size\":1}", &back) == -EPROTO);
+	CHECK(etcd_member_decode("{\"addr\":\"tcp://a:1\",\"size\":\"big\"}", &back) == -EPROTO);
+	CHECK(etcd_member_decode("{\"addr\":\"tcp://a:1\",\"size\":1,\"free\":2}", &back) == -EPROTO);
+	CHECK(etcd_member_decode("{\"addr\":\"tcp://a:1\",\"zone\":\"a b\"}", &back) == -EPROTO);
+	CHECK(etcd_member_decode("{\"addr\":\"tcp://a:1\",\"size\":-5}", &back) == -EPROTO);
+	CHECK(etcd_member_decode("nope", &back) == -EPROTO);
+	CHECK(etcd_member_encode(&m, v, 10) == -ENOSPC);
+	return 0;
+}
+
 static const struct tap_case cases[] = {
 	{ "base64 round trip and bad input", test_b64_round_trip },
 	{ "prefix range end", test_prefix_end },
@@ -160,6 +182,7 @@ static const struct tap_case cases[] = {
 	{ "watch stream lines", test_parse_watch },
 	{ "endpoint lists", test_endpoints },
 	{ "etcd:// server URLs", test_etcd_url },
+	{ "member values", test_member_value },
 };
 
 TAP_MAIN(cases)
