@@ -8,8 +8,10 @@
  * memserver that restarted has lost its pool, and its new segments may
  * reuse ids; a replica from an earlier boot is dropped (and so
  * re-replicated) rather than read, written or freed. */
+#include <errno.h>
 #include <string.h>
 
+#include "checksum.h"
 #include "log.h"
 #include "store_internal.h"
 
@@ -47,6 +49,44 @@ int server_connect(struct store *s, int i)
 	__atomic_store_n(&v->conn, c, __ATOMIC_RELEASE);
 	__atomic_store_n(&v->up, 1, __ATOMIC_RELEASE);
 	return 0;
+}
+
+int server_find(const struct store *s, const char *addr)
+{
+	int n = __atomic_load_n(&s->nservers, __ATOMIC_ACQUIRE);
+
+	for (int i = 0; i < n; i++)
+		if (!strcmp(s->srv[i].addr, addr))
+			return i;
+	return -1;
+}
+
+int server_add(struct store *s, const struct fm_addr *fa)
+{
+	int i = s->nservers;      /* only membership appends: no race here */
+	struct store_server *v;
+
+	if (i >= STORE_MAX_SERVERS)
+		return -ENOSPC;
+	v = &s->srv[i];
+	memset(v, 0, sizeof(*v));
+	v->fa = *fa;
+	v->s = s;
+	v->idx = i;
+	v->need_sweep = 1;
+	addr_str(fa, v->addr, sizeof(v->addr));
+	/* Connected before anyone sees it, so maint (which connects servers
+	 * that have none) never races this; if it cannot be reached now,
+	 * maint tries again later. */
+	if (server_connect(s, i) < 0)
+		v->retry_ns = fm_mono_ns() + 1000000000ull;
+	pthread_mutex_lock(&s->lock);
+	s->hdr->server_hash[i] = fm_xxh3(v->addr, strlen(v->addr));
+	s->hdr->nservers = (uint32_t)i + 1;
+	pthread_mutex_unlock(&s->lock);
+	__atomic_store_n(&s->nservers, i + 1, __ATOMIC_RELEASE);
+	maint_kick(s);
+	return i;
 }
 
 uint32_t server_boot_tag(const struct store *s, int i)
