@@ -39,6 +39,14 @@ static void print_stats(struct store *st)
 		(unsigned long long)s.read_errors, (unsigned long long)s.write_errors,
 		(unsigned long long)s.rereplicated_segments,
 		(unsigned long long)s.cleaned_segments);
+	if (s.etcd != STORE_ETCD_OFF)
+		fprintf(stderr, "farmem-blk: membership servers=%d etcd=%s etcd_errors=%llu "
+			"members_joined=%llu members_lost=%llu%s%s\n", s.nservers,
+			s.etcd == STORE_ETCD_OK ? "ok" : "unreachable",
+			(unsigned long long)s.etcd_errors,
+			(unsigned long long)s.members_joined,
+			(unsigned long long)s.members_lost,
+			s.etcd_error[0] ? " error=" : "", s.etcd_error);
 }
 
 struct sig_ctx {
