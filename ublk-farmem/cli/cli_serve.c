@@ -78,6 +78,8 @@ static void *signal_main(void *arg)
 	}
 }
 
+static struct store_stats sst;   /* big: not on the stack */
+
 static int run_server(const struct blk_config *cfg, struct store *st,
 		      struct sig_ctx *sc)
 {
@@ -128,10 +130,12 @@ static int run_server(const struct blk_config *cfg, struct store *st,
 		nbd_server_destroy(srv);
 		return -rc;
 	}
+	/* The store's own numbers: with etcd the config has none. */
+	store_get_stats(st, &sst);
 	log_info("serve: device %s, %llu bytes, %d replicas over %d servers, "
 		 "%s level %d; NBD on %s (%d connections x %d workers)",
 		 cfg->uuid_text, (unsigned long long)cfg->store.size,
-		 cfg->store.replicas, cfg->store.nservers,
+		 sst.replicas, sst.nservers,
 		 blk_compress_name(cfg->store.compress), cfg->store.level,
 		 addr_str(&cfg->nbd, a, sizeof(a)), cfg->queues, cfg->depth);
 	if (cfg->nbd.kind == ADDR_TCP && cfg->nbd.port == 0)

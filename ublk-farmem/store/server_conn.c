@@ -89,6 +89,54 @@ int server_add(struct store *s, const struct fm_addr *fa)
 	return i;
 }
 
+/* Recover with etcd: the members come in any order and some may have
+ * left, but a replica names its server by index.  Each index the state
+ * file knows gets the member with that address hash back; an index
+ * whose member is no longer registered gets a stand-in that is gone
+ * (never connected, never picked: repair copies its segments away);
+ * members new to the device go after. */
+void server_order_from_state(struct store *s, struct state_hdr *h)
+{
+	static struct store_server found[STORE_MAX_SERVERS];
+	int nfound = s->nservers, used[STORE_MAX_SERVERS] = { 0 }, n;
+
+	memcpy(found, s->srv, sizeof(found));
+	n = h->nservers <= STORE_MAX_SERVERS ? (int)h->nservers : STORE_MAX_SERVERS;
+	for (int i = 0; i < n; i++) {
+		struct store_server *v = &s->srv[i];
+		int j;
+
+		for (j = 0; j < nfound; j++)
+			if (!used[j] && fm_xxh3(found[j].addr, strlen(found[j].addr)) ==
+			    h->server_hash[i])
+				break;
+		if (j < nfound) {
+			*v = found[j];
+			used[j] = 1;
+		} else {
+			memset(v, 0, sizeof(*v));
+			snprintf(v->addr, sizeof(v->addr), "(left the cluster, #%d)", i);
+			v->fa.kind = ADDR_TCP;
+			v->retry_ns = UINT64_MAX;   /* maint never connects it */
+			s->hints.gone[i] = 1;
+			log_warn("state: server #%d is no longer registered in etcd: "
+				 "its copies are lost", i);
+		}
+		v->s = s;
+		v->idx = i;
+	}
+	for (int j = 0; j < nfound && n < STORE_MAX_SERVERS; j++) {
+		if (used[j])
+			continue;
+		s->srv[n] = found[j];
+		s->srv[n].idx = n;
+		h->server_hash[n] = fm_xxh3(found[j].addr, strlen(found[j].addr));
+		n++;
+	}
+	s->nservers = n;
+	h->nservers = (uint32_t)n;
+}
+
 uint32_t server_boot_tag(const struct store *s, int i)
 {
 	return boot_tag(fm_conn_boot_id(srv_conn(&s->srv[i])));

@@ -227,7 +227,8 @@ static int store_open_cfg(const struct store_config *cfg, struct membership *mem
 		return rc;
 	}
 	for (int i = 0; i < s->nservers; i++)
-		up += server_connect(s, i) == 0;
+		if (!s->hints.gone[i])   /* a member gone since (recover) */
+			up += server_connect(s, i) == 0;
 	if (up < s->replicas) {
 		snprintf(err, errlen, "only %d of %d servers answered; %d replicas need %d",
 			 up, s->nservers, s->replicas, s->replicas);

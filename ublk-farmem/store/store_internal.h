@@ -311,6 +311,9 @@ uint32_t server_drop_stale(struct store *s, int i);
 /* Append a server (membership): connects it, records its address in the
  * state header, publishes it.  Its index, or -ENOSPC when full. */
 int server_add(struct store *s, const struct fm_addr *fa);
+struct state_hdr;
+/* Attach with etcd: reorder srv[] to the state file's indexes. */
+void server_order_from_state(struct store *s, struct state_hdr *h);
 /* Index of the server with this address text (addr_str form), or -1. */
 int server_find(const struct store *s, const char *addr);
 
