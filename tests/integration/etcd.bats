@@ -140,6 +140,11 @@ ms_used_above() {
 		--size 64M --nbd "unix:$FM_DIR/sock"
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"--servers"*"CLUSTER"* ]]
+	# add asks etcd before starting a daemon: nobody listens on $port.
+	run "$FM_BLK" add --servers "etcd://127.0.0.1:$port/x" --secret-file "$FM_SECRET" \
+		--size 64M
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"etcd cluster x"*"127.0.0.1:$port"* ]]
 }
 
 @test "serve --servers etcd:// finds three, a fourth joins under fio verify and gets new segments" {

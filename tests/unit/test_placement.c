@@ -107,16 +107,19 @@ static int test_distinct_zones(void)
 	return 0;
 }
 
-/* A server that left the cluster is never picked, even when up. */
-static int test_gone_never_picked(void)
+/* A server that left the cluster is picked only when no other can take
+ * the copy (it still answers: better there than a failed write). */
+static int test_gone_last_resort(void)
 {
 	struct place_hints h = { .gone = { 0, 1, 0 } };
 	int up[3] = { 1, 1, 1 }, out[3];
 	unsigned cursor = 0;
 
 	for (int k = 0; k < 6; k++) {
-		CHECK(place_pick_hinted(up, 3, 3, &cursor, NULL, 0, &h, out) == 2);
+		CHECK(place_pick_hinted(up, 3, 2, &cursor, NULL, 0, &h, out) == 2);
 		CHECK(out[0] != 1 && out[1] != 1);
+		CHECK(place_pick_hinted(up, 3, 3, &cursor, NULL, 0, &h, out) == 3);
+		CHECK(out[0] != 1 && out[1] != 1 && out[2] == 1);
 	}
 	return 0;
 }
@@ -127,7 +130,7 @@ static const struct tap_case cases[] = {
 	{ "fewer servers than replicas: returns what exists", test_fewer_than_wanted },
 	{ "servers with more free memory preferred", test_prefers_free_memory },
 	{ "copies in distinct zones", test_distinct_zones },
-	{ "servers gone from the cluster never picked", test_gone_never_picked },
+	{ "servers gone from the cluster only as a last resort", test_gone_last_resort },
 };
 
 TAP_MAIN(cases)

@@ -6,8 +6,8 @@
  * again.  A member not yet known is appended (server_add) and placement
  * uses it for new segments at once; a known server whose key is gone
  * (lease expired: the memserver died or lost etcd; or it stopped) is
- * marked gone: never picked again, and marked down so repair moves its
- * segments' copies elsewhere.  Free bytes and zones feed placement.
+ * marked gone: placement gives it new segments only as a last resort,
+ * and it is marked down so repair moves its segments' copies elsewhere.  Free bytes and zones feed placement.
  *
  * etcd unreachable changes nothing: the last view stays, I/O goes on,
  * and the state (STORE_ETCD_UNREACHABLE, the error) is shown by stats
@@ -210,7 +210,7 @@ static void apply(struct membership *m)
 			 "its copies are made again elsewhere", m->cluster, s->srv[i].addr);
 		/* Down now, so repair drops its copies; if it still answers,
 		 * maint lifts the mark and its copies stay readable, but
-		 * placement never gives it a new segment. */
+		 * placement avoids it for new segments. */
 		store_server_state_cb(&s->srv[i], 0);
 	}
 }

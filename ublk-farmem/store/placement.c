@@ -4,6 +4,9 @@
 
 #include <stddef.h>
 
+/* Zone and memory, zone, memory, any; then servers gone from etcd. */
+#define PASSES 5
+
 static int in_list(int v, const int *list, int n)
 {
 	for (int i = 0; i < n; i++)
@@ -43,6 +46,14 @@ static int candidate(const struct pick_ctx *c, int i, const int *out, int got)
 	       !in_list(i, c->exclude, c->nexclude) && !in_list(i, out, got);
 }
 
+/* The last resort: a server that left the cluster but still answers.
+ * Better a copy there than a write that fails for want of a server
+ * (etcd may have lost every key while all servers run). */
+static int last_resort(const struct pick_ctx *c, int i, const int *out, int got)
+{
+	return c->usable[i] && !in_list(i, c->exclude, c->nexclude) && !in_list(i, out, got);
+}
+
 /* Half the largest free among candidates: "more free memory" without
  * sending every segment to the single freest server between updates. */
 static uint64_t rich_floor(const struct pick_ctx *c)
@@ -60,6 +71,8 @@ static int passes(const struct pick_ctx *c, int i, int pass, const int *out, int
 	int need_zone = pass == 0 || pass == 1;
 	int need_rich = pass == 0 || pass == 2;
 
+	if (pass == PASSES - 1)
+		return last_resort(c, i, out, got);
 	if (!candidate(c, i, out, got))
 		return 0;
 	if (need_zone && zone_taken(c->h, i, c->exclude, c->nexclude, out, got))
@@ -115,7 +128,7 @@ int place_pick_hinted(const int *usable, int n, int want, unsigned *cursor,
 	while (got < want) {
 		int i = -1;
 
-		for (int pass = 0; pass < 4 && i < 0; pass++)
+		for (int pass = 0; pass < PASSES && i < 0; pass++)
 			i = got ? scan_from(&c, pos, pass, out, got) : scan_turn(&c, turn, pass);
 		if (i < 0)
 			break;

@@ -12,7 +12,7 @@
 struct place_hints {
 	uint64_t free[PLACE_MAX_SERVERS];   /* bytes free in its pool; 0: unknown */
 	uint32_t zone[PLACE_MAX_SERVERS];   /* its zone, hashed; 0: none */
-	int gone[PLACE_MAX_SERVERS];        /* left the cluster: never picked */
+	int gone[PLACE_MAX_SERVERS];        /* left the cluster: last resort */
 };
 
 /* Pick up to want distinct servers among n for which usable[i] is set
@@ -27,7 +27,8 @@ int place_pick(const int *usable, int n, int want, unsigned *cursor,
  * a server whose zone no excluded or already picked server has and
  * that has at least half the free memory of the freest candidate; then
  * a new zone with less memory; then a used zone with more memory; then
- * any.  Within each, the rotation above decides: a segment's first copy
+ * any; servers gone from the cluster only when no other can take the
+ * copy.  Within each, the rotation above decides: a segment's first copy
  * goes to the (*cursor mod m)-th of the m servers that qualify. */
 int place_pick_hinted(const int *usable, int n, int want, unsigned *cursor,
 		      const int *exclude, int nexclude,
