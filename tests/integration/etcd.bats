@@ -99,7 +99,10 @@ ms_used_above() {
 @test "memservers register under a lease; kill -9 lets the key expire, a clean stop removes it" {
 	start_etcd
 	start_member m1 --zone rack-a
-	start_member m2
+	# m2 lists an endpoint where nothing listens first: it fails over.
+	dead=$(free_port)
+	start_memserver m2 --size 128M --etcd "http://127.0.0.1:$dead,$ETCD_URL" \
+		--cluster "$CLUSTER"
 	wait_until 20 member_count_is 2
 	value=$(ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" get --print-value-only \
 		"/farmem/$CLUSTER/members/$(ms_addr m1)")
@@ -187,8 +190,10 @@ ms_used_above() {
 	start_member m2
 	start_member m3
 	wait_until 20 member_count_is 3
-	FM_SERVERS="etcd://${ETCD_URL#http://}/$CLUSTER"
+	# A dead endpoint first: serve fails over to the live one.
+	FM_SERVERS="etcd://127.0.0.1:$(free_port),${ETCD_URL#http://}/$CLUSTER"
 	start_serve --size 64M --replicas 2 --timeout 2s
+	[ "$(serve_membership servers)" -eq 3 ]
 	head -c 32M /dev/urandom >"$FM_DIR/data"
 	nbdcopy "$FM_DIR/data" "$NBD_URI"
 	wait_until 30 ms_used_above m2 0

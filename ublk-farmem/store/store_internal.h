@@ -8,7 +8,8 @@
  * the request waiter), store_loop.c and store_aio.c (frontend loops and
  * the asynchronous API), cleaner.c, repair.c, sweep.c (orphans and lost
  * copies), maint.c (the background thread running those three),
- * store_key.c (the device's record key and algorithm).
+ * store_key.c (the device's record key and algorithm), membership.c
+ * (servers from etcd, followed while the device runs).
  *
  * Locking: s->lock guards the page map, the segment table and the
  * accounting in the state header.  It is held only for short in-memory
