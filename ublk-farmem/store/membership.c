@@ -75,6 +75,10 @@ static void set_state(struct membership *m, int rc)
 	snprintf(m->endpoint, sizeof(m->endpoint), "%s", etcd_endpoint(m->etcd));
 	if (rc < 0) {
 		snprintf(m->error, sizeof(m->error), "%s", etcd_last_error(m->etcd));
+		/* One line: status and the control socket are line-based. */
+		for (char *p = m->error; *p; p++)
+			if ((unsigned char)*p < 0x20)
+				*p = ' ';
 		m->errors++;
 	}
 	pthread_mutex_unlock(&m->lock);
