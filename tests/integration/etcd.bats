@@ -213,7 +213,9 @@ ms_used_above() {
 	start_member m3
 	wait_until 20 member_count_is 3
 	FM_SERVERS="etcd://${ETCD_URL#http://}/$CLUSTER"
-	start_serve --size 128M --replicas 2
+	mport=$(free_port)
+	start_serve --size 128M --replicas 2 --metrics "127.0.0.1:$mport"
+	curl -sf --max-time 5 "http://127.0.0.1:$mport/metrics" | grep -qx 'farmem_blk_etcd_up 1'
 	fio_nbd --rw=randwrite --size=96M --iodepth=16 --verify=crc32c --do_verify=1 &
 	fio_pid=$!
 	track_pid "$fio_pid"
@@ -234,4 +236,7 @@ ms_used_above() {
 	[ "$(serve_membership etcd)" = unreachable ]
 	[ "$(serve_stat degraded_segments)" -eq 0 ]
 	grep -q 'etcd .*: unreachable' "$FM_DIR/serve/log"
+	curl -sf --max-time 5 "http://127.0.0.1:$mport/metrics" | grep -qx 'farmem_blk_etcd_up 0'
+	curl -sf --max-time 5 "http://127.0.0.1:$mport/metrics" |
+		grep -qx 'farmem_blk_members_lost_total 0' 
 }
