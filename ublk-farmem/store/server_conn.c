@@ -129,6 +129,7 @@ void server_order_from_state(struct store *s, struct state_hdr *h)
 		if (used[j])
 			continue;
 		s->srv[n] = found[j];
+		s->srv[n].s = s;
 		s->srv[n].idx = n;
 		h->server_hash[n] = fm_xxh3(found[j].addr, strlen(found[j].addr));
 		n++;
