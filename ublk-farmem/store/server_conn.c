@@ -126,7 +126,7 @@ void server_order_from_state(struct store *s, struct state_hdr *h)
 		v->idx = i;
 	}
 	for (int j = 0; j < nfound && n < STORE_MAX_SERVERS; j++) {
-		if (used[j])
+		if (used[j] || !found[j].fa.port)   /* a stand-in: nobody to add */
 			continue;
 		s->srv[n] = found[j];
 		s->srv[n].s = s;
