@@ -184,6 +184,30 @@ ms_used_above() {
 	[ "$(serve_stat read_errors)" -eq 0 ]
 }
 
+@test "zones: a segment's two copies always land in different zones" {
+	start_etcd
+	# Three servers in one rack, one in the other: without zones most
+	# segments would have both copies in rack-a.
+	start_member m1 --zone rack-a
+	start_member m2 --zone rack-a
+	start_member m3 --zone rack-a
+	start_member m4 --zone rack-b
+	wait_until 20 member_count_is 4
+	FM_SERVERS="etcd://${ETCD_URL#http://}/$CLUSTER"
+	start_serve --size 128M --replicas 2
+	make_mixed "$FM_DIR/data" 48
+	nbdcopy "$FM_DIR/data" "$NBD_URI"
+	nbdcopy "$NBD_URI" "$FM_DIR/back"
+	cmp -n $(( 48 << 20 )) "$FM_DIR/data" "$FM_DIR/back"
+	# One copy of every segment in each rack: m4 alone holds as much as
+	# the three others together.
+	a=$(( $(stat_field m1 used_bytes) + $(stat_field m2 used_bytes) + $(stat_field m3 used_bytes) ))
+	b=$(stat_field m4 used_bytes)
+	echo "rack-a $a bytes, rack-b $b bytes"
+	[ "$b" -gt 0 ]
+	[ "$a" -eq "$b" ]
+}
+
 @test "a member killed: its key expires, it is counted lost, its copies are rebuilt" {
 	start_etcd
 	start_member m1
