@@ -4,10 +4,10 @@
 
 CC ?= cc
 CFLAGS ?= -O2 -g
-PKGS := liburing libibverbs librdmacm libzstd liblz4 libsodium libxxhash
+PKGS := liburing libibverbs librdmacm libzstd liblz4 libsodium libxxhash json-c
 # GnuTLS: its header only; serve dlopen()s the library when TLS is asked
 # for (ublk-farmem/frontend/nbd/nbd_tls_lib.h says why).
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) gnutls 2>/dev/null)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) gnutls libcurl 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wmissing-prototypes \
         -Wstrict-prototypes -Wvla -Wpointer-arith

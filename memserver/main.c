@@ -19,6 +19,7 @@ enum {
 	OPT_ALLOW_UNLOCKED, OPT_CLIENT_KEY,
 	OPT_HANDSHAKE_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_MAX_HANDSHAKES,
 	OPT_MAX_HANDSHAKES_PER_SOURCE, OPT_ALLOW_SHARED_RKEY,
+	OPT_ETCD, OPT_CLUSTER, OPT_ADVERTISE, OPT_ZONE,
 };
 
 /* Flags that set a config key: long name, key. */
@@ -40,6 +41,10 @@ static const struct {
 	{ "idle-timeout", "memserver:idle-timeout" },
 	{ "max-handshakes", "memserver:max-handshakes" },
 	{ "max-handshakes-per-source", "memserver:max-handshakes-per-source" },
+	{ "etcd", "memserver:etcd" },
+	{ "cluster", "memserver:cluster" },
+	{ "advertise", "memserver:advertise" },
+	{ "zone", "memserver:zone" },
 };
 
 static const struct option options[] = {
@@ -62,6 +67,10 @@ static const struct option options[] = {
 	{ "max-handshakes", required_argument, NULL, OPT_MAX_HANDSHAKES },
 	{ "max-handshakes-per-source", required_argument, NULL, OPT_MAX_HANDSHAKES_PER_SOURCE },
 	{ "allow-shared-rkey", no_argument, NULL, OPT_ALLOW_SHARED_RKEY },
+	{ "etcd", required_argument, NULL, OPT_ETCD },
+	{ "cluster", required_argument, NULL, OPT_CLUSTER },
+	{ "advertise", required_argument, NULL, OPT_ADVERTISE },
+	{ "zone", required_argument, NULL, OPT_ZONE },
 	{ "check-config", no_argument, NULL, OPT_CHECK },
 	{ "stat", required_argument, NULL, OPT_STAT },
 	{ "json", no_argument, NULL, OPT_JSON },
@@ -119,6 +128,12 @@ static void usage(FILE *f)
 "      --max-handshakes-per-source N  ... from one address or IPv6 /64 (default 32)\n"
 "      --allow-shared-rkey  rdma: serve a device without memory windows (every\n"
 "                           client's key then covers the whole pool)\n"
+"      --etcd URL[,URL...]  register in etcd (http://HOST:PORT) so clients find\n"
+"                           this server; kept alive under a lease\n"
+"      --cluster NAME       etcd: the cluster to join (default farmem)\n"
+"      --advertise ADDR     etcd: address clients use (tcp://HOST:PORT or HOST);\n"
+"                           required when listening on a wildcard\n"
+"      --zone NAME          etcd: failure domain; copies go to distinct zones\n"
 "      --foreground         stay in the foreground (always; for unit files)\n"
 "      --check-config       validate the settings and the secret, then exit\n"
 "      --stat ADDR          print a running server's statistics (--json)\n"
@@ -186,6 +201,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		case 'Q': case 'C':
 		case OPT_HANDSHAKE_TIMEOUT: case OPT_IDLE_TIMEOUT: case OPT_MAX_HANDSHAKES:
 		case OPT_MAX_HANDSHAKES_PER_SOURCE:
+		case OPT_ETCD: case OPT_CLUSTER: case OPT_ADVERTISE: case OPT_ZONE:
 			/* options[idx] is only set for long options. */
 			if (add_set(a, flag_of(opt), optarg) < 0)
 				return 2;
@@ -242,19 +258,22 @@ static int build_settings(const struct args *a, struct ms_settings *s,
 }
 
 /* --metrics: publish a first snapshot (so no scrape ever shows made-up
- * zeros), then serve /metrics from its own thread. */
+ * zeros), then serve /metrics from its own thread.  --etcd reads the
+ * same snapshot (registry.c), so it is kept for either. */
 static int metrics_start(const struct ms_settings *s, struct ms_ctx *ctx,
 			 struct metrics_server **out)
 {
 	static struct metrics_pool_snap snap;
 	struct fm_stat st;
 
-	if (!s->metrics[0])
+	if (!s->metrics[0] && !s->etcd[0])
 		return 0;
 	metrics_pool_snap_init(&snap);
 	ms_ctx_stat(ctx, &st);
 	metrics_pool_publish(&snap, &st);
 	ctx->metrics = &snap;
+	if (!s->metrics[0])
+		return 0;
 	return metrics_server_start(s->metrics, metrics_pool_provide, &snap, out);
 }
 
@@ -262,6 +281,7 @@ static int run(struct ms_settings *s, const struct ms_resolved *r,
 	       struct ms_ctx *ctx)
 {
 	struct metrics_server *metrics = NULL;
+	struct ms_registry *registry = NULL;
 	struct ms_pool pool;
 	int rc;
 
@@ -292,7 +312,10 @@ static int run(struct ms_settings *s, const struct ms_resolved *r,
 		 (unsigned long long)ctx->boot_id);
 	rc = metrics_start(s, ctx, &metrics);
 	if (rc == 0)
+		rc = ms_registry_start(s, r, ctx->metrics, &registry);
+	if (rc == 0)
 		rc = ms_server_run(ctx, r, s->pid_file);
+	ms_registry_stop(registry);
 	metrics_server_stop(metrics);
 	ms_devtab_fini(&ctx->devs);
 	ms_segtab_fini(&ctx->segs);

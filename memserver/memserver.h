@@ -17,6 +17,7 @@
 #include "auth.h"
 #include "chan.h"
 #include "config.h"
+#include "etcd.h"
 #include "parse.h"
 #include "protocol.h"
 
@@ -328,6 +329,11 @@ struct ms_settings {
 	uint64_t max_handshakes;
 	uint64_t max_handshakes_per_source;
 	int allow_shared_rkey;
+	/* Membership through etcd (registry.c). */
+	char etcd[2048];            /* endpoints, comma-separated; "" off */
+	char cluster[ETCD_CLUSTER_MAX];
+	char advertise[300];        /* address clients use; "" from listen */
+	char zone[ETCD_ZONE_MAX];
 };
 
 /* Settings after the "config complete" pass. */
@@ -338,6 +344,9 @@ struct ms_resolved {
 	int use_syslog;
 	struct ms_quota quota;
 	struct ms_limits limits;
+	/* --etcd: where to register, and as which address (addr_str form). */
+	struct etcd_endpoints etcd;
+	char advertise[300];
 };
 
 extern const struct cfg_key ms_cfg_keys[];
@@ -354,6 +363,23 @@ int ms_settings_set(struct ms_settings *s, const char *key, const char *value,
  * name where the value came from, the key and the value. */
 int ms_settings_complete(struct ms_settings *s, struct ms_resolved *r,
 			 struct fm_secret *secret, char *err, size_t errlen);
+
+/* ---- registry.c: membership through etcd ----
+ *
+ * With --etcd, the server registers under a lease at
+ * /farmem/CLUSTER/members/ADDR (value: etcd_member) and keeps it alive
+ * from a thread of its own, so the event loop never waits on etcd; the
+ * loop's published statistics (snap) give the free bytes.  Stopping
+ * revokes the lease, which removes the key at once. */
+struct ms_registry;
+struct metrics_pool_snap;
+
+int ms_registry_start(const struct ms_settings *s, const struct ms_resolved *r,
+		      struct metrics_pool_snap *snap, struct ms_registry **out);
+void ms_registry_stop(struct ms_registry *g);
+/* The pool size published for these statistics: the one place that
+ * decides it (a pool that shrinks and grows reports through here). */
+uint64_t ms_registry_pool_size(const struct fm_stat *st);
 
 /* ---- server.c: listeners, connections, the event loop ---- */
 

@@ -6,6 +6,7 @@
  * (the file, or the flag that overrode it), the key and the value.
  */
 #include "memserver.h"
+#include "log.h"
 #include "metrics_http.h"
 
 #include <errno.h>
@@ -55,12 +56,22 @@ const struct cfg_key ms_cfg_keys[] = {
 	KEY("allow-shared-rkey", CFG_BOOL, allow_shared_rkey, 0, 0, 0,
 	    "rdma: serve on a device without type-2 memory windows, where every client's "
 	    "key covers the whole pool (yes/no, default no)"),
+	/* Membership through etcd (registry.c). */
+	KEY("etcd", CFG_STRING, etcd, sizeof(((struct ms_settings *)0)->etcd), 0, 0,
+	    "register in etcd at these endpoints, comma-separated http://HOST:PORT (empty: off)"),
+	KEY("cluster", CFG_STRING, cluster, sizeof(((struct ms_settings *)0)->cluster), 0, 0,
+	    "etcd: the cluster this server joins (keys under /farmem/NAME/, default farmem)"),
+	KEY("advertise", CFG_STRING, advertise, sizeof(((struct ms_settings *)0)->advertise), 0, 0,
+	    "etcd: the address clients use (tcp://HOST:PORT); needed when listening on a wildcard"),
+	KEY("zone", CFG_STRING, zone, sizeof(((struct ms_settings *)0)->zone), 0, 0,
+	    "etcd: failure domain (rack, room); copies of a segment go to distinct zones"),
 };
 const size_t ms_cfg_nkeys = sizeof(ms_cfg_keys) / sizeof(ms_cfg_keys[0]);
 
 enum { K_LISTEN, K_SIZE, K_SECRET, K_SEGSIZE, K_LEASE, K_HUGE, K_UNLOCKED,
        K_LOG, K_PID, K_METRICS, K_QUOTA, K_QUOTA_CLIENTS,
-       K_HANDSHAKE, K_IDLE, K_MAXHS, K_MAXHS_SRC, K_SHARED_RKEY };
+       K_HANDSHAKE, K_IDLE, K_MAXHS, K_MAXHS_SRC, K_SHARED_RKEY,
+       K_ETCD, K_CLUSTER, K_ADVERTISE, K_ZONE };
 
 _Static_assert(sizeof(ms_cfg_keys) / sizeof(ms_cfg_keys[0]) <=
 	       sizeof(((struct ms_settings *)0)->origin) / sizeof(const char *),
@@ -77,6 +88,7 @@ void ms_settings_defaults(struct ms_settings *s)
 	s->handshake_ms = MS_HANDSHAKE_MS_DEFAULT;
 	s->max_handshakes = MS_MAX_HANDSHAKES_DEFAULT;
 	s->max_handshakes_per_source = MS_MAX_HANDSHAKES_PER_SOURCE_DEFAULT;
+	snprintf(s->cluster, sizeof(s->cluster), "farmem");
 }
 
 static size_t field_size(const struct cfg_key *k)
@@ -245,6 +257,62 @@ static int complete_limits(struct ms_settings *s, struct ms_resolved *r,
 	return 0;
 }
 
+static int is_wildcard(const char *host)
+{
+	return !host[0] || !strcmp(host, "0.0.0.0") || !strcmp(host, "::") ||
+	       !strcmp(host, "*");
+}
+
+/* The address published in etcd: --advertise (HOST, or tcp://HOST:PORT,
+ * or rdma://HOST:PORT; a bare HOST takes the first listen address's
+ * port), else the first listen address unless it is a wildcard. */
+static int complete_advertise(struct ms_settings *s, struct ms_resolved *r,
+			      char *err, size_t errlen)
+{
+	struct fm_addr a = r->listen[0];
+	char buf[sizeof(s->advertise) + 16];
+
+	if (!s->advertise[0]) {
+		if (is_wildcard(a.host))
+			BAD(K_ADVERTISE, "", "listening on a wildcard (%s) with etcd: give "
+			    "--advertise ADDR, the address clients should use",
+			    addr_str(&a, buf, sizeof(buf)));
+	} else if (strstr(s->advertise, "://")) {
+		if (parse_addr(s->advertise, 0, &a) < 0 ||
+		    (a.kind != ADDR_TCP && a.kind != ADDR_RDMA))
+			BAD(K_ADVERTISE, s->advertise, "want tcp://HOST:PORT, rdma://HOST:PORT or HOST");
+	} else {
+		snprintf(buf, sizeof(buf), "tcp://%s:1", s->advertise);
+		if (strchr(s->advertise, ':') || parse_addr(buf, 0, &a) < 0)
+			BAD(K_ADVERTISE, s->advertise, "want tcp://HOST:PORT, rdma://HOST:PORT or HOST");
+		a.kind = r->listen[0].kind;
+		a.port = r->listen[0].port;
+	}
+	if (is_wildcard(a.host) || a.port == 0)
+		BAD(K_ADVERTISE, s->advertise, "clients cannot connect to a wildcard or port 0");
+	addr_str(&a, r->advertise, sizeof(r->advertise));
+	return 0;
+}
+
+static int complete_etcd(struct ms_settings *s, struct ms_resolved *r,
+			 char *err, size_t errlen)
+{
+	char why[200];
+
+	if (!s->etcd[0]) {
+		if (s->advertise[0] || s->zone[0])
+			log_warn("advertise and zone are only used with etcd (not set)");
+		return 0;
+	}
+	if (etcd_endpoints_parse(s->etcd, &r->etcd, why, sizeof(why)) < 0)
+		BAD(K_ETCD, s->etcd, "%s (want http://HOST:PORT[,http://HOST:PORT...])", why);
+	if (!etcd_cluster_valid(s->cluster))
+		BAD(K_CLUSTER, s->cluster, "want 1-63 of A-Z a-z 0-9 . _ -");
+	if (!etcd_zone_valid(s->zone))
+		BAD(K_ZONE, s->zone, "want up to 63 of A-Z a-z 0-9 . _ -");
+	return complete_advertise(s, r, err, errlen);
+}
+
 int ms_settings_complete(struct ms_settings *s, struct ms_resolved *r,
 			 struct fm_secret *secret, char *err, size_t errlen)
 {
@@ -261,6 +329,8 @@ int ms_settings_complete(struct ms_settings *s, struct ms_resolved *r,
 		rc = complete_quota(s, r, err, errlen);
 	if (rc == 0)
 		rc = complete_limits(s, r, err, errlen);
+	if (rc == 0)
+		rc = complete_etcd(s, r, err, errlen);
 	if (rc < 0)
 		return rc;
 	if (s->metrics[0]) {

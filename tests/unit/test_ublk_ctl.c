@@ -73,6 +73,39 @@ static int stats_round_trip(void)
 	return 0;
 }
 
+/* A device that follows etcd: its state, the error (spaces and all),
+ * the counters and which servers are gone come back. */
+static int stats_round_trip_etcd(void)
+{
+	static struct store_stats a, b;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	memset(&a, 0, sizeof(a));
+	a.nservers = 2;
+	a.etcd = STORE_ETCD_UNREACHABLE;
+	snprintf(a.etcd_error, sizeof(a.etcd_error), "http://10.0.0.9:2379: Couldn't connect");
+	a.etcd_errors = 6;
+	a.members_joined = 2;
+	a.members_lost = 1;
+	snprintf(a.server[0].addr, sizeof(a.server[0].addr), "tcp://10.0.0.1:7000");
+	snprintf(a.server[1].addr, sizeof(a.server[1].addr), "tcp://10.0.0.2:7000");
+	a.server[1].gone = 1;
+	ctl_stats_write(f, &a);
+	fclose(f);
+	CHECK(ctl_stats_parse(text, &b) == 0);
+	free(text);
+	CHECK(b.etcd == STORE_ETCD_UNREACHABLE);
+	CHECK(!strcmp(b.etcd_error, a.etcd_error));
+	CHECK(b.etcd_errors == 6 && b.members_joined == 2 && b.members_lost == 1);
+	CHECK(!b.server[0].gone && b.server[1].gone);
+	/* A fixed list writes no etcd line: it stays off. */
+	CHECK(ctl_stats_parse("nservers 1\n", &b) == 0 && b.etcd == STORE_ETCD_OFF);
+	CHECK(ctl_stats_parse("etcd 9 x\n", &b) == -EINVAL);
+	return 0;
+}
+
 static int stats_parse_rejects(void)
 {
 	struct store_stats st;
@@ -251,6 +284,7 @@ static int encodings(void)
 static const struct tap_case cases[] = {
 	{ "store stats survive the text round trip", stats_round_trip },
 	{ "stats parser skips unknown keys and rejects bad server lines", stats_parse_rejects },
+	{ "etcd membership survives the text round trip", stats_round_trip_etcd },
 	{ "device names: numbers, ublkbN, nbdN, /dev paths", names },
 	{ "frontend table: by name, by device name, store queues", frontends },
 	{ "control socket: request, unknown command, stop, nobody listening", control_socket },

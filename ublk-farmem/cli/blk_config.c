@@ -37,7 +37,8 @@
 
 static const struct cfg_key blk_keys[] = {
 	{ "device:servers", CFG_STRING, S(servers), SZ(servers), 0, 0,
-	  "memservers, comma-separated tcp://host:port or rdma://host:port" },
+	  "memservers, comma-separated tcp://host:port or rdma://host:port, or "
+	  "etcd://HOST:PORT[,HOST:PORT...]/CLUSTER" },
 	{ "device:secret-file", CFG_STRING, S(secret_file), SZ(secret_file), 0, 0,
 	  "file holding the shared secret (>= 16 bytes): the cluster's identity" },
 	{ "device:key-file", CFG_STRING, S(key_file), SZ(key_file), 0, 0,
@@ -194,6 +195,20 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 	return -EINVAL;
 }
 
+/* etcd://HOST:PORT[,HOST:PORT...]/CLUSTER: the store finds the servers
+ * (membership.c) when it opens; none are known here. */
+static int finish_etcd(struct blk_config *cfg, const char *o, char *err, size_t errlen)
+{
+	struct store_config *sc = &cfg->store;
+	char why[300];
+
+	if (etcd_url_parse(cfg->set.servers, &sc->etcd, sc->cluster, sizeof(sc->cluster),
+			   why, sizeof(why)) < 0)
+		return fail(err, errlen, "%s: %s", o, why);
+	sc->nservers = 0;
+	return 0;
+}
+
 static int finish_servers(struct blk_config *cfg, char *err, size_t errlen)
 {
 	char text[BLK_SERVERS_TEXT_MAX], o[PATH_MAX + 32];
@@ -205,6 +220,8 @@ static int finish_servers(struct blk_config *cfg, char *err, size_t errlen)
 	if (!cfg->set.servers[0])
 		return fail(err, errlen, "%s: no memservers given "
 			    "(e.g. --servers tcp://10.0.0.2:7070,tcp://10.0.0.3:7070)", o);
+	if (etcd_url_is(cfg->set.servers))
+		return finish_etcd(cfg, o, err, errlen);
 	snprintf(text, sizeof(text), "%s", cfg->set.servers);
 	n = split_list(text, items, STORE_MAX_SERVERS + 1);
 	if (n < 0 || n > STORE_MAX_SERVERS)
@@ -233,6 +250,14 @@ static int finish_replicas(struct blk_config *cfg, char *err, size_t errlen)
 	uint64_t r = cfg->set.replicas;
 
 	origin_of(cfg, "replicas", o, sizeof(o));
+	if (sc->etcd.n) {
+		/* Checked against the members found when the store opens. */
+		if (r > STORE_MAX_REPLICAS)
+			return fail(err, errlen, "%s: %llu replicas: at most %d", o,
+				    (unsigned long long)r, STORE_MAX_REPLICAS);
+		sc->replicas = (int)r;
+		return 0;
+	}
 	if (r == 0)
 		r = sc->nservers >= 2 ? 2 : 1;
 	if (r > (uint64_t)sc->nservers)
@@ -644,7 +669,10 @@ void blk_config_usage(FILE *f, enum blk_command command,
 	fprintf(f,
 "\noptions (each overrides the same key of the config file):\n"
 "  --config FILE        config file (default " BLK_CONFIG_DEFAULT_FILE " if present)\n"
-"  --servers LIST       memservers: tcp://host:port[,tcp://host:port...]\n"
+"  --servers LIST       memservers: tcp://host:port[,tcp://host:port...], or\n"
+"                       etcd://HOST:PORT[,HOST:PORT...]/CLUSTER: the memservers\n"
+"                       registered there (farmem-memserver --etcd), followed\n"
+"                       as they join and leave\n"
 "  --secret-file FILE   shared secret, the same file as the memservers'\n"
 "                       (acts as the cluster's own identity)\n"
 "  --key-file FILE      act as the client this key file names (made by\n"
@@ -694,6 +722,9 @@ static void print_config(const struct blk_config *cfg)
 	char a[400];
 
 	printf("config-file  %s\n", cfg->config_file[0] ? cfg->config_file : "(none)");
+	if (cfg->store.etcd.n)
+		printf("servers      %s (members of etcd cluster %s)\n", cfg->set.servers,
+		       cfg->store.cluster);
 	for (int i = 0; i < cfg->store.nservers; i++)
 		printf("server       %s\n", addr_str(&cfg->store.servers[i], a, sizeof(a)));
 	printf("size         %llu\n", (unsigned long long)cfg->store.size);

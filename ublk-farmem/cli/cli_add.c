@@ -14,6 +14,7 @@
 
 #include "auth.h"
 #include "blk_config.h"
+#include "etcd.h"
 #include "cli.h"
 #include "daemon/daemon.h"
 #include "frontend/frontend.h"
@@ -156,14 +157,64 @@ static const char *conn_error(int ret)
 	}
 }
 
+/* etcd://: the members registered now, as the daemon's store will find
+ * them, into out (a copy of sc).  0, or -errno after saying why. */
+static int etcd_members_now(const struct store_config *sc, struct store_config *out)
+{
+	static struct etcd_kv kvs[STORE_MAX_SERVERS];
+	char prefix[ETCD_CLUSTER_MAX + 24], why[256] = "";
+	struct etcd *e;
+	int64_t rev;
+	int n = 0, ret;
+
+	*out = *sc;
+	out->nservers = 0;
+	etcd_members_prefix(sc->cluster, prefix, sizeof(prefix));
+	ret = etcd_open(&sc->etcd, PREFLIGHT_TIMEOUT_MS, &e, why, sizeof(why));
+	if (ret == 0) {
+		ret = etcd_range_prefix(e, prefix, kvs, STORE_MAX_SERVERS, &n, &rev);
+		if (ret < 0 && ret != -E2BIG)
+			snprintf(why, sizeof(why), "%s", etcd_last_error(e));
+		etcd_close(e);
+	}
+	if (ret < 0 && ret != -E2BIG) {
+		fprintf(stderr, "farmem-blk add: etcd cluster %s: %s\n", sc->cluster, why);
+		return ret;
+	}
+	for (int i = 0; i < n; i++) {
+		struct etcd_member m;
+
+		if (etcd_member_decode(kvs[i].value, &m) == 0 &&
+		    parse_addr(m.addr, 0, &out->servers[out->nservers]) == 0)
+			out->nservers++;
+	}
+	if (out->nservers == 0) {
+		fprintf(stderr, "farmem-blk add: no memserver registered in etcd cluster "
+			"%s (under %s)\n", sc->cluster, prefix);
+		return -EHOSTUNREACH;
+	}
+	if (!out->replicas)
+		out->replicas = out->nservers >= 2 ? 2 : 1;
+	return 0;
+}
+
 /* Servers unreachable or refusing, and a size larger than their free
  * memory, are reported here rather than by a daemon in the background. */
 static int preflight_servers(const struct blk_config *cfg, int overcommit)
 {
+	static struct store_config found;
 	const struct store_config *sc = &cfg->store;
 	uint64_t total = 0, need;
 	int up = 0, bad = 0;
 	char a[400], h1[32], h2[32];
+
+	if (sc->etcd.n) {
+		int ret = etcd_members_now(sc, &found);
+
+		if (ret < 0)
+			return ret;
+		sc = &found;
+	}
 
 	for (int i = 0; i < sc->nservers; i++) {
 		uint64_t f = 0;

@@ -255,6 +255,11 @@ static void status_text(const struct devinfo *d)
 	printf("encryption   %s\n", store_encrypt_name(st->encrypt));
 	printf("maintenance  %" PRIu64 " segments cleaned, %" PRIu64 " re-replicated\n",
 	       st->cleaned_segments, st->rereplicated_segments);
+	if (st->etcd != STORE_ETCD_OFF)
+		printf("membership   %s: etcd %s%s%s; %" PRIu64 " joined, %" PRIu64 " lost\n",
+		       d->cfg.set.servers, st->etcd == STORE_ETCD_OK ? "reachable" :
+		       "UNREACHABLE (keeping the last view)", st->etcd_error[0] ? ": " : "",
+		       st->etcd_error, st->members_joined, st->members_lost);
 	printf("\n%-28s %-4s %8s %10s %10s %10s %7s\n", "SERVER", "UP", "SEGMENTS",
 	       "BYTES", "READS", "WRITES", "ERRORS");
 	for (int i = 0; i < st->nservers; i++) {
@@ -262,7 +267,7 @@ static void status_text(const struct devinfo *d)
 
 		human(s->bytes, a, sizeof(a));
 		printf("%-28s %-4s %8" PRIu64 " %10s %10" PRIu64 " %10" PRIu64 " %7" PRIu64 "\n",
-		       s->addr, s->up ? "yes" : "no", s->segments, a, s->reads,
+		       s->addr, s->gone ? "gone" : s->up ? "yes" : "no", s->segments, a, s->reads,
 		       s->writes, s->errors);
 	}
 }
@@ -301,10 +306,20 @@ static void status_json(const struct devinfo *d)
 			json_str(stdout, s->addr);
 			printf(", \"up\": %s, \"segments\": %" PRIu64 ", \"bytes\": %" PRIu64
 			       ", \"reads\": %" PRIu64 ", \"writes\": %" PRIu64
-			       ", \"errors\": %" PRIu64 "}", s->up ? "true" : "false",
+			       ", \"errors\": %" PRIu64, s->up ? "true" : "false",
 			       s->segments, s->bytes, s->reads, s->writes, s->errors);
+			if (st->etcd != STORE_ETCD_OFF)
+				printf(", \"gone\": %s", s->gone ? "true" : "false");
+			printf("}");
 		}
 		printf("]");
+		if (st->etcd != STORE_ETCD_OFF) {
+			printf(", \"etcd\": \"%s\", \"etcd_error\": ",
+			       st->etcd == STORE_ETCD_OK ? "ok" : "unreachable");
+			json_str(stdout, st->etcd_error);
+			printf(", \"members_joined\": %" PRIu64 ", \"members_lost\": %" PRIu64,
+			       st->members_joined, st->members_lost);
+		}
 	}
 	printf("}\n");
 }

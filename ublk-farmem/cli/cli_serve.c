@@ -39,6 +39,14 @@ static void print_stats(struct store *st)
 		(unsigned long long)s.read_errors, (unsigned long long)s.write_errors,
 		(unsigned long long)s.rereplicated_segments,
 		(unsigned long long)s.cleaned_segments);
+	if (s.etcd != STORE_ETCD_OFF)
+		fprintf(stderr, "farmem-blk: membership servers=%d etcd=%s etcd_errors=%llu "
+			"members_joined=%llu members_lost=%llu%s%s\n", s.nservers,
+			s.etcd == STORE_ETCD_OK ? "ok" : "unreachable",
+			(unsigned long long)s.etcd_errors,
+			(unsigned long long)s.members_joined,
+			(unsigned long long)s.members_lost,
+			s.etcd_error[0] ? " error=" : "", s.etcd_error);
 }
 
 struct sig_ctx {
@@ -69,6 +77,8 @@ static void *signal_main(void *arg)
 		return NULL;
 	}
 }
+
+static struct store_stats sst;   /* big: not on the stack */
 
 static int run_server(const struct blk_config *cfg, struct store *st,
 		      struct sig_ctx *sc)
@@ -120,10 +130,12 @@ static int run_server(const struct blk_config *cfg, struct store *st,
 		nbd_server_destroy(srv);
 		return -rc;
 	}
+	/* The store's own numbers: with etcd the config has none. */
+	store_get_stats(st, &sst);
 	log_info("serve: device %s, %llu bytes, %d replicas over %d servers, "
 		 "%s level %d; NBD on %s (%d connections x %d workers)",
 		 cfg->uuid_text, (unsigned long long)cfg->store.size,
-		 cfg->store.replicas, cfg->store.nservers,
+		 sst.replicas, sst.nservers,
 		 blk_compress_name(cfg->store.compress), cfg->store.level,
 		 addr_str(&cfg->nbd, a, sizeof(a)), cfg->queues, cfg->depth);
 	if (cfg->nbd.kind == ADDR_TCP && cfg->nbd.port == 0)

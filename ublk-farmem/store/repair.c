@@ -81,7 +81,8 @@ static int find_victim(struct store *s, uint32_t *out)
 static int alloc_target(struct store *s, struct ioctx *io, const struct seg_rep *reps,
 			struct seg_rep *out)
 {
-	int usable[STORE_MAX_SERVERS], exclude[STORE_MAX_REPLICAS], nex = 0, pick;
+	/* Zeroed: a server membership adds meanwhile is not usable yet. */
+	int usable[STORE_MAX_SERVERS] = { 0 }, exclude[STORE_MAX_REPLICAS], nex = 0, pick;
 	unsigned cursor;
 
 	for (int r = 0; r < STORE_MAX_REPLICAS; r++)
@@ -95,7 +96,8 @@ static int alloc_target(struct store *s, struct ioctx *io, const struct seg_rep 
 		pthread_mutex_lock(&s->lock);
 		cursor = s->place_cursor++;
 		pthread_mutex_unlock(&s->lock);
-		if (place_pick(usable, s->nservers, 1, &cursor, exclude, nex, &pick) != 1)
+		if (place_pick_hinted(usable, s->nservers, 1, &cursor, exclude, nex,
+				      &s->hints, &pick) != 1)
 			return -ENOSPC;
 		memset(&q->req, 0, sizeof(q->req));
 		q->req.op = FM_OP_ALLOC;

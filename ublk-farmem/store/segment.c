@@ -321,7 +321,8 @@ static int slot_get(struct store *s, uint32_t *out, int may_wait)
  * caller may have appends of the same request in flight. */
 int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 {
-	int usable[STORE_MAX_SERVERS], tried[STORE_MAX_SERVERS], pick[STORE_MAX_REPLICAS];
+	/* Zeroed: a server membership adds meanwhile is not usable yet. */
+	int usable[STORE_MAX_SERVERS] = { 0 }, tried[STORE_MAX_SERVERS], pick[STORE_MAX_REPLICAS];
 	int ntried = 0, got = 0, anyup = 0, nospc = 0, hard = 0;
 	struct seg_rep reps[STORE_MAX_REPLICAS];
 	struct qreq *ctl = &io->reqs[io->nreqs - STORE_MAX_REPLICAS];
@@ -343,8 +344,8 @@ int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 
 		pthread_mutex_lock(&s->lock);
 		cursor = s->place_cursor;
-		n = place_pick(usable, s->nservers, s->replicas - got, &cursor,
-			       tried, ntried, pick);
+		n = place_pick_hinted(usable, s->nservers, s->replicas - got, &cursor,
+				      tried, ntried, &s->hints, pick);
 		/* Only a fresh segment advances the rotation. */
 		if (got == 0 && ntried == 0)
 			s->place_cursor = cursor;

@@ -8,8 +8,10 @@
  * memserver that restarted has lost its pool, and its new segments may
  * reuse ids; a replica from an earlier boot is dropped (and so
  * re-replicated) rather than read, written or freed. */
+#include <errno.h>
 #include <string.h>
 
+#include "checksum.h"
 #include "log.h"
 #include "store_internal.h"
 
@@ -47,6 +49,93 @@ int server_connect(struct store *s, int i)
 	__atomic_store_n(&v->conn, c, __ATOMIC_RELEASE);
 	__atomic_store_n(&v->up, 1, __ATOMIC_RELEASE);
 	return 0;
+}
+
+int server_find(const struct store *s, const char *addr)
+{
+	int n = __atomic_load_n(&s->nservers, __ATOMIC_ACQUIRE);
+
+	for (int i = 0; i < n; i++)
+		if (!strcmp(s->srv[i].addr, addr))
+			return i;
+	return -1;
+}
+
+int server_add(struct store *s, const struct fm_addr *fa)
+{
+	int i = s->nservers;      /* only membership appends: no race here */
+	struct store_server *v;
+
+	if (i >= STORE_MAX_SERVERS)
+		return -ENOSPC;
+	v = &s->srv[i];
+	memset(v, 0, sizeof(*v));
+	v->fa = *fa;
+	v->s = s;
+	v->idx = i;
+	v->need_sweep = 1;
+	addr_str(fa, v->addr, sizeof(v->addr));
+	/* Connected before anyone sees it, so maint (which connects servers
+	 * that have none) never races this; if it cannot be reached now,
+	 * maint tries again later. */
+	if (server_connect(s, i) < 0)
+		v->retry_ns = fm_mono_ns() + 1000000000ull;
+	pthread_mutex_lock(&s->lock);
+	s->hdr->server_hash[i] = fm_xxh3(v->addr, strlen(v->addr));
+	s->hdr->nservers = (uint32_t)i + 1;
+	pthread_mutex_unlock(&s->lock);
+	__atomic_store_n(&s->nservers, i + 1, __ATOMIC_RELEASE);
+	maint_kick(s);
+	return i;
+}
+
+/* Recover with etcd: the members come in any order and some may have
+ * left, but a replica names its server by index.  Each index the state
+ * file knows gets the member with that address hash back; an index
+ * whose member is no longer registered gets a stand-in that is gone
+ * (never connected, never picked: repair copies its segments away);
+ * members new to the device go after. */
+void server_order_from_state(struct store *s, struct state_hdr *h)
+{
+	static struct store_server found[STORE_MAX_SERVERS];
+	int nfound = s->nservers, used[STORE_MAX_SERVERS] = { 0 }, n;
+
+	memcpy(found, s->srv, sizeof(found));
+	n = h->nservers <= STORE_MAX_SERVERS ? (int)h->nservers : STORE_MAX_SERVERS;
+	for (int i = 0; i < n; i++) {
+		struct store_server *v = &s->srv[i];
+		int j;
+
+		for (j = 0; j < nfound; j++)
+			if (!used[j] && fm_xxh3(found[j].addr, strlen(found[j].addr)) ==
+			    h->server_hash[i])
+				break;
+		if (j < nfound) {
+			*v = found[j];
+			used[j] = 1;
+		} else {
+			memset(v, 0, sizeof(*v));
+			snprintf(v->addr, sizeof(v->addr), "(left the cluster, #%d)", i);
+			v->fa.kind = ADDR_TCP;
+			v->retry_ns = UINT64_MAX;   /* maint never connects it */
+			s->hints.gone[i] = 1;
+			log_warn("state: server #%d is no longer registered in etcd: "
+				 "its copies are lost", i);
+		}
+		v->s = s;
+		v->idx = i;
+	}
+	for (int j = 0; j < nfound && n < STORE_MAX_SERVERS; j++) {
+		if (used[j] || !found[j].fa.port)   /* a stand-in: nobody to add */
+			continue;
+		s->srv[n] = found[j];
+		s->srv[n].s = s;
+		s->srv[n].idx = n;
+		h->server_hash[n] = fm_xxh3(found[j].addr, strlen(found[j].addr));
+		n++;
+	}
+	s->nservers = n;
+	h->nservers = (uint32_t)n;
 }
 
 uint32_t server_boot_tag(const struct store *s, int i)

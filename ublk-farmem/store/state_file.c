@@ -76,6 +76,11 @@ static int check_header(struct store *s, struct state_hdr *h, size_t flen,
 	const char *why = NULL;
 
 	upgrade_v1(s, h, flen);
+	/* etcd: this device's state only (the server list is checked below). */
+	if (s->cfg.etcd.n && flen >= sizeof(*h) && h->magic == STATE_MAGIC &&
+	    h->version == STATE_VERSION && h->hdr_size == sizeof(*h) &&
+	    !memcmp(h->uuid, s->cfg.uuid, FM_UUID_LEN))
+		server_order_from_state(s, h);
 	if (flen < sizeof(*h) || h->magic != STATE_MAGIC)
 		why = "not a farmem state file";
 	else if (h->version != STATE_VERSION || h->hdr_size != sizeof(*h))

@@ -54,6 +54,9 @@ static int config_check(const struct store_config *c, char *err, size_t errlen)
 
 static void store_free(struct store *s)
 {
+	/* Stops the thread that may add servers before they are closed. */
+	membership_close(s->mem);
+	s->mem = NULL;
 	for (int i = 0; i < s->nservers; i++)
 		if (s->srv[i].conn)
 			fm_conn_close(s->srv[i].conn);
@@ -185,25 +188,29 @@ static int check_segment_max(struct store *s, char *err, size_t errlen)
 	return 0;
 }
 
-int store_open(const struct store_config *cfg, struct store **out,
-	       char *err, size_t errlen)
+/* Opens the store on cfg's servers.  mem (may be NULL): the membership
+ * that found them, owned from here on (closed on failure). */
+static int store_open_cfg(const struct store_config *cfg, struct membership *mem,
+			  struct store **out, char *err, size_t errlen)
 {
-	struct store *s;
+	struct store *s = NULL;
 	int rc, up = 0;
 
-	*out = NULL;
 	rc = config_check(cfg, err, errlen);
-	if (rc < 0)
+	if (rc == 0 && !(s = calloc(1, sizeof(*s))))
+		rc = -ENOMEM;
+	if (rc < 0) {
+		membership_close(mem);
 		return rc;
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return -ENOMEM;
+	}
+	s->mem = mem;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->retry_lock, NULL);
 	/* Every timed wait of the store runs on the monotonic clock. */
 	if (fm_cond_init_mono(&s->seg_cv) || fm_cond_init_mono(&s->retry_cv) ||
 	    fm_cond_init_mono(&s->maint_cv)) {
 		snprintf(err, errlen, "cannot set up condition variables");
+		membership_close(mem);
 		free(s);
 		return -ENOMEM;
 	}
@@ -220,7 +227,8 @@ int store_open(const struct store_config *cfg, struct store **out,
 		return rc;
 	}
 	for (int i = 0; i < s->nservers; i++)
-		up += server_connect(s, i) == 0;
+		if (!s->hints.gone[i])   /* a member gone since (recover) */
+			up += server_connect(s, i) == 0;
 	if (up < s->replicas) {
 		snprintf(err, errlen, "only %d of %d servers answered; %d replicas need %d",
 			 up, s->nservers, s->replicas, s->replicas);
@@ -241,6 +249,11 @@ int store_open(const struct store_config *cfg, struct store **out,
 			return rc;
 		}
 	}
+	if (mem && (rc = membership_start(mem, s)) < 0) {
+		snprintf(err, errlen, "cannot start following etcd: %s", strerror(-rc));
+		store_close(s);
+		return rc;
+	}
 	log_info("store: %llu bytes, %d servers (%d up), %d replicas, %s, records %s, "
 		 "%u-byte segments%s",
 		 (unsigned long long)s->cfg.size, s->nservers, up, s->replicas,
@@ -251,10 +264,34 @@ int store_open(const struct store_config *cfg, struct store **out,
 	return 0;
 }
 
+int store_open(const struct store_config *cfg, struct store **out,
+	       char *err, size_t errlen)
+{
+	struct store_config *found;
+	struct membership *mem;
+	int rc;
+
+	*out = NULL;
+	if (cfg->etcd.n == 0)
+		return store_open_cfg(cfg, NULL, out, err, errlen);
+	/* etcd: the servers are the cluster's members now. */
+	found = malloc(sizeof(*found));
+	if (!found)
+		return -ENOMEM;
+	rc = membership_open(cfg, found, &mem, err, errlen);
+	if (rc == 0)
+		rc = store_open_cfg(found, mem, out, err, errlen);
+	free(found);
+	return rc;
+}
+
 void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	/* No server is added while the rest stops. */
+	membership_close(s->mem);
+	s->mem = NULL;
 	/* I/O still waiting to retry gives up now. */
 	pthread_mutex_lock(&s->retry_lock);
 	__atomic_store_n(&s->closing, 1, __ATOMIC_RELEASE);
@@ -318,8 +355,8 @@ void store_get_stats(struct store *s, struct store_stats *st)
 	memset(st, 0, sizeof(*st));
 	st->size = s->cfg.size;
 	st->replicas = s->replicas;
-	st->nservers = s->nservers;
-	for (int i = 0; i < s->nservers; i++) {
+	st->nservers = __atomic_load_n(&s->nservers, __ATOMIC_ACQUIRE);
+	for (int i = 0; i < st->nservers; i++) {
 		struct store_server_stats *v = &st->server[i];
 
 		snprintf(v->addr, sizeof(v->addr), "%s", s->srv[i].addr);
@@ -345,6 +382,7 @@ void store_get_stats(struct store *s, struct store_stats *st)
 	st->discards = atomic_get64(&s->discards);
 	st->read_errors = atomic_get64(&s->read_errors);
 	st->write_errors = atomic_get64(&s->write_errors);
+	membership_stats(s->mem, st);
 }
 
 uint64_t store_size(const struct store *s)

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "auth.h"
+#include "etcd.h"
 #include "parse.h"
 #include "transport.h"
 
@@ -65,6 +66,11 @@ struct store_config {
 					 * 0: min(queues, nservers) */
 	int no_background;              /* 1: no cleaner/repair thread; the
 					 * caller runs store_maintain() (tests) */
+	/* Membership through etcd (membership.c): with etcd.n > 0, servers[]
+	 * is ignored; the cluster's members are the servers at open, and a
+	 * member that joins later is added, one whose key goes is lost. */
+	struct etcd_endpoints etcd;
+	char cluster[ETCD_CLUSTER_MAX];
 };
 
 struct store_server_stats {
@@ -73,6 +79,16 @@ struct store_server_stats {
 	uint64_t segments;              /* this device's segments on it */
 	uint64_t bytes;                 /* remote bytes allocated */
 	uint64_t reads, writes, errors;
+	/* etcd: what the member published; gone once its key went. */
+	uint64_t pool_free;
+	char zone[ETCD_ZONE_MAX];
+	int gone;
+};
+
+enum store_etcd_state {
+	STORE_ETCD_OFF = 0,             /* a fixed server list */
+	STORE_ETCD_OK,                  /* the last call to etcd succeeded */
+	STORE_ETCD_UNREACHABLE,         /* the last view is kept meanwhile */
 };
 
 struct store_stats {
@@ -95,6 +111,11 @@ struct store_stats {
 	int replicas;
 	int nservers;
 	struct store_server_stats server[STORE_MAX_SERVERS];
+	enum store_etcd_state etcd;
+	char etcd_endpoint[ETCD_URL_MAX]; /* the one last used */
+	char etcd_error[160];           /* why it is unreachable */
+	uint64_t etcd_errors;           /* failed rounds with etcd */
+	uint64_t members_joined, members_lost; /* since open */
 };
 
 struct store;

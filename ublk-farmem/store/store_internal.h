@@ -8,7 +8,8 @@
  * the request waiter), store_loop.c and store_aio.c (frontend loops and
  * the asynchronous API), cleaner.c, repair.c, sweep.c (orphans and lost
  * copies), maint.c (the background thread running those three),
- * store_key.c (the device's record key and algorithm).
+ * store_key.c (the device's record key and algorithm), membership.c
+ * (servers from etcd, followed while the device runs).
  *
  * Locking: s->lock guards the page map, the segment table and the
  * accounting in the state header.  It is held only for short in-memory
@@ -26,6 +27,7 @@
 #include "codec.h"
 #include "fiber.h"
 #include "pagemap.h"
+#include "placement.h"
 #include "record.h"
 #include "store.h"
 
@@ -227,8 +229,13 @@ struct store {
 	uint64_t alloc_gen;       /* bumped when a new segment gets replicas (lock) */
 	int clean_urgent;         /* servers refused ALLOC: clean any dead bytes (lock) */
 
+	/* Servers: a membership thread may append one (server_add) while
+	 * everything else runs; it fills srv[n] first, then publishes
+	 * nservers with a release store, and never removes one. */
 	int nservers;
 	struct store_server srv[STORE_MAX_SERVERS];
+	struct place_hints hints;     /* membership's view; zero without etcd */
+	struct membership *mem;       /* NULL without etcd */
 
 	int nqueues;
 	struct ioctx *q;
@@ -301,6 +308,26 @@ int rep_stale(const struct store *s, const struct seg_rep *r);
 /* Drop every replica on server i that is stale; returns how many.
  * Lock held. */
 uint32_t server_drop_stale(struct store *s, int i);
+
+/* Append a server (membership): connects it, records its address in the
+ * state header, publishes it.  Its index, or -ENOSPC when full. */
+int server_add(struct store *s, const struct fm_addr *fa);
+struct state_hdr;
+/* Attach with etcd: reorder srv[] to the state file's indexes. */
+void server_order_from_state(struct store *s, struct state_hdr *h);
+/* Index of the server with this address text (addr_str form), or -1. */
+int server_find(const struct store *s, const char *addr);
+
+/* membership.c */
+/* Opens etcd and reads the members: servers[] and nservers of *out (a
+ * copy of cfg) are set from them.  err for the user. */
+int membership_open(const struct store_config *cfg, struct store_config *out,
+		    struct membership **m, char *err, size_t errlen);
+/* Gives the store the members' hints and starts the watch thread. */
+int membership_start(struct membership *m, struct store *s);
+/* Stops the thread (bounded by one watch period) and closes etcd. */
+void membership_close(struct membership *m);
+void membership_stats(struct membership *m, struct store_stats *st);
 
 /* state_file.c */
 int state_open(struct store *s, char *err, size_t errlen);

@@ -41,6 +41,25 @@ static void metrics_servers(struct metrics_buf *b, const struct store_stats *s)
 	}
 }
 
+/* Only for a device that follows etcd: scrapes of a fixed list stay as
+ * they were. */
+static void metrics_membership(struct metrics_buf *b, const struct store_stats *s)
+{
+	if (s->etcd == STORE_ETCD_OFF)
+		return;
+	metrics_gauge(b, "farmem_blk_etcd_up", "1 when the last call to etcd succeeded "
+		      "(0: etcd unreachable, the last view of the servers is kept)",
+		      s->etcd == STORE_ETCD_OK ? 1 : 0);
+	metrics_counter(b, "farmem_blk_etcd_errors_total", "failed rounds with etcd",
+			s->etcd_errors);
+	metrics_counter(b, "farmem_blk_members_joined_total",
+			"memservers that joined the cluster while the device ran", s->members_joined);
+	metrics_counter(b, "farmem_blk_members_lost_total",
+			"memservers whose etcd key went (treated as lost)", s->members_lost);
+	metrics_gauge(b, "farmem_blk_servers", "servers this device knows (joined ones "
+		      "included)", s->nservers);
+}
+
 void store_metrics_provide(struct metrics_buf *b, void *arg)
 {
 	const struct store_metrics *m = arg;
@@ -79,6 +98,7 @@ void store_metrics_provide(struct metrics_buf *b, void *arg)
 	metrics_sample_u64(b, "farmem_blk_errors_total", "kind=\"read\"", s.read_errors);
 	metrics_sample_u64(b, "farmem_blk_errors_total", "kind=\"write\"", s.write_errors);
 	metrics_servers(b, &s);
+	metrics_membership(b, &s);
 	if (!m->lat_read || !m->lat_write)
 		return;
 	metrics_family(b, "farmem_blk_io_latency_seconds", "histogram",
