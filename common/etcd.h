@@ -56,6 +56,11 @@ void etcd_members_prefix(const char *cluster, char *out, size_t len);
 
 /* ---- etcd_json.c: request bodies and responses (no I/O) ---- */
 
+struct json_object;
+/* Serialises o into out (NUL-terminated) and frees it; rc != 0 only
+ * frees it and is returned.  -ENOSPC if out is too small. */
+int etcd_json_emit(struct json_object *o, int rc, char *out, size_t len);
+
 /* base64 of len bytes into out (NUL-terminated); -ENOSPC if too small. */
 int etcd_b64_encode(const void *in, size_t len, char *out, size_t outlen);
 /* base64 text into out; *outlen in: room, out: bytes.  -EINVAL on bad

@@ -64,13 +64,14 @@ static int put_b64(json_object *o, const char *name, const void *data, size_t le
 	return 0;
 }
 
-/* Serialises o into out and frees it. */
-static int emit(json_object *o, int rc, char *out, size_t len)
+int etcd_json_emit(struct json_object *o, int rc, char *out, size_t len)
 {
 	const char *text;
 
 	if (rc == 0) {
-		text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+		/* No "\/": member values carry addresses (tcp://...). */
+		text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							 JSON_C_TO_STRING_NOSLASHESCAPE);
 		if (!text || strlen(text) >= len)
 			rc = -ENOSPC;
 		else
@@ -93,7 +94,7 @@ int etcd_body_grant(int ttl_s, char *out, size_t len)
 	json_object *o = json_object_new_object();
 
 	json_object_object_add(o, "TTL", json_object_new_int(ttl_s));
-	return emit(o, 0, out, len);
+	return etcd_json_emit(o, 0, out, len);
 }
 
 int etcd_body_lease_id(int64_t id, char *out, size_t len)
@@ -101,7 +102,7 @@ int etcd_body_lease_id(int64_t id, char *out, size_t len)
 	json_object *o = json_object_new_object();
 
 	json_object_object_add(o, "ID", new_i64str(id));
-	return emit(o, 0, out, len);
+	return etcd_json_emit(o, 0, out, len);
 }
 
 int etcd_body_put(const char *key, const char *value, int64_t lease, char *out, size_t len)
@@ -113,7 +114,7 @@ int etcd_body_put(const char *key, const char *value, int64_t lease, char *out, 
 		rc = put_b64(o, "value", value, strlen(value));
 	if (lease)
 		json_object_object_add(o, "lease", new_i64str(lease));
-	return emit(o, rc, out, len);
+	return etcd_json_emit(o, rc, out, len);
 }
 
 static int add_prefix(json_object *o, const char *prefix)
@@ -133,7 +134,7 @@ int etcd_body_range_prefix(const char *prefix, char *out, size_t len)
 {
 	json_object *o = json_object_new_object();
 
-	return emit(o, add_prefix(o, prefix), out, len);
+	return etcd_json_emit(o, add_prefix(o, prefix), out, len);
 }
 
 int etcd_body_watch_prefix(const char *prefix, int64_t start_rev, char *out, size_t len)
@@ -145,7 +146,7 @@ int etcd_body_watch_prefix(const char *prefix, int64_t start_rev, char *out, siz
 	if (start_rev > 0)
 		json_object_object_add(c, "start_revision", new_i64str(start_rev));
 	json_object_object_add(o, "create_request", c);
-	return emit(o, rc, out, len);
+	return etcd_json_emit(o, rc, out, len);
 }
 
 /* The body as an object, or NULL; an "error" member makes it -EIO. */

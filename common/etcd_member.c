@@ -16,20 +16,12 @@ int etcd_zone_valid(const char *zone)
 int etcd_member_encode(const struct etcd_member *m, char *out, size_t len)
 {
 	json_object *o = json_object_new_object();
-	const char *text;
-	int rc = 0;
 
 	json_object_object_add(o, "addr", json_object_new_string(m->addr));
 	json_object_object_add(o, "size", json_object_new_uint64(m->size));
 	json_object_object_add(o, "free", json_object_new_uint64(m->free));
 	json_object_object_add(o, "zone", json_object_new_string(m->zone));
-	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-	if (!text || strlen(text) >= len)
-		rc = -ENOSPC;
-	else
-		snprintf(out, len, "%s", text);
-	json_object_put(o);
-	return rc;
+	return etcd_json_emit(o, 0, out, len);
 }
 
 static int get_str(json_object *o, const char *name, char *out, size_t len, int need)

@@ -75,6 +75,16 @@ start_member() {
 	start_memserver "$name" --size 128M --etcd "$ETCD_URL" --cluster "$CLUSTER" "$@"
 }
 
+# etcd and three registered members; FM_SERVERS names them through etcd.
+three_members() {
+	start_etcd
+	start_member m1
+	start_member m2
+	start_member m3
+	wait_until 20 member_count_is 3
+	FM_SERVERS="etcd://${ETCD_URL#http://}/$CLUSTER"
+}
+
 fio_nbd() {
 	(cd "$FM_DIR" && fio --name=farmem --ioengine=nbd --uri="$NBD_URI" --bs=4k \
 		--randrepeat=1 --verify_fatal=1 --output="$FM_DIR/fio.out" "$@")
@@ -152,12 +162,7 @@ ms_used_above() {
 
 @test "serve --servers etcd:// finds three, a fourth joins under fio verify and gets new segments" {
 	require_cmd fio
-	start_etcd
-	start_member m1
-	start_member m2
-	start_member m3
-	wait_until 20 member_count_is 3
-	FM_SERVERS="etcd://${ETCD_URL#http://}/$CLUSTER"
+	three_members
 	start_serve --size 128M --replicas 2
 	[ "$(serve_membership servers)" -eq 3 ]
 	[ "$(serve_membership etcd)" = ok ]
@@ -209,11 +214,7 @@ ms_used_above() {
 }
 
 @test "a member killed: its key expires, it is counted lost, its copies are rebuilt" {
-	start_etcd
-	start_member m1
-	start_member m2
-	start_member m3
-	wait_until 20 member_count_is 3
+	three_members
 	# A dead endpoint first: serve fails over to the live one.
 	FM_SERVERS="etcd://127.0.0.1:$(free_port),${ETCD_URL#http://}/$CLUSTER"
 	start_serve --size 64M --replicas 2 --timeout 2s
@@ -231,12 +232,7 @@ ms_used_above() {
 
 @test "etcd killed mid-run changes nothing for the running device" {
 	require_cmd fio
-	start_etcd
-	start_member m1
-	start_member m2
-	start_member m3
-	wait_until 20 member_count_is 3
-	FM_SERVERS="etcd://${ETCD_URL#http://}/$CLUSTER"
+	three_members
 	mport=$(free_port)
 	start_serve --size 128M --replicas 2 --metrics "127.0.0.1:$mport"
 	curl -sf --max-time 5 "http://127.0.0.1:$mport/metrics" | grep -qx 'farmem_blk_etcd_up 1'
