@@ -7,7 +7,7 @@
 
 #include "store_fixture.h"
 #include "tap.h"
-#include "ublk-farmem/store/store_internal.h"
+#include "ublk-farmem/store/internal.h"
 
 #define NPAGES 512u
 

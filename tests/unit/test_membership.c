@@ -7,7 +7,7 @@
 
 #include "checksum.h"
 #include "tap.h"
-#include "ublk-farmem/store/store_internal.h"
+#include "ublk-farmem/store/internal.h"
 
 static void set_server(struct store *s, int i, const char *addr)
 {

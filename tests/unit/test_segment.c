@@ -6,7 +6,7 @@
 
 #include "store_fixture.h"
 #include "tap.h"
-#include "ublk-farmem/store/store_internal.h"
+#include "ublk-farmem/store/internal.h"
 
 static struct store *open_store(int nservers, int replicas)
 {

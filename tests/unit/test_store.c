@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "store_fixture.h"
-#include "ublk-farmem/store/store_internal.h"
+#include "ublk-farmem/store/internal.h"
 #include "tap.h"
 
 static uint8_t wbuf[64 << 10], rbuf[64 << 10];

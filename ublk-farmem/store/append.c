@@ -6,7 +6,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "store_internal.h"
+#include "internal.h"
 
 static void chunk_submit(struct store *s, struct ioctx *io, struct wchunk *c,
 			 unsigned *nreq)

@@ -14,7 +14,7 @@
 #include <time.h>
 
 #include "log.h"
-#include "store_internal.h"
+#include "internal.h"
 
 /* Lock held. */
 static int pressure(const struct store *s)

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "store_internal.h"
+#include "internal.h"
 
 int ioctx_init(struct store *s, struct ioctx *io, int id)
 {

@@ -8,37 +8,11 @@
 #include <time.h>
 
 #include "log.h"
-#include "store_internal.h"
+#include "internal.h"
 
 #define MAINT_PERIOD_MS   200
 #define RECONNECT_MS      1000
 #define MAX_STEPS_PER_RUN 64   /* stay responsive to stop requests */
-
-void store_server_state_cb(void *arg, int up)
-{
-	struct store_server *v = arg;
-	int was = __atomic_exchange_n(&v->up, up ? 1 : 0, __ATOMIC_ACQ_REL);
-
-	if (was != (up ? 1 : 0))
-		log_info("server %s: %s", v->addr, up ? "up" : "down");
-	if (!up) {
-		__atomic_store_n(&v->need_sweep, 1, __ATOMIC_RELEASE);
-	} else {
-		/* I/O waiting to retry may go at once. */
-		pthread_mutex_lock(&v->s->retry_lock);
-		pthread_cond_broadcast(&v->s->retry_cv);
-		pthread_mutex_unlock(&v->s->retry_lock);
-	}
-	maint_kick(v->s);
-}
-
-void maint_kick(struct store *s)
-{
-	pthread_mutex_lock(&s->maint_lock);
-	s->maint_kick = 1;
-	pthread_cond_signal(&s->maint_cv);
-	pthread_mutex_unlock(&s->maint_lock);
-}
 
 /* Servers never reached get a connect attempt now and then (the
  * transport reconnects on its own only after a first success); connected

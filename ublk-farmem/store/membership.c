@@ -21,7 +21,7 @@
 
 #include "clock.h"
 #include "log.h"
-#include "store_internal.h"
+#include "internal.h"
 
 #define CALL_TIMEOUT_MS 1500   /* each etcd call, per endpoint */
 #define WATCH_MS        1000   /* a quiet watch ends this soon (stop is bounded) */

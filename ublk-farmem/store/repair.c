@@ -13,7 +13,7 @@
 
 #include "log.h"
 #include "placement.h"
-#include "store_internal.h"
+#include "internal.h"
 
 /* Could another server take a copy of g?  Lock held. */
 static int can_add_replica(const struct store *s, const struct seg *g)

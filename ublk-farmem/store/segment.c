@@ -7,7 +7,7 @@
 
 #include "log.h"
 #include "placement.h"
-#include "store_internal.h"
+#include "internal.h"
 
 void waiter_init(struct waiter *w)
 {

@@ -13,7 +13,7 @@
 
 #include "checksum.h"
 #include "log.h"
-#include "store_internal.h"
+#include "internal.h"
 
 void server_conn_params(struct store *s, int i, struct fm_conn_params *p)
 {
@@ -171,4 +171,24 @@ uint32_t server_drop_stale(struct store *s, int i)
 		}
 	}
 	return n;
+}
+
+/* A transport says the server went up or down: count it, let retries
+ * go at once, and wake maintenance (sweep, repair). */
+void store_server_state_cb(void *arg, int up)
+{
+	struct store_server *v = arg;
+	int was = __atomic_exchange_n(&v->up, up ? 1 : 0, __ATOMIC_ACQ_REL);
+
+	if (was != (up ? 1 : 0))
+		log_info("server %s: %s", v->addr, up ? "up" : "down");
+	if (!up) {
+		__atomic_store_n(&v->need_sweep, 1, __ATOMIC_RELEASE);
+	} else {
+		/* I/O waiting to retry may go at once. */
+		pthread_mutex_lock(&v->s->retry_lock);
+		pthread_cond_broadcast(&v->s->retry_cv);
+		pthread_mutex_unlock(&v->s->retry_lock);
+	}
+	maint_kick(v->s);
 }

@@ -18,7 +18,7 @@
 
 #include "checksum.h"
 #include "log.h"
-#include "store_internal.h"
+#include "internal.h"
 
 static size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 

@@ -9,7 +9,7 @@
  */
 #include <errno.h>
 
-#include "store_internal.h"
+#include "internal.h"
 
 static int aio_run(struct store_aio *a)
 {

@@ -19,7 +19,7 @@
 
 #include "auth.h"
 #include "log.h"
-#include "store_internal.h"
+#include "internal.h"
 
 static int rec_aead_of(enum store_encrypt e)
 {

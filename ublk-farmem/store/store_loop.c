@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "store_internal.h"
+#include "internal.h"
 
 /* A link fiber per server, and one spare: a done() that submits again
  * runs while its own fiber is still busy. */

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "store_internal.h"
+#include "internal.h"
 
 #define READ_RETRIES  3
 

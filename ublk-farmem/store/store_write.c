@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "store_internal.h"
+#include "internal.h"
 
 /* A compressed page must save at least this much to be stored
  * compressed; otherwise the raw page is cheaper to decode. */

@@ -10,7 +10,7 @@
 #include <errno.h>
 
 #include "log.h"
-#include "store_internal.h"
+#include "internal.h"
 
 void stream_init(struct stream *st)
 {

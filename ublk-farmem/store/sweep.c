@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "store_internal.h"
+#include "internal.h"
 
 static int cmp_u64(const void *a, const void *b)
 {

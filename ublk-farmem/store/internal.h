@@ -1,9 +1,10 @@
-/* store_internal.h — what the store's files share; not for frontends.
+/* internal.h — what the store's files share; not for frontends.
  *
- * Files: store.c (open/close/stats), server_conn.c (the shared
- * connections), state_file.c (the mapped metadata), ioctx.c (per-queue
- * contexts), store_write.c and store_read.c (the I/O path), append.c
- * (records onto every replica: the write path and the cleaner),
+ * Files: store.c (open/close), store_stats.c (what status and metrics
+ * read), server_conn.c (the shared connections and their state),
+ * state_file.c (the mapped metadata), ioctx.c (per-queue contexts),
+ * store_write.c and store_read.c (the I/O path), append.c (records onto
+ * every replica: the write path and the cleaner),
  * stream.c (shared append streams), segment.c (segment life cycle and
  * the request waiter), store_loop.c and store_aio.c (frontend loops and
  * the asynchronous API), cleaner.c, repair.c, sweep.c (orphans and lost
@@ -297,6 +298,8 @@ static inline const char *bad_copy_text(const struct store *s)
 }
 
 /* server_conn.c */
+/* The transports' state callback for server arg (a store_server). */
+void store_server_state_cb(void *arg, int up);
 int server_connect(struct store *s, int i);
 /* What every connection to server i is opened with (no state_cb). */
 void server_conn_params(struct store *s, int i, struct fm_conn_params *p);
@@ -436,7 +439,16 @@ int sweep_server(struct store *s, int i);
 /* maint.c */
 int maint_start(struct store *s);
 void maint_stop(struct store *s);
-void maint_kick(struct store *s);
-void store_server_state_cb(void *arg, int up);
+
+/* Wake the maintenance thread (a server changed, a segment needs
+ * repair or cleaning).  The I/O path only ever does this: it never calls
+ * into maintenance itself. */
+static inline void maint_kick(struct store *s)
+{
+	pthread_mutex_lock(&s->maint_lock);
+	s->maint_kick = 1;
+	pthread_cond_signal(&s->maint_cv);
+	pthread_mutex_unlock(&s->maint_lock);
+}
 
 #endif
