@@ -29,7 +29,7 @@ static const char usage_text[] =
 "Move cold memory of the cgroups to swap (a farmem device) before the\n"
 "kernel needs it: every interval, while the cgroup's memory pressure\n"
 "stays under the target, write a step to its memory.reclaim.  Runs in\n"
-"the foreground until SIGTERM; SIGUSR1 prints a report.  Only\n"
+"the foreground until SIGTERM; SIGUSR1 prints a report on stderr.  Only\n"
 "memory.reclaim is ever written.\n"
 "\n"
 "  --cgroup PATH        a cgroup v2 directory (repeatable; relative paths\n"
@@ -346,18 +346,17 @@ static void tick_one(struct offload_cg *cg, const struct offload_opts *o, uint64
 			 strerror(-ret));
 }
 
-static void report(const struct offload_opts *o)
+/* SIGUSR1: the status-style text, on stderr beside the log lines, so
+ * the --json stream on stdout stays one object per line. */
+static void report(void)
 {
-	if (o->json)
-		offload_report_json(stdout, cgs, ncgs, &health);
-	else
-		offload_report_text(stdout, cgs, ncgs, &health);
+	offload_report_text(stderr, cgs, ncgs, &health);
 }
 
 /* Waits until deadline (monotonic us) for a signal.  Returns 1 on
  * SIGTERM/SIGINT, 0 when the deadline passed; SIGUSR1 reports and keeps
  * waiting. */
-static int wait_signal(const sigset_t *set, uint64_t deadline, const struct offload_opts *o)
+static int wait_signal(const sigset_t *set, uint64_t deadline)
 {
 	for (;;) {
 		uint64_t now = mono_us(), left = deadline > now ? deadline - now : 0;
@@ -368,7 +367,7 @@ static int wait_signal(const sigset_t *set, uint64_t deadline, const struct offl
 			return 0;
 		sig = sigtimedwait(set, NULL, &ts);
 		if (sig == SIGUSR1)
-			report(o);
+			report();
 		else if (sig == SIGTERM || sig == SIGINT)
 			return 1;
 		else if (sig < 0 && errno == EAGAIN)
@@ -398,7 +397,7 @@ static int loop(const struct offload_opts *o)
 		next += o->interval_ms * 1000u;
 		if (next < mono_us())
 			next = mono_us();   /* a slow reclaim: no burst to catch up */
-		if (wait_signal(&set, next, o))
+		if (wait_signal(&set, next))
 			return 0;
 	}
 }
@@ -493,8 +492,7 @@ int cmd_offload(int argc, char **argv)
 		 o->max_step * 100.0, o->dry_run ? " (dry run)" : "");
 	ret = loop(o);
 	metrics_server_stop(ms);
-	if (!o->json)
-		offload_report_text(stdout, cgs, ncgs, &health);
+	report();
 	free(o);
 	return ret ? 1 : 0;
 }
