@@ -1,6 +1,6 @@
 # vm-mem: 768M
 # vm-memservers: 3
-# vm-memserver-size: 512M
+# vm-memserver-size: 768M
 # vm-timeout: 1800
 # Issue 13: proactive offload.  A hot/cold workload with no memory limit
 # (400 MiB filled and verified, a 10 % hot set read continuously) runs in
