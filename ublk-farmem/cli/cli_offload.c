@@ -256,7 +256,8 @@ static int parse_args(int argc, char **argv, struct offload_opts *o, int *check,
 	}
 	if (!o->ncgroups) {
 		fail(err, errlen, "--cgroup: no cgroup given (e.g. --cgroup "
-		     "/sys/fs/cgroup/workload.slice)");
+		     "/sys/fs/cgroup/workload.slice, or 'cgroup' in [offload] of %s)",
+		     file ? file : BLK_CONFIG_DEFAULT_FILE);
 		return 2;
 	}
 	return 0;
