@@ -181,3 +181,12 @@ has_lines() { [ "$(lines "$1" "$2")" -ge "$3" ]; }
 	grep -q "^farmem_offload_memory_current_bytes{cgroup=\"$CG\"} 419430400\$" "$FM_DIR/scrape"
 	grep -qx 'farmem_offload_swap_ok 1' "$FM_DIR/scrape"
 }
+
+@test "offload: a relative --cgroup starts at --cgroup-root" {
+	start_offload --cgroup cg --cgroup-root "$FM_DIR" --interval 100ms --dry-run
+	wait_until 20 has_lines "would reclaim" "$FM_DIR/err" 1
+	grep -q "dry-run: $CG: would reclaim" "$FM_DIR/err"
+	run -1 "$FM_BLK" offload --config "$CONF" --cgroup cg --cgroup "$CG" \
+		--cgroup-root "$FM_DIR"
+	[[ "$output" == *"--cgroup $CG: given twice"* ]]
+}
