@@ -221,7 +221,8 @@ conf_value() { # KEY FILE
 	run -0 --separate-stderr env MANPATH="$ROOT/usr/share/man" \
 		systemd-analyze verify --root="$ROOT" \
 		"$ROOT/lib/systemd/system/farmem-memserver.service" \
-		"$ROOT/lib/systemd/system/farmem-swap@.service"
+		"$ROOT/lib/systemd/system/farmem-swap@.service" \
+		"$ROOT/lib/systemd/system/farmem-offload.service"
 	echo "$stderr"
 	[ -z "$stderr" ]
 	# And it can fail: a unit whose binary is missing is refused.
