@@ -52,7 +52,7 @@ TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRC))
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 
 .PHONY: all check layers unit integration asan tsan fuzz valgrind clean deps vmcheck rdmacheck \
-        swapbench bench demo deb rpm
+        swapbench bench demo deb rpm offloadbench
 all: $(PROGS) $(TOOLS)
 
 $(BUILD)/%.o: %.c
@@ -155,6 +155,11 @@ rdmacheck: deps
 swapbench: deps
 	$(Q)$(MAKE) --no-print-directory all
 	tests/vm/swapbench
+
+# One guest: redis under farmem-blk offload, none / zram / farmem (issue 13).
+offloadbench: deps
+	$(Q)$(MAKE) --no-print-directory all
+	tests/vm/offloadbench
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all

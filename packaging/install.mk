@@ -16,7 +16,8 @@ INSTALL ?= install
 MAN8 := packaging/man/farmem-memserver.8 packaging/man/farmem-blk.8
 MAN5 := packaging/man/farmem.conf.5 packaging/man/memserver.conf.5
 UNITS_SYSTEMD := packaging/systemd/farmem-memserver.service \
-	packaging/systemd/farmem-swap@.service
+	packaging/systemd/farmem-swap@.service \
+	packaging/systemd/farmem-offload.service
 CONFS := conf/memserver.conf conf/farmem.conf
 
 .PHONY: install uninstall
@@ -39,6 +40,7 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(SBINDIR)/,farmem-memserver farmem-blk)
 	rm -f $(DESTDIR)$(PKGLIBDIR)/farmem-swap
 	-rmdir $(DESTDIR)$(PKGLIBDIR)
-	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,farmem-memserver.service farmem-swap@.service)
+	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,farmem-memserver.service farmem-swap@.service \
+		farmem-offload.service)
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man8/,farmem-memserver.8 farmem-blk.8)
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man5/,farmem.conf.5 memserver.conf.5)

@@ -7,7 +7,8 @@ PKGS="build-essential pkg-config liburing-dev libibverbs-dev librdmacm-dev
  libgnutls28-dev libboost-context-dev libjson-c-dev libcurl4-openssl-dev etcd-server
  bats nbdkit libnbd-bin fio qemu-utils clang valgrind perl iproute2
  procps util-linux qemu-system-x86 cpio
- debhelper fakeroot lintian rpm systemd curl jq xz-utils libclang-rt-14-dev"
+ debhelper fakeroot lintian rpm systemd curl jq xz-utils libclang-rt-14-dev
+ redis-server"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

@@ -155,6 +155,7 @@ conf_value() { # KEY FILE
 		/usr/lib/farmem/farmem-swap /etc/farmem/memserver.conf /etc/farmem/farmem.conf \
 		/lib/systemd/system/farmem-memserver.service \
 		/lib/systemd/system/farmem-swap@.service \
+		/lib/systemd/system/farmem-offload.service \
 		/usr/share/man/man8/farmem-memserver.8.gz /usr/share/man/man8/farmem-blk.8.gz \
 		/usr/share/man/man5/farmem.conf.5.gz /usr/share/man/man5/memserver.conf.5.gz; do
 		[ -e "$ROOT$f" ] || { echo "missing $f" >&2; false; }
@@ -220,7 +221,8 @@ conf_value() { # KEY FILE
 	run -0 --separate-stderr env MANPATH="$ROOT/usr/share/man" \
 		systemd-analyze verify --root="$ROOT" \
 		"$ROOT/lib/systemd/system/farmem-memserver.service" \
-		"$ROOT/lib/systemd/system/farmem-swap@.service"
+		"$ROOT/lib/systemd/system/farmem-swap@.service" \
+		"$ROOT/lib/systemd/system/farmem-offload.service"
 	echo "$stderr"
 	[ -z "$stderr" ]
 	# And it can fail: a unit whose binary is missing is refused.

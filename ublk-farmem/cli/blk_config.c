@@ -88,6 +88,21 @@ static const struct cfg_key blk_keys[] = {
 	{ "device:encrypt", CFG_STRING, S(encrypt), SZ(encrypt), 0, 0,
 	  "records sealed with: auto (default: aes256gcm with AES-NI, else "
 	  "xchacha20poly1305), aes256gcm, xchacha20poly1305 or none" },
+	{ "offload:cgroup", CFG_STRING, S(offload_cgroup), SZ(offload_cgroup), 0, 0,
+	  "offload: cgroup v2 directories, comma-separated" },
+	{ "offload:cgroup-root", CFG_STRING, S(offload_cgroup_root),
+	  SZ(offload_cgroup_root), 0, 0,
+	  "offload: relative cgroup paths start here (default /sys/fs/cgroup)" },
+	{ "offload:interval", CFG_STRING, S(offload_interval), SZ(offload_interval), 0, 0,
+	  "offload: time between steps (default 6s)" },
+	{ "offload:pressure", CFG_STRING, S(offload_pressure), SZ(offload_pressure), 0, 0,
+	  "offload: memory pressure target, share of wall time (default 0.1%)" },
+	{ "offload:max-step", CFG_STRING, S(offload_max_step), SZ(offload_max_step), 0, 0,
+	  "offload: largest step, share of memory.current (default 1%)" },
+	{ "offload:min", CFG_STRING, S(offload_min), SZ(offload_min), 0, 0,
+	  "offload: never reclaim a cgroup below this (default: its unreclaimable memory + 16M)" },
+	{ "offload:metrics", CFG_STRING, S(offload_metrics), SZ(offload_metrics), 0, 0,
+	  "offload: Prometheus metrics at http://HOST:PORT/metrics (default off)" },
 };
 #define NKEYS (sizeof(blk_keys) / sizeof(blk_keys[0]))
 

@@ -8,7 +8,8 @@
  * the value ("--replicas: 3 replicas need at least 3 servers, got 2").
  *
  * [swap] (priority, discard) belongs to the farmem-swap@ helper: we only
- * check it, so one file serves both.
+ * check it, so one file serves both.  [offload] is kept as text here and
+ * checked by `farmem-blk offload` (cli_offload.c).
  *
  * Meaning of queues/depth by frontend:
  *   ublk: hardware queues (one thread and one store queue each) and tags
@@ -69,6 +70,14 @@ struct blk_settings {
 	int64_t swap_priority;                /* [swap] priority (farmem-swap reads it) */
 	char swap_discard[16];                /* [swap] discard: pages|once|both|none */
 	char encrypt[24];                     /* auto | aes256gcm | xchacha20poly1305 | none */
+	/* [offload], read as text; `farmem-blk offload` checks them. */
+	char offload_cgroup[BLK_SERVERS_TEXT_MAX];  /* comma-separated paths */
+	char offload_cgroup_root[PATH_MAX];
+	char offload_interval[32];
+	char offload_pressure[32];
+	char offload_max_step[32];
+	char offload_min[32];
+	char offload_metrics[300];
 };
 
 /* The checked result. */

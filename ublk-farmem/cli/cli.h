@@ -9,5 +9,6 @@ int cmd_del(int argc, char **argv);      /* cli_manage.c */
 int cmd_list(int argc, char **argv);     /* cli_manage.c */
 int cmd_status(int argc, char **argv);   /* cli_manage.c */
 int cmd_recover(int argc, char **argv);  /* cli_add.c */
+int cmd_offload(int argc, char **argv);  /* cli_offload.c */
 
 #endif

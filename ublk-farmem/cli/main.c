@@ -20,6 +20,7 @@ static const struct {
 	{ "status", cmd_status, "pages, compression, servers and errors of a device (--json)" },
 	{ "recover", cmd_recover, "attach a new daemon to a device whose daemon died" },
 	{ "serve", cmd_serve, "export the store over NBD in the foreground" },
+	{ "offload", cmd_offload, "move cgroups' cold memory to swap before pressure" },
 };
 
 static void usage(FILE *f)
