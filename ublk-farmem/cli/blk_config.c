@@ -3,7 +3,6 @@
 #include "blk_config.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "cli_text.h"
 #include "auth.h"
 #include "config.h"
 #include "frontend/nbd/nbd_psk.h"
@@ -198,18 +198,6 @@ static const char *origin_of(const struct blk_config *cfg, const char *flag,
 	return buf;
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
-
 /* etcd://HOST:PORT[,HOST:PORT...]/CLUSTER: the store finds the servers
  * (membership.c) when it opens; none are known here. */
 static int finish_etcd(struct blk_config *cfg, const char *o, char *err, size_t errlen)
@@ -219,7 +207,7 @@ static int finish_etcd(struct blk_config *cfg, const char *o, char *err, size_t 
 
 	if (etcd_url_parse(cfg->set.servers, &sc->etcd, sc->cluster, sizeof(sc->cluster),
 			   why, sizeof(why)) < 0)
-		return fail(err, errlen, "%s: %s", o, why);
+		return cli_fail(err, errlen, "%s: %s", o, why);
 	sc->nservers = 0;
 	return 0;
 }
@@ -233,27 +221,27 @@ static int finish_servers(struct blk_config *cfg, char *err, size_t errlen)
 
 	origin_of(cfg, "servers", o, sizeof(o));
 	if (!cfg->set.servers[0])
-		return fail(err, errlen, "%s: no memservers given "
+		return cli_fail(err, errlen, "%s: no memservers given "
 			    "(e.g. --servers tcp://10.0.0.2:7070,tcp://10.0.0.3:7070)", o);
 	if (etcd_url_is(cfg->set.servers))
 		return finish_etcd(cfg, o, err, errlen);
 	snprintf(text, sizeof(text), "%s", cfg->set.servers);
 	n = split_list(text, items, STORE_MAX_SERVERS + 1);
 	if (n < 0 || n > STORE_MAX_SERVERS)
-		return fail(err, errlen, "%s: more than %d servers", o, STORE_MAX_SERVERS);
+		return cli_fail(err, errlen, "%s: more than %d servers", o, STORE_MAX_SERVERS);
 	for (int i = 0; i < n; i++) {
 		if (parse_addr(items[i], 0, &sc->servers[i]) < 0)
-			return fail(err, errlen, "%s: server '%s' is not "
+			return cli_fail(err, errlen, "%s: server '%s' is not "
 				    "tcp://host:port or rdma://host:port", o, items[i]);
 		for (int j = 0; j < i; j++)
 			if (sc->servers[j].kind == sc->servers[i].kind &&
 			    sc->servers[j].port == sc->servers[i].port &&
 			    !strcmp(sc->servers[j].host, sc->servers[i].host))
-				return fail(err, errlen, "%s: server '%s' is listed twice",
+				return cli_fail(err, errlen, "%s: server '%s' is listed twice",
 					    o, items[i]);
 	}
 	if (n == 0)
-		return fail(err, errlen, "%s: no memservers given", o);
+		return cli_fail(err, errlen, "%s: no memservers given", o);
 	sc->nservers = n;
 	return 0;
 }
@@ -268,7 +256,7 @@ static int finish_replicas(struct blk_config *cfg, char *err, size_t errlen)
 	if (sc->etcd.n) {
 		/* Checked against the members found when the store opens. */
 		if (r > STORE_MAX_REPLICAS)
-			return fail(err, errlen, "%s: %llu replicas: at most %d", o,
+			return cli_fail(err, errlen, "%s: %llu replicas: at most %d", o,
 				    (unsigned long long)r, STORE_MAX_REPLICAS);
 		sc->replicas = (int)r;
 		return 0;
@@ -276,7 +264,7 @@ static int finish_replicas(struct blk_config *cfg, char *err, size_t errlen)
 	if (r == 0)
 		r = sc->nservers >= 2 ? 2 : 1;
 	if (r > (uint64_t)sc->nservers)
-		return fail(err, errlen, "%s: %llu replicas need at least %llu "
+		return cli_fail(err, errlen, "%s: %llu replicas need at least %llu "
 			    "servers, got %d", o, (unsigned long long)r,
 			    (unsigned long long)r, sc->nservers);
 	sc->replicas = (int)r;
@@ -290,14 +278,14 @@ static int finish_size(struct blk_config *cfg, char *err, size_t errlen)
 
 	origin_of(cfg, "size", o, sizeof(o));
 	if (cfg->set.size == 0)
-		return fail(err, errlen, "%s: device size missing or 0 (e.g. --size 1G)", o);
+		return cli_fail(err, errlen, "%s: device size missing or 0 (e.g. --size 1G)", o);
 	if (cfg->set.size % STORE_PAGE)
-		return fail(err, errlen, "%s: size %llu is not a multiple of %u",
+		return cli_fail(err, errlen, "%s: size %llu is not a multiple of %u",
 			    o, (unsigned long long)cfg->set.size, STORE_PAGE);
 	cfg->store.size = cfg->set.size;
 	origin_of(cfg, "segment-size", o, sizeof(o));
 	if (seg && (seg % STORE_PAGE || seg < SEGMENT_MIN || seg > SEGMENT_MAX))
-		return fail(err, errlen, "%s: segment size %llu must be a multiple "
+		return cli_fail(err, errlen, "%s: segment size %llu must be a multiple "
 			    "of %u between 64K and 1G", o, (unsigned long long)seg,
 			    STORE_PAGE);
 	cfg->store.segment_size = (uint32_t)seg;
@@ -318,14 +306,14 @@ static int finish_compress(struct blk_config *cfg, char *err, size_t errlen)
 	else if (!strcasecmp(c, "none"))
 		cfg->store.compress = STORE_COMPRESS_NONE;
 	else
-		return fail(err, errlen, "%s: unknown compression '%s' "
+		return cli_fail(err, errlen, "%s: unknown compression '%s' "
 			    "(zstd, lz4 or none)", o, c);
 	origin_of(cfg, "level", o, sizeof(o));
 	if (cfg->store.compress == STORE_COMPRESS_LZ4 && (lvl < 0 || lvl > LZ4_LEVEL_MAX))
-		return fail(err, errlen, "%s: lz4 level %lld out of range 0..%d",
+		return cli_fail(err, errlen, "%s: lz4 level %lld out of range 0..%d",
 			    o, (long long)lvl, LZ4_LEVEL_MAX);
 	if (cfg->store.compress == STORE_COMPRESS_NONE && lvl != 0)
-		return fail(err, errlen, "%s: level %lld given with compress none",
+		return cli_fail(err, errlen, "%s: level %lld given with compress none",
 			    o, (long long)lvl);
 	cfg->store.level = (int)lvl;
 	return 0;
@@ -339,10 +327,10 @@ static int finish_encrypt(struct blk_config *cfg, char *err, size_t errlen)
 
 	origin_of(cfg, "encrypt", o, sizeof(o));
 	if (store_encrypt_parse(cfg->set.encrypt, &cfg->store.encrypt) < 0)
-		return fail(err, errlen, "%s: unknown encryption '%s' (auto, "
+		return cli_fail(err, errlen, "%s: unknown encryption '%s' (auto, "
 			    "aes256gcm, xchacha20poly1305 or none)", o, cfg->set.encrypt);
 	if (store_encrypt_resolve(cfg->store.encrypt, &resolved) < 0)
-		return fail(err, errlen, "%s: '%s' needs AES-NI, which this CPU "
+		return cli_fail(err, errlen, "%s: '%s' needs AES-NI, which this CPU "
 			    "lacks (auto or xchacha20poly1305)", o, cfg->set.encrypt);
 	return 0;
 }
@@ -357,9 +345,9 @@ static int finish_frontend(struct blk_config *cfg, char *err, size_t errlen)
 		cfg->frontend = cfg->command == BLK_CMD_SERVE ? BLK_FRONTEND_NBD
 							      : BLK_FRONTEND_UBLK;
 	else if (!(cfg->frontend = blk_frontend_by_name(f)))
-		return fail(err, errlen, "%s: unknown frontend '%s' (ublk or nbd)", o, f);
+		return cli_fail(err, errlen, "%s: unknown frontend '%s' (ublk or nbd)", o, f);
 	if (cfg->command == BLK_CMD_SERVE && cfg->frontend != BLK_FRONTEND_NBD)
-		return fail(err, errlen, "%s: serve always exports NBD; "
+		return cli_fail(err, errlen, "%s: serve always exports NBD; "
 			    "frontend '%s' is for add", o, f);
 	return 0;
 }
@@ -407,7 +395,7 @@ static int finish_queues(struct blk_config *cfg, char *err, size_t errlen)
 	storeq = nbd ? q * d : q;
 	origin_of(cfg, cfg->set.depth && !cfg->set.queues ? "depth" : "queues", o, sizeof(o));
 	if (storeq > STORE_MAX_QUEUES)
-		return fail(err, errlen, nbd ?
+		return cli_fail(err, errlen, nbd ?
 			    "%s: %llu connections x %llu workers = %llu store "
 			    "queues, more than %d" :
 			    "%s: %llu queues (x%llu) = %llu store queues, more than %d",
@@ -426,13 +414,13 @@ static int finish_uuid(struct blk_config *cfg, char *err, size_t errlen)
 	origin_of(cfg, "uuid", o, sizeof(o));
 	if (cfg->set.uuid[0]) {
 		if (fm_uuid_parse(cfg->set.uuid, cfg->store.uuid) < 0)
-			return fail(err, errlen, "%s: '%s' is not a UUID "
+			return cli_fail(err, errlen, "%s: '%s' is not a UUID "
 				    "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", o,
 				    cfg->set.uuid);
 	} else {
 		/* libsodium's generator wants sodium_init() first. */
 		if (fm_auth_init() < 0)
-			return fail(err, errlen, "cannot initialise libsodium");
+			return cli_fail(err, errlen, "cannot initialise libsodium");
 		fm_uuid_generate(cfg->store.uuid);
 		cfg->uuid_generated = 1;
 	}
@@ -442,7 +430,7 @@ static int finish_uuid(struct blk_config *cfg, char *err, size_t errlen)
 				 "%s/%s.state", cfg->set.state_dir, cfg->uuid_text);
 
 		if (n < 0 || (size_t)n >= sizeof(cfg->state_path))
-			return fail(err, errlen, "--state-dir: '%s' is too long",
+			return cli_fail(err, errlen, "--state-dir: '%s' is too long",
 				    cfg->set.state_dir);
 		cfg->store.state_path = cfg->state_path;
 	}
@@ -456,13 +444,13 @@ static int finish_nbd(struct blk_config *cfg, char *err, size_t errlen)
 	origin_of(cfg, "nbd", o, sizeof(o));
 	if (!cfg->set.nbd[0]) {
 		if (cfg->command == BLK_CMD_SERVE)
-			return fail(err, errlen, "%s: no NBD listen address "
+			return cli_fail(err, errlen, "%s: no NBD listen address "
 				    "(e.g. --nbd unix:/run/farmem/nbd0.sock or "
 				    "--nbd tcp://127.0.0.1:10809)", o);
 		return 0;
 	}
 	if (parse_addr(cfg->set.nbd, 1, &cfg->nbd) < 0 || cfg->nbd.kind == ADDR_RDMA)
-		return fail(err, errlen, "%s: '%s' is not unix:/path or "
+		return cli_fail(err, errlen, "%s: '%s' is not unix:/path or "
 			    "tcp://host:port", o, cfg->set.nbd);
 	return 0;
 }
@@ -505,18 +493,18 @@ static int finish_serve_tls(struct blk_config *cfg, int load, char *err, size_t 
 	if (cfg->command != BLK_CMD_SERVE)
 		return 0;
 	if (!set->tls_cert[0] != !set->tls_key[0])
-		return fail(err, errlen, "%s: an x509 certificate needs its key: give "
+		return cli_fail(err, errlen, "%s: an x509 certificate needs its key: give "
 			    "both --tls-cert and --tls-key", origin_of(cfg,
 			    set->tls_cert[0] ? "tls-cert" : "tls-key", o, sizeof(o)));
 	if (load && set->tls_psk[0]) {
 		if (nbd_psk_load(set->tls_psk, &t, why, sizeof(why)) < 0)
-			return fail(err, errlen, "%s: %s",
+			return cli_fail(err, errlen, "%s: %s",
 				    origin_of(cfg, "tls-psk", o, sizeof(o)), why);
 		nbd_psk_free(&t);
 	}
 	if (cfg->nbd.kind == ADDR_TCP && !tls && !set->insecure &&
 	    !host_is_loopback(cfg->nbd.host))
-		return fail(err, errlen, "%s: '%s' can be reached from other machines "
+		return cli_fail(err, errlen, "%s: '%s' can be reached from other machines "
 			    "and NBD has no authentication without TLS: give --tls-psk "
 			    "FILE (or --tls-cert and --tls-key), listen on 127.0.0.1 or "
 			    "a unix socket, or add --insecure to serve in the clear",
@@ -536,11 +524,11 @@ static int finish_extras(struct blk_config *cfg, char *err, size_t errlen)
 	origin_of(cfg, "metrics", o, sizeof(o));
 	if (cfg->set.metrics[0] &&
 	    metrics_parse_listen(cfg->set.metrics, host, sizeof(host), &port) < 0)
-		return fail(err, errlen, "%s: '%s' is not HOST:PORT", o, cfg->set.metrics);
+		return cli_fail(err, errlen, "%s: '%s' is not HOST:PORT", o, cfg->set.metrics);
 	for (size_t i = 0; i < sizeof(discards) / sizeof(discards[0]); i++)
 		ok |= !strcmp(cfg->set.swap_discard, discards[i]);
 	if (!ok)
-		return fail(err, errlen, "%s%s: key 'swap:discard' value '%s': "
+		return cli_fail(err, errlen, "%s%s: key 'swap:discard' value '%s': "
 			    "pages, once, both or none",
 			    cfg->config_file[0] ? cfg->config_file : "config",
 			    "", cfg->set.swap_discard);
@@ -558,11 +546,11 @@ static int finish_secret(struct blk_config *cfg, int load, char *err, size_t err
 	origin_of(cfg, "secret-file", o, sizeof(o));
 	origin_of(cfg, "key-file", k, sizeof(k));
 	if (cfg->set.key_file[0] && cfg->set.secret_file[0])
-		return fail(err, errlen, "%s '%s' and %s '%s': give a key file or "
+		return cli_fail(err, errlen, "%s '%s' and %s '%s': give a key file or "
 			    "the secret, not both", k, cfg->set.key_file, o,
 			    cfg->set.secret_file);
 	if (!cfg->set.secret_file[0] && !cfg->set.key_file[0])
-		return fail(err, errlen, "%s: no key file given (--key-file, made by "
+		return cli_fail(err, errlen, "%s: no key file given (--key-file, made by "
 			    "farmem-memserver --client-key NAME), nor %s "
 			    "(the memservers' secret)", k, o);
 	if (!load)
@@ -594,7 +582,7 @@ int blk_config_finish(struct blk_config *cfg, int load_secret,
 	memset(&cfg->store, 0, sizeof(cfg->store));
 	cfg->store.timeout_ms = (uint32_t)cfg->set.timeout_ms;
 	if (cfg->set.timeout_ms > TIMEOUT_MAX_MS)
-		return fail(err, errlen, "%s: timeout %llums is more than an hour",
+		return cli_fail(err, errlen, "%s: timeout %llums is more than an hour",
 			    origin_of(cfg, "timeout", o, sizeof(o)),
 			    (unsigned long long)cfg->set.timeout_ms);
 	if ((rc = finish_servers(cfg, err, errlen)) < 0 ||
@@ -813,7 +801,7 @@ int blk_config_parse(int argc, char **argv, enum blk_command command,
 			check = 1;
 		} else if (c >= OPT_KEY_BASE && c < OPT_KEY_BASE + (int)NFLAGS) {
 			if (nflags == (int)(sizeof(flags) / sizeof(flags[0])))
-				return fail(err, errlen, "too many flags");
+				return cli_fail(err, errlen, "too many flags");
 			flags[nflags++] = (struct pending){ c - OPT_KEY_BASE,
 							    optarg ? optarg : "yes" };
 		} else if (c >= 0x1000 && extra && extra->handle) {
@@ -821,9 +809,9 @@ int blk_config_parse(int argc, char **argv, enum blk_command command,
 			if (rc < 0)
 				return rc;
 		} else if (c == ':') {
-			return fail(err, errlen, "%s needs a value", argv[optind - 1]);
+			return cli_fail(err, errlen, "%s needs a value", argv[optind - 1]);
 		} else {
-			return fail(err, errlen, "unknown option '%s' (see --help)",
+			return cli_fail(err, errlen, "unknown option '%s' (see --help)",
 				    argv[optind - 1]);
 		}
 	}

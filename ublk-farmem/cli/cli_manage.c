@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli_text.h"
 #include "blk_config.h"
 #include "cli.h"
 #include "daemon/ctl.h"
@@ -84,22 +85,6 @@ static const char *state_text(const struct devinfo *d)
 	return dev_name_recoverable(d->name) ? "daemon-dead" : "dead";
 }
 
-/* JSON strings here are addresses, paths and names; escape the two
- * characters that could break the syntax, and control bytes. */
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			fprintf(f, "\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			fprintf(f, "\\u%04x", (unsigned char)*s);
-		else
-			fputc(*s, f);
-	}
-	fputc('"', f);
-}
-
 static int has_flag(int argc, char **argv, const char *flag)
 {
 	for (int i = 1; i < argc; i++)
@@ -136,14 +121,14 @@ static int positional(int argc, char **argv, const char *const *flags, char **fi
 static void list_json(FILE *f, const struct devinfo *d, int first)
 {
 	fprintf(f, "%s\n  {\"name\": ", first ? "" : ",");
-	json_str(f, d->name);
+	cli_json_str(f, d->name);
 	fprintf(f, ", \"path\": \"/dev/%s\", \"state\": \"%s\", \"pid\": %d",
 		d->name, state_text(d), (int)d->pid);
 	fprintf(f, ", \"size\": %" PRIu64 ", \"replicas\": %d, \"servers\": ",
 		d->cfg.store.size, d->cfg.store.replicas);
-	json_str(f, d->cfg.set.servers);
+	cli_json_str(f, d->cfg.set.servers);
 	fprintf(f, ", \"uuid\": ");
-	json_str(f, d->cfg.uuid_text);
+	cli_json_str(f, d->cfg.uuid_text);
 	if (d->have_stats)
 		fprintf(f, ", \"pages_stored\": %" PRIu64 ", \"bytes_remote\": %" PRIu64
 			", \"compression_ratio\": %.3f", d->st.pages_stored,
@@ -277,10 +262,10 @@ static void status_json(const struct devinfo *d)
 	const struct store_stats *st = &d->st;
 
 	printf("{\"name\": ");
-	json_str(stdout, d->name);
+	cli_json_str(stdout, d->name);
 	printf(", \"path\": \"/dev/%s\", \"state\": \"%s\", \"pid\": %d, \"uuid\": ",
 	       d->name, state_text(d), (int)d->pid);
-	json_str(stdout, d->cfg.uuid_text);
+	cli_json_str(stdout, d->cfg.uuid_text);
 	printf(", \"size\": %" PRIu64, d->cfg.store.size);
 	if (d->have_stats) {
 		printf(", \"pages_stored\": %" PRIu64 ", \"zero_pages\": %" PRIu64
@@ -303,7 +288,7 @@ static void status_json(const struct devinfo *d)
 			const struct store_server_stats *s = &st->server[i];
 
 			printf("%s{\"addr\": ", i ? ", " : "");
-			json_str(stdout, s->addr);
+			cli_json_str(stdout, s->addr);
 			printf(", \"up\": %s, \"segments\": %" PRIu64 ", \"bytes\": %" PRIu64
 			       ", \"reads\": %" PRIu64 ", \"writes\": %" PRIu64
 			       ", \"errors\": %" PRIu64, s->up ? "true" : "false",
@@ -316,7 +301,7 @@ static void status_json(const struct devinfo *d)
 		if (st->etcd != STORE_ETCD_OFF) {
 			printf(", \"etcd\": \"%s\", \"etcd_error\": ",
 			       st->etcd == STORE_ETCD_OK ? "ok" : "unreachable");
-			json_str(stdout, st->etcd_error);
+			cli_json_str(stdout, st->etcd_error);
 			printf(", \"members_joined\": %" PRIu64 ", \"members_lost\": %" PRIu64,
 			       st->members_joined, st->members_lost);
 		}

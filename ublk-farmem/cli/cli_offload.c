@@ -6,13 +6,13 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cli_text.h"
 #include "blk_config.h"
 #include "cli.h"
 #include "log.h"
@@ -68,31 +68,19 @@ static const struct option long_opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
-
 static int add_cgroup(struct offload_opts *o, const char *path, const char *origin,
 		      char *err, size_t errlen)
 {
 	size_t n;
 
 	if (!path[0])
-		return fail(err, errlen, "%s: empty cgroup path", origin);
+		return cli_fail(err, errlen, "%s: empty cgroup path", origin);
 	if (o->ncgroups >= OFFLOAD_MAX_CGROUPS)
-		return fail(err, errlen, "%s: more than %d cgroups", origin,
+		return cli_fail(err, errlen, "%s: more than %d cgroups", origin,
 			    OFFLOAD_MAX_CGROUPS);
 	n = strlen(path);
 	if (n >= sizeof(o->cgroup[0]))
-		return fail(err, errlen, "%s: cgroup path too long: '%s'", origin, path);
+		return cli_fail(err, errlen, "%s: cgroup path too long: '%s'", origin, path);
 	memcpy(o->cgroup[o->ncgroups], path, n + 1);
 	o->ncgroups++;
 	return 0;
@@ -108,28 +96,28 @@ static int apply(struct offload_opts *o, int opt, const char *v, const char *ori
 		return add_cgroup(o, v, origin, err, errlen);
 	case OPT_ROOT:
 		if (!v[0] || strlen(v) >= sizeof(o->cgroup_root))
-			return fail(err, errlen, "%s: bad cgroup root '%s'", origin, v);
+			return cli_fail(err, errlen, "%s: bad cgroup root '%s'", origin, v);
 		snprintf(o->cgroup_root, sizeof(o->cgroup_root), "%s", v);
 		return 0;
 	case OPT_INTERVAL:
 		if (parse_duration_ms(v, &o->interval_ms) < 0 ||
 		    o->interval_ms < INTERVAL_MIN_MS || o->interval_ms > INTERVAL_MAX_MS)
-			return fail(err, errlen, "%s: '%s' is not a duration between "
+			return cli_fail(err, errlen, "%s: '%s' is not a duration between "
 				    "100ms and 1h (e.g. 6s)", origin, v);
 		return 0;
 	case OPT_PRESSURE:
 		if (offload_parse_pct(v, &o->pressure) < 0)
-			return fail(err, errlen, "%s: '%s' is not a percentage "
+			return cli_fail(err, errlen, "%s: '%s' is not a percentage "
 				    "above 0 and at most 100 (e.g. 0.1%%)", origin, v);
 		return 0;
 	case OPT_MAX_STEP:
 		if (offload_parse_pct(v, &o->max_step) < 0)
-			return fail(err, errlen, "%s: '%s' is not a percentage "
+			return cli_fail(err, errlen, "%s: '%s' is not a percentage "
 				    "above 0 and at most 100 (e.g. 1%%)", origin, v);
 		return 0;
 	case OPT_MIN:
 		if (parse_size(v, &o->min_bytes) < 0 || o->min_bytes == 0)
-			return fail(err, errlen, "%s: '%s' is not a size above 0 "
+			return cli_fail(err, errlen, "%s: '%s' is not a size above 0 "
 				    "(e.g. 64M)", origin, v);
 		return 0;
 	case OPT_METRICS: {
@@ -138,12 +126,12 @@ static int apply(struct offload_opts *o, int opt, const char *v, const char *ori
 
 		if (metrics_parse_listen(v, host, sizeof(host), &port) < 0 ||
 		    strlen(v) >= sizeof(o->metrics))
-			return fail(err, errlen, "%s: '%s' is not HOST:PORT", origin, v);
+			return cli_fail(err, errlen, "%s: '%s' is not HOST:PORT", origin, v);
 		snprintf(o->metrics, sizeof(o->metrics), "%s", v);
 		return 0;
 	}
 	}
-	return fail(err, errlen, "%s: unknown setting", origin);
+	return cli_fail(err, errlen, "%s: unknown setting", origin);
 }
 
 /* [offload] of the file, key by key, each named in its errors. */
@@ -176,7 +164,7 @@ static int apply_file(struct offload_opts *o, const struct blk_config *cfg,
 	snprintf(list, sizeof(list), "%s", s->offload_cgroup);
 	n = split_list(list, items, OFFLOAD_MAX_CGROUPS + 1);
 	if (n < 0 || n > OFFLOAD_MAX_CGROUPS)
-		return fail(err, errlen, "%s: more than %d cgroups", origin,
+		return cli_fail(err, errlen, "%s: more than %d cgroups", origin,
 			    OFFLOAD_MAX_CGROUPS);
 	for (int i = 0; i < n; i++)
 		if ((ret = add_cgroup(o, items[i], origin, err, errlen)) < 0)
@@ -214,7 +202,7 @@ static int parse_args(int argc, char **argv, struct offload_opts *o, int *check,
 			return 1;
 		}
 		if (c == '?' || c == ':') {
-			fail(err, errlen, "unknown option or missing value: '%s'",
+			cli_fail(err, errlen, "unknown option or missing value: '%s'",
 			     argv[optind - 1]);
 			return 2;
 		}
@@ -222,7 +210,7 @@ static int parse_args(int argc, char **argv, struct offload_opts *o, int *check,
 			file = optarg;
 	}
 	if (optind < argc) {
-		fail(err, errlen, "unexpected argument '%s'", argv[optind]);
+		cli_fail(err, errlen, "unexpected argument '%s'", argv[optind]);
 		return 2;
 	}
 	blk_config_defaults(&cfg, BLK_CMD_ADD);
@@ -231,7 +219,7 @@ static int parse_args(int argc, char **argv, struct offload_opts *o, int *check,
 	if (file) {
 		ret = blk_config_load_file(&cfg, file, err, errlen);
 		if (ret == -ENOENT)
-			fail(err, errlen, "--config %s: no such file", file);
+			cli_fail(err, errlen, "--config %s: no such file", file);
 		if (ret < 0 || (ret = apply_file(o, &cfg, err, errlen)) < 0)
 			return 2;
 	}
@@ -255,7 +243,7 @@ static int parse_args(int argc, char **argv, struct offload_opts *o, int *check,
 		}
 	}
 	if (!o->ncgroups) {
-		fail(err, errlen, "--cgroup: no cgroup given (e.g. --cgroup "
+		cli_fail(err, errlen, "--cgroup: no cgroup given (e.g. --cgroup "
 		     "/sys/fs/cgroup/workload.slice, or 'cgroup' in [offload] of %s)",
 		     file ? file : BLK_CONFIG_DEFAULT_FILE);
 		return 2;
@@ -422,19 +410,19 @@ static int prepare(const struct offload_opts *o, char *err, size_t errlen)
 			n = (size_t)snprintf(cg->path, sizeof(cg->path), "%s/%s",
 					     o->cgroup_root, p);
 		if (n >= sizeof(cg->path))
-			return fail(err, errlen, "--cgroup %s: path too long", p);
+			return cli_fail(err, errlen, "--cgroup %s: path too long", p);
 		while (n > 1 && cg->path[n - 1] == '/')
 			cg->path[--n] = '\0';
 		for (int j = 0; j < i; j++)
 			if (!strcmp(cgs[j].path, cg->path))
-				return fail(err, errlen, "--cgroup %s: given twice", cg->path);
+				return cli_fail(err, errlen, "--cgroup %s: given twice", cg->path);
 		if ((ret = offload_cg_check(cg->path, err, errlen)) < 0)
 			return ret;
 	}
 	if ((ret = offload_swap_check(&health)) < 0)
-		return fail(err, errlen, "cannot read the swap list: %s", strerror(-ret));
+		return cli_fail(err, errlen, "cannot read the swap list: %s", strerror(-ret));
 	if (!health.nswaps)
-		return fail(err, errlen, "no swap is active: offload moves pages to "
+		return cli_fail(err, errlen, "no swap is active: offload moves pages to "
 			    "swap (farmem-blk add, mkswap and swapon a farmem device first)");
 	if (!health.nfarmem)
 		log_warn("no farmem device among the active swap devices: "

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "cli_text.h"
 #include "offload.h"
 
 const char *offload_state_name(enum offload_state s)
@@ -56,33 +57,18 @@ void offload_report_text(FILE *f, const struct offload_cg *cgs, int n,
 	fflush(f);
 }
 
-/* Cgroup paths are file names: escape what would break a JSON string. */
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			fprintf(f, "\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			fprintf(f, "\\u%04x", (unsigned char)*s);
-		else
-			fputc(*s, f);
-	}
-	fputc('"', f);
-}
-
 void offload_report_json(FILE *f, const struct offload_cg *cgs, int n,
 			 const struct offload_swap_health *h)
 {
 	fprintf(f, "{\"swap\": \"%s\", \"swap_devices\": %d, \"farmem_devices\": %d, "
 		"\"paused_because\": ", swap_text(h), h->nswaps, h->nfarmem);
-	json_str(f, h->why);
+	cli_json_str(f, h->why);
 	fprintf(f, ", \"cgroups\": [");
 	for (int i = 0; i < n; i++) {
 		const struct offload_cg *c = &cgs[i];
 
 		fprintf(f, "%s{\"path\": ", i ? ", " : "");
-		json_str(f, c->path);
+		cli_json_str(f, c->path);
 		fprintf(f, ", \"state\": \"%s\", \"reclaimed_bytes\": %" PRIu64
 			", \"steps\": %" PRIu64 ", \"reclaim_errors\": %" PRIu64
 			", \"last_step\": %" PRIu64 ", \"memory_current\": %" PRIu64
