@@ -55,12 +55,24 @@ const struct cfg_key ms_cfg_keys[] = {
 	KEY("allow-shared-rkey", CFG_BOOL, allow_shared_rkey, 0, 0, 0,
 	    "rdma: serve on a device without type-2 memory windows, where every client's "
 	    "key covers the whole pool (yes/no, default no)"),
+	/* The elastic pool (shrink.c, pressure.c). */
+	KEY("reserve", CFG_SIZE, reserve, 0, 0, 1ll << 50,
+	    "keep at least this much MemAvailable (and cgroup headroom) on the host: "
+	    "below it the pool gives memory back, down to min-size (default 0: off)"),
+	KEY("min-size", CFG_SIZE, min_size, 0, 0, 1ll << 50,
+	    "the pool never shrinks below this under pressure (default 0)"),
+	KEY("pressure-interval", CFG_DURATION, pressure_interval_ms, 0, 100, 3600000,
+	    "how often the host's memory is looked at when reserve is set (default 1s)"),
+	KEY("notice-deadline", CFG_DURATION, notice_ms, 0, 1000, 86400000,
+	    "how long clients get to move segments off a shrinking pool before "
+	    "those are freed (default 30s)"),
 };
 const size_t ms_cfg_nkeys = sizeof(ms_cfg_keys) / sizeof(ms_cfg_keys[0]);
 
 enum { K_LISTEN, K_SIZE, K_SECRET, K_SEGSIZE, K_LEASE, K_HUGE, K_UNLOCKED,
        K_LOG, K_PID, K_METRICS, K_QUOTA, K_QUOTA_CLIENTS,
-       K_HANDSHAKE, K_IDLE, K_MAXHS, K_MAXHS_SRC, K_SHARED_RKEY };
+       K_HANDSHAKE, K_IDLE, K_MAXHS, K_MAXHS_SRC, K_SHARED_RKEY,
+       K_RESERVE, K_MINSIZE, K_PRESSURE_INT, K_NOTICE };
 
 _Static_assert(sizeof(ms_cfg_keys) / sizeof(ms_cfg_keys[0]) <=
 	       sizeof(((struct ms_settings *)0)->origin) / sizeof(const char *),
@@ -77,6 +89,8 @@ void ms_settings_defaults(struct ms_settings *s)
 	s->handshake_ms = MS_HANDSHAKE_MS_DEFAULT;
 	s->max_handshakes = MS_MAX_HANDSHAKES_DEFAULT;
 	s->max_handshakes_per_source = MS_MAX_HANDSHAKES_PER_SOURCE_DEFAULT;
+	s->pressure_interval_ms = 1000;
+	s->notice_ms = 30000;
 }
 
 static size_t field_size(const struct cfg_key *k)
@@ -192,6 +206,10 @@ static int complete_sizes(struct ms_settings *s, char *err, size_t errlen)
 	if (s->size < s->segment_size)
 		BAD(K_SIZE, v, "smaller than one segment (segment-size %llu)",
 		    (unsigned long long)s->segment_size);
+	snprintf(v, sizeof(v), "%llu", (unsigned long long)s->min_size);
+	if (s->min_size > s->size)
+		BAD(K_MINSIZE, v, "above the pool size (size %llu)",
+		    (unsigned long long)s->size);
 	return 0;
 }
 

@@ -79,8 +79,8 @@ static int t_hdr_bad_version(void)
 
 static int t_hdr_bad_op(void)
 {
-	static const uint8_t bad[] = { 0, FM_OP_LIST + 1, 0x7f, FM_OP_REPLY,
-				       FM_OP_REPLY | (FM_OP_LIST + 1), 0xff };
+	static const uint8_t bad[] = { 0, FM_OP_NOTICE + 1, 0x7f, FM_OP_REPLY,
+				       FM_OP_REPLY | FM_OP_NOTICE, 0xff };
 	uint8_t buf[FM_HDR_SIZE];
 	struct fm_hdr h;
 
