@@ -78,7 +78,7 @@ static int find_victim(struct store *s, uint32_t *out)
 	return found;
 }
 
-static int alloc_target(struct store *s, struct ioctx *io, const struct seg_rep *reps,
+int repair_alloc_target(struct store *s, struct ioctx *io, const struct seg_rep *reps,
 			struct seg_rep *out)
 {
 	int usable[STORE_MAX_SERVERS], exclude[STORE_MAX_REPLICAS], nex = 0, pick;
@@ -127,7 +127,7 @@ static int write_range(struct store *s, struct ioctx *io, const struct seg_rep *
 /* Copy the segment to the target from a replica whose records verify,
  * so a damaged copy is not what gets multiplied; only when none scans
  * clean (a hole, or damage everywhere) are raw bytes copied. */
-static int copy_segment(struct store *s, struct ioctx *io, uint32_t idx,
+int repair_copy(struct store *s, struct ioctx *io, uint32_t idx,
 			const struct seg_rep *reps, const struct seg_rep *to)
 {
 	uint8_t *buf = s->maint_seg_buf;
@@ -166,10 +166,10 @@ int repair_run(struct store *s)
 	pthread_mutex_lock(&s->lock);
 	memcpy(reps, s->segs[idx].rep, sizeof(reps));
 	pthread_mutex_unlock(&s->lock);
-	rc = alloc_target(s, io, reps, &to);
+	rc = repair_alloc_target(s, io, reps, &to);
 	if (rc < 0)
 		return 0;
-	rc = copy_segment(s, io, idx, reps, &to);
+	rc = repair_copy(s, io, idx, reps, &to);
 	if (rc < 0) {
 		log_warn("store: segment %u: repair copy failed: %s", idx, strerror(-rc));
 		struct qreq *q = &io->reqs[0];
