@@ -273,6 +273,7 @@ static int metrics_start(const struct ms_settings *s, struct ms_ctx *ctx,
 	metrics_pool_snap_init(&snap);
 	ms_ctx_stat(ctx, &st);
 	metrics_pool_publish(&snap, &st);
+	ms_elastic_publish(ctx, &snap);
 	ctx->metrics = &snap;
 	return metrics_server_start(s->metrics, metrics_pool_provide, &snap, out);
 }

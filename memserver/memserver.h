@@ -359,6 +359,8 @@ enum ms_pool_state ms_elastic_state(const struct ms_ctx *ctx);
 const char *ms_pool_state_name(enum ms_pool_state st);
 /* The pool's size now, in bytes (what etcd and metrics publish). */
 uint64_t ms_pool_current_bytes(const struct ms_ctx *ctx);
+/* Pool size, state and pressure for /metrics. */
+void ms_elastic_publish(const struct ms_ctx *ctx, struct metrics_pool_snap *snap);
 /* A device just authenticated: while draining, tell it at once. */
 void ms_elastic_attached(struct ms_ctx *ctx, struct ms_device *dev);
 

@@ -722,6 +722,7 @@ static void loop(struct server *sv)
 
 			ms_ctx_stat(sv->ctx, &st);
 			metrics_pool_publish(sv->ctx->metrics, &st);
+			ms_elastic_publish(sv->ctx, sv->ctx->metrics);
 		}
 		now = ms_now_ms();
 		if (ms_devtab_next_expiry(&sv->ctx->devs) <= now)

@@ -138,12 +138,24 @@ held_at_most() {
 	ms_log m1 | grep -q "took .* segment(s) back"
 }
 
+scrape() {
+	curl -fsS --max-time 10 "http://127.0.0.1:$1/metrics"
+}
+
 @test "reserve: a hovering MemAvailable does not make the pool flap" {
 	root="$FM_DIR/root1"
+	mport=$(free_port)
 	fake_meminfo "$root" $(( 1024 * 1024 - 16 * 1024 ))
 	FARMEM_TEST_PRESSURE_ROOT="$root" start_memserver m1 --size 64M --segment-size 1M \
-		--reserve 1G
+		--reserve 1G --metrics "127.0.0.1:$mport"
 	wait_until 30 pool_is m1 $(( 48 << 20 ))
+	if command -v curl >/dev/null; then
+		out=$(scrape "$mport")
+		echo "$out" | grep -qx "farmem_memserver_pool_bytes $(( 48 << 20 ))"
+		echo "$out" | grep -qx "farmem_memserver_pool_size_max_bytes $(( 64 << 20 ))"
+		echo "$out" | grep -qx 'farmem_memserver_pool_state{state="shrunk"} 1'
+		echo "$out" | grep -qx "farmem_memserver_host_available_bytes $(( (1024 * 1024 - 16 * 1024) * 1024 ))"
+	fi
 	# Back just above reserve (less than the band): no growth.
 	fake_meminfo "$root" $(( 1024 * 1024 + 16 * 1024 ))
 	sleep 2.5
