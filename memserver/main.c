@@ -5,6 +5,7 @@
 #include "metrics_http.h"
 #include "metrics_pool.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,7 +128,8 @@ static void usage(FILE *f)
 "      --min-size SIZE      never shrink the pool below this (default 0)\n"
 "      --drain ADDR         ask a running server to move every segment away\n"
 "                           and take no new ones; exit 0 once it holds none,\n"
-"                           1 on timeout, 2 when it cannot be asked\n"
+"                           1 on timeout, 2 when it cannot be asked (ADDR\n"
+"                           'local': the first tcp listen address of --config)\n"
 "      --timeout DURATION   how long --drain waits (default 5m)\n"
 "      --handshake-timeout DURATION  HELLO+AUTH must be done this soon (default 10s)\n"
 "      --idle-timeout DURATION       tcp: close authenticated connections idle\n"
@@ -371,11 +373,37 @@ static int stat_mode(const struct args *a, struct ms_settings *s)
 	return ms_stat_client(a->stat_addr, &secret, a->json) < 0 ? 1 : 0;
 }
 
+/* --drain local: this host's own server, as its settings say (the
+ * systemd unit's ExecStop): the first tcp listen address, a wildcard
+ * host reached through loopback.  0, or -EINVAL (explained). */
+static int local_addr(const struct ms_settings *s, char *out, size_t len)
+{
+	char first[sizeof(s->listen)], *comma;
+	struct fm_addr a;
+
+	snprintf(first, sizeof(first), "%s", s->listen);
+	comma = strchr(first, ',');
+	if (comma)
+		*comma = '\0';
+	if (parse_addr(first, 0, &a) < 0 || a.kind != ADDR_TCP) {
+		fprintf(stderr, "farmem-memserver: --drain local: listen '%s' does not "
+			"start with a tcp://HOST:PORT address\n", s->listen);
+		return -EINVAL;
+	}
+	if (strcmp(a.host, "0.0.0.0") == 0 || a.host[0] == '\0')
+		snprintf(a.host, sizeof(a.host), "127.0.0.1");
+	else if (strcmp(a.host, "::") == 0)
+		snprintf(a.host, sizeof(a.host), "::1");
+	addr_str(&a, out, len);
+	return 0;
+}
+
 /* --drain ADDR: needs only the secret (the cluster identity). */
 static int drain_mode(const struct args *a, const struct ms_settings *s)
 {
 	static struct fm_secret secret;
-	char err[CFG_ERR_LEN];
+	char err[CFG_ERR_LEN], local[320];
+	const char *addr = a->drain_addr;
 	uint64_t timeout_ms = MS_DRAIN_TIMEOUT_DEFAULT_MS;
 	int rc;
 
@@ -390,11 +418,16 @@ static int drain_mode(const struct args *a, const struct ms_settings *s)
 			"between 1ms and 24h (e.g. 90s, 5m)\n", a->timeout);
 		return 2;
 	}
+	if (strcmp(addr, "local") == 0) {
+		if (local_addr(s, local, sizeof(local)) < 0)
+			return 2;
+		addr = local;
+	}
 	if (fm_secret_load(s->secret_file, &secret, err, sizeof(err)) < 0) {
 		fprintf(stderr, "farmem-memserver: %s\n", err);
 		return 2;
 	}
-	rc = ms_drain_client(a->drain_addr, &secret, timeout_ms);
+	rc = ms_drain_client(addr, &secret, timeout_ms);
 	fm_wipe(&secret, sizeof(secret));
 	return rc;
 }

@@ -94,6 +94,11 @@ fake_meminfo() {
 	[ "$status" -eq 0 ]
 	run "$FM_MEMSERVER" --drain "udp://x" --secret-file "$FM_SECRET"
 	[ "$status" -eq 2 ]
+	# local: the config's first tcp listen address (the unit's ExecStop).
+	printf '[memserver]\nlisten = rdma://127.0.0.1:1\nsecret-file = %s\n' "$FM_SECRET" >"$FM_DIR/r.conf"
+	run "$FM_MEMSERVER" --config "$FM_DIR/r.conf" --drain local
+	[ "$status" -eq 2 ]
+	echo "$output" | grep -q "does not start with a tcp"
 	run "$FM_MEMSERVER" --drain "$(ms_addr m1)" --secret-file "$FM_SECRET" --timeout bogus
 	[ "$status" -eq 2 ]
 	echo "$output" | grep -q -- "--timeout 'bogus'"
@@ -105,6 +110,16 @@ pool_is() {
 
 held_at_most() {
 	[ "$(segments_of "$1")" -le "$2" ]
+}
+
+@test "--drain local drains the server the config names (as the unit's ExecStop does)" {
+	start_memserver m1 --size 16M --segment-size 1M
+	printf '[memserver]\nlisten = tcp://0.0.0.0:%s\nsecret-file = %s\n' \
+		"$(ms_port m1)" "$FM_SECRET" >"$FM_DIR/ms.conf"
+	fm_client m1 alloc 1048576 >/dev/null
+	run "$FM_MEMSERVER" --config "$FM_DIR/ms.conf" --drain local --timeout 2s
+	[ "$status" -eq 1 ]      # the test client moves nothing
+	ms_log m1 | grep -q "drain: asked to move every segment away"
 }
 
 @test "reserve: below it the pool gives memory back and clients move segments; it grows back" {
