@@ -283,6 +283,7 @@ struct ms_elastic {
 	uint64_t drain_next_notice;
 	uint64_t forced;           /* segments freed after a missed deadline */
 	uint64_t noticed;          /* segments clients were asked to move */
+	uint64_t next_notice_end;  /* ms: earliest deadline of a notice out; 0: none */
 	int warned_root;
 };
 

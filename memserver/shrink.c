@@ -94,6 +94,8 @@ static uint32_t notice_segments(struct ms_ctx *ctx, uint32_t k, uint64_t now)
 		}
 		if (n == 0)
 			break;
+		if (!ctx->el.next_notice_end || now + ctx->el.notice_ms < ctx->el.next_notice_end)
+			ctx->el.next_notice_end = now + ctx->el.notice_ms;
 		notify(ctx, owner, ctx->el.notice_ms, 0, ids, n);
 		asked += n;
 	}
@@ -132,19 +134,29 @@ static void grow(struct ms_ctx *ctx, uint32_t k)
 }
 
 /* Noticed segments past their deadline: freed here while the pool still
- * wants slots back; otherwise the notice is simply over. */
+ * wants slots back; otherwise the notice is simply over.  The table is
+ * walked only once the earliest deadline is due (this runs every loop
+ * turn). */
 static void expire_notices(struct ms_ctx *ctx, uint64_t now)
 {
 	struct ms_segtab *t = &ctx->segs;
+	uint64_t next = 0;
 
+	if (!ctx->el.next_notice_end || now < ctx->el.next_notice_end)
+		return;
 	for (uint32_t i = 0; i < t->nslots; i++) {
 		struct ms_slot *s = &t->slots[i];
 		struct ms_device *dev;
 		uint64_t id;
 		uint32_t owner;
 
-		if (!s->notice_end || now < s->notice_end)
+		if (!s->notice_end)
 			continue;
+		if (now < s->notice_end) {
+			if (!next || s->notice_end < next)
+				next = s->notice_end;
+			continue;
+		}
 		if (!t->retire_want) {
 			s->notice_end = 0;
 			continue;
@@ -161,6 +173,7 @@ static void expire_notices(struct ms_ctx *ctx, uint64_t now)
 			k->fn(k->arg, id);
 		ctx->el.forced++;
 	}
+	ctx->el.next_notice_end = next;
 }
 
 static void drain_tick(struct ms_ctx *ctx, uint64_t now)
