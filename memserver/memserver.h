@@ -284,6 +284,8 @@ struct ms_elastic {
 	uint64_t forced;           /* segments freed after a missed deadline */
 	uint64_t noticed;          /* segments clients were asked to move */
 	uint64_t next_notice_end;  /* ms: earliest deadline of a notice out; 0: none */
+	uint64_t asked_at;         /* ms: clients were asked and slots are still owed */
+	uint32_t asked_n;
 	int warned_root;
 };
 

@@ -111,6 +111,9 @@ static void shrink(struct ms_ctx *ctx, uint32_t k, uint64_t now)
 	if (k > freed) {
 		t->retire_want += k - freed;
 		asked = notice_segments(ctx, k - freed, now);
+		if (asked && !ctx->el.asked_at)
+			ctx->el.asked_at = now;
+		ctx->el.asked_n += asked;
 	}
 	log_info("pool: %llu MiB left on the host, reserve %llu MiB: gave %u free "
 		 "segment(s) back, asked clients to move %u (pool now %llu MiB, "
@@ -216,11 +219,27 @@ static void pressure_tick(struct ms_ctx *ctx, uint64_t now)
 		grow(ctx, target - cur);
 }
 
+/* Say once when what was asked for is all back: how long the clients
+ * took is the number an operator wants. */
+static void shrink_done(struct ms_ctx *ctx, uint64_t now)
+{
+	if (!ctx->el.asked_at || ctx->segs.retire_want)
+		return;
+	log_info("pool: the %u segment(s) asked for are back after %llu ms (%llu freed "
+		 "at a deadline so far); pool now %llu MiB", ctx->el.asked_n,
+		 (unsigned long long)(now - ctx->el.asked_at),
+		 (unsigned long long)ctx->el.forced,
+		 (unsigned long long)(ms_segtab_pool_bytes(&ctx->segs) >> 20));
+	ctx->el.asked_at = 0;
+	ctx->el.asked_n = 0;
+}
+
 void ms_elastic_tick(struct ms_ctx *ctx, uint64_t now)
 {
 	if (ctx->el.draining)
 		drain_tick(ctx, now);
 	expire_notices(ctx, now);
+	shrink_done(ctx, now);
 	if (ctx->el.reserve && now >= ctx->el.next_check)
 		pressure_tick(ctx, now);
 }
