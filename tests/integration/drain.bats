@@ -61,6 +61,40 @@ fake_meminfo() {
 	grep -q "asked to move every segment away" "$FM_DIR/serve/log"
 }
 
+# fio against the export (as in nbd_serve.bats).
+fio_nbd() {
+	(cd "$FM_DIR" && fio --name=farmem --ioengine=nbd --uri="$NBD_URI" --bs=4k \
+		--randrepeat=1 --verify_fatal=1 --output="$FM_DIR/fio.out" "$@")
+}
+
+ms_holds_more_than() {
+	local u
+	u=$(stat_field "$1" used_bytes) && [ -n "$u" ] && [ "$u" -gt "$2" ]
+}
+
+@test "--drain during a fio verify run: no errors, the drained server ends empty" {
+	require_cmd fio
+	start_memservers 3 --size 256M --segment-size 1M
+	start_serve --size 128M --replicas 2 --segment-size 1M
+	fio_nbd --rw=randwrite --size=96M --iodepth=16 --verify=crc32c --do_verify=1 &
+	fio_pid=$!
+	track_pid "$fio_pid"
+	wait_until 60 ms_holds_more_than m2 $(( 8 << 20 ))
+	run drain m2 120s
+	echo "$output"
+	[ "$status" -eq 0 ]
+	fio_rc=0
+	wait_exit "$fio_pid" || fio_rc=$?
+	cat "$FM_DIR/fio.out"
+	[ "$fio_rc" -eq 0 ]
+	grep -q 'err= 0' "$FM_DIR/fio.out"
+	# Segments opened while fio ran went elsewhere: m2 still holds none.
+	[ "$(segments_of m2)" -eq 0 ]
+	[ "$(serve_stat read_errors)" -eq 0 ]
+	fio_nbd --rw=randwrite --size=96M --iodepth=16 --verify=crc32c --verify_only
+	grep -q 'err= 0' "$FM_DIR/fio.out"
+}
+
 @test "a drain the client cannot follow (no other server has room) times out: exit 1, nothing lost" {
 	start_memservers 2 --size 64M --segment-size 1M
 	start_serve --size 16M --replicas 2 --segment-size 1M
