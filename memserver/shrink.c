@@ -17,7 +17,6 @@
  */
 #include "memserver.h"
 #include "log.h"
-#include "metrics_pool.h"
 
 #include <errno.h>
 #include <string.h>
@@ -267,18 +266,4 @@ void ms_elastic_attached(struct ms_ctx *ctx, struct ms_device *dev)
 	now = ctx->now_ms ? ctx->now_ms() : 0;
 	notify(ctx, dev->id, ctx->el.drain_end > now ? ctx->el.drain_end - now : 0,
 	       FM_NOTICE_ALL, NULL, 0);
-}
-
-void ms_elastic_publish(const struct ms_ctx *ctx, struct metrics_pool_snap *snap)
-{
-	struct metrics_pool_elastic el = {
-		.size_max = (uint64_t)ctx->segs.nslots * ctx->segs.seg_max,
-		.reserve = ctx->el.reserve,
-		.host_avail = ctx->el.last_avail,
-		.noticed = ctx->el.noticed,
-		.forced = ctx->el.forced,
-		.state = (unsigned)ms_elastic_state(ctx),
-	};
-
-	metrics_pool_publish_elastic(snap, &el);
 }
