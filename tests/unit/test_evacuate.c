@@ -148,6 +148,15 @@ static int test_notice_all_empties_server(void)
 	CHECK(held_by(1) > 0);
 	CHECK(deliver(s, 1, pl, (uint32_t)fm_notice_encode(pl, 5000, FM_NOTICE_ALL, NULL, 0)) == 0);
 	CHECK(s->srv[1].evac_all == 1);
+	/* New segments go elsewhere at once (it would refuse them anyway). */
+	{
+		struct fault_stats before, after;
+
+		fault_get_stats(FIX_PORT0 + 1, &before);
+		CHECK(write_all(s) == 0);
+		fault_get_stats(FIX_PORT0 + 1, &after);
+		CHECK(after.allocs == before.allocs);
+	}
 	maintain(s, 8);
 	CHECK(ids_on(s, 1, ids, 1) == 0);
 	CHECK(held_by(1) == 0);

@@ -88,7 +88,7 @@ int repair_alloc_target(struct store *s, struct ioctx *io, const struct seg_rep 
 		if (reps[r].server >= 0)
 			exclude[nex++] = reps[r].server;
 	for (int i = 0; i < s->nservers; i++)
-		usable[i] = srv_conn(&s->srv[i]) && srv_up(&s->srv[i]);
+		usable[i] = srv_placeable(&s->srv[i]);
 	for (int attempt = 0; attempt < s->nservers; attempt++) {
 		struct qreq *q = &io->reqs[0];
 

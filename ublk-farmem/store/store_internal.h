@@ -284,6 +284,12 @@ static inline uint64_t atomic_get64(const uint64_t *p) { return __atomic_load_n(
 static inline int srv_up(const struct store_server *v) { return __atomic_load_n(&v->up, __ATOMIC_ACQUIRE); }
 /* The shared connection: maint stores it atomically when it (re)connects. */
 static inline struct fm_conn *srv_conn(const struct store_server *v) { return __atomic_load_n(&v->conn, __ATOMIC_ACQUIRE); }
+/* May new segments go to v?  Up, and not being drained (it would only
+ * refuse the ALLOC). */
+static inline int srv_placeable(const struct store_server *v)
+{
+	return srv_conn(v) && srv_up(v) && !__atomic_load_n(&v->evac_all, __ATOMIC_ACQUIRE);
+}
 
 /* A copy that failed verification: sealed records count apart, as an
  * authentication failure is what a forgery looks like. */
