@@ -1,4 +1,5 @@
 /* metrics_pool.c — farmem_memserver_* metrics from a published fm_stat. */
+#include <stdio.h>
 #include <string.h>
 
 #include "chan.h"
@@ -20,6 +21,19 @@ void metrics_pool_publish(struct metrics_pool_snap *s, const struct fm_stat *st)
 	pthread_mutex_lock(&s->lock);
 	s->st = *st;
 	s->valid = 1;
+	pthread_mutex_unlock(&s->lock);
+}
+
+const char *const metrics_pool_states[METRICS_POOL_NSTATES] = {
+	"full", "shrunk", "shrinking", "draining",
+};
+
+void metrics_pool_publish_elastic(struct metrics_pool_snap *s,
+				  const struct metrics_pool_elastic *el)
+{
+	pthread_mutex_lock(&s->lock);
+	s->el = *el;
+	s->el_valid = 1;
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -65,16 +79,46 @@ void metrics_pool_write(struct metrics_buf *b, const struct fm_stat *st)
 			"each closed its connection.", fm_chan_rejected());
 }
 
+/* One sample per state, 1 for the current one: a query can select on
+ * the label without knowing numbers. */
+static void write_elastic(struct metrics_buf *b, const struct metrics_pool_elastic *el)
+{
+	char label[32];
+
+	gauge_u64(b, "farmem_memserver_pool_size_max_bytes",
+		  "The pool's configured size (it grows back to this).", el->size_max);
+	gauge_u64(b, "farmem_memserver_reserve_bytes",
+		  "MemAvailable the memserver keeps on its host (0: off).", el->reserve);
+	gauge_u64(b, "farmem_memserver_host_available_bytes",
+		  "MemAvailable (or cgroup headroom, if smaller) as last read.",
+		  el->host_avail);
+	metrics_family(b, "farmem_memserver_pool_state", "gauge",
+		       "1 for the pool's state: full, shrunk, shrinking or draining.");
+	for (unsigned i = 0; i < METRICS_POOL_NSTATES; i++) {
+		snprintf(label, sizeof(label), "state=\"%s\"", metrics_pool_states[i]);
+		metrics_sample_u64(b, "farmem_memserver_pool_state", label, el->state == i);
+	}
+	metrics_counter(b, "farmem_memserver_segments_noticed_total",
+			"Segments clients were asked to move away (shrinking).", el->noticed);
+	metrics_counter(b, "farmem_memserver_segments_forced_total",
+			"Noticed segments freed after their deadline passed.", el->forced);
+}
+
 void metrics_pool_provide(struct metrics_buf *b, void *arg)
 {
 	struct metrics_pool_snap *s = arg;
+	struct metrics_pool_elastic el;
 	struct fm_stat st;
-	int valid;
+	int valid, el_valid;
 
 	pthread_mutex_lock(&s->lock);
 	st = s->st;
 	valid = s->valid;
+	el = s->el;
+	el_valid = s->el_valid;
 	pthread_mutex_unlock(&s->lock);
+	if (valid && el_valid)
+		write_elastic(b, &el);
 	/* Before the first publish there is nothing true to say; an empty
 	 * scrape is valid and better than zeros that look like an empty
 	 * pool. */

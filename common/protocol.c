@@ -24,7 +24,10 @@ static int op_known(uint8_t op)
 {
 	uint8_t base = op & (uint8_t)~FM_OP_REPLY;
 
-	return base >= FM_OP_HELLO && base <= FM_OP_LIST;
+	/* NOTICE only ever goes from server to client: never with the reply bit. */
+	if (op == (FM_OP_NOTICE | FM_OP_REPLY))
+		return 0;
+	return base >= FM_OP_HELLO && base <= FM_OP_NOTICE;
 }
 
 int fm_hdr_decode(const uint8_t *buf, size_t len, struct fm_hdr *h)
@@ -283,11 +286,64 @@ void fm_list_rep_entry(const uint8_t *buf, uint32_t i, uint64_t *seg_id,
 	*size = get_le32(e + 8);
 }
 
+size_t fm_drain_req_encode(uint8_t *buf, uint32_t deadline_ms)
+{
+	put_le32(buf, deadline_ms);
+	return FM_DRAIN_REQ_LEN;
+}
+
+int fm_drain_req_decode(const uint8_t *buf, size_t len, uint32_t *deadline_ms)
+{
+	uint32_t d;
+
+	if (len != FM_DRAIN_REQ_LEN)
+		return -EPROTO;
+	d = get_le32(buf);
+	if (d == 0 || d > FM_NOTICE_DEADLINE_MAX)
+		return -EPROTO;
+	*deadline_ms = d;
+	return 0;
+}
+
+size_t fm_notice_encode(uint8_t *buf, uint32_t deadline_ms, uint16_t flags,
+			const uint64_t *ids, uint16_t count)
+{
+	if (count > FM_NOTICE_MAX || ((flags & FM_NOTICE_ALL) && count))
+		return 0;
+	put_le32(buf, deadline_ms);
+	put_le16(buf + 4, flags);
+	put_le16(buf + 6, count);
+	for (uint16_t i = 0; i < count; i++)
+		put_le64(buf + FM_NOTICE_HDR_LEN + 8 * (size_t)i, ids[i]);
+	return FM_NOTICE_LEN(count);
+}
+
+int fm_notice_decode(const uint8_t *buf, size_t len, struct fm_notice *n)
+{
+	uint16_t flags, count;
+
+	if (len < FM_NOTICE_HDR_LEN)
+		return -EPROTO;
+	flags = get_le16(buf + 4);
+	count = get_le16(buf + 6);
+	if (count > FM_NOTICE_MAX || len != FM_NOTICE_LEN(count))
+		return -EPROTO;
+	if ((flags & ~FM_NOTICE_ALL) || ((flags & FM_NOTICE_ALL) ? count != 0 : count == 0))
+		return -EPROTO;
+	n->deadline_ms = get_le32(buf);
+	if (n->deadline_ms == 0 || n->deadline_ms > FM_NOTICE_DEADLINE_MAX)
+		return -EPROTO;
+	n->flags = flags;
+	n->count = count;
+	n->ids = buf + FM_NOTICE_HDR_LEN;
+	return 0;
+}
+
 const char *fm_op_name(uint8_t op)
 {
 	static const char *const names[] = {
 		"?", "HELLO", "AUTH", "ALLOC", "FREE", "WRITE", "READ", "STAT",
-		"PING", "LIST",
+		"PING", "LIST", "DRAIN", "NOTICE",
 	};
 	uint8_t base = op & (uint8_t)~FM_OP_REPLY;
 

@@ -36,6 +36,25 @@
  *   LIST   req : u32 start_index
  *          rep : u32 count, then count x (u64 seg_id, u32 size) of this device's
  *                segments from start_index on (at most FM_LIST_MAX per reply)
+ *   DRAIN  req : u32 deadline_ms                             rep : empty
+ *                Only the cluster identity (FM_CLUSTER_NAME, i.e. the
+ *                secret itself) may ask: anyone else gets -EPERM.  The
+ *                server then refuses every ALLOC (-ENOSPC) and sends each
+ *                device holding segments a NOTICE for all of them, with
+ *                deadline_ms (<= FM_NOTICE_DEADLINE_MAX).  It stays
+ *                draining until it restarts.
+ *   NOTICE (server -> client, unsolicited; op FM_OP_NOTICE without the
+ *          reply bit, tag 0, status 0; never answered):
+ *                u32 deadline_ms, u16 flags, u16 count, then count x u64
+ *                seg_id.  "Move these segments of yours elsewhere and FREE
+ *                them here within deadline_ms."  flags FM_NOTICE_ALL: every
+ *                segment of yours (count must be 0).  count <=
+ *                FM_NOTICE_MAX; len must be exactly 8 + 8 * count.  After
+ *                the deadline the server may free them itself (a donor
+ *                under memory pressure); the client's other copies keep
+ *                the data.  Like every frame after AUTH it carries a tag
+ *                and takes the next number of the server-to-client
+ *                direction, between replies.
  *
  * After a successful AUTH every frame, both ways, is followed by a
  * 16-byte tag (FM_CHAN_TAG_LEN, not counted in len) over its header and
@@ -58,7 +77,8 @@
 #include <stdint.h>
 
 #define FM_MAGIC          0x4d454d46u /* "FMEM" */
-#define FM_PROTO_VERSION  3  /* 2: client names; 3: frames after AUTH carry a tag */
+#define FM_PROTO_VERSION  4  /* 2: client names; 3: frames after AUTH carry a
+			     * tag; 4: DRAIN, and server-sent NOTICE frames */
 #define FM_HDR_SIZE       24
 #define FM_PAGE           4096u
 #define FM_MAX_IO         (1u << 20)              /* largest READ/WRITE data */
@@ -69,6 +89,9 @@
 #define FM_NAME_MAX       32                      /* client name bytes */
 #define FM_PING_MAX       256
 #define FM_LIST_MAX       4096
+#define FM_NOTICE_MAX     64                      /* seg ids in one NOTICE */
+#define FM_NOTICE_DEADLINE_MAX (24u * 3600 * 1000)  /* ms */
+#define FM_NOTICE_ALL     1u                      /* NOTICE flags */
 #define FM_OP_REPLY       0x80
 
 enum fm_op {
@@ -81,6 +104,8 @@ enum fm_op {
 	FM_OP_STAT  = 7,
 	FM_OP_PING  = 8,
 	FM_OP_LIST  = 9,
+	FM_OP_DRAIN = 10,
+	FM_OP_NOTICE = 11,   /* server -> client only */
 };
 
 struct fm_hdr {
@@ -103,6 +128,9 @@ struct fm_hdr {
 #define FM_LIST_REQ_LEN   4
 #define FM_LIST_ENTRY_LEN 12
 #define FM_STAT_WIRE      80
+#define FM_DRAIN_REQ_LEN  4
+#define FM_NOTICE_HDR_LEN 8
+#define FM_NOTICE_LEN(n)  (FM_NOTICE_HDR_LEN + 8u * (n))
 
 struct fm_hello_req {
 	uint16_t version;
@@ -129,6 +157,15 @@ struct fm_range {
 	uint64_t seg_id;
 	uint32_t offset;
 	uint32_t len;
+};
+
+/* A decoded NOTICE: ids point into the frame's payload (read them with
+ * fm_notice_id). */
+struct fm_notice {
+	uint32_t deadline_ms;
+	uint16_t flags;
+	uint16_t count;
+	const uint8_t *ids;
 };
 
 struct fm_stat {
@@ -187,6 +224,16 @@ int fm_list_rep_decode(const uint8_t *buf, size_t len, uint32_t *count);
 void fm_list_rep_entry(const uint8_t *buf, uint32_t i, uint64_t *seg_id,
 		       uint32_t *size); /* after a successful decode */
 
+/* DRAIN request: deadline_ms must be 1..FM_NOTICE_DEADLINE_MAX. */
+size_t fm_drain_req_encode(uint8_t *buf, uint32_t deadline_ms);
+int fm_drain_req_decode(const uint8_t *buf, size_t len, uint32_t *deadline_ms);
+/* NOTICE: encode writes FM_NOTICE_LEN(count) bytes (0 when count is above
+ * FM_NOTICE_MAX, or nonzero with FM_NOTICE_ALL).  decode checks the
+ * exact length, the count, known flags and the deadline: 0 or -EPROTO. */
+size_t fm_notice_encode(uint8_t *buf, uint32_t deadline_ms, uint16_t flags,
+			const uint64_t *ids, uint16_t count);
+int fm_notice_decode(const uint8_t *buf, size_t len, struct fm_notice *n);
+
 const char *fm_op_name(uint8_t op);
 
 /* Little-endian helpers, exported for the record format and tests. */
@@ -196,5 +243,10 @@ static inline void put_le64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++
 static inline uint16_t get_le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static inline uint32_t get_le32(const uint8_t *p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = (v << 8) | p[i]; return v; }
 static inline uint64_t get_le64(const uint8_t *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = (v << 8) | p[i]; return v; }
+
+static inline uint64_t fm_notice_id(const struct fm_notice *n, unsigned i)
+{
+	return get_le64(n->ids + 8 * (size_t)i);
+}
 
 #endif

@@ -50,6 +50,13 @@ struct fm_conn_params {
 	int reconnect;                 /* keep retrying after a loss */
 	void (*state_cb)(void *arg, int up);
 	void *state_arg;
+	/* A NOTICE the server sent unasked (protocol.h): called from the
+	 * transport's thread once the frame's tag and layout checked, with
+	 * n pointing into the transport's buffer (copy what you keep).
+	 * Short, like done().  NULL: notices are read and dropped.  tcp
+	 * only today; rdma connections never see one. */
+	void (*notice_cb)(void *arg, const struct fm_notice *n);
+	void *notice_arg;
 	const struct fm_transport_ops *ops; /* NULL: chosen by addr.kind */
 	struct fm_loop *loop;          /* tcp: the connection belongs to this
 					* event loop (fiber.h): open, submit

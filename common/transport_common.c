@@ -30,6 +30,22 @@ void fm_tc_conf_init(struct fm_tc_conf *cf, const struct fm_conn_params *p,
 	cf->reconnect = p->reconnect;
 	cf->state_cb = p->state_cb;
 	cf->state_arg = p->state_arg;
+	cf->notice_cb = p->notice_cb;
+	cf->notice_arg = p->notice_arg;
+}
+
+int fm_tc_notice(const struct fm_tc_conf *cf, const uint8_t *payload, uint32_t len)
+{
+	struct fm_notice n;
+
+	if (fm_notice_decode(payload, len, &n) < 0) {
+		log_warn("%s%s: NOTICE of %u bytes does not decode; ignored",
+			 cf->who, cf->name, len);
+		return -EPROTO;
+	}
+	if (cf->notice_cb)
+		cf->notice_cb(cf->notice_arg, &n);
+	return 0;
 }
 
 int fm_tc_resolve(struct fm_tc_conf *cf)

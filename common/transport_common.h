@@ -40,6 +40,8 @@ struct fm_tc_conf {
 	int reconnect;
 	void (*state_cb)(void *arg, int up);
 	void *state_arg;
+	void (*notice_cb)(void *arg, const struct fm_notice *n);
+	void *notice_arg;
 	struct fm_resolved peer;      /* addr resolved at open; reconnects reuse it */
 };
 
@@ -78,6 +80,11 @@ int fm_tc_hs_verify(const struct fm_tc_conf *cf, struct fm_tc_hs *hs,
  * reported up), and say so when the server restarted since the last. */
 void fm_tc_hs_done(const struct fm_tc_conf *cf, struct fm_conn *base,
 		   const struct fm_tc_hs *hs);
+
+/* A NOTICE frame's payload (tag already checked): decoded and handed
+ * to notice_cb.  A payload that does not decode is logged and dropped —
+ * it changes nothing.  Returns 0 or -EPROTO. */
+int fm_tc_notice(const struct fm_tc_conf *cf, const uint8_t *payload, uint32_t len);
 
 /* ---- slots ---- */
 

@@ -542,6 +542,9 @@ static int frame_build(const struct fm_req *r, uint8_t *head,
 		break;
 	case FM_OP_STAT:
 		break;
+	case FM_OP_DRAIN:
+		small = fm_drain_req_encode(head + FM_HDR_SIZE, r->arg);
+		break;
 	case FM_OP_LIST:
 		if (!r->rep.list.seg_ids || !r->rep.list.sizes)
 			return -EINVAL;
@@ -932,6 +935,7 @@ static int rx_decode(struct tcp_conn *c, struct fm_req *r, uint32_t len)
 		return 0;
 	case FM_OP_FREE:
 	case FM_OP_WRITE:
+	case FM_OP_DRAIN:
 		return len == 0 ? 0 : -EPROTO;
 	default:
 		return -EPROTO;
@@ -963,6 +967,28 @@ static int rx_tag(struct tcp_conn *c, struct fm_req *r, const struct fm_hdr *h,
 				 "reordered", h);
 }
 
+/* A NOTICE (server-sent, tag 0, never answered): it takes its number
+ * in the server-to-client direction like a reply, so its tag is checked
+ * the same way; only then is it decoded and delivered. */
+static int rx_notice(struct tcp_conn *c, const uint8_t *hb, const struct fm_hdr *h)
+{
+	struct fm_chan_mac m;
+	int rc;
+
+	if (!c->chan.up || h->tag != 0 || h->status != 0 ||
+	    h->len > FM_NOTICE_LEN(FM_NOTICE_MAX))
+		return rx_protocol_error(c, NULL, "NOTICE out of bounds", h);
+	fm_chan_mac_begin(&m, &c->chan.rx);
+	fm_chan_mac_update(&m, hb, FM_HDR_SIZE);
+	rc = rx_read_mac(c, c->pbuf, h->len, &m);
+	if (rc == 0)
+		rc = rx_tag(c, NULL, h, &m);
+	if (rc)
+		return rc;
+	fm_tc_notice(&c->cf, c->pbuf, h->len);
+	return 0;
+}
+
 /* Read and complete one reply.  Nonzero means the connection must go. */
 static int rx_one(struct tcp_conn *c)
 {
@@ -982,6 +1008,8 @@ static int rx_one(struct tcp_conn *c)
 			c->cf.name, strerror(-rc));
 		return -EPROTO;
 	}
+	if (h.op == FM_OP_NOTICE)
+		return rx_notice(c, hb, &h);
 	idx = fm_tc_tag_idx(h.tag);
 	pthread_mutex_lock(&c->lock);
 	if (idx < c->cf.nslots && c->slots[idx].gen == fm_tc_tag_gen(h.tag))

@@ -5,6 +5,7 @@
 #include "metrics_http.h"
 #include "metrics_pool.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@ enum {
 	OPT_HANDSHAKE_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_MAX_HANDSHAKES,
 	OPT_MAX_HANDSHAKES_PER_SOURCE, OPT_ALLOW_SHARED_RKEY,
 	OPT_ETCD, OPT_CLUSTER, OPT_ADVERTISE, OPT_ZONE,
+	OPT_RESERVE, OPT_MIN_SIZE, OPT_DRAIN, OPT_TIMEOUT,
 };
 
 /* Flags that set a config key: long name, key. */
@@ -45,6 +47,8 @@ static const struct {
 	{ "cluster", "memserver:cluster" },
 	{ "advertise", "memserver:advertise" },
 	{ "zone", "memserver:zone" },
+	{ "reserve", "memserver:reserve" },
+	{ "min-size", "memserver:min-size" },
 };
 
 static const struct option options[] = {
@@ -71,6 +75,10 @@ static const struct option options[] = {
 	{ "cluster", required_argument, NULL, OPT_CLUSTER },
 	{ "advertise", required_argument, NULL, OPT_ADVERTISE },
 	{ "zone", required_argument, NULL, OPT_ZONE },
+	{ "reserve", required_argument, NULL, OPT_RESERVE },
+	{ "min-size", required_argument, NULL, OPT_MIN_SIZE },
+	{ "drain", required_argument, NULL, OPT_DRAIN },
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 	{ "check-config", no_argument, NULL, OPT_CHECK },
 	{ "stat", required_argument, NULL, OPT_STAT },
 	{ "json", no_argument, NULL, OPT_JSON },
@@ -93,6 +101,8 @@ struct args {
 	int check, json, verbose, allow_unlocked, allow_shared_rkey;
 	const char *stat_addr;
 	const char *client_key;
+	const char *drain_addr;
+	const char *timeout;      /* --drain's; NULL: the default */
 };
 
 static void usage(FILE *f)
@@ -103,6 +113,7 @@ static void usage(FILE *f)
 "       farmem-memserver --check-config [--config FILE] [options]\n"
 "       farmem-memserver --stat tcp://HOST:PORT|rdma://HOST:PORT --secret-file FILE [--json]\n"
 "       farmem-memserver --client-key NAME --secret-file FILE > NAME.key\n"
+"       farmem-memserver --drain tcp://HOST:PORT --secret-file FILE [--timeout DURATION]\n"
 "\n"
 "Serves a pinned memory pool to farmem-blk clients.  Flags override the\n"
 "config file (which is read only when --config names it).\n"
@@ -121,6 +132,14 @@ static void usage(FILE *f)
 "      --quota LIMIT        most one client may hold: none, N%% or a size\n"
 "      --quota-clients LIST per-client limits: NAME:LIMIT,NAME:LIMIT...\n"
 "      --client-key NAME    print the key file of client NAME, then exit\n"
+"      --reserve SIZE       keep this much MemAvailable on the host: below it\n"
+"                           the pool gives memory back (default 0: off)\n"
+"      --min-size SIZE      never shrink the pool below this (default 0)\n"
+"      --drain ADDR         ask a running server to move every segment away\n"
+"                           and take no new ones; exit 0 once it holds none,\n"
+"                           1 on timeout, 2 when it cannot be asked (ADDR\n"
+"                           'local': the first tcp listen address of --config)\n"
+"      --timeout DURATION   how long --drain waits (default 5m)\n"
 "      --handshake-timeout DURATION  HELLO+AUTH must be done this soon (default 10s)\n"
 "      --idle-timeout DURATION       tcp: close authenticated connections idle\n"
 "                           this long (default 0: never)\n"
@@ -200,7 +219,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		case 's': case 'k': case 'S': case 'L': case 'H': case 'g': case 'p': case 'M':
 		case 'Q': case 'C':
 		case OPT_HANDSHAKE_TIMEOUT: case OPT_IDLE_TIMEOUT: case OPT_MAX_HANDSHAKES:
-		case OPT_MAX_HANDSHAKES_PER_SOURCE:
+		case OPT_MAX_HANDSHAKES_PER_SOURCE: case OPT_RESERVE: case OPT_MIN_SIZE:
 		case OPT_ETCD: case OPT_CLUSTER: case OPT_ADVERTISE: case OPT_ZONE:
 			/* options[idx] is only set for long options. */
 			if (add_set(a, flag_of(opt), optarg) < 0)
@@ -211,6 +230,8 @@ static int parse_args(int argc, char **argv, struct args *a)
 		case OPT_CHECK: a->check = 1; break;
 		case OPT_STAT: a->stat_addr = optarg; break;
 		case OPT_CLIENT_KEY: a->client_key = optarg; break;
+		case OPT_DRAIN: a->drain_addr = optarg; break;
+		case OPT_TIMEOUT: a->timeout = optarg; break;
 		case OPT_JSON: a->json = 1; break;
 		case OPT_FOREGROUND: break;
 		case 'v': a->verbose = 1; break;
@@ -271,10 +292,44 @@ static int metrics_start(const struct ms_settings *s, struct ms_ctx *ctx,
 	metrics_pool_snap_init(&snap);
 	ms_ctx_stat(ctx, &st);
 	metrics_pool_publish(&snap, &st);
+	ms_elastic_publish(ctx, &snap);
 	ctx->metrics = &snap;
 	if (!s->metrics[0])
 		return 0;
 	return metrics_server_start(s->metrics, metrics_pool_provide, &snap, out);
+}
+
+/* reserve/min-size: how the pool follows the host (shrink.c).  The
+ * pressure files are read under FARMEM_TEST_PRESSURE_ROOT when set: a
+ * test-only hook (a fake /proc/meminfo), not a setting. */
+static void elastic_setup(const struct ms_settings *s, struct ms_ctx *ctx,
+			  const struct ms_pool *pool)
+{
+	const char *root = getenv("FARMEM_TEST_PRESSURE_ROOT");
+
+	ctx->segs.mem.release = ms_pool_release;
+	ctx->segs.mem.restore = ms_pool_restore;
+	ctx->segs.mem.locked = pool->locked;
+	if (pool->huge == 1 && ctx->segs.seg_max % (2u << 20)) {
+		/* Huge pages cannot be given back in pieces smaller than one. */
+		ctx->segs.mem.release = NULL;
+		ctx->segs.mem.restore = NULL;
+		if (s->reserve)
+			log_warn("pool: hugetlb pages with %u KiB segments: a "
+				 "shrinking pool refuses segments but cannot give "
+				 "their memory back", ctx->segs.seg_max >> 10);
+	}
+	ctx->el.reserve = s->reserve;
+	ctx->el.min_bytes = s->min_size;
+	ctx->el.interval_ms = s->pressure_interval_ms;
+	ctx->el.notice_ms = s->notice_ms;
+	ctx->el.root = root ? root : "";
+	if (s->reserve)
+		log_info("pool: keeping %llu MiB available on the host, shrinking "
+			 "down to %llu MiB when it is not%s%s",
+			 (unsigned long long)(s->reserve >> 20),
+			 (unsigned long long)(s->min_size >> 20),
+			 root ? "; test pressure root " : "", root ? root : "");
 }
 
 static int run(struct ms_settings *s, const struct ms_resolved *r,
@@ -298,6 +353,7 @@ static int run(struct ms_settings *s, const struct ms_resolved *r,
 		return 1;
 	}
 	ms_ctx_new_boot(ctx);
+	elastic_setup(s, ctx, &pool);
 	ms_devtab_init(&ctx->devs, s->lease_ms);
 	ms_devtab_set_quota(&ctx->devs, &r->quota, ctx->segs.nslots,
 			    ctx->segs.seg_max);
@@ -338,6 +394,65 @@ static int stat_mode(const struct args *a, struct ms_settings *s)
 		return 1;
 	}
 	return ms_stat_client(a->stat_addr, &secret, a->json) < 0 ? 1 : 0;
+}
+
+/* --drain local: this host's own server, as its settings say (the
+ * systemd unit's ExecStop): the first tcp listen address, a wildcard
+ * host reached through loopback.  0, or -EINVAL (explained). */
+static int local_addr(const struct ms_settings *s, char *out, size_t len)
+{
+	char first[sizeof(s->listen)], *comma;
+	struct fm_addr a;
+
+	snprintf(first, sizeof(first), "%s", s->listen);
+	comma = strchr(first, ',');
+	if (comma)
+		*comma = '\0';
+	if (parse_addr(first, 0, &a) < 0 || a.kind != ADDR_TCP) {
+		fprintf(stderr, "farmem-memserver: --drain local: listen '%s' does not "
+			"start with a tcp://HOST:PORT address\n", s->listen);
+		return -EINVAL;
+	}
+	if (strcmp(a.host, "0.0.0.0") == 0 || a.host[0] == '\0')
+		snprintf(a.host, sizeof(a.host), "127.0.0.1");
+	else if (strcmp(a.host, "::") == 0)
+		snprintf(a.host, sizeof(a.host), "::1");
+	addr_str(&a, out, len);
+	return 0;
+}
+
+/* --drain ADDR: needs only the secret (the cluster identity). */
+static int drain_mode(const struct args *a, const struct ms_settings *s)
+{
+	static struct fm_secret secret;
+	char err[CFG_ERR_LEN], local[320];
+	const char *addr = a->drain_addr;
+	uint64_t timeout_ms = MS_DRAIN_TIMEOUT_DEFAULT_MS;
+	int rc;
+
+	if (s->secret_file[0] == '\0') {
+		fprintf(stderr, "farmem-memserver: --drain needs --secret-file "
+			"(or a --config naming secret-file)\n");
+		return 2;
+	}
+	if (a->timeout && (parse_duration_ms(a->timeout, &timeout_ms) < 0 ||
+			   timeout_ms == 0 || timeout_ms > FM_NOTICE_DEADLINE_MAX)) {
+		fprintf(stderr, "farmem-memserver: --timeout '%s': not a duration "
+			"between 1ms and 24h (e.g. 90s, 5m)\n", a->timeout);
+		return 2;
+	}
+	if (strcmp(addr, "local") == 0) {
+		if (local_addr(s, local, sizeof(local)) < 0)
+			return 2;
+		addr = local;
+	}
+	if (fm_secret_load(s->secret_file, &secret, err, sizeof(err)) < 0) {
+		fprintf(stderr, "farmem-memserver: %s\n", err);
+		return 2;
+	}
+	rc = ms_drain_client(addr, &secret, timeout_ms);
+	fm_wipe(&secret, sizeof(secret));
+	return rc;
 }
 
 /* --client-key NAME: the key file of client NAME on stdout.  Needs the
@@ -408,6 +523,12 @@ int main(int argc, char **argv)
 		return stat_mode(&a, &s);
 	if (a.client_key)
 		return client_key_mode(&a, &s);
+	if (a.drain_addr)
+		return drain_mode(&a, &s);
+	if (a.timeout) {
+		fprintf(stderr, "farmem-memserver: --timeout is for --drain\n");
+		return 2;
+	}
 	if (ms_settings_complete(&s, &r, &ctx.secret, err, sizeof(err)) < 0) {
 		fprintf(stderr, "farmem-memserver: %s\n", err);
 		return 1;

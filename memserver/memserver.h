@@ -38,6 +38,12 @@ struct ms_pool {
 int ms_pool_create(struct ms_pool *p, uint64_t size, enum ms_huge huge,
 		   int allow_unlocked);
 void ms_pool_destroy(struct ms_pool *p);
+/* Give the pages of [p, p+len) back to the kernel (a donor under
+ * pressure): munlock, then MADV_DONTNEED.  0 or -errno (logged). */
+int ms_pool_release(uint8_t *p, size_t len, int locked);
+/* Take them again: mlock (which faults them in) when the pool is
+ * locked, else touch every page.  0 or -errno (logged). */
+int ms_pool_restore(uint8_t *p, size_t len, int locked);
 /* Would mlock of size bytes succeed here?  0, or -ENOMEM with why. */
 int ms_pool_lock_check(uint64_t size, char *why, size_t len);
 
@@ -52,6 +58,16 @@ struct ms_slot {
 	uint32_t gen;        /* never 0 */
 	uint32_t size;       /* bytes the owner asked for */
 	uint32_t next_free;  /* free list link */
+	uint32_t retired;    /* 1: memory given back, on no list, never handed out */
+	uint64_t notice_end; /* ms: its owner was told to move it by then; 0: not */
+};
+
+/* Called with a slot's memory when it is retired or restored (the pool's
+ * ms_pool_release/ms_pool_restore); NULL in unit tests. */
+struct ms_slot_mem {
+	int (*release)(uint8_t *p, size_t len, int locked);
+	int (*restore)(uint8_t *p, size_t len, int locked);
+	int locked;
 };
 
 struct ms_segtab {
@@ -61,6 +77,11 @@ struct ms_segtab {
 	uint32_t nused;
 	uint32_t free_head;  /* nslots when none */
 	struct ms_slot *slots;
+	/* Shrinking (shrink.c): retired slots gave their memory back;
+	 * retire_want more are to be retired as soon as they are freed. */
+	uint32_t nretired;
+	uint32_t retire_want;
+	struct ms_slot_mem mem;
 };
 
 int ms_segtab_init(struct ms_segtab *t, uint8_t *base, uint64_t pool_bytes,
@@ -85,7 +106,19 @@ uint32_t ms_segtab_free_owner(struct ms_segtab *t, uint32_t owner);
 uint32_t ms_segtab_list(const struct ms_segtab *t, uint32_t owner,
 			uint32_t start, uint64_t *ids, uint32_t *sizes,
 			uint32_t max);
+/* Pool bytes now: the slots not retired. */
 uint64_t ms_segtab_pool_bytes(const struct ms_segtab *t);
+/* Take up to n free slots off the free list and give their memory back;
+ * returns how many. */
+uint32_t ms_segtab_retire_free(struct ms_segtab *t, uint32_t n);
+/* Put up to n retired slots back on the free list (memory taken again);
+ * returns how many. */
+uint32_t ms_segtab_restore(struct ms_segtab *t, uint32_t n);
+/* A slot's id, whoever owns it (0 when free or retired). */
+uint64_t ms_segtab_id(const struct ms_segtab *t, uint32_t slot);
+/* Free slot i whatever its owner (a notice's deadline passed); returns
+ * the owner it had (0: was free). */
+uint32_t ms_segtab_force_free(struct ms_segtab *t, uint32_t slot);
 uint64_t ms_segtab_used_bytes(const struct ms_segtab *t);
 
 /* ---- quota.c: how many segments one client may hold ---- */
@@ -234,8 +267,43 @@ struct ms_free_hook {
 	struct ms_free_hook *next;
 };
 
+/* How the pool follows the host's memory (shrink.c); all 0: fixed. */
+enum ms_pool_state { MS_POOL_FULL, MS_POOL_SHRUNK, MS_POOL_SHRINKING, MS_POOL_DRAINING };
+
+struct ms_elastic {
+	uint64_t reserve;          /* keep this much MemAvailable; 0: off */
+	uint64_t min_bytes;        /* never below */
+	uint64_t interval_ms;      /* how often to look */
+	uint64_t notice_ms;        /* deadline given to clients */
+	const char *root;          /* where proc/ and sys/ are ("" = /) */
+	uint64_t next_check;       /* ms */
+	uint64_t last_avail;       /* bytes, as last read */
+	uint64_t min_avail_seen;   /* lowest avail seen (for the report) */
+	int draining;              /* DRAIN asked: no ALLOC, everything away */
+	uint64_t drain_end;        /* ms: the drain's deadline */
+	uint64_t drain_next_notice;
+	uint64_t forced;           /* segments freed after a missed deadline */
+	uint64_t noticed;          /* segments clients were asked to move */
+	uint64_t next_notice_end;  /* ms: earliest deadline of a notice out; 0: none */
+	uint64_t asked_at;         /* ms: clients were asked and slots are still owed */
+	uint32_t asked_n;
+	int warned_root;
+};
+
+struct ms_ctx;
+/* The server's way to reach a device's connections: a NOTICE to every
+ * authenticated connection of device owner (0: every device holding
+ * segments, with FM_NOTICE_ALL). */
+struct ms_notify {
+	void (*fn)(void *arg, uint32_t owner, uint32_t deadline_ms,
+		   uint16_t flags, const uint64_t *ids, uint16_t n);
+	void *arg;
+};
+
 struct ms_ctx {
 	struct ms_segtab segs;
+	struct ms_elastic el;
+	struct ms_notify notify;
 	struct ms_devtab devs;
 	struct fm_secret secret;
 	uint64_t boot_id;         /* random per start, never 0: in HELLO */
@@ -249,6 +317,56 @@ struct ms_ctx {
 };
 
 enum ms_sess_state { MS_HELLO, MS_AUTH, MS_READY };
+
+/* ---- pressure.c: the host's memory left, and what the pool should be ---- */
+
+struct ms_pressure {
+	uint64_t mem_available;   /* /proc/meminfo MemAvailable, bytes */
+	uint64_t cg_headroom;     /* memory.max - memory.current; UINT64_MAX: no limit */
+	uint64_t avail;           /* the smaller of the two */
+};
+
+/* MemAvailable out of /proc/meminfo's text: 0 or -ENOENT/-EINVAL. */
+int ms_meminfo_parse(const char *text, uint64_t *bytes);
+/* The cgroup v2 path ("0::/a/b") out of /proc/self/cgroup's text. */
+int ms_cgroup_path_parse(const char *text, char *path, size_t len);
+/* Headroom from memory.max ("max" or bytes) and memory.current texts. */
+int ms_cgroup_headroom(const char *max, const char *cur, uint64_t *headroom);
+/* All of it, reading root/proc/meminfo, root/proc/self/cgroup and
+ * root/sys/fs/cgroup/PATH/memory.{max,current} (root "" is the host). */
+int ms_pressure_read(const char *root, struct ms_pressure *p);
+
+struct ms_shrink_policy {
+	uint64_t reserve, min_bytes, max_bytes;
+	uint32_t seg_max;
+};
+/* How many slots the pool should have now: below reserve it gives back
+ * what is missing (not below min); it grows back only once avail is a
+ * band above reserve, and only so far that it stays above reserve, so a
+ * pool that just grew is never shrunk again by its own growth. */
+uint32_t ms_pressure_target(const struct ms_shrink_policy *pol, uint64_t avail,
+			    uint32_t cur_slots);
+/* The band above reserve growth needs. */
+uint64_t ms_pressure_band(const struct ms_shrink_policy *pol);
+
+/* ---- shrink.c: giving memory back, asking clients to move, drain ---- */
+
+/* Once per loop turn: read the pressure when due, shrink or grow,
+ * resend drain notices, free what missed its deadline. */
+void ms_elastic_tick(struct ms_ctx *ctx, uint64_t now);
+/* A DRAIN request: refuse ALLOC from now on, notice every device. */
+void ms_elastic_drain(struct ms_ctx *ctx, uint32_t deadline_ms);
+/* May a new segment be handed out?  0 or -ENOSPC while shrinking or
+ * draining. */
+int ms_elastic_alloc_ok(const struct ms_ctx *ctx);
+enum ms_pool_state ms_elastic_state(const struct ms_ctx *ctx);
+const char *ms_pool_state_name(enum ms_pool_state st);
+/* The pool's size now, in bytes (what etcd and metrics publish). */
+uint64_t ms_pool_current_bytes(const struct ms_ctx *ctx);
+/* Pool size, state and pressure for /metrics. */
+void ms_elastic_publish(const struct ms_ctx *ctx, struct metrics_pool_snap *snap);
+/* A device just authenticated: while draining, tell it at once. */
+void ms_elastic_attached(struct ms_ctx *ctx, struct ms_device *dev);
 
 struct ms_session {
 	enum ms_sess_state state;
@@ -297,6 +415,11 @@ int ms_session_chan_check(struct ms_session *s, const struct fm_hdr *h,
 int ms_session_chan_seal(struct ms_session *s, struct ms_buf *out, size_t at);
 void ms_session_chan_after(struct ms_ctx *ctx, struct ms_session *s,
 			   enum ms_sess_state before);
+/* Append one tagged NOTICE frame to out (the channel must be up).
+ * 0, -EINVAL (not ready / bad arguments) or -ENOMEM. */
+int ms_session_notice(struct ms_session *s, struct ms_buf *out,
+		      uint32_t deadline_ms, uint16_t flags,
+		      const uint64_t *ids, uint16_t n);
 void ms_ctx_stat(const struct ms_ctx *ctx, struct fm_stat *st);
 /* A new random boot id (once per start, segment table set up): sent in
  * every HELLO reply and folded into segment generations, so no id from
@@ -334,6 +457,11 @@ struct ms_settings {
 	char cluster[ETCD_CLUSTER_MAX];
 	char advertise[300];        /* address clients use; "" from listen */
 	char zone[ETCD_ZONE_MAX];
+	/* Elastic pool (shrink.c). */
+	uint64_t reserve;
+	uint64_t min_size;
+	uint64_t pressure_interval_ms;
+	uint64_t notice_ms;
 };
 
 /* Settings after the "config complete" pass. */
@@ -378,7 +506,8 @@ int ms_registry_start(const struct ms_settings *s, const struct ms_resolved *r,
 		      struct metrics_pool_snap *snap, struct ms_registry **out);
 void ms_registry_stop(struct ms_registry *g);
 /* The pool size published for these statistics: the one place that
- * decides it (a pool that shrinks and grows reports through here). */
+ * decides it.  STAT's pool_bytes is the current pool (shrink.c: slots
+ * given back under `reserve` do not count), so etcd follows it. */
 uint64_t ms_registry_pool_size(const struct fm_stat *st);
 
 /* ---- server.c: listeners, connections, the event loop ---- */
@@ -394,5 +523,14 @@ int ms_signals_block(void);
 /* ---- stat_client.c: farmem-memserver --stat ---- */
 
 int ms_stat_client(const char *addr, const struct fm_secret *secret, int json);
+
+/* ---- drain_client.c: farmem-memserver --drain ---- */
+
+#define MS_DRAIN_TIMEOUT_DEFAULT_MS 300000
+/* Ask the server at addr to drain and wait until it holds no segment.
+ * Returns the exit status: 0 drained, 1 timed out, 2 bad address,
+ * unreachable or refused. */
+int ms_drain_client(const char *addr, const struct fm_secret *secret,
+		    uint64_t timeout_ms);
 
 #endif

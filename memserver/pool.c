@@ -161,6 +161,43 @@ int ms_pool_lock_check(uint64_t size, char *why, size_t len)
 	return -ENOMEM;
 }
 
+int ms_pool_release(uint8_t *p, size_t len, int locked)
+{
+	/* munlock first: MADV_DONTNEED refuses locked pages. */
+	if (locked && munlock(p, len) < 0) {
+		int e = errno;
+
+		log_warn("pool: cannot unlock %zu KiB to give it back: %s",
+			 len >> 10, strerror(e));
+		return -e;
+	}
+	if (madvise(p, len, MADV_DONTNEED) < 0) {
+		int e = errno;
+
+		log_warn("pool: cannot give %zu KiB back to the kernel: %s",
+			 len >> 10, strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+int ms_pool_restore(uint8_t *p, size_t len, int locked)
+{
+	if (!locked) {
+		memset(p, 0, len);
+		return 0;
+	}
+	/* mlock faults the pages in: the memory is really there again. */
+	if (mlock(p, len) < 0) {
+		int e = errno;
+
+		log_warn("pool: cannot take %zu KiB back (mlock): %s",
+			 len >> 10, strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
 void ms_pool_destroy(struct ms_pool *p)
 {
 	if (p->base)

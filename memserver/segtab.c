@@ -85,19 +85,42 @@ static struct ms_slot *lookup(struct ms_segtab *t, uint32_t owner,
 	return &t->slots[i];
 }
 
+static uint8_t *slot_mem(const struct ms_segtab *t, uint32_t i)
+{
+	return t->base + (size_t)i * t->seg_max;
+}
+
+/* Off every list, memory back to the kernel (shrink.c decided). */
+static void retire(struct ms_segtab *t, uint32_t i)
+{
+	t->slots[i].retired = 1;
+	t->nretired++;
+	if (t->mem.release)
+		t->mem.release(slot_mem(t, i), t->seg_max, t->mem.locked);
+}
+
 /* Back to the free list, zeroed so the next owner never sees this
- * owner's bytes, with a new generation so the old id is dead. */
+ * owner's bytes, with a new generation so the old id is dead.  While
+ * the pool is shrinking the slot is retired instead (its memory goes
+ * back to the kernel, which zeroes it on the next use). */
 static void release(struct ms_segtab *t, uint32_t i)
 {
 	struct ms_slot *s = &t->slots[i];
 
-	memset(t->base + (size_t)i * t->seg_max, 0, s->size);
 	s->owner = 0;
-	s->size = 0;
 	s->gen = s->gen == UINT32_MAX ? 1 : s->gen + 1;
+	s->notice_end = 0;
+	t->nused--;
+	if (t->retire_want) {
+		t->retire_want--;
+		s->size = 0;
+		retire(t, i);
+		return;
+	}
+	memset(slot_mem(t, i), 0, s->size);
+	s->size = 0;
 	s->next_free = t->free_head;
 	t->free_head = i;
-	t->nused--;
 }
 
 int ms_segtab_free(struct ms_segtab *t, uint32_t owner, uint64_t seg_id)
@@ -161,7 +184,62 @@ uint32_t ms_segtab_list(const struct ms_segtab *t, uint32_t owner,
 
 uint64_t ms_segtab_pool_bytes(const struct ms_segtab *t)
 {
-	return (uint64_t)t->nslots * t->seg_max;
+	return (uint64_t)(t->nslots - t->nretired) * t->seg_max;
+}
+
+uint32_t ms_segtab_retire_free(struct ms_segtab *t, uint32_t n)
+{
+	uint32_t done = 0;
+
+	while (done < n && t->free_head < t->nslots) {
+		uint32_t i = t->free_head;
+
+		t->free_head = t->slots[i].next_free;
+		retire(t, i);
+		done++;
+	}
+	return done;
+}
+
+/* From the top down, so a pool that shrank and grew hands out its low
+ * slots first again. */
+uint32_t ms_segtab_restore(struct ms_segtab *t, uint32_t n)
+{
+	uint32_t done = 0;
+
+	for (uint32_t i = t->nslots; i-- > 0 && done < n && t->nretired; ) {
+		struct ms_slot *s = &t->slots[i];
+
+		if (!s->retired)
+			continue;
+		if (t->mem.restore &&
+		    t->mem.restore(slot_mem(t, i), t->seg_max, t->mem.locked) < 0)
+			break;   /* logged; try again on the next look */
+		s->retired = 0;
+		t->nretired--;
+		s->next_free = t->free_head;
+		t->free_head = i;
+		done++;
+	}
+	return done;
+}
+
+uint64_t ms_segtab_id(const struct ms_segtab *t, uint32_t slot)
+{
+	if (slot >= t->nslots || !t->slots[slot].owner)
+		return 0;
+	return ((uint64_t)t->slots[slot].gen << 32) | slot;
+}
+
+uint32_t ms_segtab_force_free(struct ms_segtab *t, uint32_t slot)
+{
+	uint32_t owner;
+
+	if (slot >= t->nslots || !t->slots[slot].owner)
+		return 0;
+	owner = t->slots[slot].owner;
+	release(t, slot);
+	return owner;
 }
 
 uint64_t ms_segtab_used_bytes(const struct ms_segtab *t)

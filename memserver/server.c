@@ -291,6 +291,37 @@ static void conn_authenticated(struct server *sv, struct conn *c)
 	setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 	setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	ms_elastic_attached(sv->ctx, c->sess.dev);
+}
+
+/* shrink.c's way to a device: a NOTICE on each of its tcp connections
+ * (owner 0: every device that holds segments).  Queued behind the
+ * replies already there, so its place in the channel's numbering is
+ * where the client reads it. */
+static void notify_devices(void *arg, uint32_t owner, uint32_t deadline_ms,
+			   uint16_t flags, const uint64_t *ids, uint16_t n)
+{
+	struct server *sv = arg;
+
+	for (struct conn *c = sv->conns; c; c = c->next) {
+		struct ms_device *dev = c->sess.dev;
+
+		if (c->sess.state != MS_READY || !dev || c->close_after_flush)
+			continue;
+		if (owner ? dev->id != owner : !dev->segs)
+			continue;
+		/* Never closed from here: the caller may be inside this very
+		 * connection's frame.  A notice that could not be queued is
+		 * sent again (drain) or its deadline passes (pressure). */
+		if (ms_session_notice(&c->sess, &c->out, deadline_ms, flags, ids, n) < 0) {
+			log_warn("%s: cannot queue a NOTICE (out of memory)", c->sess.peer);
+			continue;
+		}
+		conn_watch(sv, c);
+		log_debug("%s: NOTICE to client %s: %s within %u ms", c->sess.peer,
+			  c->sess.auth.name, (flags & FM_NOTICE_ALL) ? "every segment" :
+			  "some segments", deadline_ms);
+	}
 }
 
 /* Handle every complete frame buffered, until backpressure says stop. */
@@ -653,6 +684,8 @@ static int next_timeout(struct server *sv, uint64_t now, uint64_t next_sweep)
 {
 	uint64_t t = ms_devtab_next_expiry(&sv->ctx->devs);
 
+	if (sv->ctx->el.reserve && sv->ctx->el.next_check < t)
+		t = sv->ctx->el.next_check;
 	if (next_sweep < t)
 		t = next_sweep;
 	return t <= now ? 0 : (int)(t - now);
@@ -683,11 +716,13 @@ static void loop(struct server *sv)
 			else
 				conn_event(sv, (struct conn *)s, evs[i].events);
 		}
+		ms_elastic_tick(sv->ctx, ms_now_ms());
 		if (sv->ctx->metrics) {
 			struct fm_stat st;
 
 			ms_ctx_stat(sv->ctx, &st);
 			metrics_pool_publish(sv->ctx->metrics, &st);
+			ms_elastic_publish(sv->ctx, sv->ctx->metrics);
 		}
 		now = ms_now_ms();
 		if (ms_devtab_next_expiry(&sv->ctx->devs) <= now)
@@ -757,6 +792,8 @@ int ms_server_run(struct ms_ctx *ctx, const struct ms_resolved *r,
 	}
 	ctx->limits = &sv.limits;
 	ctx->admit = &sv.admit;
+	ctx->notify.fn = notify_devices;
+	ctx->notify.arg = &sv;
 	raise_fd_limit();
 	sv.ep = epoll_create1(EPOLL_CLOEXEC);
 	if (sv.ep < 0) {
@@ -788,6 +825,7 @@ int ms_server_run(struct ms_ctx *ctx, const struct ms_resolved *r,
 	server_teardown(&sv);
 	ctx->limits = NULL;
 	ctx->admit = NULL;
+	ctx->notify.fn = NULL;
 	fm_admit_fini(&sv.admit);
 	if (pid_file && pid_file[0] && rc == 0)
 		unlink(pid_file);

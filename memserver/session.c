@@ -173,7 +173,9 @@ static int op_alloc(struct ms_ctx *ctx, struct ms_session *s,
 
 	if (fm_alloc_req_decode(pl, h->len, &size) < 0)
 		return malformed(s, h);
-	rc = ms_devtab_quota_check(s->dev);
+	rc = ms_elastic_alloc_ok(ctx);
+	if (rc == 0)
+		rc = ms_devtab_quota_check(s->dev);
 	if (rc == 0)
 		rc = ms_segtab_alloc(&ctx->segs, s->dev->id, size, &rep.seg_id);
 	if (rc < 0) {
@@ -344,6 +346,25 @@ static int op_list(struct ms_ctx *ctx, struct ms_session *s,
 	return 0;
 }
 
+/* Only the cluster identity (the secret itself, never a client's key
+ * file) may take a whole server out of service. */
+static int op_drain(struct ms_ctx *ctx, struct ms_session *s,
+		    const struct fm_hdr *h, const uint8_t *pl,
+		    struct ms_buf *out)
+{
+	uint32_t deadline_ms;
+
+	if (fm_drain_req_decode(pl, h->len, &deadline_ms) < 0)
+		return malformed(s, h);
+	if (strcmp(s->auth.name, FM_CLUSTER_NAME) != 0) {
+		log_warn("%s: DRAIN refused: client %s is not the cluster identity",
+			 s->peer, s->auth.name);
+		return reply_status(out, h, -EPERM);
+	}
+	ms_elastic_drain(ctx, deadline_ms);
+	return reply_status(out, h, 0);
+}
+
 static const op_fn ready_ops[] = {
 	[FM_OP_ALLOC] = op_alloc,
 	[FM_OP_FREE] = op_free,
@@ -352,6 +373,7 @@ static const op_fn ready_ops[] = {
 	[FM_OP_STAT] = op_stat,
 	[FM_OP_PING] = op_ping,
 	[FM_OP_LIST] = op_list,
+	[FM_OP_DRAIN] = op_drain,
 };
 
 static int refuse(struct ms_session *s, const struct fm_hdr *h,

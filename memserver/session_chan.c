@@ -93,3 +93,24 @@ int ms_session_wire_frame(struct ms_ctx *ctx, struct ms_session *s,
 	ms_session_chan_after(ctx, s, before);
 	return rc;
 }
+
+int ms_session_notice(struct ms_session *s, struct ms_buf *out,
+		      uint32_t deadline_ms, uint16_t flags,
+		      const uint64_t *ids, uint16_t n)
+{
+	struct fm_hdr h = { .op = FM_OP_NOTICE, .tag = 0, .len = FM_NOTICE_LEN(n) };
+	size_t at = out->len;
+	uint8_t *p;
+
+	/* Untagged, a client would close the connection on it. */
+	if (s->state != MS_READY || !s->chan.up || n > FM_NOTICE_MAX)
+		return -EINVAL;
+	p = ms_buf_reserve(out, FM_HDR_SIZE + FM_NOTICE_LEN(n));
+	if (!p)
+		return -ENOMEM;
+	if (fm_notice_encode(p + FM_HDR_SIZE, deadline_ms, flags, ids, n) == 0)
+		return -EINVAL;
+	fm_hdr_encode(p, &h);
+	ms_buf_commit(out, FM_HDR_SIZE + FM_NOTICE_LEN(n));
+	return ms_session_chan_seal(s, out, at);
+}

@@ -65,13 +65,25 @@ const struct cfg_key ms_cfg_keys[] = {
 	    "etcd: the address clients use (tcp://HOST:PORT); needed when listening on a wildcard"),
 	KEY("zone", CFG_STRING, zone, sizeof(((struct ms_settings *)0)->zone), 0, 0,
 	    "etcd: failure domain (rack, room); copies of a segment go to distinct zones"),
+	/* The elastic pool (shrink.c, pressure.c). */
+	KEY("reserve", CFG_SIZE, reserve, 0, 0, 1ll << 50,
+	    "keep at least this much MemAvailable (and cgroup headroom) on the host: "
+	    "below it the pool gives memory back, down to min-size (default 0: off)"),
+	KEY("min-size", CFG_SIZE, min_size, 0, 0, 1ll << 50,
+	    "the pool never shrinks below this under pressure (default 0)"),
+	KEY("pressure-interval", CFG_DURATION, pressure_interval_ms, 0, 100, 3600000,
+	    "how often the host's memory is looked at when reserve is set (default 1s)"),
+	KEY("notice-deadline", CFG_DURATION, notice_ms, 0, 1000, 86400000,
+	    "how long clients get to move segments off a shrinking pool before "
+	    "those are freed (default 30s)"),
 };
 const size_t ms_cfg_nkeys = sizeof(ms_cfg_keys) / sizeof(ms_cfg_keys[0]);
 
 enum { K_LISTEN, K_SIZE, K_SECRET, K_SEGSIZE, K_LEASE, K_HUGE, K_UNLOCKED,
        K_LOG, K_PID, K_METRICS, K_QUOTA, K_QUOTA_CLIENTS,
        K_HANDSHAKE, K_IDLE, K_MAXHS, K_MAXHS_SRC, K_SHARED_RKEY,
-       K_ETCD, K_CLUSTER, K_ADVERTISE, K_ZONE };
+       K_ETCD, K_CLUSTER, K_ADVERTISE, K_ZONE,
+       K_RESERVE, K_MINSIZE, K_PRESSURE_INT, K_NOTICE };
 
 _Static_assert(sizeof(ms_cfg_keys) / sizeof(ms_cfg_keys[0]) <=
 	       sizeof(((struct ms_settings *)0)->origin) / sizeof(const char *),
@@ -89,6 +101,8 @@ void ms_settings_defaults(struct ms_settings *s)
 	s->max_handshakes = MS_MAX_HANDSHAKES_DEFAULT;
 	s->max_handshakes_per_source = MS_MAX_HANDSHAKES_PER_SOURCE_DEFAULT;
 	snprintf(s->cluster, sizeof(s->cluster), "farmem");
+	s->pressure_interval_ms = 1000;
+	s->notice_ms = 30000;
 }
 
 static size_t field_size(const struct cfg_key *k)
@@ -204,6 +218,10 @@ static int complete_sizes(struct ms_settings *s, char *err, size_t errlen)
 	if (s->size < s->segment_size)
 		BAD(K_SIZE, v, "smaller than one segment (segment-size %llu)",
 		    (unsigned long long)s->segment_size);
+	snprintf(v, sizeof(v), "%llu", (unsigned long long)s->min_size);
+	if (s->min_size > s->size)
+		BAD(K_MINSIZE, v, "above the pool size (size %llu)",
+		    (unsigned long long)s->size);
 	return 0;
 }
 

@@ -321,7 +321,7 @@ no_lock() {
 	done <<-'TABLE'
 		garbage|bad magic
 		oversized|payload length
-		badversion|protocol version 4, we speak 3
+		badversion|protocol version 5, we speak 4
 		reserved|reserved fields not zero
 		unknown-op|unknown op
 		truncated|ended inside a frame

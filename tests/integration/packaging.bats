@@ -240,6 +240,9 @@ conf_value() { # KEY FILE
 	grep -qx 'ProtectSystem=strict' "$u"
 	grep -qx 'ProtectHome=yes' "$u"
 	grep -qx 'NoNewPrivileges=yes' "$u"
+	# Drained (bounded) before it stops.
+	grep -qx 'ExecStop=-/usr/sbin/farmem-memserver --config /etc/farmem/memserver.conf --drain local --timeout 90s' "$u"
+	grep -qx 'TimeoutStopSec=2min' "$u"
 	local t="$TOP/packaging/systemd/farmem-swap@.service"
 	grep -qx 'After=network-online.target modprobe@ublk_drv.service' "$t"
 	grep -qx 'ExecStop=/usr/lib/farmem/farmem-swap stop %i' "$t"

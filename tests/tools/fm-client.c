@@ -92,7 +92,7 @@ static void usage(void)
 		"                 [--reconnect] [--verbose] CMD [ARGS]\n"
 		"commands:\n"
 		"  ping | stat | list | boot (the server's boot id)\n"
-		"  alloc SIZE | free SEG\n"
+		"  alloc SIZE | free SEG | drain MS (DRAIN with that deadline)\n"
 		"  write SEG OFF FILE | read SEG OFF LEN OUTFILE ('-' = stdout)\n"
 		"  pipeline N        N pipelined writes then N reads, verified\n"
 		"  fill [SIZE]       allocate until the server refuses\n"
@@ -245,6 +245,21 @@ static int cmd_stat(struct fm_conn *c)
 	       (unsigned long long)s.bytes_written, (unsigned long long)s.reads,
 	       (unsigned long long)s.writes, s.segments, s.segment_max, s.clients,
 	       s.devices, s.leased, s.locked);
+	return 0;
+}
+
+static int cmd_drain(struct fm_conn *c, char **args, int nargs)
+{
+	struct fm_req r = { .op = FM_OP_DRAIN };
+	int rc;
+
+	if (nargs != 1)
+		return EXIT_USAGE;
+	r.arg = (uint32_t)strtoul(args[0], NULL, 10);
+	rc = fm_conn_call(c, &r);
+	if (rc)
+		return fail(rc, "drain");
+	printf("draining\n");
 	return 0;
 }
 
@@ -1009,6 +1024,8 @@ static int run(struct fm_conn *c, const struct opts *o, const char *cmd,
 		return cmd_alloc(c, args, nargs);
 	if (strcmp(cmd, "free") == 0)
 		return cmd_free(c, args, nargs);
+	if (strcmp(cmd, "drain") == 0)
+		return cmd_drain(c, args, nargs);
 	if (strcmp(cmd, "write") == 0)
 		return cmd_write(c, args, nargs);
 	if (strcmp(cmd, "read") == 0)

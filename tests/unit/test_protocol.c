@@ -41,7 +41,7 @@ static int t_hdr_every_op(void)
 	uint8_t buf[FM_HDR_SIZE];
 	struct fm_hdr h;
 
-	for (int op = FM_OP_HELLO; op <= FM_OP_LIST; op++) {
+	for (int op = FM_OP_HELLO; op <= FM_OP_NOTICE; op++) {
 		struct fm_hdr in = { .op = (uint8_t)op, .tag = (uint32_t)op };
 
 		fm_hdr_encode(buf, &in);
@@ -79,8 +79,8 @@ static int t_hdr_bad_version(void)
 
 static int t_hdr_bad_op(void)
 {
-	static const uint8_t bad[] = { 0, FM_OP_LIST + 1, 0x7f, FM_OP_REPLY,
-				       FM_OP_REPLY | (FM_OP_LIST + 1), 0xff };
+	static const uint8_t bad[] = { 0, FM_OP_NOTICE + 1, 0x7f, FM_OP_REPLY,
+				       FM_OP_REPLY | FM_OP_NOTICE, 0xff };
 	uint8_t buf[FM_HDR_SIZE];
 	struct fm_hdr h;
 
@@ -352,7 +352,50 @@ static int t_le_helpers(void)
 	return 0;
 }
 
+static int t_notice_and_drain(void)
+{
+	uint8_t buf[FM_NOTICE_LEN(FM_NOTICE_MAX) + 8];
+	uint64_t ids[FM_NOTICE_MAX + 1];
+	struct fm_notice n;
+	uint32_t d;
+
+	for (unsigned i = 0; i <= FM_NOTICE_MAX; i++)
+		ids[i] = 0x100000000ull * i + 7;
+	CHECK(fm_notice_encode(buf, 3000, 0, ids, 3) == FM_NOTICE_LEN(3));
+	CHECK(fm_notice_decode(buf, FM_NOTICE_LEN(3), &n) == 0);
+	CHECK(n.deadline_ms == 3000 && n.flags == 0 && n.count == 3);
+	CHECK(fm_notice_id(&n, 2) == ids[2]);
+	CHECK(fm_notice_decode(buf, FM_NOTICE_LEN(3) - 1, &n) == -EPROTO);
+	CHECK(fm_notice_decode(buf, FM_NOTICE_LEN(3) + 8, &n) == -EPROTO);
+	CHECK(fm_notice_encode(buf, 3000, FM_NOTICE_ALL, NULL, 0) == FM_NOTICE_LEN(0));
+	CHECK(fm_notice_decode(buf, FM_NOTICE_LEN(0), &n) == 0 && n.flags == FM_NOTICE_ALL);
+	CHECK(fm_notice_encode(buf, 3000, FM_NOTICE_ALL, ids, 1) == 0);
+	CHECK(fm_notice_encode(buf, 3000, 0, ids, FM_NOTICE_MAX + 1) == 0);
+	CHECK(fm_notice_encode(buf, 3000, 0, ids, FM_NOTICE_MAX) == FM_NOTICE_LEN(FM_NOTICE_MAX));
+	put_le16(buf + 6, FM_NOTICE_MAX + 1);
+	CHECK(fm_notice_decode(buf, sizeof(buf), &n) == -EPROTO);
+	CHECK(fm_notice_encode(buf, 3000, 0, NULL, 0) == FM_NOTICE_LEN(0));
+	CHECK(fm_notice_decode(buf, FM_NOTICE_LEN(0), &n) == -EPROTO);   /* names nothing */
+	CHECK(fm_notice_encode(buf, 0, FM_NOTICE_ALL, NULL, 0) == FM_NOTICE_LEN(0));
+	CHECK(fm_notice_decode(buf, FM_NOTICE_LEN(0), &n) == -EPROTO);   /* no deadline */
+	CHECK(fm_notice_decode(buf, 3, &n) == -EPROTO);
+	CHECK(fm_drain_req_encode(buf, 60000) == FM_DRAIN_REQ_LEN);
+	CHECK(fm_drain_req_decode(buf, FM_DRAIN_REQ_LEN, &d) == 0 && d == 60000);
+	CHECK(fm_drain_req_decode(buf, 3, &d) == -EPROTO);
+	fm_drain_req_encode(buf, FM_NOTICE_DEADLINE_MAX + 1);
+	CHECK(fm_drain_req_decode(buf, FM_DRAIN_REQ_LEN, &d) == -EPROTO);
+	/* NOTICE never carries the reply bit. */
+	{
+		struct fm_hdr h = { .op = FM_OP_NOTICE | FM_OP_REPLY };
+
+		fm_hdr_encode(buf, &h);
+		CHECK(fm_hdr_decode(buf, FM_HDR_SIZE, &h) == -EPROTO);
+	}
+	return 0;
+}
+
 static const struct tap_case cases[] = {
+	{ "NOTICE and DRAIN payloads: exact lengths, bounds, flags", t_notice_and_drain },
 	{ "header round trip, little-endian", t_hdr_round_trip },
 	{ "header accepts every op", t_hdr_every_op },
 	{ "header rejects bad magic", t_hdr_bad_magic },

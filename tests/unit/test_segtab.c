@@ -685,6 +685,44 @@ static int t_session_key_bound_to_name(void)
 	return 0;
 }
 
+/* DRAIN: a client's key may not ask, the cluster identity may; from
+ * then on nobody gets a new segment, and a bad payload closes. */
+static int t_session_drain(void)
+{
+	struct rig r;
+	struct ms_session bob, admin;
+	struct fm_identity id;
+	struct fm_hdr rh;
+	uint8_t pl[8];
+	uint64_t seg;
+
+	CHECK(rig_init(&r) == 0);
+	CHECK(fm_identity_derive(&r.ctx.secret, "bob", &id) == 0);
+	CHECK(handshake_key(&r, &bob, "bob", uuid_a, id.key) == 0);
+	fm_drain_req_encode(pl, 5000);
+	CHECK(send_req(&r, &bob, FM_OP_DRAIN, pl, FM_DRAIN_REQ_LEN, &rh, NULL) == 0);
+	CHECK(rh.status == -EPERM && !r.ctx.el.draining);
+	CHECK(do_alloc(&r, &bob, SEG, &seg) == 0);
+	CHECK(handshake(&r, &admin, uuid_b, 1) == 0);
+	/* Malformed: a deadline of 0, a short payload. */
+	fm_drain_req_encode(pl, 0);
+	CHECK(send_req(&r, &admin, FM_OP_DRAIN, pl, FM_DRAIN_REQ_LEN, &rh, NULL) == -EPROTO);
+	CHECK(handshake(&r, &admin, uuid_b, 1) == 0);
+	CHECK(send_req(&r, &admin, FM_OP_DRAIN, pl, 2, &rh, NULL) == -EPROTO);
+	CHECK(!r.ctx.el.draining);
+	CHECK(handshake(&r, &admin, uuid_b, 1) == 0);
+	fm_drain_req_encode(pl, 5000);
+	CHECK(send_req(&r, &admin, FM_OP_DRAIN, pl, FM_DRAIN_REQ_LEN, &rh, NULL) == 0);
+	CHECK(rh.status == 0 && r.ctx.el.draining);
+	CHECK(do_alloc(&r, &bob, SEG, &seg) == -ENOSPC);
+	/* What bob holds stays his: reads and frees still work. */
+	CHECK(r.ctx.segs.nused == 1);
+	ms_session_end(&r.ctx, &bob);
+	ms_session_end(&r.ctx, &admin);
+	rig_fini(&r);
+	return 0;
+}
+
 static int t_quota_limits(void)
 {
 	struct ms_limit l;
@@ -867,6 +905,7 @@ static int t_pool(void)
 }
 
 static const struct tap_case cases[] = {
+	{ "session: DRAIN only from the cluster identity; then no ALLOC", t_session_drain },
 	{ "pool: mapped, zeroed, locked when allowed", t_pool },
 	{ "segtab: free bumps the generation, old ids die", t_alloc_free_generation },
 	{ "segtab: alloc sizes checked", t_alloc_sizes },

@@ -43,6 +43,9 @@ enum fake_mode {
 	FAKE_BAD_LEN,       /* holds PINGs, answers READ with one byte short */
 	FAKE_DROP_FIRST,    /* first connection: closes after one request */
 	FAKE_BAD_TAG,       /* READ replies altered in transit: tag made first */
+	FAKE_NOTICE,        /* before a STAT reply: a good NOTICE, then one
+			     * that does not decode (both tagged right) */
+	FAKE_NOTICE_FORGED, /* before a STAT reply: a NOTICE whose tag fails */
 };
 
 struct fake {
@@ -106,6 +109,37 @@ static int fake_reply(struct fake *f, int fd, uint8_t op, uint32_t tag, int32_t 
 		return -1;
 	}
 	return f->ch.up ? fd_write(fd, mac, sizeof(mac)) : 0;
+}
+
+/* A server-sent NOTICE, tagged in turn; forged: altered after tagging. */
+static int fake_notice(struct fake *f, int fd, const uint8_t *pl, uint32_t len, int forged)
+{
+	uint8_t h[FM_HDR_SIZE], mac[FM_CHAN_TAG_LEN], copy[FM_NOTICE_LEN(FM_NOTICE_MAX)];
+	struct fm_hdr hd = { .op = FM_OP_NOTICE, .len = len };
+	struct iovec iov[2] = { { h, sizeof(h) }, { (void *)pl, len } };
+
+	fm_hdr_encode(h, &hd);
+	fm_chan_seal_iov(&f->ch.tx, iov, 2, mac);
+	memcpy(copy, pl, len);
+	if (forged)
+		copy[len - 1] ^= 1;
+	if (fd_write(fd, h, sizeof(h)) || fd_write(fd, copy, len))
+		return -1;
+	return fd_write(fd, mac, sizeof(mac));
+}
+
+static int fake_notices(struct fake *f, int fd)
+{
+	uint8_t pl[FM_NOTICE_LEN(2)];
+	uint64_t ids[2] = { FAKE_SEG, FAKE_SEG + 1 };
+	size_t len = fm_notice_encode(pl, 7000, 0, ids, 2);
+
+	if (f->mode == FAKE_NOTICE_FORGED)
+		return fake_notice(f, fd, pl, (uint32_t)len, 1);
+	if (fake_notice(f, fd, pl, (uint32_t)len, 0))
+		return -1;
+	put_le16(pl + 6, 5);   /* says 5 ids, carries 2: ignored */
+	return fake_notice(f, fd, pl, (uint32_t)len, 0);
 }
 
 static int fake_read_frame(struct fake *f, int fd, struct fm_hdr *h)
@@ -202,6 +236,8 @@ static int fake_answer(struct fake *f, int fd, const struct fm_hdr *h)
 	case FM_OP_STAT: {
 		struct fm_stat s = { .pool_bytes = 12345, .segment_max = FAKE_MEM, .locked = 1 };
 
+		if ((f->mode == FAKE_NOTICE || f->mode == FAKE_NOTICE_FORGED) && fake_notices(f, fd))
+			return -1;
 		return fake_reply(f, fd, h->op, h->tag, 0, out, (uint32_t)fm_stat_encode(out, &s));
 	}
 	case FM_OP_LIST:
@@ -636,6 +672,68 @@ static int t_bad_tag_fails_the_reply(void)
 	CHECK(ping(c) == 0);
 	/* The altered READ reply fails; the connection goes down. */
 	CHECK(fm_conn_call(c, &r) == -EPROTO);
+	CHECK(fm_chan_rejected() == before + 1);
+	CHECK(fm_conn_is_up(c) == 0);
+	fm_conn_close(c);
+	fake_stop(f);
+	return 0;
+}
+
+static struct {
+	int calls;
+	uint32_t deadline;
+	uint16_t count;
+	uint64_t id1;
+} noticed;
+
+static void on_notice(void *arg, const struct fm_notice *n)
+{
+	(void)arg;
+	noticed.deadline = n->deadline_ms;
+	noticed.count = n->count;
+	noticed.id1 = n->count > 1 ? fm_notice_id(n, 1) : 0;
+	__atomic_add_fetch(&noticed.calls, 1, __ATOMIC_ACQ_REL);
+}
+
+/* A NOTICE takes its number between replies: the reply after it still
+ * checks.  One that does not decode is dropped and changes nothing. */
+static int t_notice_delivered_in_sequence(void)
+{
+	struct fake *f = fake_start(FAKE_NOTICE);
+	struct fm_conn *c;
+	struct fm_req st = { .op = FM_OP_STAT };
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	memset(&noticed, 0, sizeof(noticed));
+	p.notice_cb = on_notice;
+	CHECK(fm_conn_open(&p, &c) == 0);
+	CHECK(fm_conn_call(c, &st) == 0 && st.rep.stat.pool_bytes == 12345);
+	CHECK(__atomic_load_n(&noticed.calls, __ATOMIC_ACQUIRE) == 1);
+	CHECK(noticed.deadline == 7000 && noticed.count == 2 && noticed.id1 == FAKE_SEG + 1);
+	CHECK(ping(c) == 0 && fm_conn_is_up(c));
+	fm_conn_close(c);
+	fake_stop(f);
+	return 0;
+}
+
+/* A forged NOTICE is never delivered, and the connection goes. */
+static int t_notice_forged_drops(void)
+{
+	struct fake *f = fake_start(FAKE_NOTICE_FORGED);
+	struct fm_conn *c;
+	struct fm_req st = { .op = FM_OP_STAT };
+	uint64_t before = fm_chan_rejected();
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	memset(&noticed, 0, sizeof(noticed));
+	p.notice_cb = on_notice;
+	CHECK(fm_conn_open(&p, &c) == 0);
+	CHECK(fm_conn_call(c, &st) < 0);
+	CHECK(__atomic_load_n(&noticed.calls, __ATOMIC_ACQUIRE) == 0);
 	CHECK(fm_chan_rejected() == before + 1);
 	CHECK(fm_conn_is_up(c) == 0);
 	fm_conn_close(c);
@@ -1588,6 +1686,8 @@ static int t_resolve_once(void)
 }
 
 static const struct tap_case cases[] = {
+	{ "a server's NOTICE is delivered in sequence; one that does not decode is ignored", t_notice_delivered_in_sequence },
+	{ "a NOTICE whose tag fails is not delivered and drops the connection", t_notice_forged_drops },
 	{ "resolve: numeric v4 and v6 addresses with their port", t_resolve_once },
 	{ "open to a closed port: ECONNREFUSED", t_closed_port_refused },
 	{ "rdma without devices and unix addresses: clear errors", t_rdma_and_unix_addresses },

@@ -73,6 +73,8 @@ struct seg {
 
 #define SEGF_DEGRADED  1u     /* lost a replica; seal and repair */
 #define SEGF_NOCLEAN   2u     /* cleaning failed (bad record); leave it */
+/* Its server asked for replica r to move away (NOTICE): SEGF_EVAC << r. */
+#define SEGF_EVAC      0x100u
 
 #define STATE_MAGIC    0x3154534d454d5246ull /* "FRMEMST1" */
 #define STATE_VERSION  2u   /* 2: record key and algorithm */
@@ -203,6 +205,11 @@ struct store_server {
 	int idx;
 	uint64_t retry_ns;    /* maint: next connect attempt when conn is NULL */
 	int need_sweep;       /* maint: look for orphaned segments when up */
+	/* A NOTICE for every segment here (drain): atomic; cleared once
+	 * none is left.  evac_deadline_ns: when the server stops waiting. */
+	int evac_all;
+	uint64_t evac_deadline_ns;
+	uint64_t evacuated;   /* copies moved off it (atomic) */
 };
 
 struct store {
@@ -229,6 +236,7 @@ struct store {
 	unsigned place_cursor;
 	uint64_t alloc_gen;       /* bumped when a new segment gets replicas (lock) */
 	int clean_urgent;         /* servers refused ALLOC: clean any dead bytes (lock) */
+	uint32_t evac_cursor;     /* evacuate.c: where the next look starts (maint) */
 
 	/* Servers: a membership thread may append one (server_add) while
 	 * everything else runs; it fills srv[n] first, then publishes
@@ -284,6 +292,12 @@ static inline uint64_t atomic_get64(const uint64_t *p) { return __atomic_load_n(
 static inline int srv_up(const struct store_server *v) { return __atomic_load_n(&v->up, __ATOMIC_ACQUIRE); }
 /* The shared connection: maint stores it atomically when it (re)connects. */
 static inline struct fm_conn *srv_conn(const struct store_server *v) { return __atomic_load_n(&v->conn, __ATOMIC_ACQUIRE); }
+/* May new segments go to v?  Up, and not being drained (it would only
+ * refuse the ALLOC). */
+static inline int srv_placeable(const struct store_server *v)
+{
+	return srv_conn(v) && srv_up(v) && !__atomic_load_n(&v->evac_all, __ATOMIC_ACQUIRE);
+}
 
 /* A copy that failed verification: sealed records count apart, as an
  * authentication failure is what a forgery looks like. */
@@ -432,6 +446,20 @@ int cleaner_wanted(struct store *s);
 /* repair.c */
 int repair_run(struct store *s);         /* 1 when a segment was repaired */
 void repair_seal_degraded(struct store *s);
+/* A new segment on an up server holding none of reps (maint's slot 0):
+ * 0 with *out filled, or -ENOSPC when no server took it. */
+int repair_alloc_target(struct store *s, struct ioctx *io, const struct seg_rep *reps,
+			struct seg_rep *out);
+/* Sealed segment idx (copies reps) onto to, verified records first. */
+int repair_copy(struct store *s, struct ioctx *io, uint32_t idx,
+		const struct seg_rep *reps, const struct seg_rep *to);
+
+/* evacuate.c: segments a server asked us to move away (NOTICE) */
+/* notice_cb of every connection to a server (arg: its store_server). */
+void evacuate_notice_cb(void *arg, const struct fm_notice *n);
+/* Seal open segments with a copy to move, then move one sealed
+ * segment's copy; 1 when one moved. */
+int evacuate_run(struct store *s);
 
 /* sweep.c */
 int sweep_server(struct store *s, int i);

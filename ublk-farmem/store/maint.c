@@ -1,4 +1,5 @@
-/* maint.c — the background thread: server liveness, repair, cleaning.
+/* maint.c — the background thread: server liveness, repair, moving
+ * copies servers asked back (evacuate.c), cleaning.
  *
  * One thread does all three so cleaner and repair never act on the same
  * segment at once; both work only on sealed (immutable) segments.
@@ -70,6 +71,10 @@ int store_maintain(struct store *s)
 		log_info("store: re-replicated %d segment(s); %llu still short of %d copies",
 			 done, (unsigned long long)st.degraded_segments, s->replicas);
 	}
+	/* Copies a server asked back (NOTICE): before cleaning, which would
+	 * only add to what has to move. */
+	for (int i = 0; i < MAX_STEPS_PER_RUN && !stopping(s) && (n = evacuate_run(s)) > 0; i++)
+		done += n;
 	for (int i = 0; i < MAX_STEPS_PER_RUN && !stopping(s) && (n = cleaner_run(s)) > 0; i++)
 		done += n;
 	pthread_mutex_unlock(&s->maint_run);

@@ -78,7 +78,7 @@ static int find_victim(struct store *s, uint32_t *out)
 	return found;
 }
 
-static int alloc_target(struct store *s, struct ioctx *io, const struct seg_rep *reps,
+int repair_alloc_target(struct store *s, struct ioctx *io, const struct seg_rep *reps,
 			struct seg_rep *out)
 {
 	/* Zeroed: a server membership adds meanwhile is not usable yet. */
@@ -89,7 +89,7 @@ static int alloc_target(struct store *s, struct ioctx *io, const struct seg_rep 
 		if (reps[r].server >= 0)
 			exclude[nex++] = reps[r].server;
 	for (int i = 0; i < s->nservers; i++)
-		usable[i] = srv_conn(&s->srv[i]) && srv_up(&s->srv[i]);
+		usable[i] = srv_placeable(&s->srv[i]);
 	for (int attempt = 0; attempt < s->nservers; attempt++) {
 		struct qreq *q = &io->reqs[0];
 
@@ -129,7 +129,7 @@ static int write_range(struct store *s, struct ioctx *io, const struct seg_rep *
 /* Copy the segment to the target from a replica whose records verify,
  * so a damaged copy is not what gets multiplied; only when none scans
  * clean (a hole, or damage everywhere) are raw bytes copied. */
-static int copy_segment(struct store *s, struct ioctx *io, uint32_t idx,
+int repair_copy(struct store *s, struct ioctx *io, uint32_t idx,
 			const struct seg_rep *reps, const struct seg_rep *to)
 {
 	uint8_t *buf = s->maint_seg_buf;
@@ -168,10 +168,10 @@ int repair_run(struct store *s)
 	pthread_mutex_lock(&s->lock);
 	memcpy(reps, s->segs[idx].rep, sizeof(reps));
 	pthread_mutex_unlock(&s->lock);
-	rc = alloc_target(s, io, reps, &to);
+	rc = repair_alloc_target(s, io, reps, &to);
 	if (rc < 0)
 		return 0;
-	rc = copy_segment(s, io, idx, reps, &to);
+	rc = repair_copy(s, io, idx, reps, &to);
 	if (rc < 0) {
 		log_warn("store: segment %u: repair copy failed: %s", idx, strerror(-rc));
 		struct qreq *q = &io->reqs[0];

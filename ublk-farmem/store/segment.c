@@ -335,8 +335,8 @@ int seg_open(struct store *s, struct ioctx *io, uint32_t *out)
 	if (rc < 0)
 		return rc;
 	for (int i = 0; i < s->nservers; i++) {
-		usable[i] = srv_conn(&s->srv[i]) && srv_up(&s->srv[i]);
-		anyup |= usable[i];
+		usable[i] = srv_placeable(&s->srv[i]);
+		anyup |= srv_conn(&s->srv[i]) && srv_up(&s->srv[i]);
 	}
 	while (got < s->replicas) {
 		unsigned cursor;

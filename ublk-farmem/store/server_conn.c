@@ -29,6 +29,9 @@ void server_conn_params(struct store *s, int i, struct fm_conn_params *p)
 	p->max_inflight = (unsigned)(s->nqueues + 1) * (s->max_io / STORE_PAGE) + 16;
 	p->reconnect = 1;
 	p->ops = s->cfg.transport;
+	/* Every connection: a server may send its NOTICE on any of them. */
+	p->notice_cb = evacuate_notice_cb;
+	p->notice_arg = &s->srv[i];
 }
 
 int server_connect(struct store *s, int i)
