@@ -68,6 +68,7 @@ struct ms_slot_mem {
 	int (*release)(uint8_t *p, size_t len, int locked);
 	int (*restore)(uint8_t *p, size_t len, int locked);
 	int locked;
+	int pinned_by_device;  /* an RDMA region holds the pool: no release */
 };
 
 struct ms_segtab {
@@ -295,8 +296,9 @@ struct ms_ctx;
  * authenticated connection of device owner (0: every device holding
  * segments, with FM_NOTICE_ALL). */
 struct ms_notify {
-	void (*fn)(void *arg, uint32_t owner, uint32_t deadline_ms,
-		   uint16_t flags, const uint64_t *ids, uint16_t n);
+	/* Returns how many connections took the NOTICE. */
+	int (*fn)(void *arg, uint32_t owner, uint32_t deadline_ms,
+		  uint16_t flags, const uint64_t *ids, uint16_t n);
 	void *arg;
 };
 

@@ -205,7 +205,9 @@ static int dev_register_pool(struct ms_rdma *l, struct rl_dev *d)
 {
 	const char *dname = ibv_get_device_name(d->verbs->device);
 	struct ms_segtab *t = &l->ctx->segs;
-	size_t len = (size_t)ms_segtab_pool_bytes(t);
+	/* The whole table, retired slots too: a shrunk pool grows back,
+	 * and its slots were never moved, so the current size is no bound. */
+	size_t len = (size_t)t->nslots * t->seg_max;
 	/* With windows the region itself grants no remote access: only a
 	 * window bound to one queue pair over one segment does. */
 	int access = IBV_ACCESS_LOCAL_WRITE |
@@ -215,6 +217,11 @@ static int dev_register_pool(struct ms_rdma *l, struct rl_dev *d)
 	if (d->mr)
 		return 0;
 	d->mr = ibv_reg_mr(d->pd, t->base, len, access);
+	/* Registered pages stay pinned for the device: giving a slot back
+	 * would free nothing, and the card would keep reading pages the
+	 * CPU no longer sees.  Slots still retire; their memory stays. */
+	if (d->mr)
+		t->mem.pinned_by_device = 1;
 	if (!d->mr) {
 		log_err_rl("%s: %s: cannot register the %zu-byte pool: %s (is the memlock "
 			   "limit high enough?)", l->name, dname, len, strerror(errno));

@@ -95,8 +95,11 @@ static void retire(struct ms_segtab *t, uint32_t i)
 {
 	t->slots[i].retired = 1;
 	t->nretired++;
-	if (t->mem.release)
-		t->mem.release(slot_mem(t, i), t->seg_max, t->mem.locked);
+	/* Memory that is not given back keeps its bytes: zero them, so a
+	 * slot restored later never shows the last owner's data. */
+	if (!t->mem.release || t->mem.pinned_by_device ||
+	    t->mem.release(slot_mem(t, i), t->seg_max, t->mem.locked) < 0)
+		memset(slot_mem(t, i), 0, t->seg_max);
 }
 
 /* Back to the free list, zeroed so the next owner never sees this
@@ -212,7 +215,7 @@ uint32_t ms_segtab_restore(struct ms_segtab *t, uint32_t n)
 
 		if (!s->retired)
 			continue;
-		if (t->mem.restore &&
+		if (t->mem.restore && !t->mem.pinned_by_device &&
 		    t->mem.restore(slot_mem(t, i), t->seg_max, t->mem.locked) < 0)
 			break;   /* logged; try again on the next look */
 		s->retired = 0;

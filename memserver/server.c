@@ -298,10 +298,11 @@ static void conn_authenticated(struct server *sv, struct conn *c)
  * (owner 0: every device that holds segments).  Queued behind the
  * replies already there, so its place in the channel's numbering is
  * where the client reads it. */
-static void notify_devices(void *arg, uint32_t owner, uint32_t deadline_ms,
-			   uint16_t flags, const uint64_t *ids, uint16_t n)
+static int notify_devices(void *arg, uint32_t owner, uint32_t deadline_ms,
+			  uint16_t flags, const uint64_t *ids, uint16_t n)
 {
 	struct server *sv = arg;
+	int reached = 0;
 
 	for (struct conn *c = sv->conns; c; c = c->next) {
 		struct ms_device *dev = c->sess.dev;
@@ -311,17 +312,19 @@ static void notify_devices(void *arg, uint32_t owner, uint32_t deadline_ms,
 		if (owner ? dev->id != owner : !dev->segs)
 			continue;
 		/* Never closed from here: the caller may be inside this very
-		 * connection's frame.  A notice that could not be queued is
-		 * sent again (drain) or its deadline passes (pressure). */
+		 * connection's frame.  A notice that reached no connection of
+		 * its device starts no deadline: shrink.c asks again later. */
 		if (ms_session_notice(&c->sess, &c->out, deadline_ms, flags, ids, n) < 0) {
 			log_warn("%s: cannot queue a NOTICE (out of memory)", c->sess.peer);
 			continue;
 		}
 		conn_watch(sv, c);
+		reached++;
 		log_debug("%s: NOTICE to client %s: %s within %u ms", c->sess.peer,
 			  c->sess.auth.name, (flags & FM_NOTICE_ALL) ? "every segment" :
 			  "some segments", deadline_ms);
 	}
+	return reached;
 }
 
 /* Handle every complete frame buffered, until backpressure says stop. */
@@ -684,8 +687,16 @@ static int next_timeout(struct server *sv, uint64_t now, uint64_t next_sweep)
 {
 	uint64_t t = ms_devtab_next_expiry(&sv->ctx->devs);
 
-	if (sv->ctx->el.reserve && sv->ctx->el.next_check < t)
-		t = sv->ctx->el.next_check;
+	const struct ms_elastic *el = &sv->ctx->el;
+
+	if (el->reserve && el->next_check < t)
+		t = el->next_check;
+	/* Notice deadlines and a drain's resends are due on time even when
+	 * nothing else wakes the loop. */
+	if (el->next_notice_end && el->next_notice_end < t)
+		t = el->next_notice_end;
+	if (el->draining && el->drain_next_notice < t)
+		t = el->drain_next_notice;
 	if (next_sweep < t)
 		t = next_sweep;
 	return t <= now ? 0 : (int)(t - now);

@@ -101,6 +101,7 @@ int ms_session_notice(struct ms_session *s, struct ms_buf *out,
 	struct fm_hdr h = { .op = FM_OP_NOTICE, .tag = 0, .len = FM_NOTICE_LEN(n) };
 	size_t at = out->len;
 	uint8_t *p;
+	int rc;
 
 	/* Untagged, a client would close the connection on it. */
 	if (s->state != MS_READY || !s->chan.up || n > FM_NOTICE_MAX)
@@ -112,5 +113,8 @@ int ms_session_notice(struct ms_session *s, struct ms_buf *out,
 		return -EINVAL;
 	fm_hdr_encode(p, &h);
 	ms_buf_commit(out, FM_HDR_SIZE + FM_NOTICE_LEN(n));
-	return ms_session_chan_seal(s, out, at);
+	rc = ms_session_chan_seal(s, out, at);
+	if (rc < 0)
+		out->len = at;   /* no frame without its tag in the stream */
+	return rc;
 }

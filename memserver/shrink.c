@@ -32,15 +32,17 @@ static struct ms_device *device_by_id(struct ms_devtab *d, uint32_t id)
 	return NULL;
 }
 
-static void notify(struct ms_ctx *ctx, uint32_t owner, uint64_t deadline_ms,
-		   uint16_t flags, const uint64_t *ids, uint16_t n)
+/* How many connections took the notice (0: the owner was not told). */
+static int notify(struct ms_ctx *ctx, uint32_t owner, uint64_t deadline_ms,
+		  uint16_t flags, const uint64_t *ids, uint16_t n)
 {
 	if (deadline_ms < NOTICE_MIN_MS)
 		deadline_ms = NOTICE_MIN_MS;
 	if (deadline_ms > FM_NOTICE_DEADLINE_MAX)
 		deadline_ms = FM_NOTICE_DEADLINE_MAX;
-	if (ctx->notify.fn)
-		ctx->notify.fn(ctx->notify.arg, owner, (uint32_t)deadline_ms, flags, ids, n);
+	if (!ctx->notify.fn)
+		return 0;
+	return ctx->notify.fn(ctx->notify.arg, owner, (uint32_t)deadline_ms, flags, ids, n);
 }
 
 uint64_t ms_pool_current_bytes(const struct ms_ctx *ctx)
@@ -69,15 +71,30 @@ int ms_elastic_alloc_ok(const struct ms_ctx *ctx)
 	return ctx->el.draining || ctx->segs.retire_want ? -ENOSPC : 0;
 }
 
+#define SKIP_OWNERS 16
+
+static int owner_skipped(const uint32_t *skip, int nskip, uint32_t owner)
+{
+	for (int i = 0; i < nskip; i++)
+		if (skip[i] == owner)
+			return 1;
+	return 0;
+}
+
 /* Ask owners to move up to k segments not already asked for; returns
- * how many were asked for. */
+ * how many were asked for.  Only a notice that reached its owner starts
+ * a deadline: segments of a device with no connection now (leased,
+ * reconnecting, RDMA only) are never freed behind its back; they are
+ * asked for again later (ask_missing). */
 static uint32_t notice_segments(struct ms_ctx *ctx, uint32_t k, uint64_t now)
 {
 	struct ms_segtab *t = &ctx->segs;
 	uint64_t ids[FM_NOTICE_MAX];
+	uint32_t slots[FM_NOTICE_MAX], skip[SKIP_OWNERS];
 	uint32_t asked = 0;
+	int nskip = 0;
 
-	while (asked < k) {
+	while (asked < k && nskip < SKIP_OWNERS) {
 		uint32_t owner = 0;
 		uint16_t n = 0;
 
@@ -85,21 +102,42 @@ static uint32_t notice_segments(struct ms_ctx *ctx, uint32_t k, uint64_t now)
 		for (uint32_t i = t->nslots; i-- > 0 && asked + n < k && n < FM_NOTICE_MAX; ) {
 			struct ms_slot *s = &t->slots[i];
 
-			if (!s->owner || s->notice_end || (owner && s->owner != owner))
+			if (!s->owner || s->notice_end || (owner && s->owner != owner) ||
+			    owner_skipped(skip, nskip, s->owner))
 				continue;
 			owner = s->owner;
-			s->notice_end = now + ctx->el.notice_ms;
+			slots[n] = i;
 			ids[n++] = ms_segtab_id(t, i);
 		}
 		if (n == 0)
 			break;
+		if (notify(ctx, owner, ctx->el.notice_ms, 0, ids, n) == 0) {
+			skip[nskip++] = owner;
+			continue;
+		}
+		for (uint16_t j = 0; j < n; j++)
+			t->slots[slots[j]].notice_end = now + ctx->el.notice_ms;
 		if (!ctx->el.next_notice_end || now + ctx->el.notice_ms < ctx->el.next_notice_end)
 			ctx->el.next_notice_end = now + ctx->el.notice_ms;
-		notify(ctx, owner, ctx->el.notice_ms, 0, ids, n);
 		asked += n;
 	}
 	ctx->el.noticed += asked;
 	return asked;
+}
+
+/* The pool still wants more slots back than owners have been told
+ * about (a notice reached no connection, or a device came back): ask. */
+static void ask_missing(struct ms_ctx *ctx, uint64_t now)
+{
+	struct ms_segtab *t = &ctx->segs;
+	uint32_t pending = 0;
+
+	if (!t->retire_want)
+		return;
+	for (uint32_t i = 0; i < t->nslots; i++)
+		pending += t->slots[i].owner && t->slots[i].notice_end;
+	if (pending < t->retire_want)
+		ctx->el.asked_n += notice_segments(ctx, t->retire_want - pending, now);
 }
 
 static void shrink(struct ms_ctx *ctx, uint32_t k, uint64_t now)
@@ -121,10 +159,21 @@ static void shrink(struct ms_ctx *ctx, uint32_t k, uint64_t now)
 		 (unsigned long long)(ms_segtab_pool_bytes(t) >> 20), t->retire_want);
 }
 
+/* Memory taken back per look: restoring faults in (and locks) every
+ * page, in the event loop; a pool that shrank by many GiB grows back
+ * over several looks instead of stalling every connection at once. */
+#define GROW_MAX_BYTES  (256ull << 20)
+
 static void grow(struct ms_ctx *ctx, uint32_t k)
 {
 	struct ms_segtab *t = &ctx->segs;
+	uint32_t cap = (uint32_t)(GROW_MAX_BYTES / t->seg_max);
 	uint32_t cancel = k < t->retire_want ? k : t->retire_want, back;
+
+	if (cap == 0)
+		cap = 1;
+	if (k - cancel > cap)
+		k = cancel + cap;
 
 	t->retire_want -= cancel;
 	back = ms_segtab_restore(t, k - cancel);
@@ -216,6 +265,8 @@ static void pressure_tick(struct ms_ctx *ctx, uint64_t now)
 		shrink(ctx, cur - target, now);
 	else if (target > cur && !el->draining)
 		grow(ctx, target - cur);
+	else
+		ask_missing(ctx, now);
 }
 
 /* Say once when what was asked for is all back: how long the clients
@@ -261,9 +312,13 @@ void ms_elastic_attached(struct ms_ctx *ctx, struct ms_device *dev)
 {
 	uint64_t now;
 
-	if (!ctx->el.draining || !dev || !dev->segs)
+	if (!dev || !dev->segs)
 		return;
 	now = ctx->now_ms ? ctx->now_ms() : 0;
+	if (!ctx->el.draining) {
+		ask_missing(ctx, now);   /* it may be the one not yet told */
+		return;
+	}
 	notify(ctx, dev->id, ctx->el.drain_end > now ? ctx->el.drain_end - now : 0,
 	       FM_NOTICE_ALL, NULL, 0);
 }

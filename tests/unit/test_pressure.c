@@ -216,22 +216,26 @@ static uint64_t now;
 static uint64_t now_fn(void) { return now; }
 
 static struct {
+	int unreachable;      /* capture reaches no connection */
 	int calls;
 	uint32_t owner, deadline;
 	uint16_t flags, n;
 	uint64_t ids[FM_NOTICE_MAX];
 } got;
 
-static void capture(void *arg, uint32_t owner, uint32_t deadline_ms, uint16_t flags,
-		    const uint64_t *ids, uint16_t n)
+static int capture(void *arg, uint32_t owner, uint32_t deadline_ms, uint16_t flags,
+		   const uint64_t *ids, uint16_t n)
 {
 	(void)arg;
+	if (got.unreachable)
+		return 0;
 	got.calls++;
 	got.owner = owner;
 	got.deadline = deadline_ms;
 	got.flags = flags;
 	got.n = n;
 	memcpy(got.ids, ids, n * sizeof(*ids));
+	return 1;
 }
 
 static int ctx_init(struct ms_ctx *ctx)
@@ -327,6 +331,46 @@ static int t_shrink_cancelled(void)
 	return 0;
 }
 
+/* A notice that reached no connection of its device (leased,
+ * reconnecting, on RDMA only) starts no deadline: nothing is freed
+ * behind the owner's back.  It is asked when it comes back. */
+static int t_unreached_owner_loses_nothing(void)
+{
+	struct ms_ctx ctx;
+	struct ms_device dev;
+	uint64_t id;
+	uint16_t asked;
+
+	CHECK(ctx_init(&ctx) == 0);
+	for (int i = 0; i < NSEG; i++)
+		CHECK(ms_segtab_alloc(&ctx.segs, 9, SEG, &id) == 0);
+	got.unreachable = 1;
+	CHECK(make_root(1024 * 1024 - 64, "max\n", "0\n") == 0);
+	now = 200000;
+	ms_elastic_tick(&ctx, now);
+	CHECK(ctx.segs.retire_want == 1 && got.calls == 0);
+	/* Long past any deadline: nothing forced. */
+	now += 60000;
+	ms_elastic_tick(&ctx, now);
+	CHECK(ctx.el.forced == 0 && ctx.segs.nused == NSEG);
+	/* The device connects again: now it is asked, and its deadline runs. */
+	got.unreachable = 0;
+	memset(&dev, 0, sizeof(dev));
+	dev.id = 9;
+	dev.segs = NSEG;
+	ms_elastic_attached(&ctx, &dev);
+	/* (The host never got memory back meanwhile, so the pool wanted a
+	 * little more each look, down towards min-size.) */
+	asked = got.n;
+	CHECK(got.calls == 1 && got.owner == 9 && asked >= 1 && asked == ctx.segs.retire_want);
+	now += 6000;
+	ms_elastic_tick(&ctx, now);
+	CHECK(ctx.el.forced == asked && ctx.segs.nused == (uint32_t)(NSEG - asked));
+	ms_devtab_fini(&ctx.devs);
+	ms_segtab_fini(&ctx.segs);
+	return 0;
+}
+
 static int t_drain(void)
 {
 	struct ms_ctx ctx;
@@ -369,6 +413,7 @@ static const struct tap_case cases[] = {
 	{ "slots retire, refuse ALLOC, force-free and restore", t_retire_restore },
 	{ "shrink: free slots first, then ask, then free what missed the deadline; grow back", t_shrink_asks_then_frees },
 	{ "shrink cancelled by room again: nothing freed", t_shrink_cancelled },
+	{ "a notice that reached no one frees nothing; asked again on reconnect", t_unreached_owner_loses_nothing },
 	{ "drain: notices all, refuses ALLOC, never frees", t_drain },
 };
 
