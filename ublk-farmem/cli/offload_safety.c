@@ -57,8 +57,11 @@ static int farmem_healthy(const char *name, char *why, size_t len)
 	if (!st)
 		return -ENOMEM;
 	ret = ctl_stats_parse(reply + 3, st);
+	/* A member that left the cluster and holds nothing any more is
+	 * not a missing copy. */
 	for (int i = 0; ret == 0 && i < st->nservers; i++)
-		down += !st->server[i].up;
+		down += !st->server[i].up &&
+			!(st->server[i].gone && st->server[i].segments == 0);
 	if (ret < 0)
 		snprintf(why, len, "farmem device %s: unreadable stats", name);
 	else if (st->degraded_segments || down)

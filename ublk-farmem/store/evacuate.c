@@ -157,17 +157,22 @@ static void free_copy(struct store *s, struct ioctx *io, const struct seg_rep *r
 			 s->srv[rep->server].addr, strerror(-q->status));
 }
 
-/* Reads that picked the old copy before the swap finish first (bounded:
- * one that does not gets -ENOENT and reads another copy). */
-static void wait_readers(struct store *s, uint32_t idx)
+/* Reads that picked the old copy before the swap finish first, as the
+ * cleaner waits for them: a request's whole time out and more.  1 when
+ * none is left. */
+static int wait_readers(struct store *s, uint32_t idx)
 {
-	struct timespec ts = fm_mono_abstime_in_ms(READERS_WAIT_MS);
+	struct timespec ts = fm_mono_abstime_in_ms(READERS_WAIT_MS *
+						   (s->timeout_ms / 1000 + 1));
+	int drained;
 
 	pthread_mutex_lock(&s->lock);
 	while (s->segs[idx].readers &&
 	       pthread_cond_timedwait(&s->seg_cv, &s->lock, &ts) == 0)
 		;
+	drained = s->segs[idx].readers == 0;
 	pthread_mutex_unlock(&s->lock);
+	return drained;
 }
 
 /* Put to in place of replica r if the segment is still as copied.
@@ -229,8 +234,14 @@ int evacuate_run(struct store *s)
 		free_copy(s, io, &to);
 		return 0;
 	}
-	wait_readers(s, idx);
-	free_copy(s, io, &old);
+	if (wait_readers(s, idx)) {
+		free_copy(s, io, &old);
+	} else {
+		/* A read still on the old copy must not find it gone (with one
+		 * replica that is an EIO).  The copy is in no table now: the
+		 * next sweep of that server frees it, or its deadline does. */
+		__atomic_store_n(&s->srv[old.server].need_sweep, 1, __ATOMIC_RELEASE);
+	}
 	atomic_add64(&s->srv[old.server].evacuated, 1);
 	log_debug("store: segment %u: copy moved from %s to %s", idx,
 		  s->srv[old.server].addr, s->srv[to.server].addr);

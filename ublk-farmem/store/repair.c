@@ -186,6 +186,9 @@ int repair_run(struct store *s)
 	for (int r = 0; r < STORE_MAX_REPLICAS; r++)
 		if (s->segs[idx].rep[r].server < 0) {
 			s->segs[idx].rep[r] = to;
+			/* A move asked of the copy that was here is not this
+			 * new copy's. */
+			s->segs[idx].flags &= ~(SEGF_EVAC << r);
 			break;
 		}
 	live = seg_live_replicas(s, &s->segs[idx]);

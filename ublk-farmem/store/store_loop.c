@@ -47,6 +47,10 @@ int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n)
 		/* Only these queues' requests, plus slack for retries. */
 		p.max_inflight = (unsigned)n * (s->max_io / STORE_PAGE) + 16;
 		p.loop = loop;
+		/* The shared connection takes every NOTICE too: marking
+		 * segments scans the table under the store's lock, work for
+		 * maintenance, not for a queue's thread. */
+		p.notice_cb = NULL;
 		if (fm_conn_open(&p, &lc->conn[i]) == 0)
 			opened++;
 		else
