@@ -128,7 +128,8 @@ tsan:
 valgrind: $(UNITS)
 	$(Q)for t in $(UNITS); do \
 	  valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-	    $$t >/dev/null || { echo "valgrind: $$t failed"; exit 1; }; \
+	    $$t >$(BUILD)/valgrind.out || { grep -v '^ok ' $(BUILD)/valgrind.out; \
+	    echo "valgrind: $$t failed"; exit 1; }; \
 	  echo "valgrind clean: $$t"; done
 
 fuzz:

@@ -234,7 +234,8 @@ static int capture(void *arg, uint32_t owner, uint32_t deadline_ms, uint16_t fla
 	got.deadline = deadline_ms;
 	got.flags = flags;
 	got.n = n;
-	memcpy(got.ids, ids, n * sizeof(*ids));
+	if (n)
+		memcpy(got.ids, ids, n * sizeof(*ids));
 	return 1;
 }
 
