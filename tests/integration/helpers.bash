@@ -75,12 +75,17 @@ port_busy() {
 	fi
 }
 
-# free_port: print a TCP port nobody listens on (random in 20000-59999,
-# so concurrent runs rarely even try the same one).
+# free_port: print a TCP port nobody listens on (random between 20000
+# and the ephemeral range, so concurrent runs rarely even try the same one).
 free_port() {
-	local i p
+	local i p lo=32768
+	# Below the kernel's ephemeral range: a port in it can be taken by
+	# any outgoing connection's source port between this pick and the
+	# bind ("Address already in use" seen in security.bats).
+	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+	[ "$lo" -gt 21024 ] || lo=32768
 	for (( i = 0; i < 200; i++ )); do
-		p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+		p=$(( 20000 + (RANDOM * 32768 + RANDOM) % (lo - 20000) ))
 		port_busy "$p" || { echo "$p"; return 0; }
 	done
 	echo "free_port: no free port found" >&2
