@@ -18,52 +18,56 @@
 
 #define TEXT_MAX 8192
 
-int ms_meminfo_parse(const char *text, uint64_t *bytes)
+/* The rest of the first line of text that starts with prefix, or NULL. */
+static const char *line_after(const char *text, const char *prefix)
 {
+	size_t n = strlen(prefix);
+
 	const char *p = text;
 
 	while (p && *p) {
-		unsigned long long kib;
-		char unit[8];
-
-		if (strncmp(p, "MemAvailable:", 13) == 0) {
-			if (sscanf(p + 13, "%llu %7s", &kib, unit) != 2 ||
-			    strcmp(unit, "kB") != 0 || kib > UINT64_MAX / 1024)
-				return -EINVAL;
-			*bytes = (uint64_t)kib * 1024;
-			return 0;
-		}
+		if (strncmp(p, prefix, n) == 0)
+			return p + n;
 		p = strchr(p, '\n');
 		if (p)
 			p++;
 	}
-	return -ENOENT;
+	return NULL;
+}
+
+int ms_meminfo_parse(const char *text, uint64_t *bytes)
+{
+	const char *p = line_after(text, "MemAvailable:");
+	unsigned long long kib;
+	char unit[8];
+
+	if (!p)
+		return -ENOENT;
+	if (sscanf(p, "%llu %7s", &kib, unit) != 2 || strcmp(unit, "kB") != 0 ||
+	    kib > UINT64_MAX / 1024)
+		return -EINVAL;
+	*bytes = (uint64_t)kib * 1024;
+	return 0;
 }
 
 int ms_cgroup_path_parse(const char *text, char *path, size_t len)
 {
-	const char *p = text;
-
 	/* cgroup v2 has one line, "0::/path"; v1 lines name controllers. */
-	while (p && *p) {
-		if (strncmp(p, "0::", 3) == 0) {
-			const char *start = p + 3, *end = strchr(start, '\n');
-			size_t n = end ? (size_t)(end - start) : strlen(start);
+	const char *start = line_after(text, "0::"), *end;
+	size_t n;
 
-			if (n == 0 || start[0] != '/' || n >= len)
-				return -EINVAL;
-			memcpy(path, start, n);
-			path[n] = '\0';
-			/* Never let a path climb out of the cgroup tree. */
-			if (strstr(path, "/../") || (n >= 3 && strcmp(path + n - 3, "/..") == 0))
-				return -EINVAL;
-			return 0;
-		}
-		p = strchr(p, '\n');
-		if (p)
-			p++;
-	}
-	return -ENOENT;
+	if (!start)
+		return -ENOENT;
+	end = strchr(start, '\n');
+	n = end ? (size_t)(end - start) : strlen(start);
+	if (n == 0 || start[0] != '/' || n >= len)
+		return -EINVAL;
+	memcpy(path, start, n);
+	path[n] = '\0';
+	/* Never let a path climb out of the cgroup tree. */
+	if (strstr(path, "/../") || (n >= 3 && strcmp(path + n - 3, "/..") == 0))
+		return -EINVAL;
+	return 0;
 }
 
 static int read_u64(const char *text, uint64_t *v)
