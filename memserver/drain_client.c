@@ -83,14 +83,8 @@ int ms_drain_client(const char *addr, const struct fm_secret *secret,
 			"(tcp://HOST:PORT)\n", addr);
 		return 2;
 	}
-	addr_str(&p.addr, text, sizeof(text));
-	fm_uuid_generate(p.uuid);
-	rc = fm_conn_open(&p, &c);
-	if (rc < 0) {
-		fprintf(stderr, "farmem-memserver: %s: %s%s\n", text, strerror(-rc),
-			rc == -EACCES ? " (wrong secret?)" : "");
+	if (ms_admin_open(&p, text, sizeof(text), &c) < 0)
 		return 2;
-	}
 	rc = ask_drain(c, text, timeout_ms);
 	if (rc == 0)
 		rc = wait_empty(c, text, deadline, &left);

@@ -524,6 +524,11 @@ int ms_signals_block(void);
 
 /* ---- stat_client.c: farmem-memserver --stat ---- */
 
+/* Open an admin connection (a fresh device uuid) to p->addr, its text
+ * into text; on failure says why on stderr.  0 or -errno. */
+struct fm_conn_params;
+struct fm_conn;
+int ms_admin_open(struct fm_conn_params *p, char *text, size_t len, struct fm_conn **c);
 int ms_stat_client(const char *addr, const struct fm_secret *secret, int json);
 
 /* ---- drain_client.c: farmem-memserver --drain ---- */

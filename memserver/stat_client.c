@@ -54,6 +54,19 @@ static void print_json(const char *addr, const struct fm_stat *st)
 	       (unsigned long long)st->reads, (unsigned long long)st->writes);
 }
 
+int ms_admin_open(struct fm_conn_params *p, char *text, size_t len, struct fm_conn **c)
+{
+	int rc;
+
+	addr_str(&p->addr, text, len);
+	fm_uuid_generate(p->uuid);
+	rc = fm_conn_open(p, c);
+	if (rc < 0)
+		fprintf(stderr, "farmem-memserver: %s: %s%s\n", text, strerror(-rc),
+			rc == -EACCES ? " (wrong secret?)" : "");
+	return rc;
+}
+
 int ms_stat_client(const char *addr, const struct fm_secret *secret, int json)
 {
 	struct fm_conn_params p = { .secret = secret };
@@ -68,14 +81,9 @@ int ms_stat_client(const char *addr, const struct fm_secret *secret, int json)
 			"(tcp://HOST:PORT or rdma://HOST:PORT)\n", addr);
 		return -EINVAL;
 	}
-	addr_str(&p.addr, text, sizeof(text));
-	fm_uuid_generate(p.uuid);
-	rc = fm_conn_open(&p, &c);
-	if (rc < 0) {
-		fprintf(stderr, "farmem-memserver: %s: %s%s\n", text, strerror(-rc),
-			rc == -EACCES ? " (wrong secret?)" : "");
+	rc = ms_admin_open(&p, text, sizeof(text), &c);
+	if (rc < 0)
 		return rc;
-	}
 	rc = fm_conn_call(c, &req);
 	fm_conn_close(c);
 	if (rc < 0) {
