@@ -1,7 +1,7 @@
 # vm-mem: 256M
 # vm-memservers: 3
 # vm-memserver-size: 768M
-# vm-timeout: 900
+# vm-timeout: 420
 # Issue scenario 4: kill -9 of the farmem-blk daemon in the middle of
 # scenario 1 (64 MiB swapped out), then `farmem-blk recover`: the kernel
 # holds the I/O meanwhile (UBLK_F_USER_RECOVERY), the new daemon maps the
