@@ -9,6 +9,7 @@
  * tests need no files at all.
  */
 #include "memserver.h"
+#include "proc_text.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -18,42 +19,15 @@
 
 #define TEXT_MAX 8192
 
-/* The rest of the first line of text that starts with prefix, or NULL. */
-static const char *line_after(const char *text, const char *prefix)
-{
-	size_t n = strlen(prefix);
-
-	const char *p = text;
-
-	while (p && *p) {
-		if (strncmp(p, prefix, n) == 0)
-			return p + n;
-		p = strchr(p, '\n');
-		if (p)
-			p++;
-	}
-	return NULL;
-}
-
 int ms_meminfo_parse(const char *text, uint64_t *bytes)
 {
-	const char *p = line_after(text, "MemAvailable:");
-	unsigned long long kib;
-	char unit[8];
-
-	if (!p)
-		return -ENOENT;
-	if (sscanf(p, "%llu %7s", &kib, unit) != 2 || strcmp(unit, "kB") != 0 ||
-	    kib > UINT64_MAX / 1024)
-		return -EINVAL;
-	*bytes = (uint64_t)kib * 1024;
-	return 0;
+	return fm_meminfo_field(text, "MemAvailable", bytes);
 }
 
 int ms_cgroup_path_parse(const char *text, char *path, size_t len)
 {
 	/* cgroup v2 has one line, "0::/path"; v1 lines name controllers. */
-	const char *start = line_after(text, "0::"), *end;
+	const char *start = fm_line_after(text, "0::"), *end;
 	size_t n;
 
 	if (!start)

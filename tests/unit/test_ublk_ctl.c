@@ -269,6 +269,29 @@ static int zombie_not_alive(void)
 	return 0;
 }
 
+/* The keeper locks its 32 MiB reserve only when memory is plentiful:
+ * after a recovery, under swap, it waits (it once hung a guest). */
+static int keeper_reserve_waits_for_room(void)
+{
+	const size_t mib32 = 32u << 20;
+	char text[256];
+
+	/* The hung guest: 16 MiB free, little available. */
+	CHECK(!keeper_reserve_fits("MemTotal: 217524 kB\nMemFree: 16656 kB\n"
+				   "MemAvailable: 20000 kB\n", mib32));
+	/* Enough available but not free: still waits. */
+	CHECK(!keeper_reserve_fits("MemFree: 40000 kB\nMemAvailable: 200000 kB\n", mib32));
+	/* Free but not available (all of it promised elsewhere): waits. */
+	CHECK(!keeper_reserve_fits("MemFree: 70000 kB\nMemAvailable: 100000 kB\n", mib32));
+	/* An idle machine at `add`: taken. */
+	snprintf(text, sizeof(text), "MemFree: %u kB\nMemAvailable: %u kB\n", 65536, 131072);
+	CHECK(keeper_reserve_fits(text, mib32));
+	/* Unreadable text: never taken. */
+	CHECK(!keeper_reserve_fits("MemFree: lots\nMemAvailable: 131072 kB\n", mib32));
+	CHECK(!keeper_reserve_fits("", mib32));
+	return 0;
+}
+
 /* The kernel's values for the 6.1 header's plain opcodes and the newer
  * ioctl-encoded ones (include/uapi/linux/ublk_cmd.h). */
 static int encodings(void)
@@ -291,6 +314,7 @@ static const struct tap_case cases[] = {
 	{ "device record and pid file read back as add wrote them", record_round_trip },
 	{ "ublk command encodings match the kernel's", encodings },
 	{ "a zombie daemon is not alive", zombie_not_alive },
+	{ "the keeper's reserve waits until memory is plentiful", keeper_reserve_waits_for_room },
 };
 
 int main(void)

@@ -117,5 +117,8 @@ void keeper_device_live(struct keeper *k, const char *name);
 void keeper_stop_pid(pid_t pid);
 /* Ask a keeper to free the memory it holds for a recovering daemon. */
 void keeper_release_reserve(pid_t pid);
+/* Whether the keeper may lock a reserve of len bytes, given the text of
+ * /proc/meminfo: not while memory is short (daemon_keeper.c says why). */
+int keeper_reserve_fits(const char *meminfo, size_t len);
 
 #endif

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,6 +34,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "proc_text.h"
 #include "proc_util.h"
 
 /* Memory held for the next daemon: a crash frees what the daemon held,
@@ -41,32 +43,71 @@
  * device while the new daemon needs pages to send its first replies.
  * The keeper gives this back when the new daemon asks (SIGUSR1). */
 #define KEEPER_RESERVE_DEFAULT (32u << 20)
+#define KEEPER_RESERVE_RETRY_MS 1000
 
 static void *reserve;
 static size_t reserve_len;
+static int reserve_wanted;   /* the device is live: hold a reserve */
+static volatile sig_atomic_t reserve_given;   /* SIGUSR1 came */
 
-static void keeper_reserve_take(void)
+static size_t keeper_reserve_size(void)
 {
 	const char *env = getenv("FARMEM_RECOVERY_RESERVE_MB");
-	size_t len = env ? (size_t)strtoul(env, NULL, 10) << 20 : KEEPER_RESERVE_DEFAULT;
+
+	return env ? (size_t)strtoul(env, NULL, 10) << 20 : KEEPER_RESERVE_DEFAULT;
+}
+
+/* Whether a reserve of len bytes may be taken now.  Right after a
+ * recovery the host is at its tightest: swap-outs held while no daemon
+ * ran are all due at once, and the new daemon's sends need kernel
+ * memory to carry them.  Taking the reserve then (it is locked) pushed
+ * the new daemon's socket buffers into reclaim that could only wait on
+ * the daemon itself: the guest hung.  So the reserve waits until memory
+ * is plentiful again: twice its size free, four times available. */
+int keeper_reserve_fits(const char *meminfo, size_t len)
+{
+	uint64_t mem_free, available;
+
+	if (fm_meminfo_field(meminfo, "MemFree", &mem_free) < 0 ||
+	    fm_meminfo_field(meminfo, "MemAvailable", &available) < 0)
+		return 0;
+	return mem_free >= 2 * (uint64_t)len && available >= 4 * (uint64_t)len;
+}
+
+/* Takes the reserve if the device wants one, it has none and there is
+ * room; 1 while one is still wanted (look again later), else 0. */
+static int keeper_reserve_take(void)
+{
+	char meminfo[4096];
+	size_t len = keeper_reserve_size();
 	void *p;
 
-	if (!len || reserve)
-		return;
+	if (reserve_given) {
+		reserve_wanted = 0;
+		if (reserve)
+			munmap(reserve, reserve_len);
+		reserve = NULL;
+	}
+	if (!reserve_wanted || !len || reserve)
+		return 0;
+	if (fm_meminfo_read(meminfo, sizeof(meminfo)) < 0 || !keeper_reserve_fits(meminfo, len))
+		return 1;
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | MAP_LOCKED, -1, 0);
 	if (p == MAP_FAILED)
-		return;
+		return 1;
 	reserve = p;
 	reserve_len = len;
+	return 0;
 }
 
+/* SIGUSR1 from a recovering daemon: the reserve is its now, for good
+ * (this keeper is stopped once that daemon is live).  The main loop
+ * frees it: SIGUSR1 is blocked except inside its ppoll(). */
 static void keeper_reserve_give(int sig)
 {
 	(void)sig;
-	if (reserve)
-		munmap(reserve, reserve_len);
-	reserve = NULL;
+	reserve_given = 1;
 }
 
 static void keeper_lock_file(const char *path)
@@ -143,6 +184,8 @@ static void keeper_recover(const char *exe, const char *name)
 static void keeper_main(int rfd)
 {
 	char buf[2 * PATH_MAX], name[64] = "", exe[PATH_MAX] = "";
+	const struct timespec retry = { .tv_sec = KEEPER_RESERVE_RETRY_MS / 1000 };
+	sigset_t usr1, unblocked;
 	size_t got = 0;
 	ssize_t n;
 	int fd;
@@ -151,6 +194,10 @@ static void keeper_main(int rfd)
 	signal(SIGINT, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGUSR1, keeper_reserve_give);
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &usr1, &unblocked);
+	sigdelset(&unblocked, SIGUSR1);
 	prctl(PR_SET_NAME, "farmem-keeper", 0, 0, 0);
 	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	exe[n > 0 ? n : 0] = '\0';
@@ -176,8 +223,13 @@ static void keeper_main(int rfd)
 	/* Read by ld.so at every exec of recover. */
 	keeper_lock_file("/etc/ld.so.cache");
 	for (;;) {
+		struct pollfd pfd = { .fd = rfd, .events = POLLIN };
 		char *nl;
 
+		/* While a reserve is wanted but memory is short, look again
+		 * each second; otherwise sleep until the daemon speaks. */
+		if (ppoll(&pfd, 1, keeper_reserve_take() ? &retry : NULL, &unblocked) <= 0)
+			continue;
 		n = read(rfd, buf + got, sizeof(buf) - 1 - got);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -191,9 +243,9 @@ static void keeper_main(int rfd)
 				keeper_lock_file(buf + 5);
 			else if (!strncmp(buf, "NAME ", 5) && strlen(buf + 5) < sizeof(name)) {
 				memcpy(name, buf + 5, strlen(buf + 5) + 1);
-				/* Only now: while a recovery is under way
-				 * memory is the scarcest thing there is. */
-				keeper_reserve_take();
+				/* Only once the device is live, and only
+				 * when memory allows (keeper_reserve_fits). */
+				reserve_wanted = 1;
 			}
 			got -= (size_t)(nl + 1 - buf);
 			memmove(buf, nl + 1, got + 1);
