@@ -499,8 +499,15 @@ static int recover_geometry(const char *name, const struct blk_frontend_ops *fe,
 	return 0;
 }
 
-/* Exclusive lock on <run dir>/<name>.lock; -1 if it cannot be had
- * (recover then goes on unlocked). */
+/* How long a second recover waits for the first: a recovery takes
+ * START_USER_RECOVERY's 30 s at most plus connecting. */
+#define RECOVER_LOCK_WAIT_MS 120000
+#define RECOVER_LOCK_POLL_MS 100
+
+/* Exclusive lock on <run dir>/<name>.lock: its fd; -1 if it cannot be
+ * had (recover then goes on unlocked); -ETIMEDOUT when another recover
+ * held it for RECOVER_LOCK_WAIT_MS (never wait forever: that one may be
+ * stuck, and a caller deserves an answer). */
 static int recover_lock(const char *name)
 {
 	char path[PATH_MAX];
@@ -512,11 +519,15 @@ static int recover_lock(const char *name)
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -1;
-	while (flock(fd, LOCK_EX) < 0) {
-		if (errno != EINTR) {
-			close(fd);
-			return -1;
+	for (int waited = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; waited += RECOVER_LOCK_POLL_MS) {
+		if (errno == EWOULDBLOCK && waited < RECOVER_LOCK_WAIT_MS) {
+			usleep(RECOVER_LOCK_POLL_MS * 1000);
+			continue;
 		}
+		if (errno == EINTR)
+			continue;
+		close(fd);
+		return errno == EWOULDBLOCK ? -ETIMEDOUT : -1;
 	}
 	return fd;
 }
@@ -557,6 +568,13 @@ int cmd_recover(int argc, char **argv)
 	/* One recovery at a time (the keeper may have started one): the
 	 * second waits here and then finds the device live. */
 	recover_lock_fd = recover_lock(name);
+	if (recover_lock_fd == -ETIMEDOUT) {
+		fprintf(stderr, "farmem-blk recover: %s: another recover has held "
+			"its lock for %d s; giving up (see its log in %s)\n", name,
+			RECOVER_LOCK_WAIT_MS / 1000, run_dir());
+		recover_lock_fd = -1;
+		goto out;
+	}
 	if (pidfile_read(name, &pid) == 0 && pid_alive(pid)) {
 		fprintf(stderr, "farmem-blk recover: %s is served by a running "
 			"daemon (pid %d); nothing to recover\n", name, (int)pid);

@@ -1,6 +1,7 @@
 /* daemon.c — swap safety and detaching for the device daemon. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "daemon.h"
 #include "log.h"
 #include "proc_util.h"
@@ -20,6 +22,8 @@
 #define DAEMON_THREAD_STACK (1u << 20)
 /* Low: above every normal task, below the kernel's own RT threads. */
 #define DAEMON_RT_PRIO 1
+/* How long add and recover wait for the daemon to say it is ready. */
+#define DAEMON_READY_WAIT_MS 300000
 
 static int write_oom_score_adj(void)
 {
@@ -141,9 +145,24 @@ int daemon_wait_ready(int fd, char *msg, size_t len)
 	size_t got = 0;
 	ssize_t n;
 
-	/* The daemon either writes one line or exits (EOF): no timeout, as
-	 * start-up time is bounded by the store's connect timeouts. */
+	/* The daemon either writes one line or exits (EOF).  Its start-up is
+	 * bounded by connect timeouts and START_USER_RECOVERY's retries, but
+	 * a daemon starved of memory waits on neither: the caller still gets
+	 * an answer after DAEMON_READY_WAIT_MS (the daemon goes on). */
+	uint64_t deadline = fm_mono_after_ms(DAEMON_READY_WAIT_MS);
+
 	while (got < sizeof(buf) - 1) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		uint64_t now = fm_mono_ns();
+
+		if (now >= deadline) {
+			close(fd);
+			snprintf(msg, len, "the device daemon was not ready after %d s; "
+				 "it goes on trying (see its log)", DAEMON_READY_WAIT_MS / 1000);
+			return -1;
+		}
+		if (poll(&p, 1, (int)((deadline - now) / 1000000) + 1) == 0)
+			continue;
 		n = read(fd, buf + got, sizeof(buf) - 1 - got);
 		if (n < 0 && errno == EINTR)
 			continue;

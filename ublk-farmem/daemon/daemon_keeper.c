@@ -74,6 +74,17 @@ int keeper_reserve_fits(const char *meminfo, size_t len)
 	return mem_free >= 2 * (uint64_t)len && available >= 4 * (uint64_t)len;
 }
 
+/* Frees the reserve once a recovering daemon asked for it (SIGUSR1). */
+static void keeper_reserve_give_if_asked(void)
+{
+	if (!reserve_given)
+		return;
+	reserve_wanted = 0;
+	if (reserve)
+		munmap(reserve, reserve_len);
+	reserve = NULL;
+}
+
 /* Takes the reserve if the device wants one, it has none and there is
  * room; 1 while one is still wanted (look again later), else 0. */
 static int keeper_reserve_take(void)
@@ -82,12 +93,7 @@ static int keeper_reserve_take(void)
 	size_t len = keeper_reserve_size();
 	void *p;
 
-	if (reserve_given) {
-		reserve_wanted = 0;
-		if (reserve)
-			munmap(reserve, reserve_len);
-		reserve = NULL;
-	}
+	keeper_reserve_give_if_asked();
 	if (!reserve_wanted || !len || reserve)
 		return 0;
 	if (fm_meminfo_read(meminfo, sizeof(meminfo)) < 0 || !keeper_reserve_fits(meminfo, len))
@@ -153,17 +159,23 @@ static void keeper_lock_program(void)
 /* The daemon died (its end of the pipe closed without `del` stopping
  * us first): attach a new daemon right away, while the memory the dead
  * one held is still free.  `recover` run by hand meanwhile waits on the
- * device lock and then finds the device live. */
-static void keeper_recover(const char *exe, const char *name)
+ * device lock and then finds the device live.  While it runs, the new
+ * daemon asks for the reserve (SIGUSR1): the wait lets that signal in
+ * and frees the reserve at once. */
+static void keeper_recover(const char *exe, const char *name, const sigset_t *unblocked,
+			   const sigset_t *orig)
 {
+	const struct timespec tick = { .tv_nsec = 100 * 1000 * 1000 };
 	char log[PATH_MAX];
-	pid_t pid;
+	pid_t pid, r;
 	int fd;
 
 	if (getenv("FARMEM_NO_AUTO_RECOVER"))
 		return;
 	pid = fork();
 	if (pid == 0) {
+		/* recover and its daemon get the signals we were given. */
+		sigprocmask(SIG_SETMASK, orig, NULL);
 		if (run_path(log, sizeof(log), name, ".log") == 0) {
 			fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 			if (fd >= 0) {
@@ -174,9 +186,13 @@ static void keeper_recover(const char *exe, const char *name)
 		execl(exe, "farmem-blk", "recover", name, (char *)NULL);
 		_exit(127);
 	}
-	if (pid > 0)
-		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-			;
+	while (pid > 0) {
+		keeper_reserve_give_if_asked();
+		r = waitpid(pid, NULL, WNOHANG);
+		if (r == pid || (r < 0 && errno != EINTR))
+			break;
+		ppoll(NULL, 0, &tick, unblocked);
+	}
 }
 
 /* The keeper's life: lock, then follow the daemon's messages on the
@@ -185,7 +201,7 @@ static void keeper_main(int rfd)
 {
 	char buf[2 * PATH_MAX], name[64] = "", exe[PATH_MAX] = "";
 	const struct timespec retry = { .tv_sec = KEEPER_RESERVE_RETRY_MS / 1000 };
-	sigset_t usr1, unblocked;
+	sigset_t usr1, unblocked, orig;
 	size_t got = 0;
 	ssize_t n;
 	int fd;
@@ -196,8 +212,15 @@ static void keeper_main(int rfd)
 	signal(SIGUSR1, keeper_reserve_give);
 	sigemptyset(&usr1);
 	sigaddset(&usr1, SIGUSR1);
-	sigprocmask(SIG_BLOCK, &usr1, &unblocked);
+	sigprocmask(SIG_BLOCK, &usr1, &orig);
+	unblocked = orig;
 	sigdelset(&unblocked, SIGUSR1);
+	/* Like the daemon (daemon_swap_safety), and before anything else:
+	 * the fork and exec of `recover` after a crash happen while the
+	 * device holds the swap path, and must neither wait on swap
+	 * writeback nor lose the last free pages to the workload. */
+	fm_set_io_flusher();
+	daemon_set_realtime();
 	prctl(PR_SET_NAME, "farmem-keeper", 0, 0, 0);
 	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	exe[n > 0 ? n : 0] = '\0';
@@ -257,8 +280,9 @@ static void keeper_main(int rfd)
 	/* Only a device that was live is recovered: a daemon that died
 	 * starting up reported its error and must not be restarted in a
 	 * loop. */
+	reserve_wanted = 0;   /* keep what we hold; take nothing new now */
 	if (name[0] && exe[0] && dev_name_recoverable(name))
-		keeper_recover(exe, name);
+		keeper_recover(exe, name, &unblocked, &orig);
 	_exit(0);
 }
 
