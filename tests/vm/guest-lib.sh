@@ -8,7 +8,17 @@
 [ -f /test/env ] && . /test/env
 
 say() { echo "scenario: $*"; }
-fail() { echo "scenario: FAIL: $*"; exit 1; }
+# On failure, also what the daemons logged to their files (a recover run
+# by the keeper writes there, not to the console); /run is in RAM here.
+fail() {
+	echo "scenario: FAIL: $*"
+	for f in /run/farmem/*.log; do
+		[ -s "$f" ] || continue
+		echo "scenario: the last lines of $f:"
+		tail -n 15 "$f" | sed 's/^/scenario:   /'
+	done
+	exit 1
+}
 skip() { echo "scenario: SKIP: $*"; exit 77; }
 
 # wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.2 s until
