@@ -112,13 +112,16 @@ int keeper_start(struct keeper *k);
 void keeper_lock_file_of(struct keeper *k, const char *path);
 /* The device is live: should this daemon die without `del`, the keeper
  * runs `farmem-blk recover NAME` at once (ublk only; not with
- * FARMEM_NO_AUTO_RECOVER set). */
-void keeper_device_live(struct keeper *k, const char *name);
+ * FARMEM_NO_AUTO_RECOVER set).  It also locks a reserve for that
+ * recovery: at once after `add`; after a recovery (recovered != 0) only
+ * once memory is plentiful again (keeper_reserve_fits). */
+void keeper_device_live(struct keeper *k, const char *name, int recovered);
 void keeper_stop_pid(pid_t pid);
 /* Ask a keeper to free the memory it holds for a recovering daemon. */
 void keeper_release_reserve(pid_t pid);
-/* Whether the keeper may lock a reserve of len bytes, given the text of
- * /proc/meminfo: not while memory is short (daemon_keeper.c says why). */
+/* Whether a keeper after a recovery may lock a reserve of len bytes,
+ * given the text of /proc/meminfo: not while memory is short
+ * (daemon_keeper.c says why). */
 int keeper_reserve_fits(const char *meminfo, size_t len);
 
 #endif

@@ -48,6 +48,7 @@
 static void *reserve;
 static size_t reserve_len;
 static int reserve_wanted;   /* the device is live: hold a reserve */
+static int reserve_deferred; /* ...but only once memory is plentiful */
 static volatile sig_atomic_t reserve_given;   /* SIGUSR1 came */
 
 static size_t keeper_reserve_size(void)
@@ -57,13 +58,16 @@ static size_t keeper_reserve_size(void)
 	return env ? (size_t)strtoul(env, NULL, 10) << 20 : KEEPER_RESERVE_DEFAULT;
 }
 
-/* Whether a reserve of len bytes may be taken now.  Right after a
- * recovery the host is at its tightest: swap-outs held while no daemon
- * ran are all due at once, and the new daemon's sends need kernel
+/* Whether a reserve of len bytes may be taken now, after a recovery.
+ * Right after one the host is at its tightest: swap-outs held while no
+ * daemon ran are all due at once, and the new daemon's sends need kernel
  * memory to carry them.  Taking the reserve then (it is locked) pushed
  * the new daemon's socket buffers into reclaim that could only wait on
- * the daemon itself: the guest hung.  So the reserve waits until memory
- * is plentiful again: twice its size free, four times available. */
+ * the daemon itself: the guest hung.  So that reserve waits until memory
+ * is plentiful again: twice its size free, four times available.  (After
+ * `add` it is taken at once: the device is live and nothing is held; a
+ * keeper that waited there never got one in a small guest under swap,
+ * and the first crash's recovery then hung for want of it.) */
 int keeper_reserve_fits(const char *meminfo, size_t len)
 {
 	uint64_t mem_free, available;
@@ -96,7 +100,8 @@ static int keeper_reserve_take(void)
 	keeper_reserve_give_if_asked();
 	if (!reserve_wanted || !len || reserve)
 		return 0;
-	if (fm_meminfo_read(meminfo, sizeof(meminfo)) < 0 || !keeper_reserve_fits(meminfo, len))
+	if (reserve_deferred &&
+	    (fm_meminfo_read(meminfo, sizeof(meminfo)) < 0 || !keeper_reserve_fits(meminfo, len)))
 		return 1;
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | MAP_LOCKED, -1, 0);
@@ -195,13 +200,32 @@ static void keeper_recover(const char *exe, const char *name, const sigset_t *un
 	}
 }
 
+/* "NAME <dev>" (after add) or "RECOVERED <dev>" (after recover): the
+ * device is live.  Sets name; 0 for NAME, 1 for RECOVERED, -EINVAL for
+ * any other line. */
+static int keeper_name_line(const char *line, char *name, size_t len)
+{
+	const char *dev = NULL;
+
+	if (!strncmp(line, "NAME ", 5))
+		dev = line + 5;
+	else if (!strncmp(line, "RECOVERED ", 10))
+		dev = line + 10;
+	if (!dev || strlen(dev) >= len)
+		return -EINVAL;
+	memcpy(name, dev, strlen(dev) + 1);
+	return dev != line + 5;
+}
+
 /* The keeper's life: lock, then follow the daemon's messages on the
- * pipe ("LOCK <file>", "NAME <device>"); EOF means the daemon is gone. */
+ * pipe ("LOCK <file>", "NAME <device>", "RECOVERED <device>"); EOF means
+ * the daemon is gone. */
 static void keeper_main(int rfd)
 {
 	char buf[2 * PATH_MAX], name[64] = "", exe[PATH_MAX] = "";
 	const struct timespec retry = { .tv_sec = KEEPER_RESERVE_RETRY_MS / 1000 };
 	sigset_t usr1, unblocked, orig;
+	int live;
 	size_t got = 0;
 	ssize_t n;
 	int fd;
@@ -264,11 +288,9 @@ static void keeper_main(int rfd)
 			*nl = '\0';
 			if (!strncmp(buf, "LOCK ", 5))
 				keeper_lock_file(buf + 5);
-			else if (!strncmp(buf, "NAME ", 5) && strlen(buf + 5) < sizeof(name)) {
-				memcpy(name, buf + 5, strlen(buf + 5) + 1);
-				/* Only once the device is live, and only
-				 * when memory allows (keeper_reserve_fits). */
-				reserve_wanted = 1;
+			else if ((live = keeper_name_line(buf, name, sizeof(name))) >= 0) {
+				reserve_wanted = 1;   /* only once the device is live */
+				reserve_deferred = live;
 			}
 			got -= (size_t)(nl + 1 - buf);
 			memmove(buf, nl + 1, got + 1);
@@ -326,9 +348,9 @@ void keeper_lock_file_of(struct keeper *k, const char *path)
 
 /* The write end stays open for the daemon's life: its closing is how the
  * keeper learns of a crash. */
-void keeper_device_live(struct keeper *k, const char *name)
+void keeper_device_live(struct keeper *k, const char *name, int recovered)
 {
-	keeper_send(k, "NAME", name);
+	keeper_send(k, recovered ? "RECOVERED" : "NAME", name);
 }
 
 void keeper_release_reserve(pid_t pid)

@@ -237,7 +237,7 @@ int daemon_run_device(const struct devd_config *cfg, int ready_fd)
 		keeper_lock_file_of(&d.keeper, path);
 	if (run_path(path, sizeof(path), d.name, ".keeper") == 0)
 		keeper_lock_file_of(&d.keeper, path);
-	keeper_device_live(&d.keeper, d.name);
+	keeper_device_live(&d.keeper, d.name, recover_id >= 0);
 	snprintf(path, sizeof(path), "/dev/%s", d.name);
 	daemon_ready(&ready_fd, 1, path);
 
