@@ -51,11 +51,19 @@ static int reserve_wanted;   /* the device is live: hold a reserve */
 static int reserve_deferred; /* ...but only once memory is plentiful */
 static volatile sig_atomic_t reserve_given;   /* SIGUSR1 came */
 
+static size_t reserve_hint;  /* the daemon's own anonymous memory */
+
+/* As much as a new daemon needs to start: what this one holds privately
+ * (its RssAnon when it went live: queue buffers, stacks, heap), at least
+ * KEEPER_RESERVE_DEFAULT.  A fixed 32 MiB was less than a 2-queue daemon
+ * needs, and its recovery hung in reclaim with the reserve spent. */
 static size_t keeper_reserve_size(void)
 {
 	const char *env = getenv("FARMEM_RECOVERY_RESERVE_MB");
 
-	return env ? (size_t)strtoul(env, NULL, 10) << 20 : KEEPER_RESERVE_DEFAULT;
+	if (env)
+		return (size_t)strtoul(env, NULL, 10) << 20;
+	return reserve_hint > KEEPER_RESERVE_DEFAULT ? reserve_hint : KEEPER_RESERVE_DEFAULT;
 }
 
 /* Whether a reserve of len bytes may be taken now, after a recovery.
@@ -218,8 +226,8 @@ static int keeper_name_line(const char *line, char *name, size_t len)
 }
 
 /* The keeper's life: lock, then follow the daemon's messages on the
- * pipe ("LOCK <file>", "NAME <device>", "RECOVERED <device>"); EOF means
- * the daemon is gone. */
+ * pipe ("LOCK <file>", "RESERVE <bytes>", "NAME <device>", "RECOVERED
+ * <device>"); EOF means the daemon is gone. */
 static void keeper_main(int rfd)
 {
 	char buf[2 * PATH_MAX], name[64] = "", exe[PATH_MAX] = "";
@@ -288,6 +296,8 @@ static void keeper_main(int rfd)
 			*nl = '\0';
 			if (!strncmp(buf, "LOCK ", 5))
 				keeper_lock_file(buf + 5);
+			else if (!strncmp(buf, "RESERVE ", 8))
+				reserve_hint = (size_t)strtoull(buf + 8, NULL, 10);
 			else if ((live = keeper_name_line(buf, name, sizeof(name))) >= 0) {
 				reserve_wanted = 1;   /* only once the device is live */
 				reserve_deferred = live;
@@ -348,8 +358,29 @@ void keeper_lock_file_of(struct keeper *k, const char *path)
 
 /* The write end stays open for the daemon's life: its closing is how the
  * keeper learns of a crash. */
+/* This process's anonymous memory in bytes, plus an eighth for what a
+ * daemon holds while it starts and not after; 0 if unknown. */
+static uint64_t own_anon_bytes(void)
+{
+	char text[4096];
+	uint64_t anon;
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, text, sizeof(text) - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return 0;
+	text[n] = '\0';
+	return fm_meminfo_field(text, "RssAnon", &anon) == 0 ? anon + anon / 8 : 0;
+}
+
 void keeper_device_live(struct keeper *k, const char *name, int recovered)
 {
+	char bytes[32];
+
+	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)own_anon_bytes());
+	keeper_send(k, "RESERVE", bytes);
 	keeper_send(k, recovered ? "RECOVERED" : "NAME", name);
 }
 

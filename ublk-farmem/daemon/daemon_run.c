@@ -200,12 +200,16 @@ int daemon_run_device(const struct devd_config *cfg, int ready_fd)
 	if (keeper_start(&d.keeper) < 0)
 		log_warn("no keeper process: after a crash, recover may wait for "
 			 "pages swapped out to this device");
+	/* Before any thread starts (the log writer is the first): threads
+	 * inherit the I/O-flusher flag, the real-time policy and the small
+	 * default stack, and a thread started earlier would keep an 8 MiB
+	 * stack that mlockall() then locks whole. */
+	ret = daemon_swap_safety(err, sizeof(err));
 	/* After the fork: from here no log line waits on where it is stored
 	 * (log.h says why a swap device must not). */
 	if (log_async_start(DAEMON_LOG_RING) < 0)
 		log_warn("log lines are written directly: a full or swapped-out "
 			 "log file can stall this device");
-	ret = daemon_swap_safety(err, sizeof(err));
 	if (ret == 0)
 		ret = store_open(cfg->store, &d.store, err, sizeof(err));
 	if (ret < 0)
