@@ -62,7 +62,7 @@ echo "  FUZZ    $OUT/fuzz_session"
 # shellcheck disable=SC2086
 "$CC" $FLAGS -o "$OUT/fuzz_session" tests/fuzz/fuzz_session.c \
 	memserver/session.c memserver/segtab.c memserver/devtab.c \
-	memserver/shrink.c memserver/pressure.c \
+	memserver/shrink.c memserver/pressure.c common/proc_text.c \
 	memserver/quota.c common/parse.c \
 	memserver/buf.c common/protocol.c common/auth.c common/chan.c common/log.c common/clock.c $SODIUM
 echo "  FUZZ    $OUT/fuzz_keyfile"
@@ -78,7 +78,7 @@ echo "  FUZZ    $OUT/fuzz_chan"
 # shellcheck disable=SC2086
 "$CC" $FLAGS -o "$OUT/fuzz_chan" tests/fuzz/fuzz_chan.c memserver/session_chan.c \
 	memserver/session.c memserver/segtab.c memserver/devtab.c \
-	memserver/shrink.c memserver/pressure.c \
+	memserver/shrink.c memserver/pressure.c common/proc_text.c \
 	memserver/quota.c common/parse.c \
 	memserver/buf.c common/protocol.c common/auth.c common/chan.c common/log.c common/clock.c $SODIUM
 echo "  FUZZ    $OUT/fuzz_psk"
