@@ -292,6 +292,27 @@ static int keeper_reserve_waits_for_room(void)
 	return 0;
 }
 
+/* At a crash the keeper takes what a new daemon needs beyond its
+ * reserve, but only out of free memory, never by reclaim. */
+static int keeper_cushion_from_free_memory(void)
+{
+	const size_t mib = 1u << 20;
+
+	/* The guest's daemon: 48 MiB of its own, 32 MiB held, plenty free:
+	 * 54 MiB needed, 22 MiB more (whole MiB). */
+	CHECK(keeper_cushion_size(48 * mib, 32 * mib, 200ull * mib) == 22 * mib);
+	/* Only half of what is free. */
+	CHECK(keeper_cushion_size(48 * mib, 32 * mib, 20ull * mib) == 10 * mib);
+	/* A small daemon: the reserve covers it. */
+	CHECK(keeper_cushion_size(20 * mib, 32 * mib, 200ull * mib) == 0);
+	/* No reserve held (given away, or never had room): all of it. */
+	CHECK(keeper_cushion_size(48 * mib, 0, 200ull * mib) == 54 * mib);
+	/* Nothing free, or the size unknown: nothing. */
+	CHECK(keeper_cushion_size(48 * mib, 32 * mib, 0) == 0);
+	CHECK(keeper_cushion_size(0, 32 * mib, 200ull * mib) == 0);
+	return 0;
+}
+
 /* The kernel's values for the 6.1 header's plain opcodes and the newer
  * ioctl-encoded ones (include/uapi/linux/ublk_cmd.h). */
 static int encodings(void)
@@ -315,6 +336,7 @@ static const struct tap_case cases[] = {
 	{ "ublk command encodings match the kernel's", encodings },
 	{ "a zombie daemon is not alive", zombie_not_alive },
 	{ "the keeper's reserve waits until memory is plentiful", keeper_reserve_waits_for_room },
+	{ "at a crash the keeper takes the rest out of free memory", keeper_cushion_from_free_memory },
 };
 
 int main(void)

@@ -7,6 +7,7 @@
 #define FARMEM_DAEMON_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "frontend/frontend.h"
@@ -119,6 +120,11 @@ void keeper_device_live(struct keeper *k, const char *name, int recovered);
 void keeper_stop_pid(pid_t pid);
 /* Ask a keeper to free the memory it holds for a recovering daemon. */
 void keeper_release_reserve(pid_t pid);
+/* What the keeper takes beyond its reserve the moment its daemon dies:
+ * the rest of what a new daemon needs (daemon_anon, the dead one's
+ * RssAnon, plus an eighth) beyond the held reserve, at most half of
+ * mem_free, in whole MiB. */
+size_t keeper_cushion_size(size_t daemon_anon, size_t held, uint64_t mem_free);
 /* Whether a keeper after a recovery may lock a reserve of len bytes,
  * given the text of /proc/meminfo: not while memory is short
  * (daemon_keeper.c says why). */

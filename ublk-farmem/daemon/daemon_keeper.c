@@ -52,18 +52,59 @@ static int reserve_deferred; /* ...but only once memory is plentiful */
 static volatile sig_atomic_t reserve_given;   /* SIGUSR1 came */
 
 static size_t reserve_hint;  /* the daemon's own anonymous memory */
+static void *cushion;        /* taken at the crash, given with the reserve */
+static size_t cushion_len;
 
-/* As much as a new daemon needs to start: what this one holds privately
- * (its RssAnon when it went live: queue buffers, stacks, heap), at least
- * KEEPER_RESERVE_DEFAULT.  A fixed 32 MiB was less than a 2-queue daemon
- * needs, and its recovery hung in reclaim with the reserve spent. */
 static size_t keeper_reserve_size(void)
 {
 	const char *env = getenv("FARMEM_RECOVERY_RESERVE_MB");
 
-	if (env)
-		return (size_t)strtoul(env, NULL, 10) << 20;
-	return reserve_hint > KEEPER_RESERVE_DEFAULT ? reserve_hint : KEEPER_RESERVE_DEFAULT;
+	return env ? (size_t)strtoul(env, NULL, 10) << 20 : KEEPER_RESERVE_DEFAULT;
+}
+
+/* How much more than the reserve to take at a crash: what a new daemon
+ * needs (the dead one's RssAnon, plus an eighth) beyond the reserve,
+ * but never more than half of what is free, so that this never waits
+ * in reclaim before `recover` even starts. */
+size_t keeper_cushion_size(size_t daemon_anon, size_t held, uint64_t mem_free)
+{
+	size_t want = daemon_anon + daemon_anon / 8;
+
+	if (want <= held)
+		return 0;
+	want -= held;
+	if ((uint64_t)want > mem_free / 2)
+		want = (size_t)(mem_free / 2);
+	return want & ~(size_t)((1u << 20) - 1);
+}
+
+/* The daemon died, and what it held is free this instant (exit_mm()
+ * comes before its files, our pipe, close).  A 2-queue daemon holds
+ * 48 MiB of its own, more than the standing 32 MiB reserve, and the
+ * workload takes the rest back within moments: a recovery then hung in
+ * reclaim with the reserve spent.  Holding the whole footprint all the
+ * time cost too much (a 256 MiB guest ran out of memory under zswap);
+ * taking the difference now, as a real-time task, costs nothing while
+ * the daemon runs. */
+static void keeper_cushion_take(void)
+{
+	char meminfo[4096];
+	uint64_t mem_free;
+	size_t len;
+	void *p;
+
+	if (getenv("FARMEM_RECOVERY_RESERVE_MB") || fm_meminfo_read(meminfo, sizeof(meminfo)) < 0 ||
+	    fm_meminfo_field(meminfo, "MemFree", &mem_free) < 0)
+		return;
+	len = keeper_cushion_size(reserve_hint, reserve ? reserve_len : 0, mem_free);
+	if (!len)
+		return;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | MAP_LOCKED, -1, 0);
+	if (p == MAP_FAILED)
+		return;
+	cushion = p;
+	cushion_len = len;
 }
 
 /* Whether a reserve of len bytes may be taken now, after a recovery.
@@ -95,6 +136,9 @@ static void keeper_reserve_give_if_asked(void)
 	if (reserve)
 		munmap(reserve, reserve_len);
 	reserve = NULL;
+	if (cushion)
+		munmap(cushion, cushion_len);
+	cushion = NULL;
 }
 
 /* Takes the reserve if the device wants one, it has none and there is
@@ -313,6 +357,8 @@ static void keeper_main(int rfd)
 	 * starting up reported its error and must not be restarted in a
 	 * loop. */
 	reserve_wanted = 0;   /* keep what we hold; take nothing new now */
+	if (name[0])
+		keeper_cushion_take();
 	if (name[0] && exe[0] && dev_name_recoverable(name))
 		keeper_recover(exe, name, &unblocked, &orig);
 	_exit(0);
@@ -358,8 +404,7 @@ void keeper_lock_file_of(struct keeper *k, const char *path)
 
 /* The write end stays open for the daemon's life: its closing is how the
  * keeper learns of a crash. */
-/* This process's anonymous memory in bytes, plus an eighth for what a
- * daemon holds while it starts and not after; 0 if unknown. */
+/* This process's anonymous memory in bytes; 0 if unknown. */
 static uint64_t own_anon_bytes(void)
 {
 	char text[4096];
@@ -372,7 +417,7 @@ static uint64_t own_anon_bytes(void)
 	if (n <= 0)
 		return 0;
 	text[n] = '\0';
-	return fm_meminfo_field(text, "RssAnon", &anon) == 0 ? anon + anon / 8 : 0;
+	return fm_meminfo_field(text, "RssAnon", &anon) == 0 ? anon : 0;
 }
 
 void keeper_device_live(struct keeper *k, const char *name, int recovered)
