@@ -269,7 +269,7 @@ static int zombie_not_alive(void)
 	return 0;
 }
 
-/* The keeper locks its 32 MiB reserve only when memory is plentiful:
+/* After a recovery the keeper locks a reserve only when memory is plentiful:
  * after a recovery, under swap, it waits (it once hung a guest). */
 static int keeper_reserve_waits_for_room(void)
 {
@@ -299,8 +299,9 @@ static int keeper_cushion_from_free_memory(void)
 	const size_t mib = 1u << 20;
 
 	/* The guest's daemon: 48 MiB of its own, 32 MiB held, plenty free:
-	 * 54 MiB needed, 22 MiB more (whole MiB). */
+	 * 54 MiB needed, 22 MiB more (whole MiB); 16 MiB held: 38 more. */
 	CHECK(keeper_cushion_size(48 * mib, 32 * mib, 200ull * mib) == 22 * mib);
+	CHECK(keeper_cushion_size(48 * mib, 16 * mib, 200ull * mib) == 38 * mib);
 	/* Only half of what is free. */
 	CHECK(keeper_cushion_size(48 * mib, 32 * mib, 20ull * mib) == 10 * mib);
 	/* A small daemon: the reserve covers it. */

@@ -41,8 +41,11 @@
  * but under swap the rest of the system takes it long before a new
  * daemon has connected; everything else then waits on the stalled
  * device while the new daemon needs pages to send its first replies.
- * The keeper gives this back when the new daemon asks (SIGUSR1). */
-#define KEEPER_RESERVE_DEFAULT (32u << 20)
+ * The keeper gives this back when the new daemon asks (SIGUSR1).  It
+ * holds 16 MiB all the time and takes the rest of what a new daemon
+ * needs at the crash (keeper_cushion_take): with 32 MiB standing, a
+ * 256 MiB guest under zswap was OOM-killed in 2 runs of 5. */
+#define KEEPER_RESERVE_DEFAULT (16u << 20)
 #define KEEPER_RESERVE_RETRY_MS 1000
 
 static void *reserve;
@@ -80,7 +83,7 @@ size_t keeper_cushion_size(size_t daemon_anon, size_t held, uint64_t mem_free)
 
 /* The daemon died, and what it held is free this instant (exit_mm()
  * comes before its files, our pipe, close).  A 2-queue daemon holds
- * 48 MiB of its own, more than the standing 32 MiB reserve, and the
+ * 48 MiB of its own, far more than the standing reserve, and the
  * workload takes the rest back within moments: a recovery then hung in
  * reclaim with the reserve spent.  Holding the whole footprint all the
  * time cost too much (a 256 MiB guest ran out of memory under zswap);
