@@ -41,17 +41,37 @@ int fm_meminfo_field(const char *text, const char *name, uint64_t *bytes)
 	return 0;
 }
 
-int fm_meminfo_read(char *buf, size_t len)
+int fm_read_small_file(const char *path, char *buf, size_t len)
 {
-	int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	size_t got = 0;
-	ssize_t n;
 
 	if (fd < 0)
 		return -errno;
-	while (got + 1 < len && (n = read(fd, buf + got, len - 1 - got)) > 0)
-		got += (size_t)n;
-	close(fd);
+	while (got < len - 1) {
+		ssize_t r = read(fd, buf + got, len - 1 - got);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int e = errno;
+
+			close(fd);
+			return -e;
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
 	buf[got] = '\0';
-	return got ? 0 : -EIO;
+	if (got == len - 1) {
+		char c;
+
+		if (read(fd, &c, 1) == 1) {
+			close(fd);
+			return -EFBIG;
+		}
+	}
+	close(fd);
+	return (int)got;
 }

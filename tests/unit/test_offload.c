@@ -148,7 +148,7 @@ static int get(const char *name, char *buf, size_t len)
 	char p[128];
 
 	snprintf(p, sizeof(p), "%s/%s", dir, name);
-	return offload_read_file(p, buf, len);
+	return fm_read_small_file(p, buf, len);
 }
 
 static int make_cg(void)

@@ -29,6 +29,7 @@
 #include <stdio.h>
 
 #include "metrics_text.h"
+#include "proc_text.h"
 
 #define OFFLOAD_MAX_CGROUPS 64
 #define OFFLOAD_PAGE 4096u
@@ -81,9 +82,6 @@ struct offload_swap {
 /* Parses /proc/swaps text into at most max entries; returns the count. */
 int offload_swaps_parse(const char *text, struct offload_swap *out, int max);
 
-/* Reads a whole small file into buf (NUL-terminated).  Returns the
- * length or -errno; -EFBIG when it does not fit. */
-int offload_read_file(const char *path, char *buf, size_t len);
 /* A file holding one number, or "max" (UINT64_MAX).  0 or -errno. */
 int offload_read_u64(const char *path, uint64_t *v);
 

@@ -90,12 +90,12 @@ int offload_cg_sample(struct offload_cg *cg, uint64_t now_us, uint64_t min_bytes
 	    offload_read_u64(f, &swap) == 0)
 		cg->swap_current = swap;
 	if ((ret = cg_file(f, sizeof(f), cg->path, "memory.pressure")) < 0 ||
-	    (ret = offload_read_file(f, text, sizeof(text))) < 0)
+	    (ret = fm_read_small_file(f, text, sizeof(text))) < 0)
 		return ret;
 	if ((ret = offload_psi_some_total(text, &psi)) < 0)
 		return ret;
 	if ((ret = cg_file(f, sizeof(f), cg->path, "memory.stat")) < 0 ||
-	    (ret = offload_read_file(f, text, sizeof(text))) < 0)
+	    (ret = fm_read_small_file(f, text, sizeof(text))) < 0)
 		return ret;
 	offload_stat_get(text, "workingset_refault_anon", &refault);
 	cg->floor = min_bytes ? min_bytes

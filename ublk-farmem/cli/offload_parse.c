@@ -139,45 +139,10 @@ int offload_swaps_parse(const char *text, struct offload_swap *out, int max)
 	return n;
 }
 
-int offload_read_file(const char *path, char *buf, size_t len)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	size_t got = 0;
-
-	if (fd < 0)
-		return -errno;
-	while (got < len - 1) {
-		ssize_t r = read(fd, buf + got, len - 1 - got);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			int e = errno;
-
-			close(fd);
-			return -e;
-		}
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	buf[got] = '\0';
-	if (got == len - 1) {
-		char c;
-
-		if (read(fd, &c, 1) == 1) {
-			close(fd);
-			return -EFBIG;
-		}
-	}
-	close(fd);
-	return (int)got;
-}
-
 int offload_read_u64(const char *path, uint64_t *v)
 {
 	char buf[64];
-	int n = offload_read_file(path, buf, sizeof(buf));
+	int n = fm_read_small_file(path, buf, sizeof(buf));
 
 	if (n < 0)
 		return n;

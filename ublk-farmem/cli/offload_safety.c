@@ -88,7 +88,7 @@ int offload_swap_check(struct offload_swap_health *h)
 	int n, ret;
 
 	memset(h, 0, sizeof(*h));
-	ret = offload_read_file(swaps_path(), text, sizeof(text));
+	ret = fm_read_small_file(swaps_path(), text, sizeof(text));
 	if (ret < 0)
 		return ret;
 	n = offload_swaps_parse(text, sw, SWAPS_MAX);

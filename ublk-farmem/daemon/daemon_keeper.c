@@ -58,6 +58,15 @@ static size_t reserve_hint;  /* the daemon's own anonymous memory */
 static void *cushion;        /* taken at the crash, given with the reserve */
 static size_t cushion_len;
 
+/* len bytes of memory, present and locked now; NULL if not had. */
+static void *locked_region(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | MAP_LOCKED, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
 static size_t keeper_reserve_size(void)
 {
 	const char *env = getenv("FARMEM_RECOVERY_RESERVE_MB");
@@ -94,20 +103,14 @@ static void keeper_cushion_take(void)
 	char meminfo[4096];
 	uint64_t mem_free;
 	size_t len;
-	void *p;
 
-	if (getenv("FARMEM_RECOVERY_RESERVE_MB") || fm_meminfo_read(meminfo, sizeof(meminfo)) < 0 ||
+	if (getenv("FARMEM_RECOVERY_RESERVE_MB") ||
+	    fm_read_small_file("/proc/meminfo", meminfo, sizeof(meminfo)) < 0 ||
 	    fm_meminfo_field(meminfo, "MemFree", &mem_free) < 0)
 		return;
 	len = keeper_cushion_size(reserve_hint, reserve ? reserve_len : 0, mem_free);
-	if (!len)
-		return;
-	p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | MAP_LOCKED, -1, 0);
-	if (p == MAP_FAILED)
-		return;
-	cushion = p;
-	cushion_len = len;
+	if (len && (cushion = locked_region(len)))
+		cushion_len = len;
 }
 
 /* Whether a reserve of len bytes may be taken now, after a recovery.
@@ -150,19 +153,17 @@ static int keeper_reserve_take(void)
 {
 	char meminfo[4096];
 	size_t len = keeper_reserve_size();
-	void *p;
 
 	keeper_reserve_give_if_asked();
 	if (!reserve_wanted || !len || reserve)
 		return 0;
 	if (reserve_deferred &&
-	    (fm_meminfo_read(meminfo, sizeof(meminfo)) < 0 || !keeper_reserve_fits(meminfo, len)))
+	    (fm_read_small_file("/proc/meminfo", meminfo, sizeof(meminfo)) < 0 ||
+	     !keeper_reserve_fits(meminfo, len)))
 		return 1;
-	p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | MAP_LOCKED, -1, 0);
-	if (p == MAP_FAILED)
+	reserve = locked_region(len);
+	if (!reserve)
 		return 1;
-	reserve = p;
 	reserve_len = len;
 	return 0;
 }
@@ -410,17 +411,13 @@ void keeper_lock_file_of(struct keeper *k, const char *path)
 /* This process's anonymous memory in bytes; 0 if unknown. */
 static uint64_t own_anon_bytes(void)
 {
-	char text[4096];
+	char status[4096];
 	uint64_t anon;
-	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, text, sizeof(text) - 1) : -1;
 
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
+	if (fm_read_small_file("/proc/self/status", status, sizeof(status)) < 0 ||
+	    fm_meminfo_field(status, "RssAnon", &anon) < 0)
 		return 0;
-	text[n] = '\0';
-	return fm_meminfo_field(text, "RssAnon", &anon) == 0 ? anon : 0;
+	return anon;
 }
 
 void keeper_device_live(struct keeper *k, const char *name, int recovered)
