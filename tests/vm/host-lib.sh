@@ -125,6 +125,24 @@ hl_emulator_crash() {
 	grep -qE "Oops: int3|WARNING: .* at arch/x86/kernel/traps.c:[0-9]+ exc_debug_kernel" "$1"
 }
 
+# hl_why_failed LABEL CONSOLE: what a failed guest said last and what its
+# kernel reported (stuck tasks, OOM, panics), for the end of a CI log,
+# which may be all that is kept of it.
+hl_why_failed() {
+	local label=$1 c=$2
+	[ -s "$c" ] || return 0
+	echo "==== why $label failed: its last scenario lines, then the kernel's complaints"
+	sed -n '/=== script output begins ===/,/=== script output ends ===/p' "$c" |
+		grep -v '^===' | tail -n 25
+	grep -E 'blocked for more than|INFO: task|WARNING:|BUG:|Oops|Out of memory|Killed process|oom-kill|Kernel panic|I/O error' "$c" |
+		head -n 12
+	# A guest whose script never ended (a panic, a hang): the console's end.
+	grep -q '=== script output ends ===' "$c" || { echo "-- the console's end:"; tail -n 15 "$c"; }
+	# sysrq-w: the tasks in uninterruptible sleep and where they wait.
+	grep -E -A10 'task:[^ ]+ +state:D' "$c" | grep -E 'task:|\+0x' | head -n 30
+	return 0
+}
+
 # hl_header FILE KEY DEFAULT: the value of "# vm-KEY: VALUE" in a guest
 # scenario FILE, or DEFAULT.
 hl_header() {
