@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "daemon/daemon.h"
 #include "log.h"
 
 #ifndef FARMEM_VERSION
@@ -34,6 +35,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	log_init("farmem-blk", LOG_LVL_INFO);
+	daemon_small_thread_stacks();   /* daemon.h says why: before any thread */
 	if (argc < 2) {
 		usage(stderr);
 		return 2;

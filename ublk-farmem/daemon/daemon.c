@@ -63,16 +63,22 @@ void daemon_set_realtime(void)
 			 "for the last free pages like any task", strerror(errno));
 }
 
-int daemon_swap_safety(char *err, size_t errlen)
+void daemon_small_thread_stacks(void)
 {
 	pthread_attr_t attr;
-	int ret;
 
 	if (pthread_attr_init(&attr) == 0) {
 		pthread_attr_setstacksize(&attr, DAEMON_THREAD_STACK);
 		pthread_setattr_default_np(&attr);
 		pthread_attr_destroy(&attr);
 	}
+}
+
+int daemon_swap_safety(char *err, size_t errlen)
+{
+	int ret;
+
+	daemon_small_thread_stacks();
 	if (mlockall(MCL_CURRENT | MCL_FUTURE) < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "mlockall: %s (a swap daemon must not be "

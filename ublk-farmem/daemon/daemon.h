@@ -22,6 +22,13 @@
  * threads too.  Returns 0 or -errno with err set (mlockall failing is
  * fatal). */
 int daemon_swap_safety(char *err, size_t errlen);
+/* Threads created from now on get the daemon's small stack.  Called
+ * first thing in main(): a thread that `add` starts before it forks the
+ * keeper and the daemon (probing the servers) leaves its stack mapped in
+ * glibc's cache, fork copies the mapping, and mlockall() then locks all
+ * of it in both children; with glibc's 8 MiB default that was 8 MiB in
+ * each of a 256 MiB guest's daemon and keeper. */
+void daemon_small_thread_stacks(void);
 
 /* SCHED_RR: real-time tasks may allocate below the min watermark, the
  * reserve a swap daemon needs; also for `recover`, which must start while
