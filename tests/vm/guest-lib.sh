@@ -83,6 +83,7 @@ farmem_add() {
 		--secret-file "${FARMEM_SECRET:-/test/secret}" "$@" 2>&1) ||
 		{ echo "$out"; fail "farmem-blk add $* failed"; }
 	echo "$out"
+	ADD_OUT=$out
 	DEV=$(echo "$out" | grep -o '/dev/\(ublkb\|nbd\)[0-9]*' | head -n 1)
 	if [ -z "$DEV" ]; then
 		DEV=$(ls -t /dev/ublkb* 2>/dev/null | head -n 1)
@@ -91,6 +92,14 @@ farmem_add() {
 	wait_for 30 "$DEV to appear" test -b "$DEV"
 	DEV_ID=$(echo "$DEV" | grep -o '[0-9]*$')
 	say "device $DEV (id $DEV_ID)"
+}
+
+# want_data_path WHAT: the last farmem_add's daemon moved its data the
+# way WHAT says ("user copy" or "a buffer per tag", its start line).
+want_data_path() {
+	echo "$ADD_OUT" | grep -q "ublk [0-9]*: live, .*, $1\$" ||
+		fail "the daemon does not say it uses $1"
+	say "ublk data path: $1"
 }
 
 # io_errors DEVICE: the kernel's I/O error lines for DEVICE (swap write
@@ -242,6 +251,10 @@ swap_scenario() {
 	shift 2
 	require_add
 	farmem_add --size 1G --replicas 2 "$@"
+	case $DEV in /dev/ublkb*)
+		if [ -n "${FARMEM_UBLK_TAG_BUFFERS:-}" ]; then want_data_path "a buffer per tag"
+		else want_data_path "user copy"; fi ;;
+	esac
 	swap_on "$DEV"
 	net0=$(net_counters)
 	pages0=$(swapped_pages)

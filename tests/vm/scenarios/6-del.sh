@@ -7,7 +7,11 @@
 # from inside the guest), while before del they held the data.
 . /test/lib.sh
 require_add
+# The other scenarios run the ublk daemon in user copy mode (6.5+); this
+# one keeps the buffer per tag that kernels without it get.
+export FARMEM_UBLK_TAG_BUFFERS=1
 farmem_add --size 1G --replicas 2
+want_data_path "a buffer per tag"
 swap_on "$DEV"
 run_workload "$DEV" 0 "" --ram-factor 1.5 --passes 1 || fail "workload failed"
 [ "$PEAK_SWAP_KB" -gt 0 ] || fail "no swap use seen"

@@ -132,6 +132,7 @@ static int queues_start(struct ublk_dev *d, struct store *s, int workers,
 		q->max_io = d->info.max_io_buf_bytes;
 		q->cdev_fd = d->cdev_fd;
 		q->ioctl_encode = d->ctrl.ioctl_encode;
+		q->user_copy = !!(d->info.flags & UBLK_F_USER_COPY);
 		q->store = s;
 		q->workers = workers;
 		q->ready = &d->ready;
@@ -192,6 +193,12 @@ int ublk_dev_start(const struct ublk_dev_opts *o, struct store *s,
 	d->info.flags = UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
 	if (d->ctrl.features & UBLK_F_CMD_IOCTL_ENCODE)
 		d->info.flags |= UBLK_F_CMD_IOCTL_ENCODE;
+	/* User copy (6.5+): buffers only for the requests being served,
+	 * not for every tag; the daemon locks that memory on a machine
+	 * short of it.  FARMEM_UBLK_TAG_BUFFERS=1 keeps a buffer per tag
+	 * (what kernels without it get), for tests of that path. */
+	if ((d->ctrl.features & UBLK_F_USER_COPY) && !getenv("FARMEM_UBLK_TAG_BUFFERS"))
+		d->info.flags |= UBLK_F_USER_COPY;
 	ret = ublk_ctrl_add_dev(&d->ctrl, &d->info);
 	if (ret < 0) {
 		snprintf(err, errlen, "ADD_DEV (%d queues x %d tags): %s",
@@ -220,9 +227,10 @@ int ublk_dev_start(const struct ublk_dev_opts *o, struct store *s,
 		goto fail_started;
 	}
 	log_info("ublk %u: live, %d queues x %d tags (%d workers each), max_io %u, "
-		 "%s commands", d->info.dev_id, d->nq, d->info.queue_depth,
+		 "%s commands, %s", d->info.dev_id, d->nq, d->info.queue_depth,
 		 o->workers, d->info.max_io_buf_bytes,
-		 d->ctrl.ioctl_encode ? "ioctl-encoded" : "legacy");
+		 d->ctrl.ioctl_encode ? "ioctl-encoded" : "legacy",
+		 d->info.flags & UBLK_F_USER_COPY ? "user copy" : "a buffer per tag");
 	*out = d;
 	return 0;
 

@@ -24,6 +24,17 @@
 #ifndef UBLK_F_CMD_IOCTL_ENCODE
 #define UBLK_F_CMD_IOCTL_ENCODE       (1ULL << 6)
 #endif
+#ifndef UBLK_F_USER_COPY
+#define UBLK_F_USER_COPY              (1ULL << 7)
+#endif
+/* Where a request's data sits for pread/pwrite on /dev/ublkcN in user
+ * copy mode: the offset encodes the queue and the tag (6.5+ uapi). */
+#ifndef UBLK_TAG_OFF
+#define UBLK_IO_BUF_BITS              25
+#define UBLK_TAG_OFF                  UBLK_IO_BUF_BITS
+#define UBLK_TAG_BITS                 16
+#define UBLK_QID_OFF                  (UBLK_TAG_OFF + UBLK_TAG_BITS)
+#endif
 #ifndef UBLK_CMD_GET_FEATURES
 #define UBLK_CMD_GET_FEATURES         0x13
 #endif

@@ -43,6 +43,7 @@ struct ublk_tag_op {
 	struct ublk_queue *q;
 	int tag;
 	struct store_aio aio;    /* the tag's request in the store */
+	int buf;                 /* user copy: the worker buffer it holds, or -1 */
 };
 
 struct ublk_queue {
@@ -57,11 +58,14 @@ struct ublk_queue {
 	int workers;             /* store queues q_id * workers + [0, workers):
 				  * how many tags the store serves at once */
 	sem_t *ready;            /* posted once all FETCHes are submitted (or on error) */
+	int user_copy;           /* UBLK_F_USER_COPY: data moves by pread/pwrite */
 	/* Private. */
 	struct ublksrv_io_desc *descs;
 	size_t descs_len;
-	uint8_t *bufs;
+	uint8_t *bufs;           /* per tag, or per worker in user copy mode */
 	size_t bufs_len;
+	uint16_t *buf_free;      /* user copy: free buffer indices (workers) */
+	unsigned nbuf_free;
 	struct fm_loop *loop;
 	unsigned inflight;       /* commands the kernel holds */
 	unsigned busy;           /* tags fetched and not yet committed */
