@@ -19,7 +19,7 @@ override CFLAGS += -std=gnu11 -D_GNU_SOURCE $(WARN) $(addprefix -I,$(INCLUDE_DIR
         -I/usr/include/iniparser $(PKG_CFLAGS) -MMD -MP
 # Boost.Context (fibers' context switch, common/fiber.c says why) from
 # its static library: only its assembly objects, no C++ runtime.
-override LDLIBS += $(PKG_LIBS) -liniparser -l:libboost_context.a -lpthread -ldl
+override LDLIBS += $(PKG_LIBS) -liniparser -l:libboost_context.a -lpthread -ldl -lm
 
 ifeq ($(V),1)
 Q :=

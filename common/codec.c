@@ -9,6 +9,7 @@
 #include <lz4.h>
 #include <zstd.h>
 
+#include "entropy.h"
 #include "log.h"
 
 /* Run one page through every context so their internal workspaces are
@@ -74,6 +75,12 @@ ssize_t fm_codec_compress(struct fm_codec *c, const void *src, size_t len,
 	size_t zr;
 	int n;
 
+	/* Only a caller that needs a real saving (cap < len) is spared the
+	 * compressor: the raw page is what it would store anyway. */
+	if (cap < len && c->algo != FM_CODEC_NONE && fm_entropy_incompressible(src, len)) {
+		c->skipped++;
+		return 0;
+	}
 	switch (c->algo) {
 	case FM_CODEC_ZSTD:
 		zr = ZSTD_compressCCtx(c->zc, dst, cap, src, len, c->level);

@@ -21,6 +21,7 @@ struct fm_codec {
 	void *zc;               /* ZSTD_CCtx */
 	void *zd;               /* ZSTD_DCtx */
 	void *lz4_state;        /* LZ4_sizeofState() bytes */
+	unsigned long skipped;  /* pages entropy.h judged incompressible */
 };
 
 /* 0 or -ENOMEM/-EINVAL.  level 0 means the algorithm's default. */
@@ -29,7 +30,8 @@ void fm_codec_fini(struct fm_codec *c);
 
 /* Compress len bytes into at most cap bytes.  Returns the compressed
  * length, or 0 when the result would not fit in cap (the caller then
- * stores the data raw), or -EINVAL for FM_CODEC_NONE. */
+ * stores the data raw), or -EINVAL for FM_CODEC_NONE.  With cap < len,
+ * data that looks random (entropy.h) returns 0 without compressing. */
 ssize_t fm_codec_compress(struct fm_codec *c, const void *src, size_t len,
 			  void *dst, size_t cap);
 
