@@ -42,7 +42,7 @@ int fm_codec_init(struct fm_codec *c, enum fm_codec_algo algo, int level)
 			return -EINVAL;
 		}
 		if (level == 0)
-			c->level = ZSTD_CLEVEL_DEFAULT;
+			c->level = FM_CODEC_ZSTD_PAGE_LEVEL;
 		c->zc = ZSTD_createCCtx();
 		if (!c->zc)
 			goto nomem;
@@ -127,7 +127,7 @@ int fm_codec_check_level(enum fm_codec_algo algo, int level, char *err, size_t e
 		if (level >= ZSTD_minCLevel() && level <= ZSTD_maxCLevel())
 			return 0;
 		snprintf(err, errlen, "zstd level %d: need %d..%d (0 = default %d)", level,
-			 ZSTD_minCLevel(), ZSTD_maxCLevel(), ZSTD_CLEVEL_DEFAULT);
+			 ZSTD_minCLevel(), ZSTD_maxCLevel(), FM_CODEC_ZSTD_PAGE_LEVEL);
 		return -EINVAL;
 	case FM_CODEC_LZ4:
 		if (level >= 0 && level <= 65537)

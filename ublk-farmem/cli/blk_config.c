@@ -50,7 +50,7 @@ static const struct cfg_key blk_keys[] = {
 	{ "device:compress", CFG_STRING, S(compress), SZ(compress), 0, 0,
 	  "zstd (default), lz4 or none" },
 	{ "device:level", CFG_I64, S(level), 0, ZSTD_LEVEL_MIN, ZSTD_LEVEL_MAX,
-	  "compression level (zstd: negative = faster; 0 = default)" },
+	  "compression level (zstd: negative = faster; 0 = default, zstd 1)" },
 	{ "device:queues", CFG_U64, S(queues), 0, 0, STORE_MAX_QUEUES,
 	  "ublk: hardware queues; nbd: connections (default: online CPUs, <= 8)" },
 	{ "device:depth", CFG_U64, S(depth), 0, 0, 4096,
@@ -685,7 +685,8 @@ void blk_config_usage(FILE *f, enum blk_command command,
 "  --replicas N         copies of each page, 1..%d, <= servers\n"
 "                       (default 2 with at least 2 servers)\n"
 "  --compress C         zstd (default), lz4 or none\n"
-"  --level N            compression level; zstd allows negative (faster)\n"
+"  --level N            compression level (default: zstd 1, lz4 1);\n"
+"                       zstd allows negative (faster, larger)\n"
 "  --queues N           %s\n"
 "  --depth N            %s\n"
 "  --segment-size SIZE  remote segment size (default 4M)\n"
