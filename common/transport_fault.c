@@ -532,6 +532,21 @@ int fault_corrupt(uint16_t port, uint64_t seg_id, uint32_t off)
 	return rc;
 }
 
+int fault_poke(uint16_t port, uint64_t seg_id, uint32_t off, uint8_t value)
+{
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&g_lock);
+	struct fault_server *s = server_get(port, 0);
+	struct fault_seg *g = s ? seg_find(s, seg_id) : NULL;
+	if (g && off < g->size) {
+		g->data[off] = value;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&g_lock);
+	return rc;
+}
+
 void fault_get_stats(uint16_t port, struct fault_stats *st)
 {
 	memset(st, 0, sizeof(*st));

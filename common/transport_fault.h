@@ -46,6 +46,8 @@ void fault_set_segment_max(uint16_t port, uint32_t bytes);
 void fault_set_delay(uint16_t port, unsigned ms);
 /* Flips the bits of one stored byte; -ENOENT when there is no such byte. */
 int fault_corrupt(uint16_t port, uint64_t seg_id, uint32_t off);
+/* Sets one stored byte (a forged header); -ENOENT as above. */
+int fault_poke(uint16_t port, uint64_t seg_id, uint32_t off, uint8_t value);
 void fault_get_stats(uint16_t port, struct fault_stats *st);
 
 #endif

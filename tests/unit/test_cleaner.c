@@ -422,7 +422,132 @@ static int test_append_missing_every_copy(void)
 	return 0;
 }
 
+/* Pages 0..15 text (small records, side by side in the first segment),
+ * the rest random, then a and every other random page overwritten, so
+ * the first segment is a victim with a dead record at a followed by the
+ * live record of a + 1.  Returns the store; *v, *a_off, *a_plen and
+ * *b_plen describe the first segment and the two records. */
+static struct store *dead_then_live(uint64_t a, uint32_t *v, uint32_t *a_off,
+				    uint32_t *a_plen, uint32_t *b_plen)
+{
+	static uint8_t buf[STORE_PAGE];
+	struct store_config c;
+	struct store *s;
+
+	fault_reset();
+	memset(gen_of, 0, sizeof(gen_of));
+	fix_config(&c, 3, 2, NPAGES * STORE_PAGE);
+	s = fix_open(&c);
+	if (!s)
+		return NULL;
+	for (uint64_t p = 0; p < NPAGES; p++) {
+		fix_fill(buf, p, 1, p < 16 ? 1 : 2);
+		if (store_write(s, 0, p * STORE_PAGE, STORE_PAGE, buf) < 0)
+			goto fail;
+		gen_of[p] = 1;
+	}
+	*v = s->map[a].seg;
+	*a_off = s->map[a].off;
+	*a_plen = pm_plen(&s->map[a]);
+	*b_plen = pm_plen(&s->map[a + 1]);
+	if (s->map[a + 1].seg != *v || s->map[a + 1].off != *a_off + rec_len(*a_plen))
+		goto fail;
+	for (uint64_t p = a; p < NPAGES; p += (p < 16 ? 16 : 2)) {
+		if (write_page(s, 1, p, 2, buf) < 0)
+			goto fail;
+		gen_of[p] = 2;
+	}
+	if (s->segs[*v].state != SEG_SEALED || s->map[a].seg == *v)
+		goto fail;
+	return s;
+fail:
+	store_close(s);
+	return NULL;
+}
+
+/* verify_all() for dead_then_live()'s pages. */
+static int verify_mixed(struct store *s)
+{
+	uint8_t want[STORE_PAGE], got[STORE_PAGE];
+
+	for (uint64_t p = 0; p < NPAGES; p++) {
+		fix_fill(want, p, gen_of[p], p < 16 && gen_of[p] == 1 ? 1 : 2);
+		if (store_read(s, 0, p * STORE_PAGE, STORE_PAGE, got) < 0 ||
+		    memcmp(want, got, STORE_PAGE)) {
+			printf("#   page %llu wrong (gen %u)\n", (unsigned long long)p, gen_of[p]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int clean_everything(struct store *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->clean_urgent = 1;
+	pthread_mutex_unlock(&s->lock);
+	for (int i = 0; i < 6; i++)
+		store_maintain(s);
+	return 0;
+}
+
+static int test_dead_records_are_not_opened(void)
+{
+	struct store_stats st;
+	uint32_t v, a_off, a_plen, b_plen;
+	struct store *s = dead_then_live(4, &v, &a_off, &a_plen, &b_plen);
+	uint16_t port;
+	uint64_t id;
+
+	CHECK(s);
+	port = (uint16_t)(FIX_PORT0 + s->segs[v].rep[0].server);
+	id = s->segs[v].rep[0].remote_id;
+	/* Damage inside the dead record only: the cleaner has no use for
+	 * it, so it is no reason to distrust the copy or open anything. */
+	CHECK(fault_corrupt(port, id, a_off + REC_HDR_SIZE + 3) == 0);
+	clean_everything(s);
+	store_get_stats(s, &st);
+	CHECK(fault_corrupt(port, id, 0) == -ENOENT);     /* cleaned and freed */
+	CHECK(FIX_BAD_COPIES(st) == 0);
+	CHECK(consistent(s));
+	CHECK(verify_mixed(s) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
+static int test_forged_dead_header_cannot_hide_a_live_record(void)
+{
+	uint32_t v, a_off, a_plen, b_plen, forged;
+	struct store *s = dead_then_live(6, &v, &a_off, &a_plen, &b_plen);
+
+	CHECK(s);
+	/* A donor rewrites the dead record's length on every copy so the
+	 * walk steps over the live record behind it. */
+	forged = a_plen + rec_len(b_plen);
+	CHECK(forged <= REC_MAX_PLEN + REC_TAG_SIZE);
+	for (int r = 0; r < 2; r++) {
+		uint16_t port = (uint16_t)(FIX_PORT0 + s->segs[v].rep[r].server);
+		uint64_t id = s->segs[v].rep[r].remote_id;
+
+		CHECK(fault_poke(port, id, a_off + 4, (uint8_t)forged) == 0);
+		CHECK(fault_poke(port, id, a_off + 5, (uint8_t)(forged >> 8)) == 0);
+	}
+	clean_everything(s);
+	/* The skipped record was moved from the map, verified on its own,
+	 * and the segment went back. */
+	CHECK(s->map[7].seg != v);
+	CHECK(s->segs[v].state == SEG_FREE);
+	CHECK(consistent(s));
+	CHECK(verify_mixed(s) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
 static const struct tap_case cases[] = {
+	{ "the cleaner opens the records it moves, not the dead ones", test_dead_records_are_not_opened },
+	{ "a forged dead record's length cannot hide a live record from the cleaner", test_forged_dead_header_cannot_hide_a_live_record },
 	{ "an append that misses every copy keeps the segment; the cleaner handles the hole", test_append_missing_every_copy },
 	{ "cleaner reads around a corrupted copy and loses nothing", test_cleaner_reads_around_a_bad_copy },
 	{ "racing writers, zeroes and discards on the same pages keep the accounting exact", test_racing_writers_keep_accounting },

@@ -399,6 +399,14 @@ void seg_drop_replica(struct store *s, uint32_t idx, int server);
 void seg_free_remote(struct store *s, struct ioctx *io, uint32_t idx);
 /* Whole segment into s->maint_seg_buf, verified (maintenance thread). */
 int seg_load(struct store *s, uint32_t idx, uint32_t *used);
+/* The same, but a record for which must_open() says 0 is only parsed,
+ * not opened: the cleaner verifies the records it moves, not the dead
+ * ones around them.  A forged header among those can only cut the walk
+ * short (the copy counts as bad) or skip records, which then stay live
+ * in the segment and keep it. */
+int seg_load_opening(struct store *s, uint32_t idx, uint32_t *used,
+		     int (*must_open)(struct store *s, uint32_t idx, uint32_t off,
+				      const struct rec_hdr *h));
 /* Read len bytes at off from replica r of segment idx into buf. */
 int seg_read_range(struct store *s, struct ioctx *io, const struct seg_rep *r,
 		   uint32_t off, uint32_t len, void *buf);

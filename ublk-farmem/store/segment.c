@@ -526,6 +526,13 @@ void map_release(struct store *s, const struct pm_entry *e)
  * buffer holds that replica's bytes.  -EIO: no replica read and verified. */
 int seg_load(struct store *s, uint32_t idx, uint32_t *used)
 {
+	return seg_load_opening(s, idx, used, NULL);
+}
+
+int seg_load_opening(struct store *s, uint32_t idx, uint32_t *used,
+		     int (*must_open)(struct store *s, uint32_t idx, uint32_t off,
+				      const struct rec_hdr *h))
+{
 	struct seg_rep reps[STORE_MAX_REPLICAS];
 
 	pthread_mutex_lock(&s->lock);
@@ -547,6 +554,14 @@ int seg_load(struct store *s, uint32_t idx, uint32_t *used)
 			const uint8_t *payload;
 			struct rec_hdr h;
 
+			/* A record the caller has no use for is only
+			 * parsed: its length is all the walk needs. */
+			if (must_open &&
+			    rec_parse(&s->rkey, s->maint_seg_buf + off, *used - off, &h) == 0 &&
+			    !must_open(s, idx, off, &h)) {
+				off += rec_len(h.plen);
+				continue;
+			}
 			/* Sealed: opened, so the cleaner moves only records
 			 * we wrote (into maint_io.clear, then dropped). */
 			if (rec_open(&s->rkey, s->maint_seg_buf + off, *used - off, &h,
