@@ -517,7 +517,9 @@ void fault_set_delay(uint16_t port, unsigned ms)
 	pthread_mutex_unlock(&g_lock);
 }
 
-int fault_corrupt(uint16_t port, uint64_t seg_id, uint32_t off)
+/* Change one stored byte: set it to value, or flip its bits when value
+ * is negative. */
+static int stored_byte_change(uint16_t port, uint64_t seg_id, uint32_t off, int value)
 {
 	int rc = -ENOENT;
 
@@ -525,26 +527,21 @@ int fault_corrupt(uint16_t port, uint64_t seg_id, uint32_t off)
 	struct fault_server *s = server_get(port, 0);
 	struct fault_seg *g = s ? seg_find(s, seg_id) : NULL;
 	if (g && off < g->size) {
-		g->data[off] ^= 0xff;
+		g->data[off] = value < 0 ? (uint8_t)(g->data[off] ^ 0xff) : (uint8_t)value;
 		rc = 0;
 	}
 	pthread_mutex_unlock(&g_lock);
 	return rc;
 }
 
+int fault_corrupt(uint16_t port, uint64_t seg_id, uint32_t off)
+{
+	return stored_byte_change(port, seg_id, off, -1);
+}
+
 int fault_poke(uint16_t port, uint64_t seg_id, uint32_t off, uint8_t value)
 {
-	int rc = -ENOENT;
-
-	pthread_mutex_lock(&g_lock);
-	struct fault_server *s = server_get(port, 0);
-	struct fault_seg *g = s ? seg_find(s, seg_id) : NULL;
-	if (g && off < g->size) {
-		g->data[off] = value;
-		rc = 0;
-	}
-	pthread_mutex_unlock(&g_lock);
-	return rc;
+	return stored_byte_change(port, seg_id, off, value);
 }
 
 void fault_get_stats(uint16_t port, struct fault_stats *st)
