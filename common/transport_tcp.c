@@ -15,9 +15,10 @@
  *
  * Every frame after the handshake carries a channel tag (chan.h).  A
  * frame's tag is made where its place in the stream is fixed: under
- * send_lock right before the sendmsg (thread mode), or as it joins the
- * turn's queue (loop mode: the loop's thread only), into the slot's
- * trailer.  A reply's tag is checked before the request completes.
+ * send_lock right before the sendmsg (thread mode), or at the flush
+ * that starts the loop's next turn, after consecutive WRITEs were merged
+ * (loop mode, frame_batch.h), into the slot's trailer.  A reply's tag is
+ * checked before the request completes.
  *
  * Contract details transport.h leaves open, as this file settles them:
  *  - submit returning 0 means done() runs exactly once, possibly before
@@ -53,6 +54,7 @@
 
 #include "chan.h"
 #include "fiber.h"
+#include "frame_batch.h"
 #include "log.h"
 #include "transport_common.h"
 
@@ -66,9 +68,7 @@
 /* How often the receiver looks at deadlines while replies keep coming. */
 #define TCP_TICK_MS              100u
 /* A frame's header and small payload. */
-#define TCP_HEAD_MAX             (FM_HDR_SIZE + FM_RANGE_LEN)
-/* Loop mode: iovecs queued for the turn-start flush. */
-#define TCP_PEND_MAX             1024
+#define TCP_HEAD_MAX             FM_FB_HEAD_MAX
 /* A fiber waiting for a free slot looks again this often. */
 #define SLOT_POLL_NS             (200u * 1000u)
 
@@ -101,13 +101,11 @@ struct tcp_conn {
 	int fiber_done;
 	/* Loop mode: the frames submitted during a turn leave together, in
 	 * one sendmsg at the start of the next (flush_hook): one system
-	 * call and one wake-up of the server per batch, not per frame.
+	 * call and one wake-up of the server per batch, not per frame, and
+	 * a queue's consecutive WRITEs merged into one (frame_batch.h).
 	 * Loop thread only. */
 	struct fm_loop_hook flush_hook;
-	struct iovec *pend;           /* TCP_PEND_MAX */
-	int npend;
-	uint8_t (*heads)[TCP_HEAD_MAX]; /* per slot: the queued frame's head */
-	uint8_t (*trailers)[FM_CHAN_TAG_LEN]; /* per slot: the queued frame's tag */
+	struct fm_frame_batch fb;
 	struct fm_loop_op out_op;     /* POLLOUT armed: the socket was full */
 	int out_armed;
 
@@ -496,6 +494,22 @@ static void slot_complete(struct tcp_conn *c, uint32_t idx, int status)
 	r->done(r, status);
 }
 
+/* Receiver only: a reply came for slot idx's frame, which in loop mode
+ * may have carried other requests' WRITEs (frame_batch.h): they end the
+ * same way. */
+static void reply_complete(struct tcp_conn *c, uint32_t idx, int status)
+{
+	uint32_t next = c->loop ? fm_fb_take_rider(&c->fb, idx) : FM_FB_NONE;
+
+	slot_complete(c, idx, status);
+	while (next != FM_FB_NONE) {
+		uint32_t after = fm_fb_take_rider(&c->fb, next);
+
+		slot_complete(c, next, status);
+		next = after;
+	}
+}
+
 /* Earliest deadline among in-flight requests (UINT64_MAX when none);
  * *expired says whether one has passed. */
 static uint64_t slots_earliest(struct tcp_conn *c, uint64_t now, int *expired)
@@ -636,21 +650,6 @@ static void frame_send(struct tcp_conn *c, uint64_t epoch, struct iovec *iov, in
 
 /* ---- loop mode: batched sends ---- */
 
-/* Step over w bytes that went out. */
-static void pend_consume(struct tcp_conn *c, size_t w)
-{
-	int k = 0;
-
-	while (k < c->npend && w >= c->pend[k].iov_len)
-		w -= c->pend[k++].iov_len;
-	if (k < c->npend && w) {
-		c->pend[k].iov_base = (uint8_t *)c->pend[k].iov_base + w;
-		c->pend[k].iov_len -= w;
-	}
-	memmove(c->pend, c->pend + k, (size_t)(c->npend - k) * sizeof(*c->pend));
-	c->npend -= k;
-}
-
 static void out_ready(struct fm_loop_op *op, int res, unsigned flags)
 {
 	struct tcp_conn *c = (struct tcp_conn *)((char *)op - offsetof(struct tcp_conn, out_op));
@@ -660,20 +659,21 @@ static void out_ready(struct fm_loop_op *op, int res, unsigned flags)
 	c->out_armed = 0;   /* the next turn's flush tries again */
 }
 
-/* Send what is queued; on a full socket, poll for room through the ring
- * and leave the rest for a later turn.  A send error ends the stream
- * (the link fiber then fails every request in flight). */
+/* Send what is queued, merged and sealed first (frame_batch.h); on a
+ * full socket, poll for room through the ring and leave the rest for a
+ * later turn.  A send error ends the stream (the link fiber then fails
+ * every request in flight). */
 static void tcp_flush(struct tcp_conn *c)
 {
-	while (c->npend && c->fd >= 0) {
-		struct msghdr m = {
-			.msg_iov = c->pend,
-			.msg_iovlen = (size_t)(c->npend < TCP_PEND_MAX ? c->npend : TCP_PEND_MAX),
-		};
+	while (c->fd >= 0) {
+		fm_fb_seal(&c->fb, &c->chan.tx);
+		if (!c->fb.nwire)
+			break;
+		struct msghdr m = { .msg_iov = c->fb.wire, .msg_iovlen = (size_t)c->fb.nwire };
 		ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (w >= 0) {
-			pend_consume(c, (size_t)w);
+			fm_fb_sent(&c->fb, (size_t)w);
 			continue;
 		}
 		if (errno == EINTR)
@@ -693,7 +693,7 @@ static void tcp_flush(struct tcp_conn *c)
 		break;
 	}
 	if (c->fd < 0)
-		c->npend = 0;
+		fm_fb_clear(&c->fb);
 }
 
 static void flush_hook(struct fm_loop_hook *h)
@@ -701,29 +701,21 @@ static void flush_hook(struct fm_loop_hook *h)
 	tcp_flush((struct tcp_conn *)((char *)h - offsetof(struct tcp_conn, flush_hook)));
 }
 
-/* Queue a frame (its head copied into the slot's buffer, its tag made
- * into the slot's trailer) for the next flush; a fiber waits for room
- * when the queue is full.  iov has room for one more entry (the tag). */
+/* Stage a frame for the next flush, which merges and seals it; a fiber
+ * waits for room when the batch is full. */
 static void frame_queue(struct tcp_conn *c, uint32_t idx, uint64_t epoch,
-			struct iovec *iov, int n)
+			const struct fm_fb_span *span, struct iovec *iov, int n)
 {
-	memcpy(c->heads[idx], iov[0].iov_base, iov[0].iov_len);
-	iov[0].iov_base = c->heads[idx];
 	for (;;) {
 		if (c->fd < 0 || c->fd_epoch != epoch)
 			return;     /* dropped: the link fiber fails the request */
-		if (c->npend + n + 1 <= TCP_PEND_MAX)
+		if (fm_fb_has_room(&c->fb, n))
 			break;
 		tcp_flush(c);
-		if (c->npend + n + 1 > TCP_PEND_MAX && fm_fiber_poll(c->fd, POLLOUT) < 0)
+		if (!fm_fb_has_room(&c->fb, n) && fm_fiber_poll(c->fd, POLLOUT) < 0)
 			return;
 	}
-	/* Tagged as it joins the queue, with no yield before: the queue's
-	 * order is the order the tags number. */
-	fm_chan_seal_iov(&c->chan.tx, iov, n, c->trailers[idx]);
-	iov[n] = (struct iovec){ .iov_base = c->trailers[idx], .iov_len = FM_CHAN_TAG_LEN };
-	memcpy(&c->pend[c->npend], iov, (size_t)(n + 1) * sizeof(*iov));
-	c->npend += n + 1;
+	fm_fb_stage(&c->fb, idx, span, iov, n);
 }
 
 static int tcp_submit(struct fm_conn *base, struct fm_req *r)
@@ -739,6 +731,8 @@ static int tcp_submit(struct fm_conn *base, struct fm_req *r)
 		return -EINVAL;
 	/* Everything is read from r before it gets a slot: from then on the
 	 * receiver may complete it at any time. */
+	const struct fm_fb_span span = { .op = r->op, .seg_id = r->seg_id,
+					 .offset = r->offset, .len = r->len };
 	n = frame_build(r, head, iov, TCP_IOV_MAX + 1);
 	if (n < 0)
 		return n;
@@ -747,7 +741,7 @@ static int tcp_submit(struct fm_conn *base, struct fm_req *r)
 		return rc;
 	put_le32(head + 8, tag);
 	if (c->loop)
-		frame_queue(c, fm_tc_tag_idx(tag), epoch, iov, n);
+		frame_queue(c, fm_tc_tag_idx(tag), epoch, &span, iov, n);
 	else
 		frame_send(c, epoch, iov, n);
 	return 0;
@@ -1031,7 +1025,7 @@ static int rx_one(struct tcp_conn *c)
 			rc = rx_tag(c, r, &h, &m);
 		if (rc)
 			return rc;
-		slot_complete(c, idx, h.status);
+		reply_complete(c, idx, h.status);
 		return 0;
 	}
 	/* READ data lands in the caller's buffer before its tag is checked;
@@ -1055,7 +1049,7 @@ static int rx_one(struct tcp_conn *c)
 		return rc;
 	if (r->op != FM_OP_READ && r->op != FM_OP_PING && rx_decode(c, r, h.len) < 0)
 		return rx_protocol_error(c, r, "payload does not decode", &h);
-	slot_complete(c, idx, 0);
+	reply_complete(c, idx, 0);
 	return 0;
 }
 
@@ -1117,7 +1111,8 @@ static void conn_drop(struct tcp_conn *c, int why)
 	}
 	c->rpos = c->rlen = 0;
 	c->drained = 0;
-	c->npend = 0;   /* frames of the old stream: their requests fail below */
+	if (c->loop)
+		fm_fb_clear(&c->fb);   /* frames of the old stream: their requests fail below */
 
 	while (list) {
 		struct fm_req *r = list;
@@ -1193,9 +1188,7 @@ static void conn_free(struct tcp_conn *c)
 	free(c->free_idx);
 	free(c->rbuf);
 	free(c->pbuf);
-	free(c->pend);
-	free(c->heads);
-	free(c->trailers);
+	fm_fb_fini(&c->fb);
 	fm_chan_wipe(&c->chan);
 	fm_tc_conf_fini(&c->cf);
 	fm_wipe(&c->auth, sizeof(c->auth));
@@ -1205,7 +1198,7 @@ static void conn_free(struct tcp_conn *c)
 static struct tcp_conn *conn_alloc(const struct fm_conn_params *p)
 {
 	struct tcp_conn *c = calloc(1, sizeof(*c));
-	int cv_rc;
+	int cv_rc, fb_rc = 0;
 
 	if (!c)
 		return NULL;
@@ -1223,15 +1216,13 @@ static struct tcp_conn *conn_alloc(const struct fm_conn_params *p)
 	c->rbuf = malloc(TCP_RBUF_SIZE);
 	c->pbuf = malloc(TCP_PBUF_SIZE);
 	if (c->loop) {
-		c->pend = calloc(TCP_PEND_MAX, sizeof(*c->pend));
-		c->heads = calloc(c->cf.nslots, sizeof(*c->heads));
-		c->trailers = calloc(c->cf.nslots, sizeof(*c->trailers));
+		fb_rc = fm_fb_init(&c->fb, c->cf.nslots);
 		c->flush_hook.fn = flush_hook;
 		c->out_op.cb = out_ready;
 	}
 	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (cv_rc || !c->slots || !c->free_idx || !c->rbuf || !c->pbuf || c->wake_fd < 0 ||
-	    (c->loop && (!c->pend || !c->heads || !c->trailers))) {
+	    fb_rc) {
 		conn_free(c);
 		return NULL;
 	}

@@ -56,6 +56,7 @@ struct fake {
 	int stop;             /* atomic */
 	int listening;        /* atomic: 0 closes the listener until set again */
 	int conns;            /* connections accepted so far */
+	int writes;           /* WRITE frames received (atomic) */
 	pthread_t thread;
 	uint8_t *mem;         /* FAKE_SEG's bytes */
 	uint8_t *buf;         /* one request payload */
@@ -224,6 +225,7 @@ static int fake_answer(struct fake *f, int fd, const struct fm_hdr *h)
 			return 0;               /* held forever */
 		return fake_reply(f, fd, h->op, h->tag, 0, f->buf, h->len);
 	case FM_OP_WRITE:
+		__atomic_fetch_add(&f->writes, 1, __ATOMIC_ACQ_REL);
 		if (fm_write_req_decode(f->buf, h->len, &r, &data) ||
 		    r.seg_id != FAKE_SEG || r.offset > FAKE_MEM || r.len > FAKE_MEM - r.offset)
 			return fake_reply(f, fd, h->op, h->tag, -ENOENT, NULL, 0);
@@ -1155,6 +1157,90 @@ static void lbatch_fiber(void *arg)
 	b->done = 1;
 }
 
+/* One fiber's WRITEs to consecutive ranges of one segment, submitted in
+ * one turn: they leave as one frame and all end with its reply. */
+#define LMERGE 16
+#define LMERGE_LEN 1000
+
+struct lmerge {
+	struct fm_conn *c;
+	uint64_t seg;
+	struct fm_req reqs[LMERGE];
+	struct iovec iov[LMERGE];
+	uint8_t data[LMERGE][LMERGE_LEN];
+	int status[LMERGE];
+	int left;
+	struct fm_fiber *f;
+	int done;
+};
+
+static void lmerge_done(struct fm_req *req, int status)
+{
+	struct lmerge *m = req->priv;
+
+	m->status[req - m->reqs] = status;
+	if (--m->left == 0)
+		fm_fiber_wake(m->f);
+}
+
+static void lmerge_fiber(void *arg)
+{
+	struct lmerge *m = arg;
+
+	m->f = fm_fiber_self();
+	m->left = LMERGE;
+	for (int i = 0; i < LMERGE; i++) {
+		memset(m->data[i], 'A' + i, LMERGE_LEN);
+		m->iov[i] = (struct iovec){ m->data[i], LMERGE_LEN };
+		m->reqs[i] = (struct fm_req){ .op = FM_OP_WRITE, .seg_id = m->seg,
+					      .offset = (uint32_t)i * LMERGE_LEN, .len = LMERGE_LEN,
+					      .iov = &m->iov[i], .iovcnt = 1,
+					      .done = lmerge_done, .priv = m };
+		if (fm_conn_submit(m->c, &m->reqs[i])) {
+			m->status[i] = 1;
+			m->left--;
+		}
+	}
+	while (m->left)
+		fm_fiber_park();
+	m->done = 1;
+}
+
+static int t_loop_writes_merge(void)
+{
+	struct fake *f = fake_start(FAKE_GOOD);
+	struct lmerge *m = calloc(1, sizeof(*m));
+	struct fm_conn *c;
+	struct rig r;
+
+	CHECK(f && m);
+	CHECK(rig_open(&r, 2) == 0);
+	struct fm_conn_params p = loop_params(&r, f->port, 0);
+
+	CHECK(fm_conn_open(&p, &c) == 0);
+	*m = (struct lmerge){ .c = c, .seg = FAKE_SEG };
+	CHECK(fm_loop_spawn(r.l, lmerge_fiber, m) == 0);
+	CHECK(run_until(&r, flag_set, &m->done) == 0);
+	CHECK(__atomic_load_n(&f->writes, __ATOMIC_ACQUIRE) == 1);
+	for (int i = 0; i < LMERGE; i++) {
+		CHECK(m->status[i] == 0);
+		CHECK(memcmp(f->mem + i * LMERGE_LEN, m->data[i], LMERGE_LEN) == 0);
+	}
+	/* A refused merged frame fails every request it carried. */
+	*m = (struct lmerge){ .c = c, .seg = FAKE_SEG + 1 };
+	CHECK(fm_loop_spawn(r.l, lmerge_fiber, m) == 0);
+	CHECK(run_until(&r, flag_set, &m->done) == 0);
+	CHECK(__atomic_load_n(&f->writes, __ATOMIC_ACQUIRE) == 2);
+	for (int i = 0; i < LMERGE; i++)
+		CHECK(m->status[i] == -ENOENT);
+	CHECK(fm_conn_is_up(c) == 1);
+	fm_conn_close(c);
+	CHECK(rig_close(&r) == 0);
+	fake_stop(f);
+	free(m);
+	return 0;
+}
+
 static int t_loop_batch(void)
 {
 	struct fake *f = fake_start(FAKE_GOOD);
@@ -1721,6 +1807,7 @@ static const struct tap_case cases[] = {
 	{ "4 threads writing and reading at once stay consistent", t_concurrent_submitters },
 	{ "loop: open in its thread; fibers ping, alloc, stat, list, write, read", t_loop_roundtrip },
 	{ "loop: 600 pings queued in one turn all complete with their echo", t_loop_batch },
+	{ "loop: consecutive WRITEs leave as one frame and end with its reply", t_loop_writes_merge },
 	{ "loop: 8 MiB of writes, each read back, in one turn: data intact", t_loop_big_batch },
 	{ "loop: 300 pings through 4 slots from one fiber all complete", t_loop_more_than_slots },
 	{ "loop: connection lost: ECONNRESET, the link fiber reconnects", t_loop_reconnect },
