@@ -16,6 +16,7 @@
 
 #include "cli_text.h"
 #include "auth.h"
+#include "codec.h"
 #include "config.h"
 #include "frontend/nbd/nbd_psk.h"
 #include "keyfile.h"
@@ -139,6 +140,13 @@ static const struct { const char *flag; const char *key; } flag_keys[] = {
 #define NFLAGS (sizeof(flag_keys) / sizeof(flag_keys[0]))
 _Static_assert(NFLAGS <= 32, "from_flags has one bit per flag");
 #define MAX_EXTRA 32
+
+int blk_compress_level(const struct blk_config *cfg)
+{
+	if (cfg->store.level || cfg->store.compress == STORE_COMPRESS_NONE)
+		return cfg->store.level;
+	return cfg->store.compress == STORE_COMPRESS_ZSTD ? FM_CODEC_ZSTD_PAGE_LEVEL : 1;
+}
 
 const char *blk_compress_name(enum store_compress c)
 {
@@ -734,7 +742,7 @@ static void print_config(const struct blk_config *cfg)
 	printf("size         %llu\n", (unsigned long long)cfg->store.size);
 	printf("replicas     %d\n", cfg->store.replicas);
 	printf("compress     %s level %d\n", blk_compress_name(cfg->store.compress),
-	       cfg->store.level);
+	       blk_compress_level(cfg));
 	printf("encrypt      %s\n", store_encrypt_name(cfg->store.encrypt));
 	printf("queues       %d\ndepth        %d\n", cfg->queues, cfg->depth);
 	printf("uuid         %s%s\n", cfg->uuid_text,

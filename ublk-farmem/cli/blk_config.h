@@ -143,6 +143,8 @@ void blk_config_usage(FILE *f, enum blk_command command,
 		      const struct blk_extra_opts *extra);
 
 const char *blk_compress_name(enum store_compress c);
+/* The level the codec uses: the configured one, or its default for 0. */
+int blk_compress_level(const struct blk_config *cfg);
 
 /* One per online CPU, 1..BLK_DEFAULT_QUEUES_MAX: the queues default. */
 int blk_default_queues(void);

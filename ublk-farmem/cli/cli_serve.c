@@ -136,7 +136,7 @@ static int run_server(const struct blk_config *cfg, struct store *st,
 		 "%s level %d; NBD on %s (%d connections x %d workers)",
 		 cfg->uuid_text, (unsigned long long)cfg->store.size,
 		 sst.replicas, sst.nservers,
-		 blk_compress_name(cfg->store.compress), cfg->store.level,
+		 blk_compress_name(cfg->store.compress), blk_compress_level(cfg),
 		 addr_str(&cfg->nbd, a, sizeof(a)), cfg->queues, cfg->depth);
 	if (cfg->nbd.kind == ADDR_TCP && cfg->nbd.port == 0)
 		log_info("serve: listening on port %u", nbd_server_port(srv));
