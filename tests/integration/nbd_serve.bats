@@ -282,6 +282,10 @@ ms_holds_more_than() {
 	[[ "$output" == *"replicas     2"* ]]
 	[[ "$output" == *"compress     zstd level -7"* ]]
 	[[ "$output" == *"uuid         11111111-2222-4333-8444-555555555555"* ]]
+	# No level given: the one the codec uses, zstd 1 for single pages.
+	run "$FM_BLK" serve --servers "$s" --size 1G --check-config "${base[@]}"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"compress     zstd level 1"* ]]
 	run "$FM_BLK" serve --help
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"--nbd ADDR"* ]]
