@@ -120,6 +120,51 @@ static int test_sustained_overwrite(void)
 	return 0;
 }
 
+/* A store with one queue per NBD worker (64 here) still cleans only
+ * when dead bytes pass the slack, not whenever a segment has some. */
+static int test_many_queues_clean_only_under_pressure(void)
+{
+	static uint8_t buf[STORE_PAGE];
+	struct store_config c;
+	struct store_stats st;
+	struct store *s;
+
+	fault_reset();
+	memset(gen_of, 0, sizeof(gen_of));
+	fix_config(&c, 3, 2, NPAGES * STORE_PAGE);
+	c.queues = 64;
+	s = fix_open(&c);
+	CHECK(s);
+	for (uint64_t p = 0; p < NPAGES; p++) {
+		CHECK(write_page(s, (int)(p % 64), p, 1, buf) == 0);
+		gen_of[p] = 1;
+	}
+	/* An eighth of the pages again: dead bytes are well under a quarter
+	 * of the live ones, yet most segments hold some. */
+	for (uint64_t p = 0; p < NPAGES; p += 8) {
+		CHECK(write_page(s, 0, p, 2, buf) == 0);
+		gen_of[p] = 2;
+	}
+	for (int i = 0; i < 4; i++)
+		store_maintain(s);
+	store_get_stats(s, &st);
+	CHECK(st.cleaned_segments == 0);
+	/* Half of them again: now past the slack, and cleaned. */
+	for (uint64_t p = 1; p < NPAGES; p += 2) {
+		CHECK(write_page(s, 1, p, 3, buf) == 0);
+		gen_of[p] = 3;
+	}
+	for (int i = 0; i < 8; i++)
+		store_maintain(s);
+	store_get_stats(s, &st);
+	CHECK(st.cleaned_segments > 0);
+	CHECK(consistent(s));
+	CHECK(verify_all(s, 2) == 0);
+	store_close(s);
+	fault_reset();
+	return 0;
+}
+
 struct writer {
 	struct store *s;
 	int q;
@@ -552,6 +597,7 @@ static const struct tap_case cases[] = {
 	{ "cleaner reads around a corrupted copy and loses nothing", test_cleaner_reads_around_a_bad_copy },
 	{ "racing writers, zeroes and discards on the same pages keep the accounting exact", test_racing_writers_keep_accounting },
 	{ "sustained random overwrite: remote bytes stay bounded, data intact", test_sustained_overwrite },
+	{ "a store with many queues cleans only past the slack", test_many_queues_clean_only_under_pressure },
 	{ "background cleaner racing two writers and readers", test_background_cleaner_with_writers },
 	{ "discarding everything returns the segments", test_discard_all_returns_memory },
 	{ "cleaner without a place to move keeps the data", test_cleaner_keeps_segment_it_cannot_move },

@@ -34,7 +34,10 @@ static int pressure(const struct store *s)
 	}
 	if (used <= live)
 		return 0;
-	if (nfree < 2 * (uint32_t)s->nqueues + 8 || s->clean_urgent)
+	/* Open segments belong to streams (a few), not to queues: an NBD
+	 * export has one queue per worker, hundreds, and reserving two
+	 * segments per queue kept a small export cleaning all the time. */
+	if (nfree < 2 * (uint32_t)s->nstreams + 8 || s->clean_urgent)
 		return 1;
 	uint64_t slack = live / 4 > 2ull * s->seg_size ? live / 4 : 2ull * s->seg_size;
 	return used - live > slack;
