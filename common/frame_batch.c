@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "iov.h"
+
 int fm_fb_init(struct fm_frame_batch *b, unsigned nslots)
 {
 	memset(b, 0, sizeof(*b));
@@ -156,16 +158,7 @@ void fm_fb_seal(struct fm_frame_batch *b, struct fm_chan_dir *tx)
 
 void fm_fb_sent(struct fm_frame_batch *b, size_t bytes)
 {
-	int k = 0;
-
-	while (k < b->nwire && bytes >= b->wire[k].iov_len)
-		bytes -= b->wire[k++].iov_len;
-	if (k < b->nwire && bytes) {
-		b->wire[k].iov_base = (uint8_t *)b->wire[k].iov_base + bytes;
-		b->wire[k].iov_len -= bytes;
-	}
-	memmove(b->wire, b->wire + k, (size_t)(b->nwire - k) * sizeof(*b->wire));
-	b->nwire -= k;
+	b->nwire = fm_iov_consume(b->wire, b->nwire, bytes);
 }
 
 void fm_fb_clear(struct fm_frame_batch *b)

@@ -19,6 +19,7 @@
 #include <sys/uio.h>
 
 #include "clock.h"
+#include "iov.h"
 #include "log.h"
 
 #define PAGE 4096u
@@ -88,21 +89,6 @@ static void batch_release(struct nbd_slot *slot, int rc)
 	slot->npend = slot->npend_w = 0;
 }
 
-/* Drop the w bytes sendmsg took from the front of the batch. */
-static void batch_consume(struct nbd_slot *slot, size_t w)
-{
-	int k = 0;
-
-	while (k < slot->npend && w >= slot->pend[k].iov_len)
-		w -= slot->pend[k++].iov_len;
-	if (k < slot->npend && w) {
-		slot->pend[k].iov_base = (uint8_t *)slot->pend[k].iov_base + w;
-		slot->pend[k].iov_len -= w;
-	}
-	memmove(slot->pend, slot->pend + k, (size_t)(slot->npend - k) * sizeof(*slot->pend));
-	slot->npend -= k;
-}
-
 /* Start of a loop turn: send the batch without waiting.  What the socket
  * does not take, the batch's first worker writes in its own fiber (it
  * may wait there; a hook may not). */
@@ -118,7 +104,7 @@ static void batch_flush(struct fm_loop_hook *h)
 		ssize_t sent = sendmsg(slot->io->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (sent >= 0) {
-			batch_consume(slot, (size_t)sent);
+			slot->npend = fm_iov_consume(slot->pend, slot->npend, (size_t)sent);
 			continue;
 		}
 		if (errno == EINTR)
