@@ -34,15 +34,13 @@ int fm_codec_init(struct fm_codec *c, enum fm_codec_algo algo, int level)
 	if ((unsigned)algo > FM_CODEC_MAX)
 		return -EINVAL;
 	c->algo = algo;
-	c->level = level;
+	c->level = fm_codec_level(algo, level);
 	if (algo == FM_CODEC_ZSTD) {
 		if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel()) {
 			log_err("codec: zstd level %d outside [%d, %d]", level,
 				ZSTD_minCLevel(), ZSTD_maxCLevel());
 			return -EINVAL;
 		}
-		if (level == 0)
-			c->level = FM_CODEC_ZSTD_PAGE_LEVEL;
 		c->zc = ZSTD_createCCtx();
 		if (!c->zc)
 			goto nomem;
@@ -90,7 +88,7 @@ ssize_t fm_codec_compress(struct fm_codec *c, const void *src, size_t len,
 		return (ssize_t)zr;
 	case FM_CODEC_LZ4:
 		n = LZ4_compress_fast_extState(c->lz4_state, src, dst, (int)len,
-					       (int)cap, c->level > 0 ? c->level : 1);
+					       (int)cap, c->level);
 		return n > 0 ? n : 0;
 	default:
 		return -EINVAL;
@@ -117,6 +115,15 @@ int fm_codec_decompress(struct fm_codec *c, enum fm_codec_algo algo,
 		return n >= 0 && (size_t)n == dstlen ? 0 : -EBADMSG;
 	default:
 		return -EBADMSG;
+	}
+}
+
+int fm_codec_level(enum fm_codec_algo algo, int level)
+{
+	switch (algo) {
+	case FM_CODEC_ZSTD: return level ? level : FM_CODEC_ZSTD_PAGE_LEVEL;
+	case FM_CODEC_LZ4: return level > 0 ? level : 1;   /* acceleration */
+	default: return level;
 	}
 }
 

@@ -48,6 +48,10 @@ ssize_t fm_codec_compress(struct fm_codec *c, const void *src, size_t len,
 int fm_codec_decompress(struct fm_codec *c, enum fm_codec_algo algo,
 			const void *src, size_t len, void *dst, size_t dstlen);
 
+/* The level algo compresses with when asked for level: 0 means the
+ * default (zstd FM_CODEC_ZSTD_PAGE_LEVEL, lz4 acceleration 1). */
+int fm_codec_level(enum fm_codec_algo algo, int level);
+
 /* 0 when level suits algo (zstd: its min..max, negative allowed; lz4:
  * acceleration >= 0; none: 0), else -EINVAL with the range in err. */
 int fm_codec_check_level(enum fm_codec_algo algo, int level, char *err, size_t errlen);

@@ -143,9 +143,8 @@ _Static_assert(NFLAGS <= 32, "from_flags has one bit per flag");
 
 int blk_compress_level(const struct blk_config *cfg)
 {
-	if (cfg->store.level || cfg->store.compress == STORE_COMPRESS_NONE)
-		return cfg->store.level;
-	return cfg->store.compress == STORE_COMPRESS_ZSTD ? FM_CODEC_ZSTD_PAGE_LEVEL : 1;
+	/* store.c asserts the two enums agree. */
+	return fm_codec_level((enum fm_codec_algo)cfg->store.compress, cfg->store.level);
 }
 
 const char *blk_compress_name(enum store_compress c)
