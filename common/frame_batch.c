@@ -10,7 +10,6 @@
 int fm_fb_init(struct fm_frame_batch *b, unsigned nslots)
 {
 	memset(b, 0, sizeof(*b));
-	b->nslots = nslots;
 	b->stage = calloc(FM_FB_IOV_MAX, sizeof(*b->stage));
 	b->frames = calloc(FM_FB_IOV_MAX, sizeof(*b->frames));
 	b->wire = calloc(FM_FB_IOV_MAX, sizeof(*b->wire));

@@ -45,7 +45,6 @@ struct fm_fb_frame {
 };
 
 struct fm_frame_batch {
-	unsigned nslots;
 	struct iovec *stage;          /* FM_FB_IOV_MAX */
 	int nstage;
 	struct fm_fb_frame *frames;   /* FM_FB_IOV_MAX */
