@@ -164,6 +164,25 @@ void fm_tc_report_down(const struct fm_tc_conf *cf, int was_up, int why,
 
 /* ---- the link thread ---- */
 
+int fm_tc_poll(struct pollfd *pfd, int n, int ms)
+{
+	int rc;
+
+	if (fm_fiber_self()) {
+		if (ms > (int)FM_TC_FIBER_SLICE_MS)
+			ms = FM_TC_FIBER_SLICE_MS;
+		rc = fm_fiber_poll_timeout(pfd[0].fd, pfd[0].events,
+					   (uint64_t)ms * 1000000ull);
+		if (rc < 0)
+			return rc;
+		ms = 0;
+	}
+	rc = poll(pfd, (nfds_t)n, ms);
+	if (rc < 0)
+		return errno == EINTR ? 0 : -errno;
+	return rc;
+}
+
 int fm_tc_sleep_or_stop(int wake_fd, const int *stop, unsigned ms)
 {
 	struct pollfd pfd = { .fd = wake_fd, .events = POLLIN };
@@ -214,6 +233,36 @@ void fm_tc_backoff_succeeded(struct fm_tc_backoff *b, const struct fm_tc_conf *c
 	fm_tc_backoff_init(b);
 	if (cf->state_cb)
 		cf->state_cb(cf->state_arg, 1);
+}
+
+int fm_tc_slot_wait(pthread_mutex_t *lock, pthread_cond_t *cv,
+		    const struct fm_loop *loop, uint64_t deadline_ns)
+{
+	struct timespec ts;
+
+	if (fm_mono_ns() >= deadline_ns)
+		return -ETIMEDOUT;
+	if (fm_fiber_self()) {
+		pthread_mutex_unlock(lock);
+		fm_fiber_sleep_ns(FM_TC_SLOT_POLL_NS);
+		pthread_mutex_lock(lock);
+		return 0;
+	}
+	if (loop)
+		return -EAGAIN;
+	ts = fm_mono_abstime(deadline_ns);
+	pthread_cond_timedwait(cv, lock, &ts);
+	return 0;
+}
+
+void fm_tc_loop_wait(struct fm_loop *loop, int (*done)(void *arg), void *arg)
+{
+	while (!done(arg)) {
+		if (fm_fiber_self())
+			fm_fiber_sleep_ns(1000000u);
+		else if (fm_loop_turn(loop) < 0)
+			break;
+	}
 }
 
 void fm_tc_request_stop(const struct fm_tc_conf *cf, pthread_mutex_t *lock,

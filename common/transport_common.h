@@ -11,6 +11,7 @@
 #ifndef FARMEM_TRANSPORT_COMMON_H
 #define FARMEM_TRANSPORT_COMMON_H
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 
@@ -26,6 +27,8 @@
 /* A link fiber (a connection driven by its owner's loop) looks at its
  * stop flag at least this often while it waits. */
 #define FM_TC_FIBER_SLICE_MS      100u
+/* A fiber waiting for a free request slot looks again this often. */
+#define FM_TC_SLOT_POLL_NS        (200u * 1000u)
 
 /* A connection's settings, fixed at open. */
 struct fm_tc_conf {
@@ -109,6 +112,16 @@ static inline uint16_t fm_tc_tag_gen(uint32_t tag)
  * from the top). */
 void fm_tc_free_stack_init(uint32_t *free_idx, unsigned n);
 
+/* A submitter found no free slot (or what else it needs): wait under
+ * lock (dropped meanwhile) as the calling thread may, then the caller
+ * looks again.  A fiber gives the thread to the others for a moment: the
+ * link fiber that frees slots may be one of them.  A plain thread waits
+ * on cv.  Returns 0 (look again), -ETIMEDOUT once deadline_ns passed, or
+ * -EAGAIN in the thread of loop (the connection's owner) outside any
+ * fiber, where waiting would stop the very link fiber that frees slots. */
+int fm_tc_slot_wait(pthread_mutex_t *lock, pthread_cond_t *cv,
+		    const struct fm_loop *loop, uint64_t deadline_ns);
+
 /* Stamp a request that just got a slot: its tag, and its deadline
  * counted from now. */
 void fm_tc_req_start(struct fm_req *r, uint32_t tag, uint32_t timeout_ms);
@@ -135,6 +148,13 @@ static inline int fm_tc_stopping(const int *stop)
 	return __atomic_load_n(stop, __ATOMIC_ACQUIRE);
 }
 
+/* poll(2) that a link fiber may call: in a fiber it waits for pfd[0]
+ * through the loop's ring for at most FM_TC_FIBER_SLICE_MS (so callers
+ * loop until their own deadline), then fills every revents with a poll
+ * that does not wait; elsewhere a plain poll of ms.  Returns how many fds
+ * have events (0: none yet), or -errno; EINTR counts as none. */
+int fm_tc_poll(struct pollfd *pfd, int n, int ms);
+
 /* Sleep ms unless wake_fd fires for close; returns nonzero when closing. */
 int fm_tc_sleep_or_stop(int wake_fd, const int *stop, unsigned ms);
 
@@ -160,6 +180,11 @@ void fm_tc_request_stop(const struct fm_tc_conf *cf, pthread_mutex_t *lock,
 /* Start the link thread with every signal blocked: it must not take
  * the process's signals (SIGTERM etc.).  0 or -errno. */
 int fm_tc_start_thread(pthread_t *thread, void *(*fn)(void *), void *arg);
+
+/* close() of a connection owned by loop: wait until done(arg) holds
+ * (the link fiber has ended), turning the loop when called from its
+ * thread outside a fiber, sleeping briefly in a fiber. */
+void fm_tc_loop_wait(struct fm_loop *loop, int (*done)(void *arg), void *arg);
 
 /* is_up(): `up` read under lock. */
 int fm_tc_locked_flag(pthread_mutex_t *lock, const int *flag);

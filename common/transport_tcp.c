@@ -69,8 +69,6 @@
 #define TCP_TICK_MS              100u
 /* A frame's header and small payload. */
 #define TCP_HEAD_MAX             FM_FB_HEAD_MAX
-/* A fiber waiting for a free slot looks again this often. */
-#define SLOT_POLL_NS             (200u * 1000u)
 
 struct tcp_slot {
 	struct fm_req *req;   /* NULL when free */
@@ -146,35 +144,10 @@ static int conn_stopping(struct tcp_conn *c)
 
 /* ---- blocking-with-deadline socket helpers (dial and handshake) ---- */
 
-/* A link fiber's wait_fd(): slices through the loop's ring, looking at
- * the wake fd between them. */
-static int wait_fd_fiber(int fd, short events, uint64_t deadline, int wake_fd)
-{
-	struct pollfd wake = { .fd = wake_fd, .events = POLLIN };
-
-	for (;;) {
-		int ms = fm_mono_ms_until(deadline), n;
-
-		if (ms == 0)
-			return -ETIMEDOUT;
-		if (ms > (int)FM_TC_FIBER_SLICE_MS)
-			ms = FM_TC_FIBER_SLICE_MS;
-		n = fm_fiber_poll_timeout(fd, events, (uint64_t)ms * 1000000ull);
-		if (n < 0)
-			return n;
-		if (wake_fd >= 0 && poll(&wake, 1, 0) > 0)
-			return -ECANCELED;
-		if (n > 0)
-			return 0;
-	}
-}
-
-/* Wait for events on fd until deadline; the wake fd (when >= 0) aborts. */
+/* Wait for events on fd until deadline; the wake fd (when >= 0) aborts.
+ * A link fiber waits through its loop's ring (fm_tc_poll). */
 static int wait_fd(int fd, short events, uint64_t deadline, int wake_fd)
 {
-	if (fm_fiber_self())
-		return wait_fd_fiber(fd, events, deadline, wake_fd);
-
 	struct pollfd pfd[2] = {
 		{ .fd = fd, .events = events },
 		{ .fd = wake_fd, .events = POLLIN },
@@ -186,14 +159,12 @@ static int wait_fd(int fd, short events, uint64_t deadline, int wake_fd)
 
 		if (ms == 0)
 			return -ETIMEDOUT;
-		n = poll(pfd, wake_fd >= 0 ? 2 : 1, ms);
-		if (n < 0 && errno == EINTR)
-			continue;
+		n = fm_tc_poll(pfd, wake_fd >= 0 ? 2 : 1, ms);
 		if (n < 0)
-			return -errno;
+			return n;
 		if (wake_fd >= 0 && pfd[1].revents)
 			return -ECANCELED;
-		if (pfd[0].revents)
+		if (n > 0 && pfd[0].revents)
 			return 0;
 	}
 }
@@ -424,7 +395,6 @@ static int slot_take(struct tcp_conn *c, struct fm_req *r, uint32_t *tag,
 		     uint64_t *epoch)
 {
 	uint64_t slot_deadline = fm_mono_after_ms(c->cf.timeout_ms);
-	struct timespec ts = fm_mono_abstime(slot_deadline);
 	struct tcp_slot *s;
 	uint32_t idx;
 	int rc = 0;
@@ -442,28 +412,12 @@ static int slot_take(struct tcp_conn *c, struct fm_req *r, uint32_t *tag,
 		if (c->nfree)
 			break;
 		/* All slots busy: wait for one, as long as a request may take. */
-		if (rc == ETIMEDOUT) {
+		rc = fm_tc_slot_wait(&c->lock, &c->slot_cv, c->loop, slot_deadline);
+		if (rc == -ETIMEDOUT)
 			log_warn("server %s: no free request slot in %u ms (%u in flight)",
 				 c->cf.name, c->cf.timeout_ms, c->cf.nslots);
-			rc = -ETIMEDOUT;
+		if (rc)
 			break;
-		}
-		if (fm_fiber_self()) {
-			/* The link fiber that frees slots runs in this very
-			 * thread: give it the thread, then look again. */
-			pthread_mutex_unlock(&c->lock);
-			fm_fiber_sleep_ns(SLOT_POLL_NS);
-			pthread_mutex_lock(&c->lock);
-			rc = fm_mono_ns() >= slot_deadline ? ETIMEDOUT : 0;
-			continue;
-		}
-		if (c->loop) {
-			/* The loop's thread outside a fiber: waiting here would
-			 * stop the very link fiber that frees slots. */
-			rc = -EAGAIN;
-			break;
-		}
-		rc = pthread_cond_timedwait(&c->slot_cv, &c->lock, &ts);
 	}
 	if (rc < 0) {
 		pthread_mutex_unlock(&c->lock);
@@ -1175,6 +1129,14 @@ static void link_fiber(void *arg)
 	c->fiber_done = 1;
 }
 
+/* close(): the link fiber has ended and no send is armed in the ring. */
+static int link_ended(void *arg)
+{
+	const struct tcp_conn *c = arg;
+
+	return c->fiber_done && !c->out_armed;
+}
+
 /* ---- open / close ---- */
 
 static void conn_free(struct tcp_conn *c)
@@ -1295,12 +1257,8 @@ static void tcp_close(struct fm_conn *base)
 	if (!c->loop)
 		pthread_join(c->thread, NULL);
 	/* The link fiber sees stop within a tick and fails what is left. */
-	while (c->loop && (!c->fiber_done || c->out_armed)) {
-		if (fm_fiber_self())
-			fm_fiber_sleep_ns(1000000u);
-		else if (fm_loop_turn(c->loop) < 0)
-			break;
-	}
+	if (c->loop)
+		fm_tc_loop_wait(c->loop, link_ended, c);
 	if (c->loop)
 		fm_loop_hook_del(c->loop, &c->flush_hook);
 	conn_free(c);
