@@ -58,12 +58,13 @@ struct fm_conn_params {
 	void (*notice_cb)(void *arg, const struct fm_notice *n);
 	void *notice_arg;
 	const struct fm_transport_ops *ops; /* NULL: chosen by addr.kind */
-	struct fm_loop *loop;          /* tcp: the connection belongs to this
-					* event loop (fiber.h): open, submit
-					* and close only from its thread, and
-					* done() runs there, from the link
-					* fiber that replaces the receiver
-					* thread.  NULL: a receiver thread. */
+	struct fm_loop *loop;          /* tcp and rdma: the connection
+					* belongs to this event loop
+					* (fiber.h): open, submit and close
+					* only from its thread, and done()
+					* runs there, from the link fiber that
+					* replaces the receiver (completion)
+					* thread.  NULL: a thread of its own. */
 };
 
 struct fm_req {

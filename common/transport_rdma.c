@@ -1,7 +1,8 @@
 /* transport_rdma.c — the memserver client connection over RDMA.
  *
  * One connection = one RC queue pair (librdmacm sets it up) + one
- * completion thread.
+ * completion thread, or, for a connection that belongs to an event loop
+ * (fiber.h), one link fiber of that loop.
  *
  *  - Submitters (any thread) take a request slot under `lock` and post
  *    the work request themselves: a READ or WRITE becomes one RDMA READ /
@@ -12,6 +13,12 @@
  *    with a bounded timeout, completes requests from work completions,
  *    enforces deadlines, drops the connection on any loss, protocol
  *    violation or failed work request, and reconnects with backoff.
+ *  - Loop mode runs that same code as the loop's link fiber: it polls
+ *    the completion queue, and when the queue is empty it waits for the
+ *    completion channel's fd through the loop's ring, so a queue's
+ *    requests are posted, completed and resumed in its one thread.
+ *    Submitters are the loop's fibers; one that finds no free slot or
+ *    bounce unit gives the thread to the others until one is freed.
  *
  * Every buffer the NIC touches is allocated at open and registered once
  * per established connection: bounce units of RD_UNIT bytes that requests
@@ -48,10 +55,10 @@
 #include <rdma/rdma_cma.h>
 
 #include "chan.h"
+#include "fiber.h"
 #include "log.h"
 #include "transport_common.h"
 
-#define RD_MAX_INFLIGHT         4096u   /* tag = generation << 16 | slot */
 /* Registered bounce memory comes in units; a request takes as many as
  * its length needs and the work request lists them (scatter/gather), so
  * a page costs one unit and FM_MAX_IO fits RD_MAX_SGE of them. */
@@ -111,6 +118,10 @@ struct rd_conn {
 	struct fm_tc_conf cf;
 	int wake_fd;                  /* eventfd: close() kicks the thread */
 	pthread_t thread;
+	/* Loop mode: the completion "thread" is a fiber of this loop's
+	 * thread (the link fiber); it sets fiber_done as it ends. */
+	struct fm_loop *loop;
+	int fiber_done;
 	uint8_t *units_mem;           /* nunits x RD_UNIT */
 	uint8_t *recv_mem;            /* FM_RDMA_CTRL_DEPTH x RD_RECV_BUF */
 	size_t units_len, recv_len;
@@ -375,8 +386,10 @@ static int cm_wait(struct rd_conn *c, struct rd_ep *ep, enum rdma_cm_event_type 
 				c->cf.connect_timeout_ms);
 			return -ETIMEDOUT;
 		}
-		if (poll(pfd, wake_fd >= 0 ? 2 : 1, ms) < 0 && errno != EINTR)
-			return -errno;
+		int rc = fm_tc_poll(pfd, wake_fd >= 0 ? 2 : 1, ms);
+
+		if (rc < 0)
+			return rc;
 		if (wake_fd >= 0 && (pfd[1].revents & POLLIN))
 			return -ECANCELED;
 	}
@@ -554,8 +567,10 @@ static int ep_poll(struct rd_conn *c, struct rd_ep *ep, struct ibv_wc *wc, int m
 
 		if (ms == 0)
 			return -ETIMEDOUT;
-		if (poll(pfd, wake_fd >= 0 ? 3 : 2, ms) < 0 && errno != EINTR)
-			return -errno;
+		int rc = fm_tc_poll(pfd, wake_fd >= 0 ? 3 : 2, ms);
+
+		if (rc < 0)
+			return rc;
 		if (pfd[1].revents & POLLIN) {
 			struct rdma_cm_event *ev;
 
@@ -915,16 +930,16 @@ static int req_check(const struct fm_req *r)
 
 /* Under lock: wait (at most one request timeout) until the request can
  * go: a slot, the bounce units its length needs, a control credit when it
- * needs a control message.  Returns 0, or -ENOTCONN/-ECANCELED/-ETIMEDOUT. */
+ * needs a control message.  Returns 0, or -ENOTCONN/-ECANCELED/-ETIMEDOUT
+ * (-EAGAIN: the owner loop's thread outside a fiber, fm_tc_slot_wait). */
 static int wait_resources(struct rd_conn *c, const struct fm_req *r,
 			  const struct fm_rdma_grant **g)
 {
-	struct timespec ts = fm_mono_abstime_in_ms(c->cf.timeout_ms);
+	uint64_t deadline = fm_mono_after_ms(c->cf.timeout_ms);
 	unsigned need = units_for(r);
-	int timed_out = 0;
 
 	for (;;) {
-		int need_ctrl;
+		int need_ctrl, rc;
 
 		if (c->stop)
 			return -ECANCELED;
@@ -935,12 +950,12 @@ static int wait_resources(struct rd_conn *c, const struct fm_req *r,
 		if (c->nfree && c->nunit_free >= need &&
 		    (!need_ctrl || c->ctrl_used < FM_RDMA_CTRL_DEPTH))
 			return 0;
-		if (timed_out) {
+		rc = fm_tc_slot_wait(&c->lock, &c->slot_cv, c->loop, deadline);
+		if (rc == -ETIMEDOUT)
 			log_warn("%s: no free request slot in %u ms (%u in flight)",
 				 c->cf.name, c->cf.timeout_ms, c->cf.nslots - c->nfree);
-			return -ETIMEDOUT;
-		}
-		timed_out = pthread_cond_timedwait(&c->slot_cv, &c->lock, &ts) == ETIMEDOUT;
+		if (rc)
+			return rc;
 	}
 }
 
@@ -1299,6 +1314,22 @@ static void *conn_thread(void *arg)
 	return NULL;
 }
 
+/* The completion thread as the link fiber of the owner's loop. */
+static void link_fiber(void *arg)
+{
+	struct rd_conn *c = arg;
+
+	conn_thread(c);
+	c->fiber_done = 1;
+}
+
+static int link_ended(void *arg)
+{
+	const struct rd_conn *c = arg;
+
+	return c->fiber_done;
+}
+
 /* ---- open / close ---- */
 
 static void *alloc_pinned(size_t len)
@@ -1338,6 +1369,7 @@ static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
 	if (!c)
 		return NULL;
 	c->base.ops = &fm_transport_rdma;
+	c->loop = p->loop;
 	fm_tc_conf_init(&c->cf, p, "");
 	/* A caller that allows slow requests (a loaded or emulated host)
 	 * gets the same patience for the several round trips of a connect. */
@@ -1376,7 +1408,7 @@ static int rd_open(const struct fm_conn_params *p, struct fm_conn **out)
 	int rc;
 
 	*out = NULL;
-	if (!p || p->addr.kind != ADDR_RDMA || (!p->secret && !p->identity) || p->max_inflight > RD_MAX_INFLIGHT)
+	if (!p || p->addr.kind != ADDR_RDMA || (!p->secret && !p->identity) || p->max_inflight > FM_RDMA_MAX_INFLIGHT)
 		return -EINVAL;
 	/* Fail fast, and say what to check, on a machine without RDMA. */
 	rc = fm_rdma_device_check(addr_str(&p->addr, name, sizeof(name)));
@@ -1396,15 +1428,18 @@ static int rd_open(const struct fm_conn_params *p, struct fm_conn **out)
 		return rc;
 	}
 	conn_install(c);
-	rc = fm_tc_start_thread(&c->thread, conn_thread, c);
+	if (c->loop)
+		rc = fm_loop_spawn(c->loop, link_fiber, c);
+	else
+		rc = fm_tc_start_thread(&c->thread, conn_thread, c);
 	if (rc) {
 		log_err("%s: cannot start the completion thread: %s", c->cf.name, strerror(-rc));
 		ep_destroy(&c->ep);
 		conn_free(c);
 		return rc;
 	}
-	log_debug("%s: connected over RDMA (segment_max %u, %u slots)", c->cf.name,
-		  c->segment_max, c->cf.nslots);
+	log_debug("%s: connected over RDMA (segment_max %u, %u slots%s)", c->cf.name,
+		  c->segment_max, c->cf.nslots, c->loop ? ", in the caller's loop" : "");
 	*out = &c->base;
 	return 0;
 }
@@ -1422,7 +1457,11 @@ static void rd_close(struct fm_conn *base)
 
 	fm_tc_request_stop(&c->cf, &c->lock, &c->slot_cv, &c->stop, c->wake_fd,
 			   "completion thread");
-	pthread_join(c->thread, NULL);
+	/* A link fiber sees stop within a slice and fails what is left. */
+	if (c->loop)
+		fm_tc_loop_wait(c->loop, link_ended, c);
+	else
+		pthread_join(c->thread, NULL);
 	conn_free(c);
 }
 

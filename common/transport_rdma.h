@@ -47,6 +47,10 @@ extern const struct fm_transport_ops fm_transport_rdma;
  * this credit never meets a receiver without a buffer. */
 #define FM_RDMA_CTRL_DEPTH 16
 
+/* Request slots one rdma connection may have at most;
+ * bounce units, not slots, bound what is in flight long before this. */
+#define FM_RDMA_MAX_INFLIGHT 4096u
+
 /* The one text every "RDMA is not there" error carries. */
 #define FM_RDMA_CHECK_HINT "check `rdma link` and `ibv_devices`"
 

@@ -13,7 +13,10 @@
  * ALLOC with a granted key, pipelined one-sided WRITE/READ verify, large
  * transfers, GRANT for segments the connection did not allocate,
  * isolation between devices, FREE revoking, wrong secret, and a server
- * restart ridden out by reconnect.  Without either, those cases report
+ * restart ridden out by reconnect; and the same connection owned by an
+ * event loop (fiber.h): requests from the loop's fibers, completions in
+ * its link fiber, no thread of its own, reconnect and close from the
+ * loop.  Without either, those cases report
  * TAP "skip" with the reason.  Every wait is bounded; nothing asserts on
  * speed.
  */
@@ -26,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <dirent.h>
 #include <rdma/rdma_cma.h>
 
 #include "auth.h"
@@ -35,6 +39,7 @@
 #include "transport.h"
 #include "transport_rdma.h"
 #include "memserver/rdma_listener.h"
+#include "loop_rig.h"
 
 #define POOL_BYTES    (16u << 20)
 #define SEG_BYTES     (1u << 20)
@@ -814,6 +819,294 @@ static int t_loop_reconnect(void)
 	return 0;
 }
 
+/* ---- event-loop mode: the connection belongs to a loop (fiber.h) ---- */
+
+static int thread_count(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static pthread_t loop_thread;
+
+/* One request a fiber waits for, and where its done() ran. */
+struct fwait {
+	struct fm_fiber *f;
+	int status;
+	int done;
+	int in_loop_thread;   /* done() ran in the loop's thread ... */
+	int from_link;        /* ... from a fiber other than the submitter */
+};
+
+static void fwait_done(struct fm_req *r, int status)
+{
+	struct fwait *w = r->priv;
+	struct fm_fiber *self = fm_fiber_self();
+
+	w->in_loop_thread = pthread_equal(pthread_self(), loop_thread);
+	w->from_link = self && self != w->f;
+	w->status = status;
+	w->done = 1;
+	if (w->f)               /* NULL: submitted outside any fiber */
+		fm_fiber_wake(w->f);
+}
+
+/* Submit n requests from this fiber, park until all are done: 0, the
+ * first error, or -EXDEV when a done() ran anywhere but the link fiber. */
+static int fiber_batch(struct fm_conn *c, struct fm_req *reqs, struct fwait *w, unsigned n)
+{
+	unsigned submitted = 0;
+	int rc = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		w[i] = (struct fwait){ .f = fm_fiber_self() };
+		reqs[i].done = fwait_done;
+		reqs[i].priv = &w[i];
+		rc = fm_conn_submit(c, &reqs[i]);
+		if (rc)
+			break;
+		submitted++;
+	}
+	for (unsigned i = 0; i < submitted; i++) {
+		while (!w[i].done)
+			fm_fiber_park();
+		if (!rc && w[i].status)
+			rc = w[i].status;
+		if (!rc && !(w[i].in_loop_thread && w[i].from_link))
+			rc = -EXDEV;
+	}
+	return rc;
+}
+
+#define EV_FIBERS 4
+#define EV_PAGES  24     /* per fiber, in flight together: above the bounce units */
+
+struct evworker {
+	struct fm_conn *c;
+	int id;
+	int rc;
+	int done;
+	uint8_t pages[EV_PAGES][FM_PAGE], back[EV_PAGES][FM_PAGE];
+	struct fm_req reqs[EV_PAGES];
+	struct iovec iov[EV_PAGES];
+	struct fwait w[EV_PAGES];
+};
+
+/* Its own segment: EV_PAGES writes in flight, then as many reads, then
+ * compare; then a PING. */
+static void evworker_fiber(void *arg)
+{
+	struct evworker *e = arg;
+	struct fm_req a = { .op = FM_OP_ALLOC, .arg = SEG_BYTES };
+	uint8_t ping[64], echo[64];
+	struct iovec piov = { ping, sizeof(ping) };
+	struct fm_req pr = { .op = FM_OP_PING, .len = sizeof(ping), .iov = &piov,
+			     .iovcnt = 1, .buf = echo };
+	uint64_t seg;
+
+	e->rc = fiber_batch(e->c, &a, e->w, 1);
+	seg = a.rep.alloc.seg_id;
+	for (unsigned i = 0; i < EV_PAGES && !e->rc; i++) {
+		fill(e->pages[i], FM_PAGE, (uint32_t)(e->id * 1000 + i));
+		e->iov[i] = (struct iovec){ e->pages[i], FM_PAGE };
+		e->reqs[i] = (struct fm_req){ .op = FM_OP_WRITE, .seg_id = seg,
+					      .offset = i * FM_PAGE, .len = FM_PAGE,
+					      .iov = &e->iov[i], .iovcnt = 1 };
+	}
+	if (!e->rc)
+		e->rc = fiber_batch(e->c, e->reqs, e->w, EV_PAGES);
+	for (unsigned i = 0; i < EV_PAGES && !e->rc; i++)
+		e->reqs[i] = (struct fm_req){ .op = FM_OP_READ, .seg_id = seg,
+					      .offset = i * FM_PAGE, .len = FM_PAGE,
+					      .buf = e->back[i] };
+	if (!e->rc)
+		e->rc = fiber_batch(e->c, e->reqs, e->w, EV_PAGES);
+	for (unsigned i = 0; i < EV_PAGES && !e->rc; i++)
+		if (memcmp(e->pages[i], e->back[i], FM_PAGE))
+			e->rc = -EBADMSG;
+	fill(ping, sizeof(ping), (uint32_t)e->id);
+	if (!e->rc)
+		e->rc = fiber_batch(e->c, &pr, e->w, 1);
+	if (!e->rc && memcmp(ping, echo, sizeof(ping)))
+		e->rc = -EBADMSG;
+	e->done = 1;
+}
+
+static int evworkers_done(void *arg)
+{
+	struct evworker *e = arg;
+
+	for (int i = 0; i < EV_FIBERS; i++)
+		if (!e[i].done)
+			return 0;
+	return 1;
+}
+
+static struct fm_conn_params ev_params(struct rig *r, const char *addr)
+{
+	struct fm_conn_params p = params(addr, uuid_a);
+
+	p.loop = r->l;
+	loop_thread = pthread_self();
+	return p;
+}
+
+/* Fibers of one loop share a connection the loop owns: everything runs
+ * in the loop's thread, which the connection adds no thread to. */
+static int t_evloop_basic(void)
+{
+	static struct evworker e[EV_FIBERS];
+	const char *ip = rdma_ip();
+	struct fm_conn_params p;
+	struct fm_conn *c;
+	struct server *s;
+	struct rig r;
+	int threads;
+
+	if (!ip)
+		SKIP("no RDMA device or FARMEM_RDMA_ADDR unset (runs in tests/vm/rdma-loop.sh)");
+	s = server_start(ip, 0);
+	CHECK(s);
+	CHECK(rig_open(&r, EV_FIBERS + 2) == 0);
+	p = ev_params(&r, s->addr);
+	threads = thread_count();
+	CHECK(fm_conn_open(&p, &c) == 0);
+	CHECK(thread_count() == threads);       /* no completion thread */
+	CHECK(fm_loop_busy(r.l) == 1);          /* the link fiber */
+	for (int i = 0; i < EV_FIBERS; i++) {
+		memset(&e[i], 0, sizeof(e[i]));
+		e[i].c = c;
+		e[i].id = i;
+		CHECK(fm_loop_spawn(r.l, evworker_fiber, &e[i]) == 0);
+	}
+	CHECK(run_until(&r, evworkers_done, e) == 0);
+	for (int i = 0; i < EV_FIBERS; i++) {
+		if (e[i].rc)
+			printf("#   fiber %d: %s\n", i, strerror(-e[i].rc));
+		CHECK(e[i].rc == 0);
+	}
+	CHECK(fm_loop_busy(r.l) == 1);
+	/* The loop's thread outside a fiber must not wait for a slot: it
+	 * would stop the link fiber.  With every slot free it just goes. */
+	struct fm_req st = { .op = FM_OP_STAT };
+	struct fwait w = { 0 };
+
+	st.done = fwait_done;
+	st.priv = &w;
+	CHECK(fm_conn_submit(c, &st) == 0);
+	CHECK(run_until(&r, flag_set, &w.done) == 0);
+	CHECK(w.status == 0 && w.in_loop_thread && st.rep.stat.segments == EV_FIBERS);
+	fm_conn_close(c);
+	CHECK(fm_loop_busy(r.l) == 0);
+	CHECK(rig_close(&r) == 0);
+	server_stop(s);
+	return 0;
+}
+
+struct evping {
+	struct fm_conn *c;
+	int rc;
+	int done;
+};
+
+static void evping_fiber(void *arg)
+{
+	struct evping *e = arg;
+	uint8_t ping[32], echo[32];
+	struct iovec piov = { ping, sizeof(ping) };
+	struct fm_req pr = { .op = FM_OP_PING, .len = sizeof(ping), .iov = &piov,
+			     .iovcnt = 1, .buf = echo };
+	struct fwait w;
+
+	fill(ping, sizeof(ping), 3);
+	e->rc = fiber_batch(e->c, &pr, &w, 1);
+	if (!e->rc && memcmp(ping, echo, sizeof(ping)))
+		e->rc = -EBADMSG;
+	e->done = 1;
+}
+
+static int ev_ping(struct rig *r, struct fm_conn *c)
+{
+	struct evping e = { .c = c };
+
+	if (fm_loop_spawn(r->l, evping_fiber, &e) || run_until(r, flag_set, &e.done))
+		return -EDEADLK;
+	return e.rc;
+}
+
+struct evup {
+	struct fm_conn *c;
+	int want;
+};
+
+static int is_up_now(void *arg)
+{
+	struct evup *u = arg;
+
+	return fm_conn_is_up(u->c) == u->want;
+}
+
+/* The link fiber notices the server leave, and reconnects when it is
+ * back, all inside the loop's turns; close works while down too. */
+static int t_evloop_reconnect(void)
+{
+	const char *ip = rdma_ip();
+	struct states states = { 0 };
+	struct fm_conn_params p;
+	struct fm_conn *c;
+	struct server *s;
+	struct evup up;
+	struct rig r;
+	uint16_t port;
+
+	if (!ip)
+		SKIP("no RDMA device or FARMEM_RDMA_ADDR unset (runs in tests/vm/rdma-loop.sh)");
+	s = server_start(ip, 0);
+	CHECK(s);
+	port = ms_rdma_port(s->l);
+	CHECK(rig_open(&r, 4) == 0);
+	p = ev_params(&r, s->addr);
+	p.reconnect = 1;
+	p.timeout_ms = 2000;
+	p.state_cb = on_state;
+	p.state_arg = &states;
+	CHECK(fm_conn_open(&p, &c) == 0);
+	CHECK(ev_ping(&r, c) == 0);
+
+	server_stop(s);
+	up = (struct evup){ .c = c, .want = 0 };
+	CHECK(run_until(&r, is_up_now, &up) == 0);
+	CHECK(ev_ping(&r, c) == -ENOTCONN);
+	s = server_start(ip, port);
+	CHECK(s);
+	up.want = 1;
+	CHECK(run_until(&r, is_up_now, &up) == 0);
+	CHECK(states.downs >= 1 && states.ups >= 1);
+	CHECK(ev_ping(&r, c) == 0);
+	fm_conn_close(c);
+	CHECK(fm_loop_busy(r.l) == 0);
+
+	/* Closed while the server is away: the link fiber ends all the same. */
+	p = ev_params(&r, s->addr);
+	p.reconnect = 1;
+	CHECK(fm_conn_open(&p, &c) == 0);
+	server_stop(s);
+	up = (struct evup){ .c = c, .want = 0 };
+	CHECK(run_until(&r, is_up_now, &up) == 0);
+	fm_conn_close(c);
+	CHECK(fm_loop_busy(r.l) == 0);
+	CHECK(rig_close(&r) == 0);
+	return 0;
+}
+
 /* ---- runner: TAP with skips ---- */
 
 struct tcase {
@@ -837,6 +1130,10 @@ static const struct tcase cases[] = {
 	{ "rdma loop: wrong secret is -EACCES", t_loop_wrong_secret },
 	{ "rdma loop: no listener is refused", t_loop_refused },
 	{ "rdma loop: server restart, reconnect", t_loop_reconnect },
+	{ "rdma event loop: fibers' requests complete in the link fiber, no thread added",
+	  t_evloop_basic },
+	{ "rdma event loop: server restart, reconnect and close from the loop",
+	  t_evloop_reconnect },
 };
 
 int main(void)

@@ -16,4 +16,5 @@ if grep '# SKIP' "$out" | grep -v 'has an RDMA device' | grep -q .; then
 	fail "device cases were skipped in the guest"
 fi
 grep -q '^ok .*rdma loop: alloc' "$out" || fail "the loop cases did not run"
+grep -q '^ok .*rdma event loop: fibers' "$out" || fail "the event-loop cases did not run"
 say "rdma loop: all device cases passed"

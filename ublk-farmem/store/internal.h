@@ -317,6 +317,10 @@ void store_server_state_cb(void *arg, int up);
 int server_connect(struct store *s, int i);
 /* What every connection to server i is opened with (no state_cb). */
 void server_conn_params(struct store *s, int i, struct fm_conn_params *p);
+/* Request slots for a connection to server i that carries queues'
+ * requests: one per page of the largest I/O each, within the
+ * transport's limit. */
+unsigned server_conn_slots(const struct store *s, int i, int queues);
 /* boot_tag() of server i's current boot id; 0 when not known. */
 uint32_t server_boot_tag(const struct store *s, int i);
 /* r lives in an earlier run of its server (which restarted since): its

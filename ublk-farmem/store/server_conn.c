@@ -13,7 +13,18 @@
 
 #include "checksum.h"
 #include "log.h"
+#include "transport_rdma.h"
 #include "internal.h"
+
+unsigned server_conn_slots(const struct store *s, int i, int queues)
+{
+	unsigned n = (unsigned)queues * (s->max_io / STORE_PAGE) + 16;
+
+	/* Over rdma, bounce units bound what is in flight well below this. */
+	if (s->srv[i].fa.kind == ADDR_RDMA && n > FM_RDMA_MAX_INFLIGHT)
+		n = FM_RDMA_MAX_INFLIGHT;
+	return n;
+}
 
 void server_conn_params(struct store *s, int i, struct fm_conn_params *p)
 {
@@ -26,7 +37,7 @@ void server_conn_params(struct store *s, int i, struct fm_conn_params *p)
 	p->timeout_ms = s->timeout_ms;
 	/* Every queue may have one request per page in flight to a server,
 	 * plus the maintenance thread's. */
-	p->max_inflight = (unsigned)(s->nqueues + 1) * (s->max_io / STORE_PAGE) + 16;
+	p->max_inflight = server_conn_slots(s, i, s->nqueues + 1);
 	p->reconnect = 1;
 	p->ops = s->cfg.transport;
 	/* Every connection: a server may send its NOTICE on any of them. */

@@ -41,11 +41,11 @@ int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n)
 	for (int i = 0; i < s->nservers; i++) {
 		struct fm_conn_params p;
 
-		if (s->srv[i].fa.kind != ADDR_TCP || s->cfg.transport)
-			continue;   /* rdma (own threads) or a test transport */
+		if (s->cfg.transport)
+			continue;   /* a test transport: no loop mode */
 		server_conn_params(s, i, &p);
 		/* Only these queues' requests, plus slack for retries. */
-		p.max_inflight = (unsigned)n * (s->max_io / STORE_PAGE) + 16;
+		p.max_inflight = server_conn_slots(s, i, n);
 		p.loop = loop;
 		/* The shared connection takes every NOTICE too: marking
 		 * segments scans the table under the store's lock, work for
