@@ -810,7 +810,9 @@ static void slot_release(struct rd_conn *c, uint32_t idx)
 	pthread_cond_broadcast(&c->slot_cv);
 }
 
-/* Under lock: the one-sided transfer of a granted READ or WRITE. */
+/* Under lock: the one-sided transfer of a granted READ or WRITE.  A
+ * WRITE's bytes are gathered here, not at submit: a WRITE that waited
+ * for its GRANT sent that frame from the same bounce unit. */
 static int post_data(struct rd_conn *c, uint32_t idx, const struct fm_rdma_grant *g)
 {
 	struct rd_slot *s = &c->slots[idx];
@@ -826,6 +828,8 @@ static int post_data(struct rd_conn *c, uint32_t idx, const struct fm_rdma_grant
 	rc = fm_rdma_grant_range(g, r->offset, r->len, &remote);
 	if (rc)
 		return rc;
+	if (r->op == FM_OP_WRITE)
+		units_gather(c, s, r);
 	for (unsigned i = 0; i < s->nu; i++) {
 		sge[i].addr = (uintptr_t)unit_addr(c, s->u[i]);
 		sge[i].length = left > RD_UNIT ? RD_UNIT : left;
@@ -989,8 +993,6 @@ static int rd_submit(struct fm_conn *base, struct fm_req *r)
 	for (s->nu = 0; s->nu < units_for(r); s->nu++)
 		s->u[s->nu] = c->unit_free[--c->nunit_free];
 	fm_tc_req_start(r, slot_tag(c, idx), c->cf.timeout_ms);
-	if (r->op == FM_OP_WRITE)
-		units_gather(c, s, r);
 	if (!is_data(r))
 		rc = post_ctrl(c, idx, r->op);
 	else if (!g)

@@ -677,6 +677,14 @@ static int t_loop_grant_isolation(void)
 	CHECK(do_rw(a, FM_OP_WRITE, seg.seg_id, FM_PAGE, page, FM_PAGE) == 0);
 	CHECK(do_rw(a2, FM_OP_READ, seg.seg_id, FM_PAGE, back, FM_PAGE) == 0);
 	CHECK(memcmp(page, back, FM_PAGE) == 0);
+	/* A WRITE that has to ask for its GRANT first lands whole: the
+	 * GRANT frame once went out of the unit that held its bytes. */
+	CHECK(do_alloc(a, SEG_BYTES, &segb) == 0);
+	fill(page, FM_PAGE, 43);
+	CHECK(do_rw(a2, FM_OP_WRITE, segb.seg_id, 3 * FM_PAGE, page, FM_PAGE) == 0);
+	CHECK(do_rw(a, FM_OP_READ, segb.seg_id, 3 * FM_PAGE, back, FM_PAGE) == 0);
+	CHECK(memcmp(page, back, FM_PAGE) == 0);
+	CHECK(do_simple(a, FM_OP_FREE, segb.seg_id) == 0);
 	/* Device b: not its segment, indistinguishable from a missing one. */
 	CHECK(do_rw(b, FM_OP_READ, seg.seg_id, FM_PAGE, back, FM_PAGE) == -ENOENT);
 	CHECK(do_rw(b, FM_OP_WRITE, seg.seg_id, FM_PAGE, back, FM_PAGE) == -ENOENT);
