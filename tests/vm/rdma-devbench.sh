@@ -64,7 +64,8 @@ fio_point() {
 		if (rw ~ /read/) print int($6 / 4), $8; else print int($47 / 4), $49 }'
 }
 
-hz=$(getconf CLK_TCK)
+# USER_HZ is 100 on Linux (the guest has no getconf).
+hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
 for t in tcp rdma; do
 	base=$([ $t = tcp ] && echo 7200 || echo 7100)
 	servers="$t://$IP:$((base + 1)),$t://$IP:$((base + 2)),$t://$IP:$((base + 3))"
@@ -94,4 +95,5 @@ awk '{ key = $3; sub(":$", "", key)
        else if (tcp[key] > 0)
 	       printf "devbench ratio %s: rdma/tcp IOPS %.2f, switches per I/O %.2f vs %.2f\n",
 		       key, $4 / tcp[key], $6, tsw[key] }' /tmp/devbench.out
+[ "$(grep -c '^devbench rdma' /tmp/devbench.out)" -eq 3 ] || fail "some points gave no result"
 say "devbench done"
