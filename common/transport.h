@@ -58,6 +58,13 @@ struct fm_conn_params {
 	void (*notice_cb)(void *arg, const struct fm_notice *n);
 	void *notice_arg;
 	const struct fm_transport_ops *ops; /* NULL: chosen by addr.kind */
+	/* The largest READ or WRITE this connection will carry (0:
+	 * FM_MAX_IO); longer ones fail with -EINVAL.  rdma registers bounce
+	 * memory by it: a queue's connection needs far less than FM_MAX_IO. */
+	uint32_t max_io;
+	/* Only the data path's ops: LIST fails with -EOPNOTSUPP, so rdma
+	 * posts receive buffers for the small replies, not for LIST's. */
+	int data_only;
 	struct fm_loop *loop;          /* tcp and rdma: the connection
 					* belongs to this event loop
 					* (fiber.h): open, submit and close

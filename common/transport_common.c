@@ -27,6 +27,8 @@ void fm_tc_conf_init(struct fm_tc_conf *cf, const struct fm_conn_params *p,
 	cf->connect_timeout_ms = p->connect_timeout_ms ? p->connect_timeout_ms
 						       : FM_TC_DEFAULT_CONNECT_MS;
 	cf->nslots = p->max_inflight ? p->max_inflight : FM_TC_DEFAULT_INFLIGHT;
+	cf->max_io = p->max_io && p->max_io < FM_MAX_IO ? p->max_io : FM_MAX_IO;
+	cf->data_only = p->data_only;
 	cf->reconnect = p->reconnect;
 	cf->state_cb = p->state_cb;
 	cf->state_arg = p->state_arg;

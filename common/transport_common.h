@@ -40,6 +40,8 @@ struct fm_tc_conf {
 	uint32_t timeout_ms;
 	uint32_t connect_timeout_ms;
 	unsigned nslots;
+	uint32_t max_io;              /* largest READ/WRITE taken (<= FM_MAX_IO) */
+	int data_only;                /* LIST refused (-EOPNOTSUPP) */
 	int reconnect;
 	void (*state_cb)(void *arg, int up);
 	void *state_arg;

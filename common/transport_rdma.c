@@ -21,10 +21,12 @@
  *    bounce unit gives the thread to the others until one is freed.
  *
  * Every buffer the NIC touches is allocated at open and registered once
- * per established connection: bounce units of RD_UNIT bytes that requests
- * borrow as their length needs (a page takes one, FM_MAX_IO takes
+ * per established connection: bounce units that requests borrow as their
+ * length needs (a page takes one, the connection's largest I/O at most
  * RD_MAX_SGE, listed in one scatter/gather work request) and the receive
- * buffers for control replies.  Nothing is allocated per request.
+ * buffers for control replies.  Nothing is allocated per request.  Units
+ * are sized by the largest I/O the opener announced (params max_io): a
+ * queue's connection (128 KiB) pins about 0.5 MiB, one for FM_MAX_IO 3.
  *
  * A READ/WRITE of a segment whose (remote_addr, rkey) this connection
  * does not know yet first sends GRANT (transport_rdma.h); the completion
@@ -61,26 +63,37 @@
 
 /* Registered bounce memory comes in units; a request takes as many as
  * its length needs and the work request lists them (scatter/gather), so
- * a page costs one unit and FM_MAX_IO fits RD_MAX_SGE of them. */
-#define RD_UNIT                 (64u * 1024)
-#define RD_MAX_SGE              (FM_MAX_IO / RD_UNIT)
+ * a page costs one unit and the largest I/O fits RD_MAX_SGE of them.  A
+ * unit is at least RD_UNIT_MIN (a stored page with its record header),
+ * in whole pages. */
+#define RD_MAX_SGE              16u
+#define RD_UNIT_MIN             (8u * 1024)
+#define RD_UNIT_ALIGN           4096u
 /* Units beyond this many slots wait.  Each unit is registered and so
  * pinned: at 128 a client's three maintenance connections alone pinned
  * 30 MiB of a 256 MiB guest.  32 in flight per connection (plus one
  * largest frame) is more than a queue's fibers keep busy. */
 #define RD_UNITS_SHARED         32u
 #define RD_RECV_BUF             (64u * 1024)
+/* A data-only connection (no LIST) receives at most this: a PING echo,
+ * STAT, HELLO or an ALLOC/GRANT reply, with header and channel tag. */
+#define RD_RECV_SMALL           1024u
 #define RD_GRANT_CAP            4096u
 #define RD_TICK_MS              100u
 #define RD_POLL_BATCH           32
 #define RD_RD_ATOMIC            16      /* outstanding RDMA READs we ask for */
 
 _Static_assert(RD_RECV_BUF >= FM_RDMA_MSG_MAX, "receive buffer holds a LIST reply");
-_Static_assert(RD_UNIT >= FM_HDR_SIZE + FM_PING_MAX + FM_CHAN_TAG_LEN,
+_Static_assert(RD_UNIT_MIN >= FM_HDR_SIZE + FM_PING_MAX + FM_CHAN_TAG_LEN,
 	       "a unit holds a tagged request frame");
+_Static_assert(RD_RECV_SMALL >= FM_HDR_SIZE + FM_PING_MAX + FM_CHAN_TAG_LEN &&
+	       RD_RECV_SMALL >= FM_HDR_SIZE + FM_STAT_WIRE + FM_CHAN_TAG_LEN &&
+	       RD_RECV_SMALL >= FM_HDR_SIZE + FM_HELLO_REP_LEN + FM_CHAN_TAG_LEN &&
+	       RD_RECV_SMALL >= FM_HDR_SIZE + FM_ALLOC_REP_LEN + FM_CHAN_TAG_LEN,
+	       "a small receive buffer holds every reply but LIST's");
 _Static_assert(FM_RDMA_MSG_MAX >= FM_HDR_SIZE + 4u + FM_LIST_MAX * FM_LIST_ENTRY_LEN +
 	       FM_CHAN_TAG_LEN, "a message holds a tagged LIST reply");
-_Static_assert(RD_MAX_SGE * RD_UNIT >= FM_MAX_IO && RD_MAX_SGE <= 16, "FM_MAX_IO in few units");
+_Static_assert(FM_MAX_IO / RD_MAX_SGE % RD_UNIT_ALIGN == 0, "FM_MAX_IO in RD_MAX_SGE units");
 
 /* What a work request is, in the top byte of its wr_id; the low 32 bits
  * are the slot's tag (or the receive buffer's index). */
@@ -122,8 +135,10 @@ struct rd_conn {
 	 * thread (the link fiber); it sets fiber_done as it ends. */
 	struct fm_loop *loop;
 	int fiber_done;
-	uint8_t *units_mem;           /* nunits x RD_UNIT */
-	uint8_t *recv_mem;            /* FM_RDMA_CTRL_DEPTH x RD_RECV_BUF */
+	uint8_t *units_mem;           /* nunits x unit */
+	uint8_t *recv_mem;            /* FM_RDMA_CTRL_DEPTH x recv_buf */
+	uint32_t unit;                /* bytes per bounce unit */
+	uint32_t recv_buf;            /* bytes per receive buffer */
 	size_t units_len, recv_len;
 	unsigned nunits;
 
@@ -441,8 +456,8 @@ static int set_nonblock(int fd)
 static int ep_post_recv(struct rd_conn *c, struct rd_ep *ep, uint32_t idx)
 {
 	struct ibv_sge sge = {
-		.addr = (uintptr_t)(c->recv_mem + (size_t)idx * RD_RECV_BUF),
-		.length = RD_RECV_BUF,
+		.addr = (uintptr_t)(c->recv_mem + (size_t)idx * c->recv_buf),
+		.length = c->recv_buf,
 		.lkey = ep->mr_recv->lkey,
 	};
 	struct ibv_recv_wr wr = { .wr_id = WR_ID(WR_RECV, idx), .sg_list = &sge,
@@ -632,7 +647,7 @@ static int hs_reply(struct rd_conn *c, struct rd_ep *ep, uint8_t op, uint8_t *pa
 			if (WR_KIND(wc[i].wr_id) != WR_RECV)
 				continue;
 			idx = WR_TAG(wc[i].wr_id);
-			msg = c->recv_mem + (size_t)idx * RD_RECV_BUF;
+			msg = c->recv_mem + (size_t)idx * c->recv_buf;
 			rc = fm_rdma_msg_decode(msg, wc[i].byte_len, &h);
 			if (rc == 0 && (h.op != (op | FM_OP_REPLY) || h.tag != 0))
 				rc = -EPROTO;
@@ -753,12 +768,12 @@ static int is_data(const struct fm_req *r)
 
 static uint8_t *unit_addr(const struct rd_conn *c, uint16_t u)
 {
-	return c->units_mem + (size_t)u * RD_UNIT;
+	return c->units_mem + (size_t)u * c->unit;
 }
 
-static unsigned units_for(const struct fm_req *r)
+static unsigned units_for(const struct rd_conn *c, const struct fm_req *r)
 {
-	return is_data(r) ? (r->len + RD_UNIT - 1) / RD_UNIT : 1;
+	return is_data(r) ? (r->len + c->unit - 1) / c->unit : 1;
 }
 
 /* Copy between the caller's bytes and the slot's units. */
@@ -771,11 +786,11 @@ static void units_gather(struct rd_conn *c, const struct rd_slot *s, const struc
 		size_t left = r->iov[i].iov_len;
 
 		while (left) {
-			size_t off = pos % RD_UNIT, n = RD_UNIT - off;
+			size_t off = pos % c->unit, n = c->unit - off;
 
 			if (n > left)
 				n = left;
-			memcpy(unit_addr(c, s->u[pos / RD_UNIT]) + off, src, n);
+			memcpy(unit_addr(c, s->u[pos / c->unit]) + off, src, n);
 			src += n;
 			pos += n;
 			left -= n;
@@ -787,7 +802,7 @@ static void units_scatter(struct rd_conn *c, const struct rd_slot *s, uint8_t *d
 			  uint32_t len)
 {
 	for (unsigned i = 0; len; i++) {
-		uint32_t n = len > RD_UNIT ? RD_UNIT : len;
+		uint32_t n = len > c->unit ? c->unit : len;
 
 		memcpy(dst, unit_addr(c, s->u[i]), n);
 		dst += n;
@@ -832,7 +847,7 @@ static int post_data(struct rd_conn *c, uint32_t idx, const struct fm_rdma_grant
 		units_gather(c, s, r);
 	for (unsigned i = 0; i < s->nu; i++) {
 		sge[i].addr = (uintptr_t)unit_addr(c, s->u[i]);
-		sge[i].length = left > RD_UNIT ? RD_UNIT : left;
+		sge[i].length = left > c->unit ? c->unit : left;
 		sge[i].lkey = c->lkey_units;
 		left -= sge[i].length;
 	}
@@ -901,7 +916,7 @@ static int post_ctrl(struct rd_conn *c, uint32_t idx, uint8_t op)
 }
 
 /* Everything about a request that can be checked before it is queued. */
-static int req_check(const struct fm_req *r)
+static int req_check(const struct rd_conn *c, const struct fm_req *r)
 {
 	size_t sum = 0;
 
@@ -909,12 +924,12 @@ static int req_check(const struct fm_req *r)
 		return -EINVAL;
 	switch (r->op) {
 	case FM_OP_READ:
-		return r->len && r->len <= FM_MAX_IO && r->buf ? 0 : -EINVAL;
+		return r->len && r->len <= c->cf.max_io && r->buf ? 0 : -EINVAL;
 	case FM_OP_WRITE:
 	case FM_OP_PING:
 		if (r->len == 0 && r->op == FM_OP_WRITE)
 			return -EINVAL;
-		if (r->len > (r->op == FM_OP_PING ? FM_PING_MAX : FM_MAX_IO))
+		if (r->len > (r->op == FM_OP_PING ? FM_PING_MAX : c->cf.max_io))
 			return -EINVAL;
 		if (r->iovcnt < 0 || (r->iovcnt && !r->iov))
 			return -EINVAL;
@@ -922,6 +937,9 @@ static int req_check(const struct fm_req *r)
 			sum += r->iov[i].iov_len;
 		return sum == r->len ? 0 : -EINVAL;
 	case FM_OP_LIST:
+		/* Its reply would not fit a small receive buffer. */
+		if (c->cf.data_only)
+			return -EOPNOTSUPP;
 		return r->rep.list.seg_ids && r->rep.list.sizes ? 0 : -EINVAL;
 	case FM_OP_ALLOC:
 	case FM_OP_FREE:
@@ -940,7 +958,7 @@ static int wait_resources(struct rd_conn *c, const struct fm_req *r,
 			  const struct fm_rdma_grant **g)
 {
 	uint64_t deadline = fm_mono_after_ms(c->cf.timeout_ms);
-	unsigned need = units_for(r);
+	unsigned need = units_for(c, r);
 
 	for (;;) {
 		int need_ctrl, rc;
@@ -971,7 +989,7 @@ static int rd_submit(struct fm_conn *base, struct fm_req *r)
 	uint32_t idx;
 	int rc;
 
-	rc = req_check(r);
+	rc = req_check(c, r);
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&c->lock);
@@ -990,7 +1008,7 @@ static int rd_submit(struct fm_conn *base, struct fm_req *r)
 	s = &c->slots[idx];
 	s->gen++;
 	s->req = r;
-	for (s->nu = 0; s->nu < units_for(r); s->nu++)
+	for (s->nu = 0; s->nu < units_for(c, r); s->nu++)
 		s->u[s->nu] = c->unit_free[--c->nunit_free];
 	fm_tc_req_start(r, slot_tag(c, idx), c->cf.timeout_ms);
 	if (!is_data(r))
@@ -1094,7 +1112,7 @@ static int grant_arrived(struct rd_conn *c, uint32_t idx, const uint8_t *p, uint
 /* Under lock: one control reply.  Nonzero: drop the connection. */
 static int on_recv(struct rd_conn *c, uint32_t ridx, uint32_t byte_len, struct fm_req **done)
 {
-	const uint8_t *msg = c->recv_mem + (size_t)ridx * RD_RECV_BUF;
+	const uint8_t *msg = c->recv_mem + (size_t)ridx * c->recv_buf;
 	struct fm_hdr h;
 	struct rd_slot *s = NULL;
 	uint32_t idx;
@@ -1363,6 +1381,16 @@ static void conn_free(struct rd_conn *c)
 	free(c);
 }
 
+/* The smallest unit in whole pages (at least RD_UNIT_MIN) that fits
+ * max_io in RD_MAX_SGE of them. */
+static uint32_t unit_size(uint32_t max_io)
+{
+	uint32_t u = (max_io + RD_MAX_SGE - 1) / RD_MAX_SGE;
+
+	u = (u + RD_UNIT_ALIGN - 1) / RD_UNIT_ALIGN * RD_UNIT_ALIGN;
+	return u < RD_UNIT_MIN ? RD_UNIT_MIN : u;
+}
+
 static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
 {
 	struct rd_conn *c = calloc(1, sizeof(*c));
@@ -1381,9 +1409,12 @@ static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
 	pthread_mutex_init(&c->lock, NULL);
 	cv_rc = fm_cond_init_mono(&c->slot_cv);
 
-	c->nunits = (c->cf.nslots < RD_UNITS_SHARED ? c->cf.nslots : RD_UNITS_SHARED) + RD_MAX_SGE;
-	c->units_len = (size_t)c->nunits * RD_UNIT;
-	c->recv_len = (size_t)FM_RDMA_CTRL_DEPTH * RD_RECV_BUF;
+	c->unit = unit_size(c->cf.max_io);
+	c->recv_buf = c->cf.data_only ? RD_RECV_SMALL : RD_RECV_BUF;
+	c->nunits = (c->cf.nslots < RD_UNITS_SHARED ? c->cf.nslots : RD_UNITS_SHARED) +
+		    (c->cf.max_io + c->unit - 1) / c->unit;
+	c->units_len = (size_t)c->nunits * c->unit;
+	c->recv_len = (size_t)FM_RDMA_CTRL_DEPTH * c->recv_buf;
 	c->slots = calloc(c->cf.nslots, sizeof(*c->slots));
 	c->free_idx = calloc(c->cf.nslots, sizeof(*c->free_idx));
 	c->units_mem = alloc_pinned(c->units_len);
@@ -1440,8 +1471,9 @@ static int rd_open(const struct fm_conn_params *p, struct fm_conn **out)
 		conn_free(c);
 		return rc;
 	}
-	log_debug("%s: connected over RDMA (segment_max %u, %u slots%s)", c->cf.name,
-		  c->segment_max, c->cf.nslots, c->loop ? ", in the caller's loop" : "");
+	log_debug("%s: connected over RDMA (segment_max %u, %u slots, %zu KiB registered%s)",
+		  c->cf.name, c->segment_max, c->cf.nslots, (c->units_len + c->recv_len) >> 10,
+		  c->loop ? ", in the caller's loop" : "");
 	*out = &c->base;
 	return 0;
 }

@@ -488,7 +488,7 @@ static uint64_t slots_earliest(struct tcp_conn *c, uint64_t now, int *expired)
 
 /* Build header and small payload in head, the data in iov[1..]; checks
  * the request.  Returns the iovec count or -EINVAL. */
-static int frame_build(const struct fm_req *r, uint8_t *head,
+static int frame_build(const struct fm_tc_conf *cf, const struct fm_req *r, uint8_t *head,
 		       struct iovec *iov, int iov_max)
 {
 	struct fm_hdr h = { .op = r->op };
@@ -504,7 +504,7 @@ static int frame_build(const struct fm_req *r, uint8_t *head,
 		small = fm_u64_encode(head + FM_HDR_SIZE, r->seg_id);
 		break;
 	case FM_OP_READ:
-		if (r->len > FM_MAX_IO || (r->len && !r->buf))
+		if (r->len > cf->max_io || (r->len && !r->buf))
 			return -EINVAL;
 		small = fm_range_encode(head + FM_HDR_SIZE, &range);
 		break;
@@ -514,12 +514,14 @@ static int frame_build(const struct fm_req *r, uint8_t *head,
 		small = fm_drain_req_encode(head + FM_HDR_SIZE, r->arg);
 		break;
 	case FM_OP_LIST:
+		if (cf->data_only)
+			return -EOPNOTSUPP;
 		if (!r->rep.list.seg_ids || !r->rep.list.sizes)
 			return -EINVAL;
 		small = fm_list_req_encode(head + FM_HDR_SIZE, r->arg);
 		break;
 	case FM_OP_WRITE:
-		if (r->len > FM_MAX_IO)
+		if (r->len > cf->max_io)
 			return -EINVAL;
 		small = fm_range_encode(head + FM_HDR_SIZE, &range);
 		/* fallthrough */
@@ -687,7 +689,7 @@ static int tcp_submit(struct fm_conn *base, struct fm_req *r)
 	 * receiver may complete it at any time. */
 	const struct fm_fb_span span = { .op = r->op, .seg_id = r->seg_id,
 					 .offset = r->offset, .len = r->len };
-	n = frame_build(r, head, iov, TCP_IOV_MAX + 1);
+	n = frame_build(&c->cf, r, head, iov, TCP_IOV_MAX + 1);
 	if (n < 0)
 		return n;
 	rc = slot_take(c, r, &tag, &epoch);

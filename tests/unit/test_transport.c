@@ -570,6 +570,45 @@ static int t_invalid_requests(void)
 	return 0;
 }
 
+/* A connection opened for a queue's data path: requests above its
+ * max_io and LIST are refused before anything is sent; the rest work. */
+static int t_data_only_limits(void)
+{
+	static uint8_t page[2 * FM_PAGE + 4], back[2 * FM_PAGE + 4];
+	static uint64_t ids[FM_LIST_MAX];
+	static uint32_t sizes[FM_LIST_MAX];
+	struct fake *f = fake_start(FAKE_GOOD);
+	struct iovec iov = { page, 2 * FM_PAGE };
+	struct fm_conn *c;
+
+	CHECK(f);
+	struct fm_conn_params p = params_for(f->port, 0);
+
+	p.max_io = 2 * FM_PAGE;
+	p.data_only = 1;
+	CHECK(fm_conn_open(&p, &c) == 0);
+	memset(page, 0x5c, sizeof(page));
+	struct fm_req w = { .op = FM_OP_WRITE, .seg_id = FAKE_SEG, .len = 2 * FM_PAGE,
+			    .iov = &iov, .iovcnt = 1 };
+	CHECK(fm_conn_call(c, &w) == 0);
+	struct fm_req r = { .op = FM_OP_READ, .seg_id = FAKE_SEG, .len = 2 * FM_PAGE,
+			    .buf = back };
+	CHECK(fm_conn_call(c, &r) == 0 && memcmp(page, back, 2 * FM_PAGE) == 0);
+	iov.iov_len = 2 * FM_PAGE + 4;
+	w.len = 2 * FM_PAGE + 4;
+	CHECK(fm_conn_call(c, &w) == -EINVAL);
+	r.len = 2 * FM_PAGE + 1;
+	CHECK(fm_conn_call(c, &r) == -EINVAL);
+	struct fm_req l = { .op = FM_OP_LIST };
+	l.rep.list.seg_ids = ids;
+	l.rep.list.sizes = sizes;
+	CHECK(fm_conn_call(c, &l) == -EOPNOTSUPP);
+	CHECK(ping(c) == 0);
+	fm_conn_close(c);
+	fake_stop(f);
+	return 0;
+}
+
 static int t_wrong_secret(void)
 {
 	struct fake *f = fake_start(FAKE_REJECT);
@@ -1794,6 +1833,8 @@ static const struct tap_case cases[] = {
 	{ "rdma without devices and unix addresses: clear errors", t_rdma_and_unix_addresses },
 	{ "alloc, write (2 iovecs), read back, stat, list, ENOENT reply", t_roundtrip },
 	{ "malformed requests: EINVAL before anything is sent", t_invalid_requests },
+	{ "data-only connection: above max_io EINVAL, LIST EOPNOTSUPP, the rest works",
+	  t_data_only_limits },
 	{ "server closes at AUTH: EACCES", t_wrong_secret },
 	{ "server cannot prove the secret: EACCES", t_server_without_secret },
 	{ "peer is not a memserver: EPROTO", t_not_a_memserver },

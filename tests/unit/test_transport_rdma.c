@@ -967,6 +967,45 @@ static struct fm_conn_params ev_params(struct rig *r, const char *addr)
 	return p;
 }
 
+/* A store queue's largest read: 32 stored pages with their headers. */
+#define EV_MAX_IO (32u * (FM_PAGE + 48u))
+
+/* From the loop's thread, outside a fiber: a WRITE of len bytes on a
+ * fresh segment and its READ back, compared; the submit's error, if any. */
+static int ev_big(struct rig *r, struct fm_conn *c, uint32_t len)
+{
+	static uint8_t big[FM_MAX_IO], back[FM_MAX_IO];
+	struct iovec iov = { big, len };
+	struct fm_req a = { .op = FM_OP_ALLOC, .arg = SEG_BYTES };
+	struct fm_req w = { .op = FM_OP_WRITE, .len = len, .iov = &iov, .iovcnt = 1 };
+	struct fm_req rd = { .op = FM_OP_READ, .len = len, .buf = back };
+	struct fm_req *steps[3] = { &a, &w, &rd };
+	int rc;
+
+	fill(big, len, len);
+	for (int i = 0; i < 3; i++) {
+		struct fwait fw = { 0 };
+
+		steps[i]->done = fwait_done;
+		steps[i]->priv = &fw;
+		steps[i]->seg_id = a.rep.alloc.seg_id;
+		rc = fm_conn_submit(c, steps[i]);
+		if (rc)
+			return rc;
+		if (run_until(r, flag_set, &fw.done) || fw.status)
+			return fw.status ? fw.status : -ETIMEDOUT;
+	}
+	rc = memcmp(big, back, len) ? -EBADMSG : 0;
+	struct fm_req fr = { .op = FM_OP_FREE, .seg_id = a.rep.alloc.seg_id };
+	struct fwait fw = { 0 };
+
+	fr.done = fwait_done;
+	fr.priv = &fw;
+	if (fm_conn_submit(c, &fr) == 0)
+		run_until(r, flag_set, &fw.done);
+	return rc;
+}
+
 /* Fibers of one loop share a connection the loop owns: everything runs
  * in the loop's thread, which the connection adds no thread to. */
 static int t_evloop_basic(void)
@@ -985,6 +1024,8 @@ static int t_evloop_basic(void)
 	CHECK(s);
 	CHECK(rig_open(&r, EV_FIBERS + 2) == 0);
 	p = ev_params(&r, s->addr);
+	p.max_io = EV_MAX_IO;
+	p.data_only = 1;
 	threads = thread_count();
 	CHECK(fm_conn_open(&p, &c) == 0);
 	CHECK(thread_count() == threads);       /* no completion thread */
@@ -1012,6 +1053,18 @@ static int t_evloop_basic(void)
 	CHECK(fm_conn_submit(c, &st) == 0);
 	CHECK(run_until(&r, flag_set, &w.done) == 0);
 	CHECK(w.status == 0 && w.in_loop_thread && st.rep.stat.segments == EV_FIBERS);
+	/* A queue's connection (max_io, data only): its largest I/O goes in
+	 * one transfer of several units, one byte more is refused, and so
+	 * is LIST, whose reply its receive buffers could not hold. */
+	CHECK(ev_big(&r, c, EV_MAX_IO) == 0);
+	CHECK(ev_big(&r, c, EV_MAX_IO + 1) == -EINVAL);
+	static uint64_t ids[FM_LIST_MAX];
+	static uint32_t sizes[FM_LIST_MAX];
+	struct fm_req l = { .op = FM_OP_LIST, .done = fwait_done, .priv = &w };
+
+	l.rep.list.seg_ids = ids;
+	l.rep.list.sizes = sizes;
+	CHECK(fm_conn_submit(c, &l) == -EOPNOTSUPP);
 	fm_conn_close(c);
 	CHECK(fm_loop_busy(r.l) == 0);
 	CHECK(rig_close(&r) == 0);

@@ -161,6 +161,7 @@ struct store_lconns {
 	struct fm_loop *loop;
 	int first, n;                 /* the store queues that use it */
 	struct fm_conn *conn[STORE_MAX_SERVERS];
+	uint32_t max_io;              /* largest READ/WRITE they take */
 	/* store_submit(): the queues with no I/O in flight (a stack). */
 	int idle_q[STORE_MAX_QUEUES];
 	int nidle;

@@ -184,13 +184,15 @@ int write_copy_sync(struct store *s, struct ioctx *io, const struct seg_rep *rep
 }
 
 /* The queue's own connection when its loop has one that is up (reply
- * and wake-up stay in this thread), else the shared one. */
-static struct fm_conn *pick_conn(struct store *s, struct ioctx *io, int server)
+ * and wake-up stay in this thread) and it carries this request (the data
+ * path's ops and sizes), else the shared one. */
+static struct fm_conn *pick_conn(struct store *s, struct ioctx *io, const struct fm_req *r,
+				 int server)
 {
 	struct store_lconns *lc = io ? io->lc : NULL;
 
 	if (lc && lc->conn[server] && lc->loop == fm_loop_current() &&
-	    fm_conn_is_up(lc->conn[server]))
+	    r->op != FM_OP_LIST && r->len <= lc->max_io && fm_conn_is_up(lc->conn[server]))
 		return lc->conn[server];
 	return srv_conn(&s->srv[server]);
 }
@@ -199,7 +201,7 @@ void req_submit_w(struct store *s, struct ioctx *io, struct waiter *w,
 		  struct qreq *q, int server)
 {
 	struct store_server *v = &s->srv[server];
-	struct fm_conn *c = pick_conn(s, io, server);
+	struct fm_conn *c = pick_conn(s, io, &q->req, server);
 	int rc = -ENOTCONN;
 
 	q->w = w;

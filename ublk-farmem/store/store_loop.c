@@ -12,12 +12,23 @@
 
 #include "log.h"
 #include "internal.h"
+#include "record.h"
 
 /* A link fiber per server, and one spare: a done() that submits again
  * runs while its own fiber is still busy. */
 int store_loop_fibers(const struct store *s)
 {
 	return s->nservers + 1;
+}
+
+/* The longest READ a queue sends: a run of one request's records, each
+ * at most a stored page with its header and tag.  Anything longer (a
+ * segment's table, a repair's copy) takes the shared connection. */
+static uint32_t loop_max_io(const struct store *s)
+{
+	uint64_t n = (uint64_t)(s->max_io / STORE_PAGE) * REC_MAX_LEN;
+
+	return n < FM_MAX_IO ? (uint32_t)n : FM_MAX_IO;
 }
 
 static int queues_valid(const struct store *s, int first, int n)
@@ -38,6 +49,7 @@ int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n)
 	lc->loop = loop;
 	lc->first = first;
 	lc->n = n;
+	lc->max_io = loop_max_io(s);
 	for (int i = 0; i < s->nservers; i++) {
 		struct fm_conn_params p;
 
@@ -46,6 +58,10 @@ int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n)
 		server_conn_params(s, i, &p);
 		/* Only these queues' requests, plus slack for retries. */
 		p.max_inflight = server_conn_slots(s, i, n);
+		/* A queue's reads and writes: rdma then pins a fraction of
+		 * what a connection for any request would. */
+		p.max_io = lc->max_io;
+		p.data_only = 1;
 		p.loop = loop;
 		/* The shared connection takes every NOTICE too: marking
 		 * segments scans the table under the store's lock, work for
