@@ -18,6 +18,7 @@
 #define FARMEM_LOOP_RIG_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -26,6 +27,7 @@
 
 #include "clock.h"
 #include "fiber.h"
+#include "transport.h"
 
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
@@ -200,6 +202,46 @@ static inline int idle_turn(struct rig *r, uint64_t ns)
 static inline int flag_set(void *arg)
 {
 	return __atomic_load_n((int *)arg, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* One request a fiber (or the loop's thread) waits for, and where its
+ * done() ran: a connection owned by the loop must complete it in the
+ * loop's thread, from its link fiber, not from the submitter. */
+struct fwait {
+	struct fm_fiber *f;   /* the submitter; NULL outside any fiber */
+	int status;
+	int done;
+	int in_loop_thread;   /* done() ran in the loop's thread ... */
+	int from_other_fiber; /* ... from a fiber, not the submitter */
+};
+
+/* The thread that attached the loop under test (set by the case). */
+static inline pthread_t *rig_loop_thread(void)
+{
+	static pthread_t t;
+
+	return &t;
+}
+
+static inline void fwait_done(struct fm_req *r, int status)
+{
+	struct fwait *w = r->priv;
+	struct fm_fiber *self = fm_fiber_self();
+
+	w->in_loop_thread = pthread_equal(pthread_self(), *rig_loop_thread());
+	w->from_other_fiber = self && self != w->f;
+	w->status = status;
+	w->done = 1;
+	if (w->f)
+		fm_fiber_wake(w->f);
+}
+
+/* Point r's done() at w, a fresh waiter for the calling fiber. */
+static inline void fwait_arm(struct fwait *w, struct fm_req *r)
+{
+	*w = (struct fwait){ .f = fm_fiber_self() };
+	r->done = fwait_done;
+	r->priv = w;
 }
 
 #endif

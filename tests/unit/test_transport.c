@@ -954,36 +954,12 @@ static int t_concurrent_submitters(void)
  * from its fibers, replies are read by the connection's link fiber and
  * done() wakes the submitter in the same thread. */
 
-struct fwait {
-	struct fm_fiber *f;
-	int status;
-	int done;
-	int in_loop_thread;   /* done() ran in the loop's thread */
-	int from_other_fiber; /* ... from a fiber, not the submitter */
-};
-
-static pthread_t loop_thread;
-
-static void fwait_done(struct fm_req *r, int status)
-{
-	struct fwait *w = r->priv;
-	struct fm_fiber *self = fm_fiber_self();
-
-	w->in_loop_thread = pthread_equal(pthread_self(), loop_thread);
-	w->from_other_fiber = self && self != w->f;
-	w->status = status;
-	w->done = 1;
-	fm_fiber_wake(w->f);
-}
-
 /* fm_conn_call() for a fiber: submit, park until done(). */
 static int fiber_call(struct fm_conn *c, struct fm_req *r, struct fwait *w)
 {
 	int rc;
 
-	*w = (struct fwait){ .f = fm_fiber_self() };
-	r->done = fwait_done;
-	r->priv = w;
+	fwait_arm(w, r);
 	rc = fm_conn_submit(c, r);
 	if (rc)
 		return rc;
@@ -1014,7 +990,7 @@ static struct fm_conn_params loop_params(struct rig *r, uint16_t port, uint32_t 
 	struct fm_conn_params p = params_for(port, timeout_ms);
 
 	p.loop = r->l;
-	loop_thread = pthread_self();
+	*rig_loop_thread() = pthread_self();
 	return p;
 }
 
@@ -1507,7 +1483,7 @@ static void on_lstate(void *arg, int up)
 {
 	struct lstate *s = arg;
 
-	if (!pthread_equal(pthread_self(), loop_thread))
+	if (!pthread_equal(pthread_self(), *rig_loop_thread()))
 		s->other_thread++;
 	(*(up ? &s->ups : &s->downs))++;
 }

@@ -843,30 +843,6 @@ static int thread_count(void)
 	return n;
 }
 
-static pthread_t loop_thread;
-
-/* One request a fiber waits for, and where its done() ran. */
-struct fwait {
-	struct fm_fiber *f;
-	int status;
-	int done;
-	int in_loop_thread;   /* done() ran in the loop's thread ... */
-	int from_link;        /* ... from a fiber other than the submitter */
-};
-
-static void fwait_done(struct fm_req *r, int status)
-{
-	struct fwait *w = r->priv;
-	struct fm_fiber *self = fm_fiber_self();
-
-	w->in_loop_thread = pthread_equal(pthread_self(), loop_thread);
-	w->from_link = self && self != w->f;
-	w->status = status;
-	w->done = 1;
-	if (w->f)               /* NULL: submitted outside any fiber */
-		fm_fiber_wake(w->f);
-}
-
 /* Submit n requests from this fiber, park until all are done: 0, the
  * first error, or -EXDEV when a done() ran anywhere but the link fiber. */
 static int fiber_batch(struct fm_conn *c, struct fm_req *reqs, struct fwait *w, unsigned n)
@@ -875,9 +851,7 @@ static int fiber_batch(struct fm_conn *c, struct fm_req *reqs, struct fwait *w, 
 	int rc = 0;
 
 	for (unsigned i = 0; i < n; i++) {
-		w[i] = (struct fwait){ .f = fm_fiber_self() };
-		reqs[i].done = fwait_done;
-		reqs[i].priv = &w[i];
+		fwait_arm(&w[i], &reqs[i]);
 		rc = fm_conn_submit(c, &reqs[i]);
 		if (rc)
 			break;
@@ -888,7 +862,7 @@ static int fiber_batch(struct fm_conn *c, struct fm_req *reqs, struct fwait *w, 
 			fm_fiber_park();
 		if (!rc && w[i].status)
 			rc = w[i].status;
-		if (!rc && !(w[i].in_loop_thread && w[i].from_link))
+		if (!rc && !(w[i].in_loop_thread && w[i].from_other_fiber))
 			rc = -EXDEV;
 	}
 	return rc;
@@ -963,7 +937,7 @@ static struct fm_conn_params ev_params(struct rig *r, const char *addr)
 	struct fm_conn_params p = params(addr, uuid_a);
 
 	p.loop = r->l;
-	loop_thread = pthread_self();
+	*rig_loop_thread() = pthread_self();
 	return p;
 }
 
@@ -984,10 +958,9 @@ static int ev_big(struct rig *r, struct fm_conn *c, uint32_t len)
 
 	fill(big, len, len);
 	for (int i = 0; i < 3; i++) {
-		struct fwait fw = { 0 };
+		struct fwait fw;
 
-		steps[i]->done = fwait_done;
-		steps[i]->priv = &fw;
+		fwait_arm(&fw, steps[i]);
 		steps[i]->seg_id = a.rep.alloc.seg_id;
 		rc = fm_conn_submit(c, steps[i]);
 		if (rc)
@@ -997,10 +970,9 @@ static int ev_big(struct rig *r, struct fm_conn *c, uint32_t len)
 	}
 	rc = memcmp(big, back, len) ? -EBADMSG : 0;
 	struct fm_req fr = { .op = FM_OP_FREE, .seg_id = a.rep.alloc.seg_id };
-	struct fwait fw = { 0 };
+	struct fwait fw;
 
-	fr.done = fwait_done;
-	fr.priv = &fw;
+	fwait_arm(&fw, &fr);
 	if (fm_conn_submit(c, &fr) == 0)
 		run_until(r, flag_set, &fw.done);
 	return rc;
@@ -1046,10 +1018,9 @@ static int t_evloop_basic(void)
 	/* The loop's thread outside a fiber must not wait for a slot: it
 	 * would stop the link fiber.  With every slot free it just goes. */
 	struct fm_req st = { .op = FM_OP_STAT };
-	struct fwait w = { 0 };
+	struct fwait w;
 
-	st.done = fwait_done;
-	st.priv = &w;
+	fwait_arm(&w, &st);
 	CHECK(fm_conn_submit(c, &st) == 0);
 	CHECK(run_until(&r, flag_set, &w.done) == 0);
 	CHECK(w.status == 0 && w.in_loop_thread && st.rep.stat.segments == EV_FIBERS);
