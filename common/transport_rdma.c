@@ -494,13 +494,24 @@ static int resolve(struct rd_conn *c, struct rd_ep *ep, uint64_t deadline, int w
 		       deadline, wake_fd);
 }
 
+/* Work requests posted and not yet completed: every data transfer holds
+ * at least one bounce unit, every control SEND a credit, so nunits +
+ * FM_RDMA_CTRL_DEPTH bound them; a SEND's completion may come after its
+ * reply gave the credit back, hence a second FM_RDMA_CTRL_DEPTH.  Not
+ * slots: a shared connection has thousands, and the provider allocates
+ * (and rxe maps) the send queue whole. */
+static unsigned send_queue_depth(const struct rd_conn *c)
+{
+	return c->nunits + 2 * FM_RDMA_CTRL_DEPTH + 8;
+}
+
 /* Protection domain, CQ with its channel, the queue pair and the
  * registrations of our preallocated buffers, on the device the route
  * chose. */
 static int ep_verbs(struct rd_conn *c, struct rd_ep *ep)
 {
 	struct ibv_context *ctx = ep->id->verbs;
-	unsigned sq = 2 * c->cf.nslots + 8;   /* a GRANT's SEND and its data op */
+	unsigned sq = send_queue_depth(c);
 	struct ibv_qp_init_attr qa = {
 		.cap = { .max_send_wr = sq, .max_recv_wr = FM_RDMA_CTRL_DEPTH,
 			 .max_send_sge = RD_MAX_SGE, .max_recv_sge = 1 },
