@@ -26,7 +26,7 @@
  * RD_MAX_SGE, listed in one scatter/gather work request) and the receive
  * buffers for control replies.  Nothing is allocated per request.  Units
  * are sized by the largest I/O the opener announced (params max_io): a
- * queue's connection (128 KiB) pins about 0.5 MiB, one for FM_MAX_IO 3.
+ * queue's connection (128 KiB) pins about 0.5 MiB, one for FM_MAX_IO 3 MiB.
  *
  * A READ/WRITE of a segment whose (remote_addr, rkey) this connection
  * does not know yet first sends GRANT (transport_rdma.h); the completion
