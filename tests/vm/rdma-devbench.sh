@@ -1,12 +1,14 @@
 # Guest script (tests/vm/rdma-check devbench): a farmem-blk device over
 # rdma:// against the same device over tcp://, in one run, on the same
-# three memservers (each listens on both).  For each transport: the
+# three memservers (each listens on both); and over rdma:// with each
+# queue's own connections (FARMEM_RDMA_QUEUE_CONNS=1).  For each: the
 # region filled with half-compressible data (verified by fio), then fio's
 # 4k random writes at QD32 and random reads at QD1 and QD32; reported per
 # I/O: the daemon's context switches (voluntary + nonvoluntary, summed
 # over its threads) and CPU time (user + system), and the IOPS, with the
-# rdma/tcp ratio; and the daemon's resident (locked) memory.  Emulated (TCG): the switch counts carry over to real
-# hardware, the times only roughly.  Not part of make check.
+# ratio to tcp://; and the daemon's resident (locked) memory.  Emulated
+# (TCG): the switch counts carry over to real hardware, the times only
+# roughly.  Not part of make check.
 . /test/lib.sh
 . /test/rdma-mods.sh
 
@@ -66,9 +68,15 @@ fio_point() {
 
 # USER_HZ is 100 on Linux (the guest has no getconf).
 hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
-for t in tcp rdma; do
-	base=$([ $t = tcp ] && echo 7200 || echo 7100)
-	servers="$t://$IP:$((base + 1)),$t://$IP:$((base + 2)),$t://$IP:$((base + 3))"
+# rdma-q: rdma:// with each queue's own connections (the transport's
+# loop mode, opt-in: FARMEM_RDMA_QUEUE_CONNS=1).
+for t in tcp rdma rdma-q; do
+	proto=${t%-q}
+	base=$([ $proto = tcp ] && echo 7200 || echo 7100)
+	servers="$proto://$IP:$((base + 1)),$proto://$IP:$((base + 2)),$proto://$IP:$((base + 3))"
+	FARMEM_RDMA_QUEUE_CONNS=0
+	[ $t = rdma-q ] && FARMEM_RDMA_QUEUE_CONNS=1
+	export FARMEM_RDMA_QUEUE_CONNS   # the daemon add starts inherits it
 	FARMEM_SERVERS=$servers FARMEM_SECRET=$secret farmem_add --size 128M --replicas 2 \
 		--overcommit
 	pid=$(daemon_pid "$DEV")
@@ -97,7 +105,7 @@ done
 awk '{ key = $3; sub(":$", "", key)
        if ($2 == "tcp") { tcp[key] = $4; tsw[key] = $6 }
        else if (tcp[key] > 0)
-	       printf "devbench ratio %s: rdma/tcp IOPS %.2f, switches per I/O %.2f vs %.2f\n",
-		       key, $4 / tcp[key], $6, tsw[key] }' /tmp/devbench.out
-[ "$(grep -c '^devbench rdma' /tmp/devbench.out)" -eq 3 ] || fail "some points gave no result"
+	       printf "devbench ratio %s: %s/tcp IOPS %.2f, switches per I/O %.2f vs %.2f\n",
+		       key, $2, $4 / tcp[key], $6, tsw[key] }' /tmp/devbench.out
+[ "$(grep -c '^devbench rdma' /tmp/devbench.out)" -eq 6 ] || fail "some points gave no result"
 say "devbench done"

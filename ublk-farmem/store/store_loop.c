@@ -31,6 +31,18 @@ static uint32_t loop_max_io(const struct store *s)
 	return n < FM_MAX_IO ? (uint32_t)n : FM_MAX_IO;
 }
 
+/* A queue's own rdma connections (transport loop mode) are opt-in,
+ * FARMEM_RDMA_QUEUE_CONNS=1: with them, recovery after a kill -9 of the
+ * daemon over rdma:// between two guests hung in 2 of 14 runs (0 of 5
+ * without), for a cause not found yet.  Without them a queue's rdma
+ * requests complete on the shared connection's thread, as before. */
+static int rdma_queue_conns(void)
+{
+	const char *v = getenv("FARMEM_RDMA_QUEUE_CONNS");
+
+	return v && strcmp(v, "1") == 0;
+}
+
 static int queues_valid(const struct store *s, int first, int n)
 {
 	return first >= 0 && n > 0 && first + n <= s->nqueues;
@@ -55,6 +67,8 @@ int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n)
 
 		if (s->cfg.transport)
 			continue;   /* a test transport: no loop mode */
+		if (s->srv[i].fa.kind == ADDR_RDMA && !rdma_queue_conns())
+			continue;
 		server_conn_params(s, i, &p);
 		/* Only these queues' requests, plus slack for retries. */
 		p.max_inflight = server_conn_slots(s, i, n);
