@@ -782,9 +782,15 @@ static uint8_t *unit_addr(const struct rd_conn *c, uint16_t u)
 	return c->units_mem + (size_t)u * c->unit;
 }
 
+/* Bounce units len bytes take. */
+static unsigned units_of(const struct rd_conn *c, uint32_t len)
+{
+	return (len + c->unit - 1) / c->unit;
+}
+
 static unsigned units_for(const struct rd_conn *c, const struct fm_req *r)
 {
-	return is_data(r) ? (r->len + c->unit - 1) / c->unit : 1;
+	return is_data(r) ? units_of(c, r->len) : 1;
 }
 
 /* Copy between the caller's bytes and the slot's units. */
@@ -1423,7 +1429,7 @@ static struct rd_conn *conn_alloc(const struct fm_conn_params *p)
 	c->unit = unit_size(c->cf.max_io);
 	c->recv_buf = c->cf.data_only ? RD_RECV_SMALL : RD_RECV_BUF;
 	c->nunits = (c->cf.nslots < RD_UNITS_SHARED ? c->cf.nslots : RD_UNITS_SHARED) +
-		    (c->cf.max_io + c->unit - 1) / c->unit;
+		    units_of(c, c->cf.max_io);
 	c->units_len = (size_t)c->nunits * c->unit;
 	c->recv_len = (size_t)FM_RDMA_CTRL_DEPTH * c->recv_buf;
 	c->slots = calloc(c->cf.nslots, sizeof(*c->slots));

@@ -144,9 +144,10 @@ int store_flush(struct store *s, int queue);
  * every tcp server (rdma too with FARMEM_RDMA_QUEUE_CONNS=1, see
  * store_loop.c), which store queues [first, first + n) use from then
  * on: their requests, replies and wake-ups stay in that thread (a server
- * it cannot reach goes through the shared connection).  The loop needs store_loop_fibers() fibers beyond the
- * caller's own, for the connections' link fibers.  store_loop_detach()
- * closes them, from the same thread, before fm_loop_detach(). */
+ * it cannot reach goes through the shared connection).  The loop needs
+ * store_loop_fibers() fibers beyond the caller's own, for the
+ * connections' link fibers.  store_loop_detach() closes them, from the
+ * same thread, before fm_loop_detach(). */
 int store_loop_attach(struct store *s, struct fm_loop *loop, int first, int n);
 void store_loop_detach(struct store *s, int first, int n);
 int store_loop_fibers(const struct store *s);
