@@ -125,6 +125,20 @@ hl_emulator_crash() {
 	grep -qE "Oops: int3|WARNING: .* at arch/x86/kernel/traps.c:[0-9]+ exc_debug_kernel" "$1"
 }
 
+# hl_oops_summary CONSOLE: a kernel oops in three lines: what faulted, where
+# (RIP), and the functions of its call trace on one line.  A CI log that is
+# cut in the middle may keep only these of a 60-line trace.
+hl_oops_summary() {
+	local c=$1
+	grep -qE 'BUG:|Oops:|general protection' "$c" || return 0
+	echo "-- the first oops:"
+	grep -m 2 -E 'BUG:|Oops:|general protection' "$c"
+	grep -m 1 -E 'RIP: 0010:' "$c"
+	sed -n '/Call Trace:/,/end trace\|Kernel panic/p' "$c" |
+		sed -n 's/.* \([A-Za-z_][A-Za-z0-9_.]*\)+0x.*/\1/p' | head -n 30 | tr '\n' ' '
+	echo
+}
+
 # hl_why_failed LABEL CONSOLE: what a failed guest said last and what its
 # kernel reported (stuck tasks, OOM, panics), for the end of a CI log,
 # which may be all that is kept of it.
@@ -132,6 +146,7 @@ hl_why_failed() {
 	local label=$1 c=$2
 	[ -s "$c" ] || return 0
 	echo "==== why $label failed: its last scenario lines, then the kernel's complaints"
+	hl_oops_summary "$c"
 	sed -n '/=== script output begins ===/,/=== script output ends ===/p' "$c" |
 		grep -v '^===' | tail -n 25
 	grep -E 'blocked for more than|INFO: task|WARNING:|BUG:|Oops|Out of memory|Killed process|oom-kill|Kernel panic|I/O error' "$c" |
