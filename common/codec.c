@@ -76,7 +76,7 @@ ssize_t fm_codec_compress(struct fm_codec *c, const void *src, size_t len,
 	/* Only a caller that needs a real saving (cap < len) is spared the
 	 * compressor: the raw page is what it would store anyway. */
 	if (cap < len && c->algo != FM_CODEC_NONE && fm_entropy_incompressible(src, len)) {
-		c->skipped++;
+		__atomic_store_n(&c->skipped, c->skipped + 1, __ATOMIC_RELAXED);
 		return 0;
 	}
 	switch (c->algo) {

@@ -21,7 +21,9 @@ struct fm_codec {
 	void *zc;               /* ZSTD_CCtx */
 	void *zd;               /* ZSTD_DCtx */
 	void *lz4_state;        /* LZ4_sizeofState() bytes */
-	unsigned long skipped;  /* pages entropy.h judged incompressible */
+	/* Pages entropy.h judged incompressible.  One thread compresses
+	 * with a codec at a time; stats read it from another, relaxed. */
+	unsigned long skipped;
 };
 
 /* zstd's level when none is given.  Not zstd's own default (3): on

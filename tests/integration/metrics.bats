@@ -210,10 +210,13 @@ has_metrics_flag() {
 	run -0 "$VALIDATE" "$FM_DIR/s1"
 	[ "$(metric "$FM_DIR/s1" farmem_blk_size_bytes)" -eq 16777216 ]
 	[ "$(metric "$FM_DIR/s1" farmem_blk_pages_stored)" -eq 0 ]
-	# 1 MiB of compressible, non-zero data: 256 pages.
+	# 1 MiB of compressible, non-zero data, then 1 MiB of random bytes
+	# that zstd is not even asked to shrink: 256 pages of each.
 	yes farmem | head -c 1048576 >"$FM_DIR/data"
+	head -c 1048576 /dev/urandom >>"$FM_DIR/data"
 	nbdcopy "$FM_DIR/data" "$NBD_URI"
-	wait_until 10 metric_at_least "$mport" farmem_blk_pages_stored 256
+	wait_until 10 metric_at_least "$mport" farmem_blk_pages_stored 512
+	[ "$(metric "$FM_DIR/poll" farmem_blk_incompressible_pages_total)" -eq 256 ]
 	run -0 "$VALIDATE" "$FM_DIR/poll"
 	local ratio
 	ratio=$(metric "$FM_DIR/poll" farmem_blk_compression_ratio)

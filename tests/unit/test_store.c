@@ -63,6 +63,8 @@ static int test_write_read(void)
 	CHECK(FIX_BAD_COPIES(st) == 0);
 	/* Text compresses: well below the raw size; random does not. */
 	CHECK(st.bytes_stored < st.pages_stored * STORE_PAGE);
+	/* Every random page (p % 3 == 2), and only those, skipped zstd. */
+	CHECK(st.incompressible_pages == 341);
 	store_close(s);
 	fault_reset();
 	return 0;

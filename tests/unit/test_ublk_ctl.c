@@ -49,6 +49,7 @@ static int stats_round_trip(void)
 	a.rereplicated_segments = 7;
 	a.write_errors = 2;
 	a.auth_errors = 4;
+	a.incompressible_pages = 77;
 	a.encrypt = STORE_ENCRYPT_XCHACHA20POLY1305;
 	a.replicas = 2;
 	a.nservers = 2;
@@ -64,6 +65,7 @@ static int stats_round_trip(void)
 	CHECK(b.size == a.size && b.pages_stored == 12345 && b.bytes_stored == 999);
 	CHECK(b.bytes_remote == a.bytes_remote && b.degraded_segments == 3);
 	CHECK(b.rereplicated_segments == 7 && b.write_errors == 2);
+	CHECK(b.incompressible_pages == 77);
 	CHECK(b.replicas == 2 && b.nservers == 2);
 	CHECK(b.auth_errors == 4 && b.encrypt == STORE_ENCRYPT_XCHACHA20POLY1305);
 	CHECK(!strcmp(b.server[0].addr, "tcp://10.0.0.1:7000") && b.server[0].up == 1);

@@ -228,7 +228,8 @@ static void status_text(const struct devinfo *d)
 	human(st->bytes_remote, c, sizeof(c));
 	printf("pages        %" PRIu64 " stored (%s), %" PRIu64 " zero\n",
 	       st->pages_stored, a, st->zero_pages);
-	printf("compression  %.2fx (%s of records)\n", ratio(st), b);
+	printf("compression  %.2fx (%s of records), %" PRIu64 " writes stored raw"
+	       " (incompressible)\n", ratio(st), b, st->incompressible_pages);
 	printf("remote       %s in %" PRIu64 " segments x %d replicas\n", c,
 	       st->segments, st->replicas);
 	printf("replicas     %s\n", replica_health(st, health, sizeof(health)));
@@ -277,13 +278,15 @@ static void status_json(const struct devinfo *d)
 		       ", \"auth_errors\": %" PRIu64 ", \"encrypt\": \"%s\""
 		       ", \"read_errors\": %" PRIu64 ", \"write_errors\": %" PRIu64
 		       ", \"cleaned_segments\": %" PRIu64
-		       ", \"rereplicated_segments\": %" PRIu64 ", \"servers\": [",
+		       ", \"rereplicated_segments\": %" PRIu64
+		       ", \"incompressible_pages\": %" PRIu64 ", \"servers\": [",
 		       st->pages_stored, st->zero_pages, st->bytes_logical,
 		       st->bytes_stored, st->bytes_remote, ratio(st), st->segments,
 		       st->degraded_segments, st->replicas, st->reads, st->writes,
 		       st->discards, st->checksum_errors, st->auth_errors,
 		       store_encrypt_name(st->encrypt), st->read_errors,
-		       st->write_errors, st->cleaned_segments, st->rereplicated_segments);
+		       st->write_errors, st->cleaned_segments, st->rereplicated_segments,
+		       st->incompressible_pages);
 		for (int i = 0; i < st->nservers; i++) {
 			const struct store_server_stats *s = &st->server[i];
 

@@ -19,6 +19,7 @@ static const struct { const char *key; size_t off; } u64_fields[] = {
 	F(reads), F(writes), F(discards), F(checksum_errors), F(read_errors),
 	F(write_errors), F(cleaned_segments), F(rereplicated_segments),
 	F(auth_errors), F(etcd_errors), F(members_joined), F(members_lost),
+	F(incompressible_pages),
 };
 #undef F
 #define NFIELDS (sizeof(u64_fields) / sizeof(u64_fields[0]))

@@ -95,6 +95,8 @@ struct store_stats {
 	uint64_t size;
 	uint64_t pages_stored;          /* non-zero pages mapped */
 	uint64_t zero_pages;            /* written as zero, cost nothing */
+	uint64_t incompressible_pages;  /* writes stored raw, since open: their
+					 * sampled bytes said zstd cannot shrink them */
 	uint64_t bytes_logical;         /* pages_stored * 4096 */
 	uint64_t bytes_stored;          /* live compressed record bytes */
 	uint64_t bytes_remote;          /* allocated segment bytes, all replicas */

@@ -76,6 +76,9 @@ void store_metrics_provide(struct metrics_buf *b, void *arg)
 		      (double)s.bytes_remote);
 	metrics_gauge(b, "farmem_blk_compression_ratio", "logical / stored bytes (0: none stored)",
 		      s.bytes_stored ? (double)s.bytes_logical / (double)s.bytes_stored : 0.0);
+	metrics_counter(b, "farmem_blk_incompressible_pages_total",
+			"page writes stored raw: their sampled bytes could not shrink",
+			s.incompressible_pages);
 	metrics_gauge(b, "farmem_blk_segments", "segments of this device", (double)s.segments);
 	metrics_gauge(b, "farmem_blk_degraded_segments", "segments with fewer than R live copies",
 		      (double)s.degraded_segments);

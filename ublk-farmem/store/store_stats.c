@@ -60,6 +60,9 @@ void store_get_stats(struct store *s, struct store_stats *st)
 	st->discards = atomic_get64(&s->discards);
 	st->read_errors = atomic_get64(&s->read_errors);
 	st->write_errors = atomic_get64(&s->write_errors);
+	for (int q = 0; q < s->nqueues; q++)
+		st->incompressible_pages += __atomic_load_n(&s->q[q].codec.skipped,
+							    __ATOMIC_RELAXED);
 	membership_stats(s->mem, st);
 }
 
