@@ -130,7 +130,7 @@ hl_emulator_crash() {
 # driver callback, where no farmem code runs and no farmem call is on the
 # stack.  Seen once in CI in the farmem-blk guest of 1-swap over rdma://,
 # a NULL dereference (address 0x70) on an idle vCPU, not reproduced in
-# nine runs here.
+# six runs here.
 hl_irq_fault() {
 	[ -f "$1" ] && grep -q "Kernel panic - not syncing: Fatal exception in interrupt" "$1"
 }
