@@ -5,6 +5,7 @@ set -eu
 PKGS="build-essential pkg-config liburing-dev libibverbs-dev librdmacm-dev
  libzstd-dev liblz4-dev libiniparser-dev libsodium-dev libxxhash-dev
  libgnutls28-dev libboost-context-dev libjson-c-dev libcurl4-openssl-dev etcd-server
+ etcd-client
  bats nbdkit libnbd-bin fio qemu-utils clang valgrind perl iproute2
  procps util-linux qemu-system-x86 cpio
  debhelper fakeroot lintian rpm systemd curl jq xz-utils libclang-rt-14-dev
