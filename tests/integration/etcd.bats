@@ -13,6 +13,8 @@ setup() {
 	require_file "$FM_MEMSERVER"
 	command -v etcd >/dev/null 2>&1 ||
 		skip "etcd is not installed (Debian: apt-get install etcd-server)"
+	command -v etcdctl >/dev/null 2>&1 ||
+		skip "etcdctl is not installed (Debian: apt-get install etcd-client)"
 	fm_setup
 	CLUSTER="t$$"
 }
