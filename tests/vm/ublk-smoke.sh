@@ -26,6 +26,9 @@ is_zero /tmp/z || fail "unwritten pages are not zero"
 farmem-blk status "$DEV" || fail "status"
 farmem-blk status "$DEV" --json | grep -q '"pages_stored": 2048' || {
 	farmem-blk status "$DEV" --json; fail "status --json does not show 2048 pages"; }
+# Random bytes: every page skipped zstd and was stored raw.
+farmem-blk status "$DEV" --json | grep -q '"incompressible_pages": 2048' || {
+	farmem-blk status "$DEV" --json; fail "status --json does not show 2048 raw pages"; }
 farmem-blk list | grep -q "^$name .*running" || { farmem-blk list; fail "list"; }
 farmem-blk list --json | grep -q "\"name\": \"$name\"" || fail "list --json"
 
