@@ -239,6 +239,8 @@ ms_holds_more_than() {
 	cmp -n $(( 4 << 20 )) "$FM_DIR/in" "$FM_DIR/out"
 	stop_serve TERM
 	grep -q 'stats pages_stored=1024 ' "$FM_DIR/serve/log"
+	# Random bytes: not one page was worth asking zstd about.
+	grep -q ' incompressible_pages=1024$' "$FM_DIR/serve/log"
 }
 
 @test "bad flags and config values give clear errors" {

@@ -29,7 +29,7 @@ static void print_stats(struct store *st)
 		"bytes_logical=%llu bytes_stored=%llu bytes_remote=%llu "
 		"segments=%llu degraded_segments=%llu checksum_errors=%llu "
 		"auth_errors=%llu read_errors=%llu write_errors=%llu rereplicated_segments=%llu "
-		"cleaned_segments=%llu\n",
+		"cleaned_segments=%llu incompressible_pages=%llu\n",
 		(unsigned long long)s.pages_stored, (unsigned long long)s.zero_pages,
 		(unsigned long long)s.bytes_logical, (unsigned long long)s.bytes_stored,
 		(unsigned long long)s.bytes_remote, (unsigned long long)s.segments,
@@ -38,7 +38,8 @@ static void print_stats(struct store *st)
 		(unsigned long long)s.auth_errors,
 		(unsigned long long)s.read_errors, (unsigned long long)s.write_errors,
 		(unsigned long long)s.rereplicated_segments,
-		(unsigned long long)s.cleaned_segments);
+		(unsigned long long)s.cleaned_segments,
+		(unsigned long long)s.incompressible_pages);
 	if (s.etcd != STORE_ETCD_OFF)
 		fprintf(stderr, "farmem-blk: membership servers=%d etcd=%s etcd_errors=%llu "
 			"members_joined=%llu members_lost=%llu%s%s\n", s.nservers,
