@@ -228,7 +228,7 @@ static void status_text(const struct devinfo *d)
 	human(st->bytes_remote, c, sizeof(c));
 	printf("pages        %" PRIu64 " stored (%s), %" PRIu64 " zero\n",
 	       st->pages_stored, a, st->zero_pages);
-	printf("compression  %.2fx (%s of records), %" PRIu64 " writes stored raw"
+	printf("compression  %.2fx (%s of records), %" PRIu64 " page writes stored raw"
 	       " (incompressible)\n", ratio(st), b, st->incompressible_pages);
 	printf("remote       %s in %" PRIu64 " segments x %d replicas\n", c,
 	       st->segments, st->replicas);
